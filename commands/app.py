@@ -1,0 +1,183 @@
+"""The application service: the event store, the views and the dispatcher.
+
+:class:`Eventpile` is an ``eventsourcing`` Application whose mapper is ours
+(pydantic events, AES-256-GCM bound to the row). ``execute`` runs a command as an
+operation: the operation's lifecycle events and the command's domain events are
+written together, in one transaction for a command that finishes at once, and
+the views catch up before it returns (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar, cast
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import RecordConflictError
+
+from commands.base import Command, Outcome, handler_for
+from commands.context import Context, ProgressCallback
+from domain.aggregate import Aggregate, DomainError, fold
+from domain.events import DomainEvent, operation_scope, uuid7
+from domain.operation import Operation
+from projections.base import Projection, RunReport, View
+from projections.messages import MessageIndex
+from projections.operations import OperationLog
+from store.cipher import EventCipher
+from store.home import Home
+from store.keys import Keyring
+from store.mapper import PydanticMapper, topic_of
+
+A = TypeVar("A", bound=Aggregate)
+
+CONFLICT_RETRIES = 5
+PROJECTIONS: tuple[type[Projection], ...] = (MessageIndex, OperationLog)
+
+
+class Conflict(Exception):
+    """Another writer appended to one of the same streams first."""
+
+
+class CommandFailed(Exception):
+    """The command ran and failed; its operation record says so."""
+
+    def __init__(self, operation_id: uuid.UUID, message: str):
+        super().__init__(message)
+        self.operation_id = operation_id
+
+
+class Eventpile(Application[uuid.UUID]):
+    name = "eventpile"
+
+    def __init__(self, home: Home, keyring: Keyring, env: dict[str, str] | None = None):
+        self.home = home
+        self.keyring = keyring
+        settings = {
+            "PERSISTENCE_MODULE": "store.sqlite:Factory",
+            "SQLITE_DBNAME": str(home.events_db),
+            **(env or {}),
+        }
+        super().__init__(settings)
+        view_key = keyring.purpose_key("views")
+        self.views = {p.name: View(p(), home.view_db(p.name), view_key) for p in PROJECTIONS}
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def construct_mapper(self) -> PydanticMapper:
+        return PydanticMapper(EventCipher(self.keyring))
+
+    def close(self) -> None:
+        for view in self.views.values():
+            view.close()
+        super().close()
+
+    # the event store ------------------------------------------------------
+
+    def append(self, events: Sequence[DomainEvent]) -> list[int]:
+        """Write events in one transaction; their notification ids (log positions)."""
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        try:
+            ids = self.recorder.insert_events(stored)
+        except RecordConflictError as e:
+            raise Conflict(str(e)) from None
+        return list(ids or ())
+
+    def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
+        """The events of one aggregate, oldest first."""
+        return cast(Iterator[DomainEvent], self.events.get(aggregate_id))
+
+    def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
+        return fold(cls, self.stream(aggregate_id))
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def read(
+        self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
+    ) -> list[tuple[int, DomainEvent]]:
+        notifications = self.recorder.select_notifications(
+            after + 1, limit, stop=upto, topics=[topic_of(t) for t in topics]
+        )
+        to_event = cast(PydanticMapper, self.mapper).to_domain_event
+        return [(n.id, to_event(n)) for n in notifications]
+
+    def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
+        position, upto = 0, self.max_position()
+        while position < upto:
+            page = self.read(position, upto, (), 1000)
+            yield from page
+            position = page[-1][0]
+
+    # the views ------------------------------------------------------------
+
+    def view(self, name: str) -> View:
+        return self.views[name]
+
+    def catch_up(self) -> dict[str, RunReport]:
+        return {name: view.catch_up(self) for name, view in self.views.items()}
+
+    # the dispatcher -------------------------------------------------------
+
+    def execute(
+        self,
+        command: Command,
+        *,
+        parent_id: uuid.UUID | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Operation:
+        """Run ``command`` now as a recorded operation and return its final state.
+
+        A :class:`DomainError` (the command is refused) writes nothing. Any other
+        exception is recorded as the operation's failure and raised as
+        :class:`CommandFailed`.
+        """
+        handler = handler_for(command)
+        operation_id = uuid7()
+        public, private = command.split_args()
+        with operation_scope(operation_id, self.keyring.installation_id):
+            requested = Operation.request(
+                operation_id,
+                type(command).__name__,
+                public,
+                private,
+                command.describe(),
+                parent_id=parent_id,
+            )
+            initial = fold(Operation, [requested])
+            assert initial is not None
+            for attempt in range(CONFLICT_RETRIES):
+                started = time.perf_counter()
+                ctx = Context(self, initial, [requested], on_progress)
+                ctx.record_operation(initial.begin(self.worker))
+                try:
+                    outcome = handler(command, ctx)
+                    ctx.record_operation(self._completion(ctx, outcome, started))
+                    ctx.flush()
+                    return ctx.operation
+                except Conflict:
+                    if ctx.flushed or attempt == CONFLICT_RETRIES - 1:
+                        raise
+                except DomainError as error:
+                    if ctx.flushed:
+                        self._record_failure(ctx, error, started)
+                    raise
+                except Exception as error:
+                    self._record_failure(ctx, error, started)
+                    raise CommandFailed(operation_id, str(error)) from error
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _completion(ctx: Context, outcome: Outcome, started: float) -> DomainEvent:
+        return ctx.operation.complete(
+            outcome.message, outcome.result, outcome.private, time.perf_counter() - started
+        )
+
+    def _record_failure(self, ctx: Context, error: BaseException, started: float) -> None:
+        """Keep the record of the attempt, without the domain events not yet written."""
+        if not ctx.flushed:
+            ctx.pending[:] = [e for e in ctx.pending if e.originator_id == ctx.operation_id]
+        ctx.record_operation(ctx.operation.fail(error, time.perf_counter() - started))
+        ctx.flush()

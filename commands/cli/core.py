@@ -1,0 +1,122 @@
+"""What every CLI command shares: the Typer app, options, output, opening a home."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from commands.app import Eventpile
+    from store.home import Home
+    from store.keys import Keyring
+
+app = typer.Typer(
+    name="eventpile",
+    help="An encrypted, event-sourced mail index: every change is a recorded operation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class Settings:
+    home: Path
+    json: bool
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(
+        None, "--home", envvar="EVENTPILE_HOME", help="Data directory (default: per-user)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    from store.home import default_home
+
+    ctx.obj = Settings(home=home or default_home(), json=as_json)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def passphrase(*, confirm: bool = False) -> str:
+    value = os.environ.get("EVENTPILE_PASSPHRASE")
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise typer.BadParameter("set EVENTPILE_PASSPHRASE or run in a terminal")
+    return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+def unlock(s: Settings) -> tuple[Home, Keyring]:
+    from store.home import Home
+
+    home = Home(s.home)
+    return home, home.unlock(passphrase())
+
+
+@contextmanager
+def opened(s: Settings) -> Iterator[Eventpile]:
+    """The application on an unlocked home, closed afterwards."""
+    from commands.app import Eventpile
+
+    home, keyring = unlock(s)
+    application = Eventpile(home, keyring)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+def emit(s: Settings, data: Any, human: Callable[[], None] | str) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human rendering."""
+    if s.json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    elif callable(human):
+        human()
+    else:
+        console().print(human)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@contextmanager
+def progress_bar(s: Settings, label: str) -> Iterator[Callable[[int, int | None, str], None]]:
+    """A rich progress bar on stderr (nothing with ``--json``); yields its update function."""
+    if s.json or not sys.stderr.isatty():
+        yield lambda done, total, message: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int | None, message: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

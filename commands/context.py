@@ -1,0 +1,91 @@
+"""What a handler works with while its command runs.
+
+``load`` gives the current state of an aggregate (stored events plus the ones
+this command has recorded but not yet written), ``record`` adds new events,
+``progress`` reports how far it got (throttled into the operation record),
+``flush`` writes what is recorded so far (for long commands; a short one is
+written whole, in one transaction, when it returns).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from domain.aggregate import Aggregate, fold
+from domain.events import DomainEvent
+from domain.operation import Operation
+
+if TYPE_CHECKING:
+    from commands.app import Eventpile
+
+A = TypeVar("A", bound=Aggregate)
+
+PROGRESS_EVERY_S = 1.0
+ProgressCallback = Callable[[int, int | None, str], None]
+
+
+class Context:
+    def __init__(
+        self,
+        app: Eventpile,
+        operation: Operation,
+        pending: list[DomainEvent],
+        on_progress: ProgressCallback | None = None,
+    ):
+        self.app = app
+        self.operation = operation
+        self.pending = pending
+        self.flushed = False
+        self._on_progress = on_progress
+        self._states: dict[uuid.UUID, Aggregate | None] = {}
+        self._unsaved: dict[uuid.UUID, list[DomainEvent]] = {}
+        self._last_progress = 0.0
+
+    @property
+    def operation_id(self) -> uuid.UUID:
+        return self.operation.id
+
+    def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
+        if aggregate_id in self._states:
+            state = self._states[aggregate_id]
+            if state is not None and not isinstance(state, cls):
+                raise TypeError(f"{aggregate_id} is a {type(state).__name__}, not {cls.__name__}")
+            return state
+        state = fold(cls, self.app.stream(aggregate_id))
+        state = fold(cls, self._unsaved.get(aggregate_id, ()), state)
+        self._states[aggregate_id] = state
+        return state
+
+    def record(self, *events: DomainEvent) -> None:
+        for event in events:
+            self.pending.append(event)
+            self._unsaved.setdefault(event.originator_id, []).append(event)
+            state = self._states.get(event.originator_id)
+            if state is not None:
+                self._states[event.originator_id] = state.apply(event)
+            else:
+                self._states.pop(event.originator_id, None)
+
+    def progress(self, done: int, total: int | None = None, message: str = "") -> None:
+        if self._on_progress is not None:
+            self._on_progress(done, total, message)
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_S or done == total:
+            self._last_progress = now
+            self.record_operation(self.operation.report(done, total, message))
+
+    def record_operation(self, event: DomainEvent) -> None:
+        self.operation = self.operation.apply(event)
+        self.pending.append(event)
+
+    def flush(self) -> None:
+        """Write what is recorded so far and bring the views up to date."""
+        if self.pending:
+            self.app.append(self.pending)
+            self.pending.clear()
+            self._unsaved.clear()
+            self.flushed = True
+            self.app.catch_up()

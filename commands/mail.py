@@ -1,0 +1,166 @@
+"""Mail commands: import a mailbox, tag and untag messages, manage tags."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
+
+from commands.base import Command, Outcome, handles
+from commands.context import Context
+from domain.aggregate import DomainError
+from domain.events import Private
+from domain.message import Message, MessageContent, message_uuid
+from domain.tag import Tag, TagName
+from projections.messages_query import QueryError, matching_ids, parse_query, tag_ids
+
+FLUSH_EVERY = 500
+
+
+def _readable(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    return path
+
+
+def _query(text: str) -> str:
+    try:
+        parse_query(text)
+    except QueryError as e:
+        raise ValueError(str(e)) from None
+    return text
+
+
+class ImportMailbox(Command):
+    """Index the messages of an mbox, a gzipped mbox or a Maildir."""
+
+    path: Annotated[Path, AfterValidator(_readable), Private]
+
+    def describe(self) -> str:
+        return "Import a mailbox"
+
+
+@handles(ImportMailbox)
+def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
+    from commands.mailparse import MalformedMail, count_messages, read_mailbox
+
+    key = ctx.app.keyring.purpose_key("message-id")
+    total = count_messages(command.path)
+    indexed = skipped = failed = 0
+    problems: list[str] = []
+    for done, item in enumerate(read_mailbox(command.path), 1):
+        if isinstance(item, MalformedMail):
+            failed += 1
+            problems.append(str(item))
+        else:
+            message_id = message_uuid(key, item.message_id)
+            content = MessageContent(
+                header_id=item.message_id,
+                subject=item.subject,
+                sender=item.sender,
+                to=item.to,
+                cc=item.cc,
+                sent=item.date,
+                references=item.references,
+                excerpt=item.excerpt,
+                location=item.location,
+                fingerprint=item.fingerprint,
+                size=item.size,
+            )
+            state = ctx.load(Message, message_id)
+            if state is None:
+                ctx.record(Message.index(message_id, content))
+                indexed += 1
+            elif not state.indexed:
+                ctx.record(*state.reindex(content))
+                indexed += 1
+            else:
+                skipped += 1
+        if done % FLUSH_EVERY == 0:
+            ctx.progress(done, total, f"Importing: {done:,} messages read")
+            ctx.flush()
+    result = {"indexed": indexed, "skipped": skipped, "failed": failed}
+    return Outcome(
+        f"Imported {indexed:,} messages ({skipped:,} already known, {failed:,} malformed)",
+        result,
+        {"problems": problems[:100]},
+    )
+
+
+class TagMessages(Command):
+    """Add a tag to, or remove it from, every message matching a query."""
+
+    action: Literal["add", "remove"]
+    tag: Annotated[TagName, Private]
+    query: Annotated[str, AfterValidator(_query), Private]
+
+    def describe(self) -> str:
+        return f"Tag {self.action}: matching messages"
+
+
+@handles(TagMessages)
+def tag_messages(command: TagMessages, ctx: Context) -> Outcome:
+    index = ctx.app.view("messages")
+    index.catch_up(ctx.app)
+    found = tag_ids(index.db, command.tag)
+    created = False
+    if found:
+        tag_id = uuid.UUID(found[0])
+    elif command.action == "add":
+        event = Tag.create(command.tag)
+        ctx.record(event)
+        tag_id, created = event.originator_id, True
+    else:
+        raise DomainError(f"there is no tag {command.tag!r}")
+    changed = 0
+    for message_hex in matching_ids(index.db, parse_query(command.query)):
+        message = ctx.load(Message, uuid.UUID(message_hex))
+        if message is None:
+            continue
+        events = message.tag(tag_id) if command.action == "add" else message.untag(tag_id)
+        ctx.record(*events)
+        changed += bool(events)
+    verb = "Tagged" if command.action == "add" else "Untagged"
+    return Outcome(f"{verb} {changed:,} messages", {"changed": changed, "created_tag": created})
+
+
+class RenameTag(Command):
+    tag: Annotated[TagName, Private]
+    new_name: Annotated[TagName, Private]
+
+    def describe(self) -> str:
+        return "Rename a tag"
+
+
+def _tag(ctx: Context, name: str) -> Tag:
+    index = ctx.app.view("messages")
+    index.catch_up(ctx.app)
+    for tag_hex in tag_ids(index.db, name):
+        tag = ctx.load(Tag, uuid.UUID(tag_hex))
+        if tag is not None and not tag.removed:
+            return tag
+    raise DomainError(f"there is no tag {name!r}")
+
+
+@handles(RenameTag)
+def rename_tag(command: RenameTag, ctx: Context) -> Outcome:
+    if tag_ids(ctx.app.view("messages").db, command.new_name):
+        raise DomainError(f"there is already a tag {command.new_name!r}")
+    ctx.record(*_tag(ctx, command.tag).rename(command.new_name))
+    return Outcome("Renamed a tag")
+
+
+class RemoveTag(Command):
+    tag: Annotated[TagName, Private]
+
+    def describe(self) -> str:
+        return "Remove a tag"
+
+
+@handles(RemoveTag)
+def remove_tag(command: RemoveTag, ctx: Context) -> Outcome:
+    ctx.record(*_tag(ctx, command.tag).remove())
+    return Outcome("Removed a tag")

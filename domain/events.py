@@ -1,0 +1,139 @@
+"""The domain event base: frozen pydantic events with public and private fields.
+
+Every event carries its identity (``event_id``), its place in its aggregate's
+stream (``originator_id``, ``originator_version``), when it happened
+(``timestamp``, aware UTC), where it happened (``origin``, the installation id)
+and why (``operation_id``, the user operation that caused it). The last two are
+filled in from the current :func:`operation_scope`, so decision code never passes
+them around.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from functools import cache
+from typing import Any, ClassVar, Final
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+
+class _PrivateMarker:
+    """Field metadata: the value is personal data (``Annotated[str, Private]``)."""
+
+    def __repr__(self) -> str:
+        return "Private"
+
+
+Private: Final = _PrivateMarker()
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered random UUID (RFC 9562 version 7)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return uuid.UUID(int=value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_operation: ContextVar[uuid.UUID | None] = ContextVar("operation", default=None)
+_origin: ContextVar[uuid.UUID | None] = ContextVar("origin", default=None)
+
+
+@contextmanager
+def operation_scope(operation_id: uuid.UUID, origin: uuid.UUID | None) -> Iterator[None]:
+    """Stamp every event created inside with this operation id and origin."""
+    op_token = _operation.set(operation_id)
+    origin_token = _origin.set(origin)
+    try:
+        yield
+    finally:
+        _operation.reset(op_token)
+        _origin.reset(origin_token)
+
+
+def current_operation_id() -> uuid.UUID | None:
+    return _operation.get()
+
+
+def _current_origin() -> uuid.UUID | None:
+    return _origin.get()
+
+
+class DomainEvent(BaseModel):
+    """Base class of every event: immutable, typed, serialisable, versioned.
+
+    Subclasses set ``class_version`` above 1 when their schema changes and give
+    static ``upcast_vN_vN+1(state: dict)`` methods that turn a stored older state
+    into the next version's, in place.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    class_version: ClassVar[int] = 1
+
+    originator_id: uuid.UUID
+    originator_version: int = Field(ge=1)
+    event_id: uuid.UUID = Field(default_factory=uuid7)
+    timestamp: AwareDatetime = Field(default_factory=utcnow)
+    origin: uuid.UUID | None = Field(default_factory=_current_origin)
+    operation_id: uuid.UUID | None = Field(default_factory=current_operation_id)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @property
+    def date(self) -> str:
+        """The timestamp as an RFC 2822 date."""
+        return format_datetime(self.timestamp, usegmt=True)
+
+    @property
+    def ts(self) -> float:
+        """The timestamp as Unix seconds."""
+        return self.timestamp.timestamp()
+
+    def describe(self) -> str:
+        """One human-readable line, built from public fields only."""
+        return _words(type(self).__name__)
+
+    @classmethod
+    def private_fields(cls) -> frozenset[str]:
+        return _private_fields(cls)
+
+    def public_data(self) -> dict[str, Any]:
+        """The event's own (non-envelope) fields that are public, as JSON values."""
+        return self.model_dump(mode="json", exclude=set(ENVELOPE | self.private_fields()))
+
+
+ENVELOPE: Final = frozenset(DomainEvent.model_fields)
+
+
+@cache
+def _private_fields(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, info in cls.model_fields.items()
+        if any(isinstance(m, _PrivateMarker) for m in info.metadata)
+    )
+
+
+def private_fields_of(model: type[BaseModel]) -> frozenset[str]:
+    """Names of the fields of any pydantic model declared ``Private``."""
+    return _private_fields(model)
+
+
+def _words(name: str) -> str:
+    out = "".join(" " + c.lower() if c.isupper() else c for c in name).strip()
+    return out[:1].upper() + out[1:]

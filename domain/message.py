@@ -1,0 +1,144 @@
+"""The ``Message`` aggregate: one indexed mail message and its tags.
+
+Tag membership is an add-wins, observed-remove set: every add is identified by
+the event that made it (its *dot*), and a removal names the dots it observed.
+So an undo removes exactly the dots its operation added, and events from two
+installations apply in any order with the same result. Trash is a reserved tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import datetime
+from typing import Annotated, Self
+
+from pydantic import BaseModel
+
+from domain.aggregate import Aggregate, DomainError, first_event
+from domain.events import DomainEvent, Private
+
+TRASH_TAG_ID = uuid.UUID("00000000-0000-8000-8000-000000000001")
+
+
+def message_uuid(key: bytes, header_id: str) -> uuid.UUID:
+    """The message's id: a keyed hash of its Message-ID, which it does not reveal.
+
+    The same message gets the same id on every installation sharing ``key``.
+    """
+    digest = hmac.new(key, b"message-id\0" + header_id.encode(), hashlib.sha256).digest()
+    value = int.from_bytes(digest[:16], "big")
+    value = value & ~(0xF << 76) | 0x8 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return uuid.UUID(int=value)
+
+
+class MessageContent(BaseModel):
+    """What indexing records about a message. Only its size is public."""
+
+    header_id: Annotated[str, Private]
+    subject: Annotated[str, Private] = ""
+    sender: Annotated[str, Private] = ""
+    to: Annotated[str, Private] = ""
+    cc: Annotated[str, Private] = ""
+    sent: Annotated[datetime | None, Private] = None
+    """When it was sent (its Date header); ``date`` is the event's own time."""
+    references: Annotated[tuple[str, ...], Private] = ()
+    excerpt: Annotated[str, Private] = ""
+    location: Annotated[str, Private] = ""
+    fingerprint: Annotated[str, Private] = ""
+    size: int = 0
+
+    def content(self) -> MessageContent:
+        return MessageContent.model_validate(self, from_attributes=True)
+
+
+class MessageIndexed(MessageContent, DomainEvent):
+    def describe(self) -> str:
+        return f"Message indexed ({self.size:,} bytes)"
+
+
+class MessageRemoved(MessageContent, DomainEvent):
+    """The message left the index; it carries what it removed, so it can be undone."""
+
+    def describe(self) -> str:
+        return f"Message removed from the index ({self.size:,} bytes)"
+
+
+class MessageTagged(DomainEvent):
+    """Adds the tag; this event's ``event_id`` is the dot of the add."""
+
+    tag_id: uuid.UUID
+
+    def describe(self) -> str:
+        return f"Tag {self.tag_id} added"
+
+
+class MessageUntagged(DomainEvent):
+    """Removes the adds (dots) of the tag that were observed."""
+
+    tag_id: uuid.UUID
+    dots: tuple[uuid.UUID, ...]
+
+    def describe(self) -> str:
+        return f"Tag {self.tag_id} removed"
+
+
+class Message(MessageContent, Aggregate):
+    tags: dict[uuid.UUID, frozenset[uuid.UUID]] = {}
+    indexed: bool = True
+
+    @classmethod
+    def start(cls, event: DomainEvent) -> Self:
+        if not isinstance(event, MessageIndexed):
+            return super().start(event)
+        return cls(id=event.originator_id, **event.content().model_dump())
+
+    def evolve(self, event: DomainEvent) -> Self:
+        match event:
+            case MessageIndexed():
+                return self.model_copy(update={**event.content().model_dump(), "indexed": True})
+            case MessageRemoved():
+                return self.model_copy(update={"indexed": False})
+            case MessageTagged(tag_id=tag, event_id=dot):
+                dots = self.tags.get(tag, frozenset()) | {dot}
+                return self.model_copy(update={"tags": {**self.tags, tag: dots}})
+            case MessageUntagged(tag_id=tag, dots=removed):
+                left = self.tags.get(tag, frozenset()) - set(removed)
+                tags = {k: v for k, v in self.tags.items() if k != tag}
+                if left:
+                    tags[tag] = left
+                return self.model_copy(update={"tags": tags})
+        return self
+
+    # decisions ----------------------------------------------------------
+
+    @staticmethod
+    def index(message_id: uuid.UUID, content: MessageContent) -> MessageIndexed:
+        return first_event(MessageIndexed, message_id, **content.model_dump())
+
+    def reindex(self, content: MessageContent) -> list[DomainEvent]:
+        """Bring a removed message back, or replace an indexed one's content."""
+        if self.indexed and self.content() == content:
+            return []
+        return [self.event(MessageIndexed, **content.model_dump())]
+
+    def remove(self) -> list[DomainEvent]:
+        if not self.indexed:
+            raise DomainError("the message is not in the index")
+        return [self.event(MessageRemoved, **self.content().model_dump())]
+
+    def has_tag(self, tag_id: uuid.UUID) -> bool:
+        return tag_id in self.tags
+
+    def tag(self, tag_id: uuid.UUID) -> list[DomainEvent]:
+        """Add the tag (nothing if it is already there)."""
+        return [] if tag_id in self.tags else [self.event(MessageTagged, tag_id=tag_id)]
+
+    def untag(self, tag_id: uuid.UUID) -> list[DomainEvent]:
+        """Remove every observed add of the tag (nothing if it is not there)."""
+        dots = self.tags.get(tag_id)
+        if not dots:
+            return []
+        return [self.event(MessageUntagged, tag_id=tag_id, dots=tuple(sorted(dots)))]

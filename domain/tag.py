@@ -1,0 +1,74 @@
+"""The ``Tag`` aggregate: a named label for messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Self
+
+from pydantic import AfterValidator
+
+from domain.aggregate import Aggregate, DomainError, first_event
+from domain.events import DomainEvent, Private, uuid7
+
+_TAG_NAME = re.compile(r"^[\w.+/-]{1,64}$")
+
+
+def check_tag_name(name: str) -> str:
+    if not _TAG_NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a tag name: use 1-64 letters, digits or . _ + / - (no spaces)"
+        )
+    return name
+
+
+TagName = Annotated[str, AfterValidator(check_tag_name)]
+
+
+class TagCreated(DomainEvent):
+    name: Annotated[TagName, Private]
+
+
+class TagRenamed(DomainEvent):
+    old_name: Annotated[TagName, Private]
+    new_name: Annotated[TagName, Private]
+
+
+class TagRemoved(DomainEvent):
+    name: Annotated[TagName, Private]
+
+
+class Tag(Aggregate):
+    name: str
+    removed: bool = False
+
+    @classmethod
+    def start(cls, event: DomainEvent) -> Self:
+        if not isinstance(event, TagCreated):
+            return super().start(event)
+        return cls(id=event.originator_id, name=event.name)
+
+    def evolve(self, event: DomainEvent) -> Self:
+        match event:
+            case TagCreated(name=name):
+                return self.model_copy(update={"name": name, "removed": False})
+            case TagRenamed(new_name=name):
+                return self.model_copy(update={"name": name})
+            case TagRemoved():
+                return self.model_copy(update={"removed": True})
+        return self
+
+    @staticmethod
+    def create(name: str) -> TagCreated:
+        return first_event(TagCreated, uuid7(), name=name)
+
+    def rename(self, new_name: str) -> list[DomainEvent]:
+        if self.removed:
+            raise DomainError(f"tag {self.name!r} was removed")
+        if new_name == self.name:
+            return []
+        return [self.event(TagRenamed, old_name=self.name, new_name=new_name)]
+
+    def remove(self) -> list[DomainEvent]:
+        if self.removed:
+            raise DomainError(f"tag {self.name!r} was already removed")
+        return [self.event(TagRemoved, name=self.name)]

@@ -1,0 +1,124 @@
+"""The message index: full-text search over messages, with their tags.
+
+SQLite FTS5 inside the SQLCipher database, contentless (the text lives only in
+the encrypted full-text index), one row of headers per message, tag membership
+as observed-remove dots. Queries are in :mod:`projections.messages_query`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from domain.events import DomainEvent
+from domain.message import (
+    TRASH_TAG_ID,
+    MessageIndexed,
+    MessageRemoved,
+    MessageTagged,
+    MessageUntagged,
+)
+from domain.tag import TagCreated, TagRemoved, TagRenamed
+from projections.base import Projection
+from projections.db import Connection
+from projections.messages_query import INDEX_SCHEMA
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    date INTEGER,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_date ON messages(date);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    subject, sender, recipients, body,
+    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
+CREATE TABLE IF NOT EXISTS tags (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tags_name ON tags(name);
+CREATE TABLE IF NOT EXISTS message_tags (
+    message TEXT NOT NULL, tag TEXT NOT NULL, dot TEXT NOT NULL,
+    PRIMARY KEY (message, tag, dot)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS message_tags_tag ON message_tags(tag, message);
+"""
+
+
+class MessageIndex(Projection):
+    name: ClassVar[str] = "messages"
+    schema: ClassVar[int] = INDEX_SCHEMA
+    topics: ClassVar[tuple[type[DomainEvent], ...]] = (
+        MessageIndexed,
+        MessageRemoved,
+        MessageTagged,
+        MessageUntagged,
+        TagCreated,
+        TagRenamed,
+        TagRemoved,
+    )
+
+    def create(self, db: Connection) -> None:
+        db.executescript(SCHEMA)
+        db.execute("INSERT OR IGNORE INTO tags VALUES (?, 'trash')", (TRASH_TAG_ID.hex,))
+
+    def apply(self, db: Connection, event: DomainEvent, position: int) -> None:
+        match event:
+            case MessageIndexed():
+                _remove(db, event.originator_id.hex)
+                rowid = db.execute(
+                    "INSERT INTO messages (id, subject, sender, date, size) VALUES (?,?,?,?,?)",
+                    (
+                        event.originator_id.hex,
+                        event.subject,
+                        event.sender,
+                        None if event.sent is None else int(event.sent.timestamp()),
+                        event.size,
+                    ),
+                ).lastrowid
+                db.execute(
+                    "INSERT INTO messages_fts (rowid, subject, sender, recipients, body) "
+                    "VALUES (?,?,?,?,?)",
+                    (rowid, event.subject, event.sender, f"{event.to} {event.cc}", event.excerpt),
+                )
+            case MessageRemoved():
+                _remove(db, event.originator_id.hex)
+            case MessageTagged():
+                db.execute(
+                    "INSERT OR IGNORE INTO message_tags VALUES (?,?,?)",
+                    (event.originator_id.hex, event.tag_id.hex, event.event_id.hex),
+                )
+            case MessageUntagged():
+                db.executemany(
+                    "DELETE FROM message_tags WHERE message=? AND tag=? AND dot=?",
+                    [(event.originator_id.hex, event.tag_id.hex, dot.hex) for dot in event.dots],
+                )
+            case TagCreated():
+                db.execute(
+                    "INSERT OR REPLACE INTO tags VALUES (?, ?)",
+                    (event.originator_id.hex, event.name),
+                )
+            case TagRenamed():
+                db.execute(
+                    "UPDATE tags SET name=? WHERE id=?", (event.new_name, event.originator_id.hex)
+                )
+            case TagRemoved():
+                db.execute("DELETE FROM tags WHERE id=?", (event.originator_id.hex,))
+
+    def content_queries(self) -> Sequence[str]:
+        return (
+            "SELECT rowid, id, subject, sender, date, size FROM messages ORDER BY rowid",
+            "SELECT term, doc, cnt FROM messages_terms ORDER BY term",
+            "SELECT id, name FROM tags ORDER BY id",
+            "SELECT message, tag, dot FROM message_tags ORDER BY message, tag, dot",
+        )
+
+
+def _remove(db: Connection, message_id: str) -> None:
+    row = db.execute("SELECT rowid FROM messages WHERE id=?", (message_id,)).fetchone()
+    if row is not None:
+        db.execute("DELETE FROM messages_fts WHERE rowid=?", (row[0],))
+        db.execute("DELETE FROM messages WHERE rowid=?", (row[0],))

@@ -1,0 +1,160 @@
+"""Searching the message index: the query language and its SQL.
+
+Kept free of the event model (stdlib only) so a search process starts fast.
+
+Query syntax: words and ``"quoted phrases"`` match the subject, sender,
+recipients and text; ``from:``, ``to:``, ``subject:`` match one of them;
+``tag:NAME`` keeps tagged messages; ``after:YYYY-MM-DD`` and
+``before:YYYY-MM-DD`` bound the date (after is inclusive, before exclusive).
+All terms must hold. An empty query (or ``*``) matches every message.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+INDEX_SCHEMA = 2
+"""Version of the message index tables; bumping it rebuilds the index."""
+
+_COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject"}
+_FIELDS = (*_COLUMNS, "tag", "after", "before")
+
+
+class QueryError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Query:
+    match: str | None = None
+    tags: tuple[str, ...] = ()
+    after: int | None = None
+    before: int | None = None
+    text: str = field(default="", compare=False)
+
+
+def _phrase(value: str) -> str:
+    prefix = value.endswith("*") and len(value) > 1
+    value = value.rstrip("*") if prefix else value
+    return '"' + value.replace('"', '""') + '"' + (" *" if prefix else "")
+
+
+def _day(name: str, value: str) -> int:
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise QueryError(f"{name}: wants a date as YYYY-MM-DD, not {value!r}") from None
+    return int(day.timestamp())
+
+
+def parse_query(text: str) -> Query:
+    try:
+        terms = shlex.split(text)
+    except ValueError as e:
+        raise QueryError(f"cannot read the query {text!r}: {e}") from None
+    matches: list[str] = []
+    tags: list[str] = []
+    after = before = None
+    for term in terms:
+        name, colon, value = term.partition(":")
+        if not colon or " " in name:
+            if term != "*":
+                matches.append(_phrase(term))
+            continue
+        name = name.lower()
+        if name not in _FIELDS:
+            known = ", ".join(f"{f}:" for f in _FIELDS)
+            raise QueryError(f"unknown field {name}: in {term!r} (known: {known})")
+        if not value:
+            raise QueryError(f"{name}: needs a value")
+        if name in _COLUMNS:
+            matches.append(f"{_COLUMNS[name]} : {_phrase(value)}")
+        elif name == "tag":
+            tags.append(value)
+        elif name == "after":
+            after = _day(name, value)
+        else:
+            before = _day(name, value)
+    return Query(" AND ".join(matches) or None, tuple(tags), after, before, text)
+
+
+def _where(query: Query) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.match is not None:
+        clauses.append("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)")
+        params.append(query.match)
+    for tag in query.tags:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM message_tags mt JOIN tags t ON t.id = mt.tag "
+            "WHERE mt.message = m.id AND t.name = ?)"
+        )
+        params.append(tag)
+    if query.after is not None:
+        clauses.append("m.date >= ?")
+        params.append(query.after)
+    if query.before is not None:
+        clauses.append("m.date < ?")
+        params.append(query.before)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _run(db: Any, sql: str, params: list[Any]) -> list[Any]:
+    try:
+        return list(db.execute(sql, params))
+    except Exception as e:  # the FTS5 parser rejects some inputs, e.g. a lone "*"
+        if "fts5" in str(e).lower():
+            raise QueryError(f"the search engine cannot read this query: {e}") from None
+        raise
+
+
+def matching_ids(db: Any, query: Query) -> list[str]:
+    """Ids of every message matching ``query``, newest first."""
+    where, params = _where(query)
+    rows = _run(db, f"SELECT m.id FROM messages m{where} ORDER BY m.date DESC", params)
+    return [row[0] for row in rows]
+
+
+def search(db: Any, query: Query, limit: int = 20) -> dict[str, Any]:
+    """``{"total", "results": [{"id", "subject", "from", "date", "tags"}]}``, newest first."""
+    where, params = _where(query)
+    total = _run(db, f"SELECT count(*) FROM messages m{where}", params)[0][0]
+    rows = _run(
+        db,
+        "SELECT m.id, m.subject, m.sender, m.date, "
+        "(SELECT group_concat(name, char(10)) FROM (SELECT DISTINCT t.name FROM message_tags mt "
+        "JOIN tags t ON t.id = mt.tag WHERE mt.message = m.id ORDER BY t.name)) "
+        f"FROM messages m{where} ORDER BY m.date DESC, m.rowid DESC LIMIT ?",
+        [*params, limit],
+    )
+    return {
+        "total": total,
+        "results": [
+            {
+                "id": message_id,
+                "subject": subject,
+                "from": sender,
+                "date": None
+                if date is None
+                else format_datetime(datetime.fromtimestamp(date, UTC), usegmt=True),
+                "tags": tags.split("\n") if tags else [],
+            }
+            for message_id, subject, sender, date, tags in rows
+        ],
+    }
+
+
+def tag_ids(db: Any, name: str) -> list[str]:
+    return [row[0] for row in db.execute("SELECT id FROM tags WHERE name=?", (name,))]
+
+
+def all_tags(db: Any) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT t.name, t.id, count(DISTINCT mt.message) FROM tags t "
+        "LEFT JOIN message_tags mt ON mt.tag = t.id GROUP BY t.id ORDER BY t.name"
+    )
+    return [{"name": name, "id": tag_id, "messages": count} for name, tag_id, count in rows]

@@ -1,0 +1,171 @@
+"""The operation log: one row per operation, and which events each one wrote.
+
+Serves ``eventpile log`` and ``show``, and tells undo which events belong to an
+operation without scanning the log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from domain.events import DomainEvent
+from domain.operation import (
+    OperationCompleted,
+    OperationFailed,
+    OperationProgressed,
+    OperationRequested,
+    OperationStarted,
+)
+from projections.base import Projection
+from projections.db import Connection
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS operations (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    elapsed_s REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    done INTEGER,
+    total INTEGER,
+    parent_id TEXT,
+    args TEXT NOT NULL,
+    private_args TEXT NOT NULL,
+    result TEXT NOT NULL DEFAULT '{}',
+    private_result TEXT NOT NULL DEFAULT '{}',
+    error_type TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS operation_events (
+    operation TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    PRIMARY KEY (operation, position)
+) WITHOUT ROWID;
+"""
+
+_JSON_COLUMNS = ("args", "private_args", "result", "private_result")
+
+
+class OperationLog(Projection):
+    name: ClassVar[str] = "operations"
+    topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
+
+    def create(self, db: Connection) -> None:
+        db.executescript(SCHEMA)
+
+    def apply(self, db: Connection, event: DomainEvent, position: int) -> None:
+        if event.operation_id is not None and not isinstance(event, _LIFECYCLE):
+            db.execute(
+                "INSERT OR IGNORE INTO operation_events VALUES (?,?,?,?,?)",
+                (
+                    event.operation_id.hex,
+                    position,
+                    event.originator_id.hex,
+                    event.originator_version,
+                    type(event).__name__,
+                ),
+            )
+        op = event.originator_id.hex
+        match event:
+            case OperationRequested():
+                db.execute(
+                    "INSERT OR IGNORE INTO operations (id, command, status, message, requested_at,"
+                    " parent_id, args, private_args) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        op,
+                        event.command,
+                        "scheduled" if event.run_after else "pending",
+                        event.message,
+                        event.ts,
+                        event.parent_id.hex if event.parent_id else None,
+                        json.dumps(event.args),
+                        json.dumps(event.private_args),
+                    ),
+                )
+            case OperationStarted():
+                db.execute(
+                    "UPDATE operations SET status='running', attempts=?, "
+                    "started_at=coalesce(started_at, ?) WHERE id=?",
+                    (event.attempt, event.ts, op),
+                )
+            case OperationProgressed():
+                db.execute(
+                    "UPDATE operations SET done=?, total=?, message=? WHERE id=?",
+                    (event.done, event.total, event.describe(), op),
+                )
+            case OperationCompleted():
+                db.execute(
+                    "UPDATE operations SET status='complete', message=?, result=?, "
+                    "private_result=?, finished_at=?, elapsed_s=? WHERE id=?",
+                    (
+                        event.message,
+                        json.dumps(event.result),
+                        json.dumps(event.private_result),
+                        event.ts,
+                        event.elapsed_s,
+                        op,
+                    ),
+                )
+            case OperationFailed():
+                db.execute(
+                    "UPDATE operations SET status='failed', error_type=?, error=?, "
+                    "finished_at=?, elapsed_s=? WHERE id=?",
+                    (event.error_type, event.error, event.ts, event.elapsed_s, op),
+                )
+
+    def content_queries(self) -> Sequence[str]:
+        return (
+            "SELECT * FROM operations ORDER BY seq",
+            "SELECT * FROM operation_events ORDER BY operation, position",
+        )
+
+
+_LIFECYCLE = (
+    OperationRequested,
+    OperationStarted,
+    OperationProgressed,
+    OperationCompleted,
+    OperationFailed,
+)
+
+
+def _row(cursor: Any, row: Sequence[Any]) -> dict[str, Any]:
+    record = {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+    for column in _JSON_COLUMNS:
+        record[column] = json.loads(record[column])
+    record.pop("seq", None)
+    return record
+
+
+def recent(db: Connection, limit: int) -> list[dict[str, Any]]:
+    cursor = db.execute("SELECT * FROM operations ORDER BY seq DESC LIMIT ?", (limit,))
+    return [_row(cursor, row) for row in cursor.fetchall()]
+
+
+def find(db: Connection, prefix: str) -> list[dict[str, Any]]:
+    """Operations whose id starts with ``prefix`` (hex, dashes ignored)."""
+    key = prefix.replace("-", "").lower()
+    cursor = db.execute(
+        "SELECT * FROM operations WHERE id >= ? AND id < ? ORDER BY seq LIMIT 2",
+        (key, key + "g"),
+    )
+    return [_row(cursor, row) for row in cursor.fetchall()]
+
+
+def events_of(db: Connection, operation_id: str) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT position, stream, version, type FROM operation_events "
+        "WHERE operation=? ORDER BY position",
+        (operation_id,),
+    )
+    return [{"position": p, "stream": s, "version": v, "type": t} for p, s, v, t in rows]

@@ -1,0 +1,73 @@
+"""AES-256-GCM per stored event, bound to its row.
+
+Envelope: ``format (1 B) | flags (1 B) | class_version (2 B) | key_id (4 B) |
+nonce (12 B) | ciphertext+tag``. The associated data is the header plus the
+row's originator id, version and topic, so a ciphertext copied under another
+row, a changed header or a flipped bit fails authentication.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from store.errors import TamperedData
+from store.keys import Keyring
+
+HEADER: Final = struct.Struct(">BBHI")
+ENVELOPE_FORMAT: Final = 1
+COMPRESSED: Final = 0x01
+
+
+def row_aad(header: bytes, originator_id: uuid.UUID, version: int, topic: str) -> bytes:
+    return header + originator_id.bytes + version.to_bytes(8, "big") + topic.encode()
+
+
+class EventCipher:
+    """Seals and opens event payloads with the keyring's keys."""
+
+    def __init__(self, keyring: Keyring):
+        self._aeads = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+        self._current = keyring.current
+
+    def seal(
+        self,
+        plaintext: bytes,
+        originator_id: uuid.UUID,
+        version: int,
+        topic: str,
+        flags: int = 0,
+        class_version: int = 1,
+    ) -> bytes:
+        header = HEADER.pack(ENVELOPE_FORMAT, flags, class_version, self._current)
+        nonce = os.urandom(12)
+        aad = row_aad(header, originator_id, version, topic)
+        return header + nonce + self._aeads[self._current].encrypt(nonce, plaintext, aad)
+
+    def open(
+        self, blob: bytes, originator_id: uuid.UUID, version: int, topic: str
+    ) -> tuple[int, int, bytes]:
+        """``(flags, class_version, plaintext)``; :class:`TamperedData` if inauthentic."""
+        where = f"event {originator_id} v{version}"
+        if len(blob) < HEADER.size + 12 + 16:
+            raise TamperedData(f"{where}: ciphertext truncated")
+        header = blob[: HEADER.size]
+        fmt, flags, class_version, key_id = HEADER.unpack(header)
+        aead = self._aeads.get(key_id)
+        if fmt != ENVELOPE_FORMAT or aead is None:
+            raise TamperedData(f"{where}: unknown envelope format {fmt} or key {key_id}")
+        nonce = blob[HEADER.size : HEADER.size + 12]
+        try:
+            plaintext = aead.decrypt(
+                nonce, blob[HEADER.size + 12 :], row_aad(header, originator_id, version, topic)
+            )
+        except InvalidTag:
+            raise TamperedData(
+                f"{where}: ciphertext fails authentication (tampered or moved)"
+            ) from None
+        return flags, class_version, plaintext

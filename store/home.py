@@ -1,0 +1,76 @@
+"""Where one user's data lives: the home directory and its files.
+
+::
+
+    $EVENTPILE_HOME/
+        keys.json          data keys, wrapped by the passphrase (0600)
+        events.sqlite3     the event store (AES-256-GCM per event)
+        views/NAME.db      one SQLCipher database per projection
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.errors import NotInitialised, StoreError
+from store.keys import Keyring, create_key_file, open_key_file
+
+
+def default_home() -> Path:
+    configured = os.environ.get("EVENTPILE_HOME")
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("eventpile"))
+
+
+@dataclass(frozen=True)
+class Home:
+    path: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / "keys.json"
+
+    @property
+    def events_db(self) -> Path:
+        return self.path / "events.sqlite3"
+
+    @property
+    def views(self) -> Path:
+        return self.path / "views"
+
+    def view_db(self, name: str) -> Path:
+        return self.views / f"{name}.db"
+
+    def exists(self) -> bool:
+        return self.key_file.exists()
+
+    def init(self, passphrase: str) -> Keyring:
+        if self.exists():
+            raise StoreError(f"{self.path} is already an eventpile home")
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.views.mkdir(exist_ok=True, mode=0o700)
+        return create_key_file(self.key_file, passphrase)
+
+    def unlock(self, passphrase: str) -> Keyring:
+        if not self.path.is_dir():
+            raise NotInitialised(f"no eventpile home at {self.path}: run `eventpile init`")
+        return open_key_file(self.key_file, passphrase)
+
+    def log_end(self) -> int:
+        """The last notification id in the event log (0 if empty), read cheaply."""
+        import sqlite3
+
+        if not self.events_db.exists():
+            return 0
+        db = sqlite3.connect(f"file:{self.events_db}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT max(rowid) FROM stored_events").fetchone()[0] or 0)
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()

@@ -1,0 +1,116 @@
+"""Keys: random data keys, kept only wrapped by a passphrase-derived key.
+
+The key file (mode 0600) holds the scrypt parameters and salt, and each data key
+wrapped with AES-256-GCM under the key derived from the passphrase. Data keys
+have numeric ids so they can rotate; ciphertexts name the key that made them.
+Purpose keys (the projection database key, the message-id key) are derived from
+the first data key with HKDF, so they stay stable across rotations.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from store.errors import NotInitialised, StoreError, WrongPassphrase
+
+KEY_FILE_FORMAT = 1
+SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
+SCRYPT_R = 8
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
+
+
+def _derive_kek(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+
+
+def _wrap_aad(key_id: int) -> bytes:
+    return f"eventpile data key {key_id}".encode()
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The unlocked data keys of one home."""
+
+    installation_id: uuid.UUID
+    keys: dict[int, bytes]
+    current: int
+
+    def purpose_key(self, purpose: str) -> bytes:
+        """A 256-bit key for one purpose, stable across data-key rotation."""
+        return _hkdf(self.keys[min(self.keys)], purpose)
+
+
+@cache
+def _hkdf(key: bytes, purpose: str) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(key)
+
+
+def create_key_file(path: Path, passphrase: str) -> Keyring:
+    """Make a new data key and installation id; write them to ``path`` (0600)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if not passphrase:
+        raise StoreError("the passphrase must not be empty")
+    salt, data_key, nonce = os.urandom(16), os.urandom(32), os.urandom(12)
+    kek = _derive_kek(passphrase, salt, SCRYPT_N, SCRYPT_R, 1)
+    wrapped = nonce + AESGCM(kek).encrypt(nonce, data_key, _wrap_aad(1))
+    ring = Keyring(installation_id=uuid.uuid4(), keys={1: data_key}, current=1)
+    document = {
+        "format": KEY_FILE_FORMAT,
+        "installation_id": str(ring.installation_id),
+        "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": 1, "salt": _b64(salt)},
+        "keys": [{"id": 1, "wrapped": _b64(wrapped)}],
+        "current": 1,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(document, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    return ring
+
+
+def open_key_file(path: Path, passphrase: str) -> Keyring:
+    """Unwrap the data keys; a clear error for a wrong passphrase or a damaged file."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotInitialised(f"no key file at {path}: run `eventpile init` first") from None
+    except (OSError, ValueError) as e:
+        raise StoreError(f"the key file {path} is unreadable: {e}") from None
+    try:
+        if document["format"] != KEY_FILE_FORMAT or document["kdf"]["name"] != "scrypt":
+            raise StoreError(f"the key file {path} has an unknown format")
+        kdf = document["kdf"]
+        kek = AESGCM(_derive_kek(passphrase, _unb64(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"]))
+        keys = {}
+        for entry in document["keys"]:
+            blob = _unb64(entry["wrapped"])
+            keys[int(entry["id"])] = kek.decrypt(blob[:12], blob[12:], _wrap_aad(entry["id"]))
+        return Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]))
+    except InvalidTag:
+        raise WrongPassphrase("wrong passphrase (or a damaged key file)") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"the key file {path} is damaged: {e!r}") from None

@@ -1,0 +1,106 @@
+"""Pydantic events to ``eventsourcing`` stored events and back.
+
+Serialises with pydantic's JSON serializer, parses with orjson and validates with
+the event model, upcasts old stored versions (``class_version`` with
+``upcast_vN_vN+1`` methods, which the library's own mapper does for its events),
+compresses only payloads large enough to pay for it, and seals each payload to
+its row with :class:`store.cipher.EventCipher`.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from functools import cache
+from typing import Any, Final, cast
+
+import orjson
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic, resolve_topic
+
+from domain.events import DomainEvent
+from store.cipher import COMPRESSED, EventCipher
+from store.errors import TamperedData
+
+# zlib costs ~20 µs per 500 B event here and saves ~30%: only big payloads pay.
+COMPRESS_OVER: Final = 2048
+_ROW_FIELDS: Final = {"originator_id", "originator_version"}
+
+
+class _Unused(Transcoder):
+    """The library's mapper wants a transcoder; pydantic does the transcoding here."""
+
+    def encode(self, obj: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+
+@cache
+def topic_of(cls: type[DomainEvent]) -> str:
+    return get_topic(cls)
+
+
+@cache
+def event_class(topic: str) -> type[DomainEvent]:
+    cls = resolve_topic(topic)
+    if not (isinstance(cls, type) and issubclass(cls, DomainEvent)):
+        raise TamperedData(f"stored topic {topic!r} is not a domain event class")
+    return cls
+
+
+class PydanticMapper(Mapper[uuid.UUID]):
+    def __init__(self, cipher: EventCipher | None = None):
+        super().__init__(transcoder=_Unused())
+        self.event_cipher = cipher
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        event = cast(DomainEvent, domain_event)
+        cls = type(event)
+        topic = topic_of(cls)
+        payload = event.model_dump_json(exclude=_ROW_FIELDS).encode()
+        flags = 0
+        if len(payload) > COMPRESS_OVER:
+            payload, flags = zlib.compress(payload, 1), COMPRESSED
+        if self.event_cipher is not None:
+            payload = self.event_cipher.seal(
+                payload,
+                event.originator_id,
+                event.originator_version,
+                topic,
+                flags,
+                cls.class_version,
+            )
+        elif flags or cls.class_version > 1:
+            payload = bytes([0xFF, flags]) + cls.class_version.to_bytes(2, "big") + payload
+        return StoredEvent(
+            originator_id=event.originator_id,
+            originator_version=event.originator_version,
+            topic=topic,
+            state=payload,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEvent:
+        cls = event_class(stored_event.topic)
+        originator_id = stored_event.originator_id
+        if not isinstance(originator_id, uuid.UUID):
+            originator_id = uuid.UUID(originator_id)
+        version = stored_event.originator_version
+        state = stored_event.state
+        flags, class_version = 0, 1
+        if self.event_cipher is not None:
+            flags, class_version, state = self.event_cipher.open(
+                state, originator_id, version, stored_event.topic
+            )
+        elif state[:1] == b"\xff":
+            flags, class_version, state = state[1], int.from_bytes(state[2:4], "big"), state[4:]
+        if flags & COMPRESSED:
+            state = zlib.decompress(state)
+        data: dict[str, Any] = orjson.loads(state)
+        data["originator_id"] = originator_id
+        data["originator_version"] = version
+        while class_version < cls.class_version:
+            getattr(cls, f"upcast_v{class_version}_v{class_version + 1}")(data)
+            class_version += 1
+        return cls.model_validate(data)
