@@ -25,6 +25,7 @@ from domain.aggregate import Aggregate, DomainError, fold
 from domain.events import DomainEvent, operation_scope, uuid7
 from domain.operation import Operation
 from projections.base import Projection, RunReport, View
+from projections.db import SQLCipherViewStore
 from projections.messages import MessageIndex
 from projections.operations import OperationLog
 from store.cipher import EventCipher
@@ -62,8 +63,8 @@ class Eventpile(Application[uuid.UUID]):
             **(env or {}),
         }
         super().__init__(settings)
-        view_key = keyring.purpose_key("views")
-        self.views = {p.name: View(p(), home.view_db(p.name), view_key) for p in PROJECTIONS}
+        store = SQLCipherViewStore(home.views, keyring.purpose_key("views"))
+        self.views = {p.name: View(p(), store) for p in PROJECTIONS}
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def construct_mapper(self) -> PydanticMapper:

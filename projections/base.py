@@ -12,16 +12,14 @@ builds a fresh copy up to the live position and compares their contents.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Protocol
 
 from domain.events import DomainEvent
-from projections.db import Connection, checkpoint_close, connect, read_position
+from projections.db import ViewDB, ViewStore, read_position, write_position
 
 PAGE = 2000
 
@@ -46,11 +44,11 @@ class Projection(ABC):
     """The event classes this projection reads (empty: all of them)."""
 
     @abstractmethod
-    def create(self, db: Connection) -> None:
+    def create(self, db: ViewDB) -> None:
         """Create the tables (idempotently)."""
 
     @abstractmethod
-    def apply(self, db: Connection, event: DomainEvent, position: int) -> None:
+    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
         """Fold one event into the tables, inside the caller's transaction."""
 
     @abstractmethod
@@ -68,39 +66,41 @@ Progress = Callable[[int, int], None]
 
 
 class View:
-    """One projection kept in its own SQLCipher database."""
+    """One projection and its database in a :class:`ViewStore`."""
 
-    def __init__(self, projection: Projection, path: Path, key: bytes):
+    def __init__(self, projection: Projection, store: ViewStore):
         self.projection = projection
-        self.path = path
-        self._key = key
-        self._db: Connection | None = None
+        self.store = store
+        self._db: ViewDB | None = None
 
     @property
-    def db(self) -> Connection:
+    def name(self) -> str:
+        return self.projection.name
+
+    @property
+    def db(self) -> ViewDB:
         if self._db is None:
-            self._db = self._open(self.path)
-            tracked = read_position(self._db, self.projection.name)
+            db = self._open(self.store.open(self.name))
+            tracked = read_position(db, self.name)
             if tracked is not None and tracked[1] != self.projection.schema:
-                self._db.close()
-                self._db = None
-                _remove_db(self.path)
-                return self.db
+                db.close()
+                self.store.drop(self.name)
+                db = self._open(self.store.open(self.name))
+            self._db = db
         return self._db
 
-    def _open(self, path: Path, *, bulk: bool = False) -> Connection:
-        db = connect(path, self._key, bulk=bulk)
+    def _open(self, db: ViewDB) -> ViewDB:
         self.projection.create(db)
         return db
 
     @property
     def position(self) -> int:
-        tracked = read_position(self.db, self.projection.name)
+        tracked = read_position(self.db, self.name)
         return 0 if tracked is None else tracked[0]
 
     def close(self) -> None:
         if self._db is not None:
-            checkpoint_close(self._db)
+            self._db.close()
             self._db = None
 
     def catch_up(self, source: EventSource, progress: Progress | None = None) -> RunReport:
@@ -108,44 +108,33 @@ class View:
 
     def rebuild(self, source: EventSource, progress: Progress | None = None) -> RunReport:
         """Build from scratch beside the live view, then swap it in."""
-        fresh = self.path.with_name(self.path.name + ".rebuild")
-        report, db = self._build(fresh, source, source.max_position(), progress)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.close()
+        fresh = self._open(self.store.open_fresh(self.name, "rebuild"))
+        try:
+            report = _fold(fresh, self.projection, source, source.max_position(), progress)
+        except BaseException:
+            self.store.discard(fresh, self.name, "rebuild")
+            raise
         self.close()
-        _remove_db(self.path)
-        os.replace(fresh, self.path)
+        self.store.swap(fresh, self.name, "rebuild")
         return report
 
     def verify(self, source: EventSource) -> bool:
         """Is the live view equal to a fresh fold of the log up to its position?"""
         self.catch_up(source)
-        fresh = self.path.with_name(self.path.name + ".verify")
-        _, db = self._build(fresh, source, self.position, None)
+        fresh = self._open(self.store.open_fresh(self.name, "verify"))
         try:
-            return _digest(db, self.projection) == _digest(self.db, self.projection)
+            _fold(fresh, self.projection, source, self.position, None)
+            return _digest(fresh, self.projection) == self.digest()
         finally:
-            db.close()
-            fresh.unlink(missing_ok=True)
+            self.store.discard(fresh, self.name, "verify")
 
     def digest(self) -> str:
+        """A hash of the view's whole content."""
         return _digest(self.db, self.projection)
-
-    def _build(
-        self, path: Path, source: EventSource, upto: int, progress: Progress | None
-    ) -> tuple[RunReport, Connection]:
-        path.unlink(missing_ok=True)
-        db = self._open(path, bulk=True)
-        try:
-            return _fold(db, self.projection, source, upto, progress), db
-        except BaseException:
-            db.close()
-            path.unlink(missing_ok=True)
-            raise
 
 
 def _fold(
-    db: Connection,
+    db: ViewDB,
     projection: Projection,
     source: EventSource,
     upto: int,
@@ -154,41 +143,26 @@ def _fold(
     """Apply the events after the tracked position, a page per transaction."""
     started, applied = time.perf_counter(), 0
     while True:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with db.transaction():
             tracked = read_position(db, projection.name)
             position = 0 if tracked is None else tracked[0]
             if position >= upto:
-                db.execute("ROLLBACK")
                 break
             batch = source.read(position, upto, projection.topics, PAGE)
             for event_position, event in batch:
                 projection.apply(db, event, event_position)
             new_position = batch[-1][0] if len(batch) == PAGE else upto
-            db.execute(
-                "INSERT INTO tracking VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
-                "SET position=excluded.position, schema=excluded.schema",
-                (projection.name, new_position, projection.schema),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            write_position(db, projection.name, new_position, projection.schema)
         applied += len(batch)
         if progress is not None:
             progress(new_position, upto)
     return RunReport(applied, time.perf_counter() - started)
 
 
-def _digest(db: Connection, projection: Projection) -> str:
+def _digest(db: ViewDB, projection: Projection) -> str:
     digest = hashlib.sha256()
     for query in projection.content_queries():
         digest.update(query.encode())
         for row in db.execute(query):
             digest.update(repr(tuple(row)).encode())
     return digest.hexdigest()
-
-
-def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)

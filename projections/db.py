@@ -1,61 +1,173 @@
-"""Encrypted projection databases: SQLCipher files keyed with a raw 256-bit key.
+"""Where views live: a small database interface the projections write SQL against.
 
-A raw key (``x'…'``) skips SQLCipher's own key derivation: the key already comes
-from the data key, so opening a view costs no extra KDF time.
+Projections use ``?`` placeholders and the SQL that SQLite and PostgreSQL share
+(``INSERT … ON CONFLICT``, ``BIGINT``, ``DOUBLE PRECISION``, ``TEXT``). A
+:class:`ViewStore` opens the live database of a view, and a fresh one beside it
+for a rebuild or a verification, and swaps a fresh one in.
+
+The embedded store keeps each view in its own SQLCipher file, keyed with a raw
+256-bit key derived from the data key (``x'…'`` skips SQLCipher's own KDF).
 """
 
 from __future__ import annotations
 
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import sqlcipher3
+from store.errors import WrongPassphrase
 
-from store.errors import StoreError, WrongPassphrase
-
-Connection = Any  # sqlcipher3.Connection: the module ships no type information
-
-
-def connect(path: Path, key: bytes, *, bulk: bool = False) -> Connection:
-    """Open (or create) the SQLCipher database at ``path``.
-
-    ``bulk`` is for a side-by-side rebuild: no journal, no syncs until the swap.
-    """
-    db = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    try:
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlcipher3.DatabaseError:
-        db.close()
-        raise WrongPassphrase(
-            f"{path} cannot be opened with this key (damaged or foreign)"
-        ) from None
-    if bulk:
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-    else:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS tracking ("
-        "name TEXT PRIMARY KEY, position INTEGER NOT NULL, schema INTEGER NOT NULL)"
-    )
-    return db
+TRACKING = (
+    "CREATE TABLE IF NOT EXISTS tracking ("
+    "name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema BIGINT NOT NULL)"
+)
 
 
-def checkpoint_close(db: Connection) -> None:
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
+class ViewDB(ABC):
+    """A connection to one view's database."""
+
+    dialect: ClassVar[str]
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; the returned cursor iterates and has ``fetchone``/``fetchall``."""
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    def script(self, sql: str) -> None:
+        """Run several ``;``-separated statements (DDL)."""
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """A context manager: one write transaction, exclusive among writers of this view."""
+
+    @abstractmethod
+    def close(self) -> None: ...
 
 
-def read_position(db: Connection, name: str) -> tuple[int, int] | None:
-    """``(position, schema)`` of projection ``name``, or None if never run."""
+class ViewStore(ABC):
+    """Opens, swaps and drops the databases of views."""
+
+    @abstractmethod
+    def open(self, name: str) -> ViewDB:
+        """The live database of view ``name`` (created empty if missing)."""
+
+    @abstractmethod
+    def open_fresh(self, name: str, purpose: str) -> ViewDB:
+        """An empty database beside the live one, tuned for bulk writing."""
+
+    @abstractmethod
+    def swap(self, fresh: ViewDB, name: str, purpose: str) -> None:
+        """Make the fresh database the live one (both connections are closed)."""
+
+    @abstractmethod
+    def discard(self, fresh: ViewDB, name: str, purpose: str) -> None: ...
+
+    @abstractmethod
+    def drop(self, name: str) -> None:
+        """Delete the live database (its schema changed; it is rebuilt from the log)."""
+
+
+def read_position(db: ViewDB, name: str) -> tuple[int, int] | None:
+    """``(position, schema)`` of projection ``name``, or None if it never ran."""
     row = db.execute("SELECT position, schema FROM tracking WHERE name=?", (name,)).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
 
 
-class ViewError(StoreError):
-    pass
+def write_position(db: ViewDB, name: str, position: int, schema: int) -> None:
+    db.execute(
+        "INSERT INTO tracking VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+        "SET position=excluded.position, schema=excluded.schema",
+        (name, position, schema),
+    )
+
+
+class SQLCipherDB(ViewDB):
+    dialect: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: Path, key: bytes, *, bulk: bool = False):
+        import sqlcipher3
+
+        self.path = path
+        self.connection = db = sqlcipher3.connect(
+            str(path), isolation_level=None, check_same_thread=False
+        )
+        db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher3.DatabaseError:
+            db.close()
+            raise WrongPassphrase(
+                f"{path} cannot be opened with this key (damaged or foreign)"
+            ) from None
+        if bulk:
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+        else:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute(TRACKING)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.connection.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.connection.executemany(sql, rows)
+
+    def script(self, sql: str) -> None:
+        self.connection.executescript(sql)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class SQLCipherViewStore(ViewStore):
+    """Each view in its own encrypted file ``DIRECTORY/NAME.db``."""
+
+    def __init__(self, directory: Path, key: bytes):
+        self.directory = directory
+        self._key = key
+
+    def path(self, name: str, purpose: str = "") -> Path:
+        return self.directory / (f"{name}.db.{purpose}" if purpose else f"{name}.db")
+
+    def open(self, name: str) -> SQLCipherDB:
+        return SQLCipherDB(self.path(name), self._key)
+
+    def open_fresh(self, name: str, purpose: str) -> SQLCipherDB:
+        _remove(self.path(name, purpose))
+        return SQLCipherDB(self.path(name, purpose), self._key, bulk=True)
+
+    def swap(self, fresh: ViewDB, name: str, purpose: str) -> None:
+        fresh.execute("PRAGMA journal_mode=WAL")
+        fresh.close()
+        _remove(self.path(name))
+        os.replace(self.path(name, purpose), self.path(name))
+
+    def discard(self, fresh: ViewDB, name: str, purpose: str) -> None:
+        fresh.close()
+        _remove(self.path(name, purpose))
+
+    def drop(self, name: str) -> None:
+        _remove(self.path(name))
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)

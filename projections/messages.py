@@ -20,7 +20,7 @@ from domain.message import (
 )
 from domain.tag import TagCreated, TagRemoved, TagRenamed
 from projections.base import Projection
-from projections.db import Connection
+from projections.db import ViewDB
 from projections.messages_query import INDEX_SCHEMA
 
 SCHEMA = """
@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS tags_name ON tags(name);
 CREATE TABLE IF NOT EXISTS message_tags (
     message TEXT NOT NULL, tag TEXT NOT NULL, dot TEXT NOT NULL,
     PRIMARY KEY (message, tag, dot)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS message_tags_tag ON message_tags(tag, message);
 """
 
@@ -61,11 +61,13 @@ class MessageIndex(Projection):
         TagRemoved,
     )
 
-    def create(self, db: Connection) -> None:
-        db.executescript(SCHEMA)
-        db.execute("INSERT OR IGNORE INTO tags VALUES (?, 'trash')", (TRASH_TAG_ID.hex,))
+    def create(self, db: ViewDB) -> None:
+        db.script(SCHEMA)
+        db.execute(
+            "INSERT INTO tags VALUES (?, 'trash') ON CONFLICT DO NOTHING", (TRASH_TAG_ID.hex,)
+        )
 
-    def apply(self, db: Connection, event: DomainEvent, position: int) -> None:
+    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
         match event:
             case MessageIndexed():
                 _remove(db, event.originator_id.hex)
@@ -88,7 +90,7 @@ class MessageIndex(Projection):
                 _remove(db, event.originator_id.hex)
             case MessageTagged():
                 db.execute(
-                    "INSERT OR IGNORE INTO message_tags VALUES (?,?,?)",
+                    "INSERT INTO message_tags VALUES (?,?,?) ON CONFLICT DO NOTHING",
                     (event.originator_id.hex, event.tag_id.hex, event.event_id.hex),
                 )
             case MessageUntagged():
@@ -98,7 +100,8 @@ class MessageIndex(Projection):
                 )
             case TagCreated():
                 db.execute(
-                    "INSERT OR REPLACE INTO tags VALUES (?, ?)",
+                    "INSERT INTO tags VALUES (?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET name=excluded.name",
                     (event.originator_id.hex, event.name),
                 )
             case TagRenamed():
@@ -117,7 +120,7 @@ class MessageIndex(Projection):
         )
 
 
-def _remove(db: Connection, message_id: str) -> None:
+def _remove(db: ViewDB, message_id: str) -> None:
     row = db.execute("SELECT rowid FROM messages WHERE id=?", (message_id,)).fetchone()
     if row is not None:
         db.execute("DELETE FROM messages_fts WHERE rowid=?", (row[0],))

@@ -19,22 +19,22 @@ from domain.operation import (
     OperationStarted,
 )
 from projections.base import Projection
-from projections.db import Connection
+from projections.db import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT PRIMARY KEY,
+    position BIGINT NOT NULL,
     command TEXT NOT NULL,
     status TEXT NOT NULL,
     message TEXT NOT NULL,
-    requested_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    elapsed_s REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    done INTEGER,
-    total INTEGER,
+    requested_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    elapsed_s DOUBLE PRECISION,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    done BIGINT,
+    total BIGINT,
     parent_id TEXT,
     args TEXT NOT NULL,
     private_args TEXT NOT NULL,
@@ -45,12 +45,13 @@ CREATE TABLE IF NOT EXISTS operations (
 );
 CREATE TABLE IF NOT EXISTS operation_events (
     operation TEXT NOT NULL,
-    position INTEGER NOT NULL,
+    position BIGINT NOT NULL,
     stream TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    version BIGINT NOT NULL,
     type TEXT NOT NULL,
     PRIMARY KEY (operation, position)
-) WITHOUT ROWID;
+);
+CREATE INDEX IF NOT EXISTS operations_position ON operations(position);
 """
 
 _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
@@ -60,13 +61,13 @@ class OperationLog(Projection):
     name: ClassVar[str] = "operations"
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
 
-    def create(self, db: Connection) -> None:
-        db.executescript(SCHEMA)
+    def create(self, db: ViewDB) -> None:
+        db.script(SCHEMA)
 
-    def apply(self, db: Connection, event: DomainEvent, position: int) -> None:
+    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
         if event.operation_id is not None and not isinstance(event, _LIFECYCLE):
             db.execute(
-                "INSERT OR IGNORE INTO operation_events VALUES (?,?,?,?,?)",
+                "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
                     event.operation_id.hex,
                     position,
@@ -79,10 +80,12 @@ class OperationLog(Projection):
         match event:
             case OperationRequested():
                 db.execute(
-                    "INSERT OR IGNORE INTO operations (id, command, status, message, requested_at,"
-                    " parent_id, args, private_args) VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT INTO operations (id, position, command, status, message, requested_at,"
+                    " parent_id, args, private_args) VALUES (?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING",
                     (
                         op,
+                        position,
                         event.command,
                         "scheduled" if event.run_after else "pending",
                         event.message,
@@ -125,7 +128,7 @@ class OperationLog(Projection):
 
     def content_queries(self) -> Sequence[str]:
         return (
-            "SELECT * FROM operations ORDER BY seq",
+            "SELECT * FROM operations ORDER BY position",
             "SELECT * FROM operation_events ORDER BY operation, position",
         )
 
@@ -143,26 +146,26 @@ def _row(cursor: Any, row: Sequence[Any]) -> dict[str, Any]:
     record = {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
     for column in _JSON_COLUMNS:
         record[column] = json.loads(record[column])
-    record.pop("seq", None)
+    record.pop("position", None)
     return record
 
 
-def recent(db: Connection, limit: int) -> list[dict[str, Any]]:
-    cursor = db.execute("SELECT * FROM operations ORDER BY seq DESC LIMIT ?", (limit,))
+def recent(db: ViewDB, limit: int) -> list[dict[str, Any]]:
+    cursor = db.execute("SELECT * FROM operations ORDER BY position DESC LIMIT ?", (limit,))
     return [_row(cursor, row) for row in cursor.fetchall()]
 
 
-def find(db: Connection, prefix: str) -> list[dict[str, Any]]:
+def find(db: ViewDB, prefix: str) -> list[dict[str, Any]]:
     """Operations whose id starts with ``prefix`` (hex, dashes ignored)."""
     key = prefix.replace("-", "").lower()
     cursor = db.execute(
-        "SELECT * FROM operations WHERE id >= ? AND id < ? ORDER BY seq LIMIT 2",
+        "SELECT * FROM operations WHERE id >= ? AND id < ? ORDER BY position LIMIT 2",
         (key, key + "g"),
     )
     return [_row(cursor, row) for row in cursor.fetchall()]
 
 
-def events_of(db: Connection, operation_id: str) -> list[dict[str, Any]]:
+def events_of(db: ViewDB, operation_id: str) -> list[dict[str, Any]]:
     rows = db.execute(
         "SELECT position, stream, version, type FROM operation_events "
         "WHERE operation=? ORDER BY position",

@@ -43,9 +43,6 @@ class Home:
     def views(self) -> Path:
         return self.path / "views"
 
-    def view_db(self, name: str) -> Path:
-        return self.views / f"{name}.db"
-
     def exists(self) -> bool:
         return self.key_file.exists()
 

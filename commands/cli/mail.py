@@ -44,14 +44,14 @@ def index_db(s: Any) -> Any:
 
     The common case (the index is current) needs no event decoding at all.
     """
-    from projections.db import connect, read_position
+    from projections.db import SQLCipherViewStore, read_position
     from projections.messages_query import INDEX_SCHEMA
 
     home, keyring = unlock(s)
-    path = home.view_db("messages")
-    if path.exists():
-        db = connect(path, keyring.purpose_key("views"))
-        if read_position(db, "messages") in {(home.log_end(), INDEX_SCHEMA)}:
+    store = SQLCipherViewStore(home.views, keyring.purpose_key("views"))
+    if store.path("messages").exists():
+        db = store.open("messages")
+        if read_position(db, "messages") == (home.log_end(), INDEX_SCHEMA):
             return db
         db.close()
     from commands.app import Eventpile
@@ -61,7 +61,7 @@ def index_db(s: Any) -> Any:
         application.view("messages").catch_up(application)
     finally:
         application.close()
-    return connect(path, keyring.purpose_key("views"))
+    return store.open("messages")
 
 
 @app.command()
