@@ -158,9 +158,11 @@ class Eventpile(Application[uuid.UUID]):
                     ctx.record_operation(self._completion(ctx, outcome, started))
                     ctx.flush()
                     return ctx.operation
-                except Conflict:
-                    if ctx.flushed or attempt == CONFLICT_RETRIES - 1:
-                        raise
+                except Conflict as error:
+                    if not ctx.flushed and attempt < CONFLICT_RETRIES - 1:
+                        continue  # nothing written yet: decide again on fresh state
+                    self._record_failure(ctx, error, started)
+                    raise CommandFailed(operation_id, f"concurrent update: {error}") from error
                 except DomainError as error:
                     if ctx.flushed:
                         self._record_failure(ctx, error, started)
