@@ -1,10 +1,11 @@
 """The application service: the event store, the views and the dispatcher.
 
-:class:`Eventpile` is an ``eventsourcing`` Application whose mapper is ours
+:class:`Application` is an ``eventsourcing`` Application whose mapper is ours
 (pydantic events, AES-256-GCM bound to the row). ``execute`` runs a command as an
 operation: the operation's lifecycle events and the command's domain events are
 written together, in one transaction for a command that finishes at once, and
-the views catch up before it returns (read-your-writes).
+the views catch up before it returns (read-your-writes). :class:`Eventpile` is
+the mail application: the framework with the message index.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application as LibraryApplication
 from eventsourcing.persistence import RecordConflictError
 
 from commands.base import Command, Outcome, handler_for
@@ -36,7 +37,8 @@ from store.mapper import PydanticMapper, topic_of
 A = TypeVar("A", bound=Aggregate)
 
 CONFLICT_RETRIES = 5
-PROJECTIONS: tuple[type[Projection], ...] = (MessageIndex, OperationLog)
+PROJECTIONS: tuple[type[Projection], ...] = (OperationLog,)
+"""The framework's own views, kept by every application."""
 
 
 class Conflict(Exception):
@@ -51,10 +53,30 @@ class CommandFailed(Exception):
         self.operation_id = operation_id
 
 
-class Eventpile(Application[uuid.UUID]):
-    name = "eventpile"
+class Application(LibraryApplication[uuid.UUID]):
+    """The application object: one home's event store, its views and the dispatcher.
 
-    def __init__(self, home: Home, keyring: Keyring, env: dict[str, str] | None = None):
+    Its views are the framework's (:data:`PROJECTIONS`) plus the application's own:
+    the ``projections`` class attribute of a subclass, then the ``projections``
+    argument.
+    """
+
+    name = "eventpile"
+    projections: ClassVar[tuple[type[Projection], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every configuration shares one store, whose tables the name prefixes.
+        if "name" not in cls.__dict__:
+            cls.name = Application.name
+
+    def __init__(
+        self,
+        home: Home,
+        keyring: Keyring,
+        env: dict[str, str] | None = None,
+        *,
+        projections: Iterable[type[Projection]] = (),
+    ):
         self.home = home
         self.keyring = keyring
         settings = {
@@ -64,7 +86,9 @@ class Eventpile(Application[uuid.UUID]):
         }
         super().__init__(settings)
         store = SQLCipherViewStore(home.views, keyring.purpose_key("views"))
-        self.views = {p.name: View(p(), store) for p in PROJECTIONS}
+        self.views = {
+            p.name: View(p(), store) for p in (*PROJECTIONS, *self.projections, *projections)
+        }
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def construct_mapper(self) -> PydanticMapper:
@@ -184,3 +208,9 @@ class Eventpile(Application[uuid.UUID]):
             ctx.pending[:] = [e for e in ctx.pending if e.originator_id == ctx.operation_id]
         ctx.record_operation(ctx.operation.fail(error, time.perf_counter() - started))
         ctx.flush()
+
+
+class Eventpile(Application):
+    """The mail application: the framework with the message index."""
+
+    projections = (MessageIndex,)

@@ -19,7 +19,7 @@ from domain.events import DomainEvent
 from domain.operation import Operation
 
 if TYPE_CHECKING:
-    from commands.app import Eventpile
+    from commands.app import Application
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -28,9 +28,11 @@ ProgressCallback = Callable[[int, int | None, str], None]
 
 
 class Context:
+    """What a command handler is given: aggregate states, recording, progress."""
+
     def __init__(
         self,
-        app: Eventpile,
+        app: Application,
         operation: Operation,
         pending: list[DomainEvent],
         on_progress: ProgressCallback | None = None,
