@@ -1,8 +1,21 @@
 """The ``Operation`` aggregate: one command invocation, Mailpile's "event".
 
 It records how the command was invoked (its type and validated arguments, split
-into public and private), its progress, its result or error and its timing.
-Every domain event the command writes carries the operation's id.
+into public and private), when it may run, who runs it and until when (a lease),
+its progress, a question it asks, its retries, and its result or error. Every
+domain event the command writes carries the operation's id.
+
+Lifecycle (``claim`` starts an attempt; ``cancel`` is the user's)::
+
+    pending | scheduled  --claim-->  running  -->  complete | failed
+    running  --retryable error-->  retrying  --claim at retry_at-->  running
+    running  --lease expired: claim-->  running (the next attempt)
+    running  --question-->  waiting  --answer-->  complete (its command started)
+                                     --answer without a command-->  cancelled
+    pending | scheduled | retrying | waiting  --cancel-->  cancelled
+
+A ``running`` operation can be cancelled only once its lease has expired (its
+worker died).
 """
 
 from __future__ import annotations
@@ -12,8 +25,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
 from domain.aggregate import Aggregate, DomainError, first_event
-from domain.events import DomainEvent, Private
+from domain.events import DomainEvent, Private, uuid7
 
 JSONDict = dict[str, Any]
 
@@ -22,47 +37,85 @@ class Status(StrEnum):
     PENDING = "pending"
     SCHEDULED = "scheduled"
     RUNNING = "running"
+    WAITING = "waiting"
+    """Waiting for the user to answer a question."""
+    RETRYING = "retrying"
+    """An attempt failed in a way worth retrying; the next one is at ``retry_at``."""
     COMPLETE = "complete"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
         return self in FINISHED
 
 
-FINISHED = frozenset({Status.COMPLETE, Status.FAILED})
+FINISHED = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED})
+CANCELLABLE = frozenset({Status.PENDING, Status.SCHEDULED, Status.RETRYING, Status.WAITING})
 
 
-class OperationRequested(DomainEvent):
+class FollowUp(BaseModel):
+    """A command to run as its own operation: its type and validated arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command: str
+    args: JSONDict
+    private_args: Annotated[JSONDict, Private] = {}
+
+
+class Question(BaseModel):
+    """What an operation asks the user; each choice names the command it starts.
+
+    A choice without a command stops there: answering it cancels the operation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str
+    detail: Annotated[str, Private] = ""
+    choices: dict[str, FollowUp | None]
+
+
+class OperationEvent(DomainEvent):
+    """An event of an operation's own stream (its lifecycle)."""
+
+
+class OperationRequested(OperationEvent):
     command: str
     args: JSONDict
     private_args: Annotated[JSONDict, Private]
     message: str
-    run_after: datetime | None = None
+    run_after: AwareDatetime | None = None
     parent_id: uuid.UUID | None = None
 
     def describe(self) -> str:
         return self.message
 
 
-class OperationStarted(DomainEvent):
+class OperationStarted(OperationEvent):
+    """An attempt begins; ``worker`` holds the operation until ``lease_until``."""
+
     attempt: int
     worker: str = ""
+    lease_until: AwareDatetime | None = None
 
     def describe(self) -> str:
         return f"Started (attempt {self.attempt})"
 
 
-class OperationProgressed(DomainEvent):
+class OperationProgressed(OperationEvent):
     done: int
     total: int | None = None
     message: str = ""
+    lease_until: AwareDatetime | None = None
+    """The running worker's lease, renewed."""
 
     def describe(self) -> str:
         return self.message or f"{self.done} of {self.total or '?'} done"
 
 
-class OperationCompleted(DomainEvent):
+class OperationCompleted(OperationEvent):
     message: str
     result: JSONDict
     private_result: Annotated[JSONDict, Private] = {}
@@ -72,13 +125,53 @@ class OperationCompleted(DomainEvent):
         return self.message
 
 
-class OperationFailed(DomainEvent):
+class OperationFailed(OperationEvent):
     error_type: str
     error: Annotated[str, Private]
     elapsed_s: float
 
     def describe(self) -> str:
         return f"Failed: {self.error_type}"
+
+
+class OperationRetryScheduled(OperationEvent):
+    """An attempt failed in a way worth retrying (a network error, say)."""
+
+    error_type: str
+    error: Annotated[str, Private]
+    retry_at: AwareDatetime
+    elapsed_s: float
+
+    def describe(self) -> str:
+        return f"Failed: {self.error_type}; retrying at {self.retry_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class OperationQuestionAsked(OperationEvent):
+    """The handler finished its part and asks the user how to go on."""
+
+    question: Question
+    message: str
+    result: JSONDict
+    private_result: Annotated[JSONDict, Private] = {}
+    elapsed_s: float
+
+    def describe(self) -> str:
+        return f"{self.question.prompt} ({' / '.join(self.question.choices)})"
+
+
+class OperationAnswered(OperationEvent):
+    """The user's answer; ``follow_up_id`` is the operation it started, if any."""
+
+    choice: str
+    follow_up_id: uuid.UUID | None = None
+
+    def describe(self) -> str:
+        return f"Answered: {self.choice}"
+
+
+class OperationCancelled(OperationEvent):
+    def describe(self) -> str:
+        return "Cancelled"
 
 
 class Operation(Aggregate):
@@ -91,6 +184,9 @@ class Operation(Aggregate):
     run_after: datetime | None = None
     parent_id: uuid.UUID | None = None
     attempts: int = 0
+    worker: str = ""
+    lease_until: datetime | None = None
+    retry_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     elapsed_s: float | None = None
@@ -99,6 +195,9 @@ class Operation(Aggregate):
     private_result: JSONDict = {}
     error_type: str | None = None
     error: str | None = None
+    question: Question | None = None
+    answer: str | None = None
+    follow_up_id: uuid.UUID | None = None
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
@@ -118,40 +217,102 @@ class Operation(Aggregate):
 
     def evolve(self, event: DomainEvent) -> Self:
         match event:
-            case OperationStarted(attempt=attempt):
+            case OperationStarted():
                 return self.model_copy(
                     update={
                         "status": Status.RUNNING,
-                        "attempts": attempt,
+                        "attempts": event.attempt,
+                        "worker": event.worker,
+                        "lease_until": event.lease_until,
+                        "retry_at": None,
                         "started_at": self.started_at or event.timestamp,
                     }
                 )
             case OperationProgressed(done=done, total=total, message=message):
                 return self.model_copy(
-                    update={"progress": (done, total), "message": message or self.message}
+                    update={
+                        "progress": (done, total),
+                        "message": message or self.message,
+                        "lease_until": event.lease_until or self.lease_until,
+                    }
                 )
             case OperationCompleted():
-                return self.model_copy(
+                return self._finished(event, Status.COMPLETE, event.elapsed_s).model_copy(
                     update={
-                        "status": Status.COMPLETE,
                         "message": event.message,
                         "result": event.result,
                         "private_result": event.private_result,
-                        "finished_at": event.timestamp,
-                        "elapsed_s": event.elapsed_s,
                     }
                 )
             case OperationFailed():
+                return self._finished(event, Status.FAILED, event.elapsed_s).model_copy(
+                    update={"error_type": event.error_type, "error": event.error}
+                )
+            case OperationRetryScheduled():
                 return self.model_copy(
                     update={
-                        "status": Status.FAILED,
+                        "status": Status.RETRYING,
+                        "retry_at": event.retry_at,
+                        "lease_until": None,
                         "error_type": event.error_type,
                         "error": event.error,
-                        "finished_at": event.timestamp,
                         "elapsed_s": event.elapsed_s,
                     }
                 )
+            case OperationQuestionAsked():
+                return self.model_copy(
+                    update={
+                        "status": Status.WAITING,
+                        "lease_until": None,
+                        "question": event.question,
+                        "message": event.message,
+                        "result": event.result,
+                        "private_result": event.private_result,
+                        "elapsed_s": event.elapsed_s,
+                    }
+                )
+            case OperationAnswered():
+                status = Status.COMPLETE if event.follow_up_id else Status.CANCELLED
+                return self._finished(event, status, self.elapsed_s).model_copy(
+                    update={"answer": event.choice, "follow_up_id": event.follow_up_id}
+                )
+            case OperationCancelled():
+                return self._finished(event, Status.CANCELLED, self.elapsed_s)
         return self
+
+    def _finished(self, event: DomainEvent, status: Status, elapsed_s: float | None) -> Self:
+        return self.model_copy(
+            update={
+                "status": status,
+                "lease_until": None,
+                "retry_at": None,
+                "finished_at": event.timestamp,
+                "elapsed_s": elapsed_s,
+            }
+        )
+
+    # queries ------------------------------------------------------------
+
+    @property
+    def due_at(self) -> datetime | None:
+        """When a worker may (re)start it: its run time, retry time or lease end."""
+        match self.status:
+            case Status.PENDING:
+                return self.requested_at
+            case Status.SCHEDULED:
+                return self.run_after
+            case Status.RETRYING:
+                return self.retry_at
+            case Status.RUNNING:
+                return self.lease_until
+        return None
+
+    def lease_expired(self, now: datetime) -> bool:
+        return (
+            self.status is Status.RUNNING
+            and self.lease_until is not None
+            and self.lease_until <= now
+        )
 
     # decisions ----------------------------------------------------------
 
@@ -181,13 +342,41 @@ class Operation(Aggregate):
         if self.status.finished:
             raise DomainError(f"operation {self.id} is already {self.status}")
 
-    def begin(self, worker: str = "") -> OperationStarted:
-        self._unfinished()
-        return self.event(OperationStarted, attempt=self.attempts + 1, worker=worker)
+    def _running(self) -> None:
+        if self.status is not Status.RUNNING:
+            raise DomainError(f"operation {self.id} is {self.status}, not running")
 
-    def report(self, done: int, total: int | None, message: str = "") -> OperationProgressed:
+    def begin(self, worker: str = "", lease_until: datetime | None = None) -> OperationStarted:
         self._unfinished()
-        return self.event(OperationProgressed, done=done, total=total, message=message)
+        return self.event(
+            OperationStarted, attempt=self.attempts + 1, worker=worker, lease_until=lease_until
+        )
+
+    def claim(
+        self, worker: str, now: datetime, lease_until: datetime, *, force: bool = False
+    ) -> OperationStarted:
+        """Start the next attempt: the operation is due (or ``force``), or its lease expired."""
+        self._unfinished()
+        if self.status is Status.WAITING:
+            raise DomainError(f"operation {self.id} is waiting for an answer")
+        if self.status is Status.RUNNING and not self.lease_expired(now):
+            raise DomainError(f"operation {self.id} is running ({self.worker})")
+        due = self.due_at
+        if not force and due is not None and due > now:
+            raise DomainError(f"operation {self.id} is not due before {due:%Y-%m-%d %H:%M:%S}")
+        return self.begin(worker, lease_until)
+
+    def report(
+        self,
+        done: int,
+        total: int | None,
+        message: str = "",
+        lease_until: datetime | None = None,
+    ) -> OperationProgressed:
+        self._unfinished()
+        return self.event(
+            OperationProgressed, done=done, total=total, message=message, lease_until=lease_until
+        )
 
     def complete(
         self, message: str, result: JSONDict, private_result: JSONDict, elapsed_s: float, n: int = 1
@@ -210,3 +399,51 @@ class Operation(Aggregate):
             error=str(error),
             elapsed_s=elapsed_s,
         )
+
+    def retry_later(
+        self, error: BaseException, retry_at: datetime, elapsed_s: float
+    ) -> OperationRetryScheduled:
+        self._running()
+        return self.event(
+            OperationRetryScheduled,
+            error_type=type(error).__name__,
+            error=str(error),
+            retry_at=retry_at,
+            elapsed_s=elapsed_s,
+        )
+
+    def ask(
+        self,
+        question: Question,
+        message: str,
+        result: JSONDict,
+        private_result: JSONDict,
+        elapsed_s: float,
+    ) -> OperationQuestionAsked:
+        self._running()
+        if not question.choices:
+            raise DomainError("a question needs at least one choice")
+        return self.event(
+            OperationQuestionAsked,
+            question=question,
+            message=message,
+            result=result,
+            private_result=private_result,
+            elapsed_s=elapsed_s,
+        )
+
+    def answer_with(self, choice: str) -> OperationAnswered:
+        """Answer the question; a new id for the follow-up operation if the choice has one."""
+        if self.status is not Status.WAITING or self.question is None:
+            raise DomainError(f"operation {self.id} is {self.status}, not waiting for an answer")
+        if choice not in self.question.choices:
+            offered = ", ".join(self.question.choices)
+            raise DomainError(f"{choice!r} is not one of the choices ({offered})")
+        follow_up = uuid7() if self.question.choices[choice] is not None else None
+        return self.event(OperationAnswered, choice=choice, follow_up_id=follow_up)
+
+    def cancel(self, now: datetime) -> OperationCancelled:
+        self._unfinished()
+        if self.status not in CANCELLABLE and not self.lease_expired(now):
+            raise DomainError(f"operation {self.id} is {self.status} and cannot be cancelled")
+        return self.event(OperationCancelled)

@@ -12,10 +12,15 @@ from typing import Any, ClassVar
 
 from domain.events import DomainEvent
 from domain.operation import (
+    OperationAnswered,
+    OperationCancelled,
     OperationCompleted,
+    OperationEvent,
     OperationFailed,
     OperationProgressed,
+    OperationQuestionAsked,
     OperationRequested,
+    OperationRetryScheduled,
     OperationStarted,
 )
 from projections.base import Projection
@@ -65,7 +70,7 @@ class OperationLog(Projection):
         db.script(SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        if event.operation_id is not None and not isinstance(event, _LIFECYCLE):
+        if event.operation_id is not None and not isinstance(event, OperationEvent):
             db.execute(
                 "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
@@ -125,21 +130,36 @@ class OperationLog(Projection):
                     "finished_at=?, elapsed_s=? WHERE id=?",
                     (event.error_type, event.error, event.ts, event.elapsed_s, op),
                 )
+            case OperationRetryScheduled():
+                db.execute(
+                    "UPDATE operations SET status='retrying', error_type=?, error=?, elapsed_s=? "
+                    "WHERE id=?",
+                    (event.error_type, event.error, event.elapsed_s, op),
+                )
+            case OperationQuestionAsked():
+                db.execute(
+                    "UPDATE operations SET status='waiting', message=?, result=?, "
+                    "private_result=?, elapsed_s=? WHERE id=?",
+                    (
+                        event.message,
+                        json.dumps(event.result),
+                        json.dumps(event.private_result),
+                        event.elapsed_s,
+                        op,
+                    ),
+                )
+            case OperationAnswered() | OperationCancelled():
+                cancelled = isinstance(event, OperationCancelled) or event.follow_up_id is None
+                db.execute(
+                    "UPDATE operations SET status=?, finished_at=? WHERE id=?",
+                    ("cancelled" if cancelled else "complete", event.ts, op),
+                )
 
     def content_queries(self) -> Sequence[str]:
         return (
             "SELECT * FROM operations ORDER BY position",
             "SELECT * FROM operation_events ORDER BY operation, position",
         )
-
-
-_LIFECYCLE = (
-    OperationRequested,
-    OperationStarted,
-    OperationProgressed,
-    OperationCompleted,
-    OperationFailed,
-)
 
 
 def _row(cursor: Any, row: Sequence[Any]) -> dict[str, Any]:
