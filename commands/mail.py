@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator
 
@@ -14,7 +14,10 @@ from domain.aggregate import DomainError
 from domain.events import Private
 from domain.message import Message, MessageContent, message_uuid
 from domain.tag import Tag, TagName
-from projections.messages_query import QueryError, matching_ids, parse_query, tag_ids
+from projections.messages_query import QueryError, matching_ids, parse_query, senders, tag_ids
+
+if TYPE_CHECKING:
+    from commands.app import Application
 
 FLUSH_EVERY = 500
 
@@ -164,3 +167,16 @@ class RemoveTag(Command):
 def remove_tag(command: RemoveTag, ctx: Context) -> Outcome:
     ctx.record(*_tag(ctx, command.tag).remove())
     return Outcome("Removed a tag")
+
+
+def message_senders(app: Application, query: str = "") -> list[tuple[str, int]]:
+    """Who wrote the indexed messages matching ``query`` (the search syntax).
+
+    Each sender as ``"Name <address>"`` (or the bare address) with its number of
+    messages, most frequent first. ``app`` must keep the message index.
+    """
+    index = app.views.get("messages")
+    if index is None:
+        raise TypeError(f"{type(app).__name__} has no message index (see MailApplication)")
+    index.catch_up(app)
+    return senders(index.db, parse_query(query))

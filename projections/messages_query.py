@@ -158,3 +158,13 @@ def all_tags(db: Any) -> list[dict[str, Any]]:
         "LEFT JOIN message_tags mt ON mt.tag = t.id GROUP BY t.id ORDER BY t.name"
     )
     return [{"name": name, "id": tag_id, "messages": count} for name, tag_id, count in rows]
+
+
+def senders(db: Any, query: Query) -> list[tuple[str, int]]:
+    """Each sender of the messages matching ``query``, with its count, most frequent first."""
+    where, params = _where(query)
+    sql = (
+        f"SELECT m.sender, count(*) AS n FROM messages m{where} "
+        "GROUP BY m.sender ORDER BY n DESC, m.sender"
+    )
+    return [(sender, count) for sender, count in _run(db, sql, params)]

@@ -19,6 +19,7 @@ from store.keys import Keyring, create_key_file, open_key_file
 
 
 def default_home() -> Path:
+    """``$EVENTPILE_HOME``, else the per-user data directory."""
     configured = os.environ.get("EVENTPILE_HOME")
     if configured:
         return Path(configured).expanduser()
@@ -29,6 +30,8 @@ def default_home() -> Path:
 
 @dataclass(frozen=True)
 class Home:
+    """One user's data directory: ``init`` makes it, ``unlock`` opens its keys."""
+
     path: Path
 
     @property
