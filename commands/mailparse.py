@@ -1,0 +1,432 @@
+"""Read mbox, gzip-compressed mbox and Maildir mailboxes into `ParsedMail` records (stdlib only).
+
+For speed, header blocks are split into fields here and single-part bodies are decoded straight
+from the raw bytes; the email package's compat32 parser takes over for multipart messages and for
+header blocks that need its leniency.
+"""
+
+import binascii
+import gzip
+import hashlib
+import html
+import mailbox
+import mmap
+import re
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.header import decode_header
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from email.utils import parseaddr, parsedate_to_datetime
+from pathlib import Path
+from typing import BinaryIO, cast
+
+EXCERPT_CHARS = 2000
+
+_PARSER = BytesParser(policy=compat32)
+_GZIP_MAGIC = b"\x1f\x8b"
+_FROM_LINE = b"From "
+_SEPARATOR = b"\n" + _FROM_LINE
+_CHUNK = 1 << 20
+# A message needs at least one of these header fields.
+_MAIL_FIELDS = frozenset({"from", "sender", "to", "cc", "subject", "date", "message-id"})
+_UTF8_ALIASES = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "unknown-8bit", "x-unknown"})
+_ANGLE_ID = re.compile(r"<([^<>]*)>")
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+# Unclosed scripts, comments and tags run to the end of the text, as in browsers; that also keeps
+# the substitutions linear on hostile markup.
+_HTML_HIDDEN = re.compile(
+    r"<(script|style)\b.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)", re.IGNORECASE | re.DOTALL
+)
+_HTML_TAG = re.compile(r"<[a-zA-Z/!?][^>]*(?:>|\Z)")
+_MAX_FIELD = 1 << 16  # longer header values are cut: decode_header is quadratic on odd input
+_LOGICAL_LINE = re.compile(r"\n(?![ \t])")  # a line break that is not followed by a fold
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ":"
+# C0 control characters and DEL become spaces (then folded with the other whitespace).
+_CONTROLS = bytes.maketrans(bytes([*range(32), 127]), b" " * 33)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMail:
+    """The searchable summary of one raw message and where it lives."""
+
+    message_id: str
+    subject: str
+    sender: str
+    to: str
+    cc: str
+    date: datetime | None
+    references: tuple[str, ...]
+    excerpt: str
+    size: int
+    location: str
+    fingerprint: str
+
+
+class MalformedMail(ValueError):
+    """Bytes that cannot be read as an RFC 5322 message."""
+
+    def __init__(self, reason: str, location: str = "") -> None:
+        super().__init__(f"{location}: {reason}" if location else reason)
+        self.reason = reason
+        self.location = location
+
+
+class MailboxError(ValueError):
+    """A path that cannot be read as a mailbox."""
+
+
+def parse_message(raw: bytes, location: str) -> ParsedMail:
+    """Parse one raw message; raise `MalformedMail` if it is not an RFC 5322 message."""
+    if not raw.strip():
+        raise MalformedMail("empty message", location)
+    body_start = _body_start(raw)
+    fields = _header_fields(raw[:body_start])
+    if fields and (content := _content_headers(fields)).get_content_maintype() != "multipart":
+        encoding = fields.get("content-transfer-encoding", "")
+        text = _body_text(content, _transfer_decode(raw[body_start:], encoding))
+    else:
+        # A full MIME parse, for multipart bodies and for header blocks that need its leniency.
+        try:
+            msg = _PARSER.parsebytes(raw)
+            text = _first_text(msg)
+        except RecursionError as exc:  # the parser recurses once per level of MIME nesting
+            raise MalformedMail("MIME parts nested too deeply", location) from exc
+        fields = fields or _message_fields(msg)
+    if not fields:
+        raise MalformedMail("no header fields (does not start with 'Name: value' lines)", location)
+    if _MAIL_FIELDS.isdisjoint(fields):
+        raise MalformedMail("no From, To, Subject, Date or Message-ID header field", location)
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    return ParsedMail(
+        message_id=_message_id(fields.get("message-id", "")) or f"sha256:{fingerprint}",
+        subject=_header_text(fields.get("subject", "")),
+        sender=_sender(fields.get("from", "")),
+        to=_header_text(fields.get("to", "")),
+        cc=_header_text(fields.get("cc", "")),
+        date=_date(fields.get("date", "")),
+        references=_references(fields.get("references", ""), fields.get("in-reply-to", "")),
+        excerpt=_excerpt(text),
+        size=len(raw),
+        location=location,
+        fingerprint=fingerprint,
+    )
+
+
+def read_mailbox(path: Path) -> Iterator[ParsedMail | MalformedMail]:
+    """Yield every message of an mbox, gzip-compressed mbox or Maildir, in mailbox order.
+
+    Messages that cannot be parsed are yielded as `MalformedMail`; a path that is not a readable
+    mailbox raises `MailboxError` at call time, before iteration starts. A gzip file is
+    decompressed up front into an anonymous temporary file, which disappears when iteration ends.
+    Maildir messages come in key order.
+    """
+    path = Path(path).resolve()
+    kind = _kind(path)
+    if kind == "maildir":
+        return _read_maildir(path)
+    return _read_mbox(_map_mbox(path, gzipped=kind == "gzip"), f"mbox:{path}")
+
+
+def count_messages(path: Path) -> int | None:
+    """Count the messages `read_mailbox` will yield, scanning without parsing."""
+    path = Path(path).resolve()
+    kind = _kind(path)
+    if kind == "maildir":
+        return len(mailbox.Maildir(path, factory=None, create=False))
+    try:
+        with gzip.open(path) if kind == "gzip" else path.open("rb") as stream:
+            return _count_from_lines(stream.read, path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise MailboxError(f"{path} is not a readable gzip file: {exc}") from exc
+    except OSError as exc:
+        raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _kind(path: Path) -> str:
+    """Tell "maildir", "gzip" or "mbox" apart, raising `MailboxError` for anything else."""
+    if path.is_dir():
+        if (path / "cur").is_dir() and (path / "new").is_dir():
+            return "maildir"
+        raise MailboxError(f"{path} is a directory but not a Maildir (no cur/ and new/)")
+    try:
+        with path.open("rb") as f:
+            return "gzip" if f.read(2) == _GZIP_MAGIC else "mbox"
+    except FileNotFoundError as exc:
+        raise MailboxError(f"{path} does not exist") from exc
+    except OSError as exc:
+        raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _map_mbox(path: Path, gzipped: bool) -> mmap.mmap | bytes:
+    """Memory-map an mbox file, decompressing a gzip file into a temporary file first."""
+    try:
+        with path.open("rb") as f:
+            if not gzipped:
+                return _map_file(f, path)
+            with tempfile.TemporaryFile() as tmp:
+                try:
+                    with gzip.GzipFile(fileobj=f) as gz:
+                        shutil.copyfileobj(gz, tmp, _CHUNK)
+                except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                    raise MailboxError(f"{path} is not a readable gzip file: {exc}") from exc
+                tmp.flush()
+                return _map_file(tmp, path)
+    except OSError as exc:
+        raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _map_file(f: BinaryIO, path: Path) -> mmap.mmap | bytes:
+    if not f.seek(0, 2):
+        return b""
+    data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if data[: len(_FROM_LINE)] != _FROM_LINE:
+        data.close()
+        raise _not_mbox(path)
+    return data
+
+
+def _not_mbox(path: Path) -> MailboxError:
+    return MailboxError(f"{path} is not an mbox file (it does not start with a 'From ' line)")
+
+
+def _count_from_lines(read: Callable[[int], bytes], path: Path) -> int:
+    """Count lines starting with "From " (message separators) in a stream, chunk by chunk."""
+    chunk = read(_CHUNK)
+    if not chunk:
+        return 0
+    if not chunk.startswith(_FROM_LINE):
+        raise _not_mbox(path)
+    count, tail = 1, b""
+    while chunk:
+        buf = tail + chunk
+        count += buf.count(_SEPARATOR)
+        tail = buf[-len(_FROM_LINE) :]
+        chunk = read(_CHUNK)
+    return count
+
+
+def _split_mbox(data: mmap.mmap | bytes) -> Iterator[bytes]:
+    """Yield the messages of an mbox without their From_ lines, as `mailbox.mbox` delimits them.
+
+    A message ends before the next line starting with "From " (or at the end of the file); a
+    final blank line belongs to the separator.
+    """
+    pos = 0
+    while pos < len(data):
+        start = data.find(b"\n", pos) + 1 or len(data)
+        separator = data.find(_SEPARATOR, start - 1)
+        stop = len(data) if separator == -1 else separator + 1
+        if stop > start and data[stop - 2 : stop] == b"\n\n":
+            stop -= 1
+        yield data[start:stop]
+        pos = len(data) if separator == -1 else separator + 1
+
+
+def _read_mbox(data: mmap.mmap | bytes, location: str) -> Iterator[ParsedMail | MalformedMail]:
+    try:
+        for key, raw in enumerate(_split_mbox(data)):
+            yield _parse_or_error(raw, f"{location}#{key}")
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
+
+
+def _read_maildir(path: Path) -> Iterator[ParsedMail | MalformedMail]:
+    box = mailbox.Maildir(path, factory=None, create=False)
+    for key in sorted(box.keys()):
+        location = f"maildir:{path}#{key}"
+        try:
+            raw = box.get_bytes(key)
+        except (OSError, KeyError) as exc:  # removed by a concurrent mail client
+            yield MalformedMail(f"cannot read message: {exc}", location)
+            continue
+        yield _parse_or_error(raw, location)
+
+
+def _parse_or_error(raw: bytes, location: str) -> ParsedMail | MalformedMail:
+    try:
+        return parse_message(raw, location)
+    except MalformedMail as exc:
+        return exc.with_traceback(None)  # keep no parser frames alive
+
+
+def _body_start(raw: bytes) -> int:
+    """Offset just past the blank line that ends the header block (len(raw) if there is none)."""
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\n\r\n", 0, len(raw) if lf == -1 else lf)
+    if crlf != -1:
+        return crlf + 3
+    return len(raw) if lf == -1 else lf + 2
+
+
+def _header_fields(head: bytes) -> dict[str, str] | None:
+    """Map lower-cased field names to their first (still folded) value.
+
+    Returns None unless every line is a field, a continuation, or a leading From_ line: such
+    blocks are left to the email package's lenient parser.
+    """
+    text = head.decode("utf-8", "replace")  # raw 8-bit header bytes are taken as UTF-8
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if text.startswith(_FROM_LINE.decode()):
+        text = text.partition("\n")[2]
+    fields: dict[str, str] = {}
+    for line in _LOGICAL_LINE.split(text.rstrip("\n")):
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            return None
+        fields.setdefault(name.lower(), value)
+    return fields
+
+
+def _message_fields(msg: Message) -> dict[str, str]:
+    """`_header_fields` for a message parsed by the email package."""
+    fields: dict[str, str] = {}
+    for name, value in msg.raw_items():
+        text = str(value)
+        if not text.isascii():  # raw 8-bit bytes, surrogate-escaped by the parser
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        fields.setdefault(name.lower(), text)
+    return fields
+
+
+def _content_headers(fields: dict[str, str]) -> Message:
+    """A message holding just the Content-Type field, for the email package's parameter parsing."""
+    msg = Message()
+    if "content-type" in fields:
+        msg["Content-Type"] = fields["content-type"]
+    return msg
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    """Decode with a declared charset, falling back to UTF-8; never raises."""
+    if charset:
+        charset = charset.split("*", 1)[0].strip().lower()  # drop an RFC 2231 language suffix
+        if charset not in _UTF8_ALIASES:
+            try:
+                return data.decode(charset, "replace")
+            except (LookupError, ValueError):  # unknown or unusable codec
+                pass
+    return data.decode("utf-8", "replace")
+
+
+def _clean(text: str) -> str:
+    """Fold whitespace and C0 control characters to single spaces; drop lone surrogates."""
+    data = text.encode("utf-8", "replace").translate(_CONTROLS)
+    return " ".join(data.decode("utf-8").split())
+
+
+def _header_text(value: str) -> str:
+    """Decode RFC 2047 encoded words and fold the value to one line."""
+    value = value[:_MAX_FIELD]
+    if "=?" in value:
+        try:
+            parts = decode_header(value)
+        except HeaderParseError:
+            parts = [(value, None)]
+        value = "".join(
+            part
+            if isinstance(part, str)
+            # decode_header hands back unencoded text as raw-unicode-escape bytes.
+            else part.decode("raw-unicode-escape", "replace")
+            if charset is None
+            else _decode(part, charset)
+            for part, charset in parts
+        )
+    return _clean(value)
+
+
+def _sender(value: str) -> str:
+    """Render a From field as "Name <addr>" (or "addr"), with the name decoded."""
+    name, addr = parseaddr(value)
+    if not addr:
+        return _header_text(value)
+    name = _header_text(name)
+    return f"{name} <{_clean(addr)}>" if name else _clean(addr)
+
+
+def _message_id(value: str) -> str:
+    """The first <id> of a field (else the whole value) without whitespace or control characters."""
+    match = _ANGLE_ID.search(value)
+    return _clean(match.group(1) if match else value).replace(" ", "")
+
+
+def _references(references: str, in_reply_to: str) -> tuple[str, ...]:
+    found = _ANGLE_ID.findall(f"{references} {in_reply_to}")
+    ids = (_clean(msg_id).replace(" ", "") for msg_id in found)
+    return tuple(dict.fromkeys(msg_id for msg_id in ids if msg_id))
+
+
+def _date(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _body_text(headers: Message, data: bytes) -> str:
+    """The text of a (transfer-decoded) text/plain or text/html body; "" for any other type."""
+    ctype = headers.get_content_type()
+    if ctype not in ("text/plain", "text/html"):
+        return ""
+    text = _decode(data, headers.get_content_charset())
+    return _html_text(text) if ctype == "text/html" else text
+
+
+def _first_text(msg: Message) -> str:
+    """The text of the first text/plain part of a parsed message, else of its first text/html."""
+    html_part: Message | None = None
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "text/plain":
+            return _part_text(part)
+        if ctype == "text/html" and html_part is None:
+            html_part = part
+    return "" if html_part is None else _part_text(html_part)
+
+
+def _part_text(part: Message) -> str:
+    # Text parts always decode to bytes; this also undoes the transfer encoding.
+    return _body_text(part, cast(bytes, part.get_payload(decode=True)))
+
+
+def _transfer_decode(data: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(data)
+        except binascii.Error:  # truncated or badly padded: keep the complete 4-character groups
+            clean = _B64_JUNK.sub(b"", data)
+            return binascii.a2b_base64(clean[: len(clean) // 4 * 4])
+    return data
+
+
+def _html_text(markup: str) -> str:
+    """Crude tag stripping: drop scripts, styles and comments, then tags; unescape entities."""
+    return html.unescape(_HTML_TAG.sub(" ", _HTML_HIDDEN.sub(" ", markup)))
+
+
+def _excerpt(text: str) -> str:
+    """The first EXCERPT_CHARS characters of the whitespace-normalised text.
+
+    Normalising only removes characters, so it runs on growing prefixes of the text until one
+    yields enough: long bodies are not normalised in full.
+    """
+    window = EXCERPT_CHARS * 2
+    while True:
+        cleaned = _clean(text[:window])
+        if len(cleaned) >= EXCERPT_CHARS or window >= len(text):
+            return cleaned[:EXCERPT_CHARS]
+        window *= 4

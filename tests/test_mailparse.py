@@ -1,0 +1,584 @@
+"""Mailbox reading and message parsing (commands.mailparse) and the synthetic mail generator."""
+
+import base64
+import gzip
+import hashlib
+import mailbox
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from commands.mailparse import (
+    EXCERPT_CHARS,
+    MailboxError,
+    MalformedMail,
+    ParsedMail,
+    count_messages,
+    parse_message,
+    read_mailbox,
+)
+from commands.synthetic import BASE_DATE, SPAN, synthetic_messages, write_mbox
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/linux-mips-2000.mbox.gz"
+
+
+def mail(*headers: str, body: str | bytes = "Hello.\n") -> bytes:
+    """A raw message from header lines and a body."""
+    head = "".join(f"{line}\n" for line in headers).encode()
+    return head + b"\n" + (body.encode() if isinstance(body, str) else body)
+
+
+def parse(raw: bytes) -> ParsedMail:
+    return parse_message(raw, "test#0")
+
+
+def only_parsed(results: Iterable[ParsedMail | MalformedMail]) -> list[ParsedMail]:
+    """The results as a list, failing on any malformed message."""
+    parsed = []
+    for item in results:
+        assert isinstance(item, ParsedMail), item
+        parsed.append(item)
+    return parsed
+
+
+def items(path: Path) -> list[ParsedMail]:
+    return only_parsed(read_mailbox(path))
+
+
+# --- single messages ---------------------------------------------------------------------------
+
+
+def test_plain_message_fields() -> None:
+    raw = mail(
+        "From: Jane Doe <jane@example.org>",
+        "To: dev@lists.example.org,",
+        "    Bob <bob@example.org>",
+        "Cc: carol@example.org",
+        "Subject: Hello",
+        "   world",
+        "Date: Tue, 5 Mar 2024 10:00:00 +0100",
+        "Message-ID: < abc.123@example.org >",
+        body="First   line\n\n\tsecond line\n",
+    )
+    parsed = parse(raw)
+    assert parsed.message_id == "abc.123@example.org"
+    assert parsed.subject == "Hello world"
+    assert parsed.sender == "Jane Doe <jane@example.org>"
+    assert parsed.to == "dev@lists.example.org, Bob <bob@example.org>"
+    assert parsed.cc == "carol@example.org"
+    assert parsed.date == datetime(2024, 3, 5, 9, 0, tzinfo=UTC)
+    assert parsed.references == ()
+    assert parsed.excerpt == "First line second line"
+    assert parsed.size == len(raw)
+    assert parsed.location == "test#0"
+    assert parsed.fingerprint == hashlib.sha256(raw).hexdigest()
+
+
+def test_encoded_words_are_decoded() -> None:
+    parsed = parse(
+        mail(
+            "From: =?utf-8?q?Rafa=C5=82_Mi=C5=82ecki?= <rafal@example.org>",
+            "To: =?iso-8859-1?q?J=FCrgen?= <j@example.org>",
+            # Adjacent encoded words join without the whitespace between them; a multi-byte
+            # character may be split across two words of the same charset.
+            "Subject: Re: =?UTF-8?Q?caf=C3=A9_?=",
+            " =?UTF-8?Q?=E2=80?= =?UTF-8?B?mHF1b3RlZOKAmQ==?= done",
+            "Message-ID: <1@example.org>",
+        )
+    )
+    assert parsed.subject == "Re: café ‘quoted’ done"
+    assert parsed.sender == "Rafał Miłecki <rafal@example.org>"
+    assert parsed.to == "Jürgen <j@example.org>"
+
+
+def test_undecodable_headers_degrade_to_replacement_characters() -> None:
+    raw = (
+        b"From: Bj\xf6rn \xc3\xa9 <bjorn@example.org>\n"  # raw 8-bit: latin-1, then UTF-8
+        b"Subject: =?x-no-such-charset?q?caf=E9?= =?utf-8?q?ok?=\n"
+        b"To: broken =?utf-8?b?A?= base64\n\nbody\n"
+    )
+    parsed = parse(raw)
+    assert parsed.sender == "Bj\ufffdrn \xe9 <bjorn@example.org>"
+    assert parsed.subject == "caf\ufffdok"  # unknown charsets are read as UTF-8
+    assert parsed.to == "broken =?utf-8?b?A?= base64"  # left as it came
+    assert parsed.excerpt == "body"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"Doe, Jane" <jane@example.org>', "Doe, Jane <jane@example.org>"),
+        ("jane@example.org (Jane Doe)", "Jane Doe <jane@example.org>"),
+        ("<jane@example.org>", "jane@example.org"),
+        ("undisclosed-recipients:;", "undisclosed-recipients:;"),
+    ],
+)
+def test_sender_forms(value: str, expected: str) -> None:
+    assert parse(mail(f"From: {value}", "Subject: x")).sender == expected
+
+
+def test_missing_message_id_is_the_sha256_of_the_raw_bytes() -> None:
+    for raw in (mail("From: a@example.org", "Subject: x"), mail("Message-ID: <>", "To: b@x")):
+        parsed = parse(raw)
+        assert parsed.message_id == f"sha256:{hashlib.sha256(raw).hexdigest()}"
+        assert parsed.message_id == f"sha256:{parsed.fingerprint}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Fri, 4 Dec 2015 21:04:25 -0000", datetime(2015, 12, 4, 21, 4, 25, tzinfo=UTC)),
+        ("Fri, 4 Dec 2015 21:04:25", datetime(2015, 12, 4, 21, 4, 25, tzinfo=UTC)),
+        ("Sat, 5 Dec 2015 01:30:00 +0530", datetime(2015, 12, 4, 20, 0, tzinfo=UTC)),
+        ("yesterday at noon", None),
+        ("Mon, 31 Feb 2015 10:00:00 +0000", None),
+        ("Fri, 31 Dec 9999 23:30:00 -0100", None),  # beyond datetime.max once in UTC
+        ("", None),
+    ],
+)
+def test_dates_become_aware_utc_or_none(value: str, expected: datetime | None) -> None:
+    parsed = parse(mail("From: a@example.org", f"Date: {value}"))
+    assert parsed.date == expected
+    assert parsed.date is None or parsed.date.utcoffset() is not None
+
+
+def test_references_and_in_reply_to() -> None:
+    parsed = parse(
+        mail(
+            "From: a@example.org",
+            "References: <root@example.org> <mid@ex",
+            " ample.org>",
+            "\t<root@example.org>",
+            'In-Reply-To: Your message of "Monday" <parent@example.org>',
+        )
+    )
+    assert parsed.references == ("root@example.org", "mid@example.org", "parent@example.org")
+
+
+def test_multipart_with_html_only() -> None:
+    raw = mail(
+        "From: a@example.org",
+        'Content-Type: multipart/alternative; boundary="b1"',
+        body=(
+            "preamble\n--b1\nContent-Type: text/html; charset=utf-8\n\n"
+            "<html><head><style>p { color: red }</style></head>"
+            "<body><p>Fish &amp; chips</p><!-- hidden --><p>caf&eacute;</p></body></html>\n"
+            "--b1--\n"
+        ),
+    )
+    assert parse(raw).excerpt == "Fish & chips café"
+
+
+@pytest.mark.parametrize(
+    "markup",
+    ["<script" * 30_000, "<!--" * 50_000, "<a" * 100_000, "<style>x</styl" * 20_000],
+)
+def test_hostile_html_is_stripped_in_linear_time(markup: str) -> None:
+    raw = mail("From: a@example.org", "Content-Type: text/html", body=f"visible {markup}")
+    start = time.perf_counter()
+    assert parse(raw).excerpt == "visible"
+    assert time.perf_counter() - start < 1
+
+
+def test_html_stray_angle_brackets_are_text() -> None:
+    raw = mail("From: a@x", "Content-Type: text/html", body="<p>if a < b &amp;&amp; c > d</p>")
+    assert parse(raw).excerpt == "if a < b && c > d"
+
+
+def test_multipart_prefers_the_first_text_plain_part() -> None:
+    raw = mail(
+        "From: a@example.org",
+        "Content-Type: multipart/mixed; boundary=outer",
+        body=(
+            "--outer\nContent-Type: multipart/alternative; boundary=inner\n\n"
+            "--inner\nContent-Type: text/html\n\n<p>html version</p>\n"
+            "--inner\nContent-Type: text/plain; charset=utf-8\n"
+            "Content-Transfer-Encoding: quoted-printable\n\n"
+            "plain =C3=A9 vers=\nion\n--inner--\n"
+            "--outer\nContent-Type: application/octet-stream\n\nxxx\n--outer--\n"
+        ),
+    )
+    assert parse(raw).excerpt == "plain é version"
+
+
+def test_base64_latin1_body() -> None:
+    text = "Grüße aus Köln,\nça va?\n"
+    raw = mail(
+        "From: a@example.org",
+        "Content-Type: text/plain; charset=ISO-8859-1",
+        "Content-Transfer-Encoding: base64",
+        body=base64.encodebytes(text.encode("iso-8859-1")),
+    )
+    assert parse(raw).excerpt == "Grüße aus Köln, ça va?"
+
+
+def test_truncated_base64_and_unknown_charset_still_give_text() -> None:
+    raw = mail(
+        "From: a@example.org",
+        "Content-Type: text/plain; charset=x-klingon",
+        "Content-Transfer-Encoding: base64",
+        body=base64.encodebytes(b"hello world, and more")[:-4],
+    )
+    assert parse(raw).excerpt.startswith("hello world")
+
+
+def test_html_single_part_and_non_text_bodies() -> None:
+    html_mail = mail("From: a@x", "Content-Type: text/html", body="<b>bold</b>&nbsp;text")
+    assert parse(html_mail).excerpt == "bold text"
+    pdf = mail("From: a@x", "Content-Type: application/pdf", body="%PDF-1.4")
+    assert parse(pdf).excerpt == ""
+
+
+def test_excerpt_is_normalised_and_truncated() -> None:
+    words = " ".join(f"w{i}" for i in range(3000))
+    raw = mail("From: a@example.org", body=" \n\n\t".join(words.split()) + "\x00 end")
+    excerpt = parse(raw).excerpt
+    assert len(excerpt) == EXCERPT_CHARS
+    assert excerpt == words[:EXCERPT_CHARS]
+    spaced = mail("From: a@example.org", body=" " * 50_000 + "late\x00text")
+    assert parse(spaced).excerpt == "late text"
+
+
+def test_crlf_line_endings() -> None:
+    raw = mail("From: a@example.org", "Subject: crlf", " folded", body="one\ntwo\n")
+    parsed = parse(raw.replace(b"\n", b"\r\n"))
+    assert (parsed.subject, parsed.excerpt) == ("crlf folded", "one two")
+
+
+def test_lenient_header_block_falls_back_to_the_email_package() -> None:
+    # The header block is interrupted by a line that is not a header field.
+    raw = b"From: a@example.org\nSubject: odd\nthis is body already\n\nmore body\n"
+    parsed = parse(raw)
+    assert parsed.subject == "odd"
+    assert parsed.excerpt == "this is body already more body"
+
+
+def nested_multipart(depth: int) -> bytes:
+    parts = [f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n" for i in range(depth)]
+    body = "".join(parts) + f"--b{depth}\nContent-Type: text/plain\n\ndeep text\n"
+    return mail("From: a@example.org", "Content-Type: multipart/mixed; boundary=b0", body=body)
+
+
+def test_nested_multipart() -> None:
+    assert parse(nested_multipart(100)).excerpt == "deep text"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (nested_multipart(5000), "nested too deeply"),
+        (b"", "empty message"),
+        (b" \r\n\n\t", "empty message"),
+        (b"just some text\nwithout headers\n", "no header fields"),
+        (b"\x00\x01\x02\xff\xfe binary", "no header fields"),
+        (b"\nSubject: after a blank line\n", "no header fields"),
+        (b"X-Foo: bar\nX-Bar: baz\n\nbody\n", "no From, To, Subject, Date or Message-ID"),
+    ],
+)
+def test_malformed_messages(raw: bytes, reason: str) -> None:
+    with pytest.raises(MalformedMail, match=reason) as caught:
+        parse_message(raw, "mbox:/x#7")
+    assert caught.value.location == "mbox:/x#7"
+    assert str(caught.value).startswith("mbox:/x#7: ")
+    assert "\n" not in str(caught.value)
+
+
+_CONTROL = {chr(c) for c in [*range(32), 127]}
+
+
+def check_parsed(parsed: ParsedMail, raw: bytes) -> None:
+    """Invariants of any parse result."""
+    fields = (parsed.message_id, parsed.subject, parsed.sender, parsed.to, parsed.cc)
+    for text in (*fields, *parsed.references):
+        assert not _CONTROL & set(text)
+        text.encode("utf-8")  # no lone surrogates
+    assert not _CONTROL & set(parsed.excerpt)
+    parsed.excerpt.encode("utf-8")
+    assert len(parsed.excerpt) <= EXCERPT_CHARS
+    assert parsed.date is None or parsed.date.tzinfo is UTC
+    assert parsed.message_id
+    assert all(parsed.references)
+    assert parsed.size == len(raw)
+    assert parsed.fingerprint == hashlib.sha256(raw).hexdigest()
+
+
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_parse_or_raise_malformed(raw: bytes) -> None:
+    try:
+        parsed = parse_message(raw, "fuzz")
+    except MalformedMail:
+        return
+    check_parsed(parsed, raw)
+
+
+_NAMES = st.sampled_from(
+    [
+        *("From", "To", "Cc", "Subject", "Date", "Message-ID", "References", "In-Reply-To"),
+        *("Content-Type", "Content-Transfer-Encoding", "MIME-Version", "X-Junk", "From "),
+    ]
+)
+_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "=?utf-8?q?caf=C3=A9?=",
+            "=?utf-8?b?Y2Fmw6k?=",
+            "=?bogus?q?x?=",
+            "=?utf-16?b?2D3eAA==?=",
+            "=?unicode_escape?q?=5Cud800?=",
+            "=?idna?q?x?=",
+            "multipart/mixed; boundary=b",
+            "text/html; charset=utf-7",
+            "text/plain; charset*=utf-8''%E2%82%AC",
+            "base64",
+            "quoted-printable",
+            "<a@b> <c@d",
+            "Mon, 1 Jan 9999 23:00:00 -2359",
+            '"q\\"uoted" <x@y>',
+        ]
+    ),
+)
+
+
+@given(
+    st.lists(st.tuples(_NAMES, _VALUES), max_size=8),
+    st.sampled_from(["\n", "\r\n", "\n "]),
+    st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+)
+def test_header_shaped_input_parses_or_raises_malformed(
+    fields: list[tuple[str, str]], separator: str, body: bytes
+) -> None:
+    head = separator.join(f"{name}: {value}" for name, value in fields)
+    raw = head.encode("utf-8", "surrogatepass") + b"\n\n" + body
+    try:
+        parsed = parse_message(raw, "fuzz")
+    except MalformedMail:
+        return
+    check_parsed(parsed, raw)
+
+
+# --- mailboxes ---------------------------------------------------------------------------------
+
+
+def test_mbox_reading_matches_the_stdlib(tmp_path: Path) -> None:
+    path = write_mbox(tmp_path / "box.mbox", 40, seed=3)
+    parsed = items(path)
+    assert count_messages(path) == len(parsed) == 40
+    stdlib = mailbox.mbox(path, create=False)
+    for key, item in zip(stdlib.iterkeys(), parsed, strict=True):
+        assert item.location == f"mbox:{path.resolve()}#{key}"
+        assert item.fingerprint == hashlib.sha256(stdlib.get_bytes(key)).hexdigest()
+
+
+def test_mbox_edge_cases_match_the_stdlib(tmp_path: Path) -> None:
+    path = tmp_path / "edge.mbox"
+    path.write_bytes(
+        b"From a\nFrom: x@y\n\nbody\n\n"  # ordinary: the blank line belongs to the separator
+        b"From b\nFrom c\n"  # an empty message, directly followed by the next From_ line
+        b"From: x@y\n\nno blank line before the next From_ line\n"
+        b"From d\n\nFrom e\nFrom: x@y\n\n>From escaped\nlast\n\n"
+    )
+    stdlib = mailbox.mbox(path, create=False)
+    got = list(read_mailbox(path))
+    assert len(got) == len(stdlib) == count_messages(path) == 5
+    for key, item in zip(stdlib.iterkeys(), got, strict=True):
+        raw = stdlib.get_bytes(key)
+        if isinstance(item, ParsedMail):
+            assert item.fingerprint == hashlib.sha256(raw).hexdigest()
+        else:
+            assert not raw.strip()
+    assert [type(item).__name__ for item in got] == [
+        "ParsedMail",
+        "MalformedMail",
+        "ParsedMail",
+        "MalformedMail",
+        "ParsedMail",
+    ]
+
+
+def test_malformed_messages_do_not_abort_the_iteration(tmp_path: Path) -> None:
+    good = list(synthetic_messages(3, seed=5))
+    junk = [b"not a header line\nat all\n", b"\x89PNG\r\n\x1a\n\x00\x00", b"X-Only: custom\n"]
+    path = tmp_path / "mixed.mbox"
+    with path.open("wb") as f:
+        for raw in (good[0], junk[0], good[1], junk[1], junk[2], good[2]):
+            f.write(b"From someone Mon Jan  1 00:00:00 2024\n" + raw + b"\n")
+    got = list(read_mailbox(path))
+    assert [isinstance(item, ParsedMail) for item in got] == [True, False, True, False, False, True]
+    malformed = [item for item in got if isinstance(item, MalformedMail)]
+    assert [item.location.rsplit("#")[1] for item in malformed] == ["1", "3", "4"]
+    assert all(item.location.startswith(f"mbox:{path.resolve()}#") for item in malformed)
+
+
+def test_gzip_mbox_is_detected_by_magic_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = write_mbox(tmp_path / "box.mbox", 25, seed=4)
+    expected = [(item.message_id, item.fingerprint) for item in items(plain)]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for name in ("box.mbox.gz", "box.archive"):
+        packed = tmp_path / name
+        packed.write_bytes(gzip.compress(plain.read_bytes()))
+        assert count_messages(packed) == 25
+        stream = read_mailbox(packed)
+        first = next(stream)
+        assert isinstance(first, ParsedMail)
+        assert first.location == f"mbox:{packed.resolve()}#0"
+        rest = only_parsed([first, *stream])
+        assert [(item.message_id, item.fingerprint) for item in rest] == expected
+        assert list(scratch.iterdir()) == []  # the decompressed copy leaves nothing behind
+
+
+def test_maildir(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Mail", create=True)
+    raws = list(synthetic_messages(12, seed=6))
+    keys = [box.add(raw) for raw in raws[:8]]
+    for raw in raws[8:]:  # some already seen, in cur/ with flags
+        message = mailbox.MaildirMessage(raw)
+        message.set_subdir("cur")
+        message.add_flag("S")
+        keys.append(box.add(message))
+    parsed = items(tmp_path / "Mail")
+    assert count_messages(tmp_path / "Mail") == len(parsed) == 12
+    root = (tmp_path / "Mail").resolve()
+    assert [item.location for item in parsed] == [f"maildir:{root}#{key}" for key in sorted(keys)]
+    stored = [hashlib.sha256(box.get_bytes(key)).hexdigest() for key in sorted(keys)]
+    assert [item.fingerprint for item in parsed] == stored
+    assert {item.message_id for item in parsed} == {parse(raw).message_id for raw in raws}
+
+
+def test_maildir_message_vanishing_during_iteration(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Mail", create=True)
+    for raw in synthetic_messages(3, seed=8):
+        box.add(raw)
+    stream = read_mailbox(tmp_path / "Mail")
+    assert isinstance(next(stream), ParsedMail)
+    box.remove(sorted(box.keys())[1])
+    second, third = list(stream)
+    assert isinstance(second, MalformedMail)
+    assert "cannot read message" in str(second)
+    assert isinstance(third, ParsedMail)
+
+
+def test_empty_mbox(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mbox"
+    path.touch()
+    assert list(read_mailbox(path)) == []
+    assert count_messages(path) == 0
+
+
+def test_bad_paths_raise_mailbox_error_up_front(tmp_path: Path) -> None:
+    (tmp_path / "plain-dir").mkdir()
+    (tmp_path / "notes.txt").write_text("Dear diary,\nFrom today on\n")
+    (tmp_path / "corrupt.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 40)
+    (tmp_path / "truncated.gz").write_bytes(gzip.compress(b"From a\n\n" * 1000)[:30])
+    (tmp_path / "text.gz").write_bytes(gzip.compress(b"hello\n"))
+    cases = {
+        "missing.mbox": "does not exist",
+        "plain-dir": "not a Maildir",
+        "notes.txt": "not an mbox file",
+        "corrupt.gz": "not a readable gzip file",
+        "truncated.gz": "not a readable gzip file",
+        "text.gz": "not an mbox file",
+    }
+    for name, reason in cases.items():
+        path = tmp_path / name
+        with pytest.raises(MailboxError, match=reason) as caught:
+            read_mailbox(path)  # raises before any iteration
+        assert str(tmp_path) in str(caught.value)
+        assert "\n" not in str(caught.value)
+        with pytest.raises(MailboxError, match=reason):
+            count_messages(path)
+
+
+# --- synthetic mail ----------------------------------------------------------------------------
+
+
+def test_generator_is_deterministic(tmp_path: Path) -> None:
+    first = list(synthetic_messages(40, seed=7))
+    assert first == list(synthetic_messages(40, seed=7))
+    assert first != list(synthetic_messages(40, seed=8))
+    a = write_mbox(tmp_path / "a.mbox", 40, seed=7)
+    assert a.read_bytes() == write_mbox(tmp_path / "b.mbox", 40, seed=7).read_bytes()
+    stdlib = mailbox.mbox(a, create=False)
+    assert [stdlib.get_bytes(key) for key in stdlib.iterkeys()] == first  # stored unaltered
+
+
+def test_synthetic_messages_parse_into_sensible_fields() -> None:
+    raws = list(synthetic_messages(400, seed=1))
+    assert not any(b"\nFrom " in raw for raw in raws)  # safe in mbox files without escaping
+    parsed = [parse_message(raw, f"synthetic#{i}") for i, raw in enumerate(raws)]
+    ids = [item.message_id for item in parsed]
+    assert len(set(ids)) == len(ids)
+    assert not any(msg_id.startswith("sha256:") for msg_id in ids)
+    seen: set[str] = set()
+    for item, raw in zip(parsed, raws, strict=True):
+        check_parsed(item, raw)
+        assert item.subject and "=?" not in item.subject
+        assert "@" in item.sender and "=?" not in item.sender
+        assert item.date is not None and BASE_DATE <= item.date <= BASE_DATE + SPAN
+        assert len(item.excerpt) > 40
+        assert set(item.references) <= seen  # replies point at earlier messages
+        seen.add(item.message_id)
+    assert [item.date for item in parsed] == sorted(item.date for item in parsed if item.date)
+    assert len({item.sender for item in parsed}) > 100
+    assert sum(not item.sender.isascii() for item in parsed) > 20
+    assert sum(item.subject.startswith("Re: ") for item in parsed) > 60
+    assert sum(item.subject.startswith("[PATCH") for item in parsed) > 20
+    assert sum(not item.subject.isascii() for item in parsed) > 2
+    assert sum(not item.excerpt.isascii() for item in parsed) > 50
+    for marker in (
+        b"Content-Type: multipart/alternative",
+        b"Content-Type: text/html",
+        b"Content-Transfer-Encoding: base64",
+        b"Content-Transfer-Encoding: quoted-printable",
+        b"charset=iso-8859-1",
+        b"=?utf-8?b?",
+        b"=?iso-8859-1?q?",
+    ):
+        assert sum(marker in raw for raw in raws) >= 5, marker
+
+
+# --- the real corpus ---------------------------------------------------------------------------
+
+
+@pytest.mark.corpus
+def test_real_corpus() -> None:
+    if not CORPUS.exists():
+        pytest.skip("real corpus ../shared/data/linux-mips-2000.mbox.gz not present")
+    got = list(read_mailbox(CORPUS))
+    assert len(got) == count_messages(CORPUS) == 2000
+    parsed = [item for item in got if isinstance(item, ParsedMail)]
+    assert len(parsed) == 2000  # the corpus is clean: every message parses
+    assert len({item.message_id for item in parsed}) == 2000
+    assert all(item.date is not None and item.excerpt for item in parsed)
+    assert parsed[0].subject == (
+        "[PATCH (v2) 10/11] watchdog: bcm63xx_wdt: Use bcm63xx_timer interrupt directly"
+    )
+    assert parsed[0].sender == "Simon Arlott <simon@fire.lp0.eu>"
+    subjects = {item.subject for item in parsed}
+    assert (
+        "cannot build Linux 4.4: arch/mips/kernel/signal.c:142:12: error: "
+        "‘struct ucontext’ has no member named ‘uc_extcontext’"
+    ) in subjects
+    senders = {item.sender for item in parsed}
+    assert {"Rafał Miłecki <zajec5@gmail.com>", "Ralf Baechle <ralf@linux-mips.org>"} <= senders
+    # "-0000" dates (time zone unknown) are taken as UTC.
+    assert datetime(2015, 12, 4, 21, 4, 25, tzinfo=UTC) in {item.date for item in parsed}
+    # The mbox split matches the stdlib's, key for key.
+    with tempfile.NamedTemporaryFile(suffix=".mbox") as copy:
+        copy.write(gzip.decompress(CORPUS.read_bytes()))
+        copy.flush()
+        stdlib = mailbox.mbox(copy.name, create=False)
+        keys = list(stdlib.iterkeys())
+        assert [f"mbox:{CORPUS}#{key}" for key in keys] == [item.location for item in parsed]
+        digests = [hashlib.sha256(stdlib.get_bytes(key)).hexdigest() for key in keys]
+        assert digests == [item.fingerprint for item in parsed]
