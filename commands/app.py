@@ -213,4 +213,4 @@ class Application(LibraryApplication[uuid.UUID]):
 class Eventpile(Application):
     """The mail application: the framework with the message index."""
 
-    projections = (MessageIndex,)
+    projections: ClassVar[tuple[type[Projection], ...]] = (MessageIndex,)
