@@ -90,15 +90,16 @@ __all__ = [
     "uuid7",
 ]
 
+if not TYPE_CHECKING:  # type checkers see the imports above, and only those names
 
-def __getattr__(name: str) -> Any:
-    try:
-        module, attribute = _WHERE[name]
-    except KeyError:
-        raise AttributeError(f"module 'eventpile' has no attribute {name!r}") from None
-    value = getattr(import_module(module), attribute)
-    globals()[name] = value
-    return value
+    def __getattr__(name: str) -> Any:
+        try:
+            module, attribute = _WHERE[name]
+        except KeyError:
+            raise AttributeError(f"module 'eventpile' has no attribute {name!r}") from None
+        value = getattr(import_module(module), attribute)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:

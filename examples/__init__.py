@@ -1,0 +1,1 @@
+"""Application code built on eventpile's public API only (not installed with it)."""

@@ -1,0 +1,173 @@
+"""Contact commands: validated pydantic models, each with its handler.
+
+A handler loads aggregate states from ``ctx``, asks them to decide, and records
+the events they return; the dispatcher writes them as one operation (undoable
+with ``eventpile undo``). Rules that span contacts (an address belongs to one
+contact) are checked against the directory.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from eventpile import (
+    Command,
+    Context,
+    DomainError,
+    Outcome,
+    Private,
+    ViewDB,
+    handles,
+    message_senders,
+)
+
+from .directory import by_email, directory
+from .domain import Contact, DisplayName, EmailAddress, check_address
+
+
+def _contact(ctx: Context, contact_id: uuid.UUID) -> Contact:
+    contact = ctx.load(Contact, contact_id)
+    if contact is None:
+        raise DomainError(f"there is no contact {contact_id}")
+    return contact
+
+
+def _check_free(db: ViewDB, address: str) -> None:
+    owners = by_email(db, address)
+    if owners:
+        owner = owners[0]
+        raise DomainError(f"{address} already belongs to {owner['name']!r} ({owner['id']})")
+
+
+class CreateContact(Command):
+    """A new contact with a display name and any email addresses."""
+
+    name: Annotated[DisplayName, Private]
+    emails: Annotated[tuple[EmailAddress, ...], Private] = ()
+
+    def describe(self) -> str:
+        return "Create a contact"
+
+
+@handles(CreateContact)
+def create_contact(command: CreateContact, ctx: Context) -> Outcome:
+    db = directory(ctx.app)
+    for address in command.emails:
+        _check_free(db, address)
+    events = Contact.create(command.name, command.emails)
+    ctx.record(*events)
+    return Outcome("Created a contact", {"contact_id": events[0].originator_id.hex})
+
+
+class AddEmail(Command):
+    contact_id: uuid.UUID
+    address: Annotated[EmailAddress, Private]
+
+    def describe(self) -> str:
+        return "Add an email address to a contact"
+
+
+@handles(AddEmail)
+def add_email(command: AddEmail, ctx: Context) -> Outcome:
+    _check_free(directory(ctx.app), command.address)
+    ctx.record(*_contact(ctx, command.contact_id).add_email(command.address))
+    return Outcome("Added an email address")
+
+
+class RemoveEmail(Command):
+    contact_id: uuid.UUID
+    address: Annotated[EmailAddress, Private]
+
+    def describe(self) -> str:
+        return "Remove an email address from a contact"
+
+
+@handles(RemoveEmail)
+def remove_email(command: RemoveEmail, ctx: Context) -> Outcome:
+    ctx.record(*_contact(ctx, command.contact_id).remove_email(command.address))
+    return Outcome("Removed an email address")
+
+
+class RenameContact(Command):
+    contact_id: uuid.UUID
+    name: Annotated[DisplayName, Private]
+
+    def describe(self) -> str:
+        return "Change a contact's display name"
+
+
+@handles(RenameContact)
+def rename_contact(command: RenameContact, ctx: Context) -> Outcome:
+    ctx.record(*_contact(ctx, command.contact_id).rename(command.name))
+    return Outcome("Changed a display name")
+
+
+class MergeContacts(Command):
+    """Move a contact's addresses to another contact and retire the first."""
+
+    contact_id: uuid.UUID
+    into_id: uuid.UUID
+
+    def describe(self) -> str:
+        return "Merge two contacts"
+
+
+@handles(MergeContacts)
+def merge_contacts(command: MergeContacts, ctx: Context) -> Outcome:
+    source = _contact(ctx, command.contact_id)
+    ctx.record(*source.merge_into(_contact(ctx, command.into_id)))
+    return Outcome("Merged two contacts")
+
+
+class ImportSenders(Command):
+    """A contact for each sender of the indexed mail matching ``query`` who has none."""
+
+    query: Annotated[str, Private] = ""
+
+    def describe(self) -> str:
+        return "Import contacts from mail senders"
+
+
+_SENDER = re.compile(r"(.*?)\s*<([^<>]*)>")
+
+
+def split_sender(sender: str) -> tuple[str, str]:
+    """``("Name", "address")`` from ``"Name <address>"`` (or a bare address)."""
+    match = _SENDER.fullmatch(sender.strip())
+    if match is None:
+        return "", sender.strip()
+    return match.group(1).strip("\"' "), match.group(2)
+
+
+@handles(ImportSenders)
+def import_senders(command: ImportSenders, ctx: Context) -> Outcome:
+    try:
+        senders = message_senders(ctx.app, command.query)
+    except ValueError as e:
+        raise DomainError(str(e)) from None
+    db = directory(ctx.app)
+    seen: set[str] = set()
+    created = known = unreadable = 0
+    for sender, _messages in senders:  # the most frequent spelling of a name comes first
+        name, address = split_sender(sender)
+        try:
+            address = check_address(address)
+        except ValueError:
+            unreadable += 1
+            continue
+        if address in seen:
+            continue
+        seen.add(address)
+        if by_email(db, address):
+            known += 1
+            continue
+        name = " ".join(name.split())[:200] or address.partition("@")[0]
+        ctx.record(*Contact.create(name, (address,)))
+        created += 1
+    result = {"created": created, "known": known, "unreadable": unreadable}
+    return Outcome(
+        f"Imported {created:,} contacts ({known:,} already known, {unreadable:,} unreadable)",
+        result,
+    )

@@ -1,0 +1,156 @@
+"""The ``Contact`` aggregate: a person's display name and email addresses.
+
+Events record what happened (the delta), so each one can be undone: an address
+added or removed, the name changed from old to new, the contact merged into
+another (its addresses move there) or the merge reverted.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Self
+
+from pydantic import AfterValidator
+
+from eventpile import Aggregate, DomainError, DomainEvent, Private, first_event, uuid7
+
+_ADDRESS = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+$")
+
+
+def check_address(address: str) -> str:
+    """An email address, lower-cased (addresses compare without case here)."""
+    address = address.strip().lower()
+    if not _ADDRESS.match(address):
+        raise ValueError(f"{address!r} is not an email address (like name@example.org)")
+    return address
+
+
+def check_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not 1 <= len(name) <= 200:
+        raise ValueError("a display name has 1 to 200 characters")
+    return name
+
+
+EmailAddress = Annotated[str, AfterValidator(check_address)]
+DisplayName = Annotated[str, AfterValidator(check_name)]
+
+
+class ContactCreated(DomainEvent):
+    name: Annotated[DisplayName, Private]
+
+
+class ContactRemoved(DomainEvent):
+    """The creation was undone."""
+
+    name: Annotated[DisplayName, Private]
+
+
+class EmailAdded(DomainEvent):
+    address: Annotated[EmailAddress, Private]
+
+
+class EmailRemoved(DomainEvent):
+    address: Annotated[EmailAddress, Private]
+
+
+class NameChanged(DomainEvent):
+    old_name: Annotated[DisplayName, Private]
+    new_name: Annotated[DisplayName, Private]
+
+
+class ContactMerged(DomainEvent):
+    """This contact now lives on as contact ``into`` (its addresses moved there)."""
+
+    into: uuid.UUID
+
+
+class ContactUnmerged(DomainEvent):
+    """The merge into contact ``into`` was undone."""
+
+    into: uuid.UUID
+
+
+class Contact(Aggregate):
+    name: str
+    emails: tuple[str, ...] = ()
+    merged_into: uuid.UUID | None = None
+    removed: bool = False
+
+    @classmethod
+    def start(cls, event: DomainEvent) -> Self:
+        if not isinstance(event, ContactCreated):
+            return super().start(event)
+        return cls(id=event.originator_id, name=event.name)
+
+    def evolve(self, event: DomainEvent) -> Self:
+        match event:
+            case ContactCreated(name=name):
+                return self.model_copy(update={"name": name, "removed": False})
+            case ContactRemoved():
+                return self.model_copy(update={"removed": True})
+            case EmailAdded(address=address):
+                return self.model_copy(update={"emails": (*self.emails, address)})
+            case EmailRemoved(address=address):
+                return self.model_copy(
+                    update={"emails": tuple(a for a in self.emails if a != address)}
+                )
+            case NameChanged(new_name=name):
+                return self.model_copy(update={"name": name})
+            case ContactMerged(into=into):
+                return self.model_copy(update={"merged_into": into})
+            case ContactUnmerged():
+                return self.model_copy(update={"merged_into": None})
+        return self
+
+    # decisions --------------------------------------------------------------
+
+    @classmethod
+    def create(cls, name: str, emails: tuple[str, ...] = ()) -> list[DomainEvent]:
+        """A new contact with these addresses (the first of each repeated one)."""
+        created = first_event(ContactCreated, uuid7(), name=name)
+        events: list[DomainEvent] = [created]
+        state = cls(id=created.originator_id, name=name, version=1)
+        for address in dict.fromkeys(emails):
+            (added,) = state.add_email(address)
+            events.append(added)
+            state = state.apply(added)
+        return events
+
+    def _check_active(self) -> None:
+        if self.removed:
+            raise DomainError(f"contact {self.name!r} was removed")
+        if self.merged_into is not None:
+            raise DomainError(f"contact {self.name!r} was merged into {self.merged_into}")
+
+    def add_email(self, address: str) -> list[DomainEvent]:
+        self._check_active()
+        if address in self.emails:
+            raise DomainError(f"{self.name!r} already has the address {address}")
+        return [self.event(EmailAdded, address=address)]
+
+    def remove_email(self, address: str) -> list[DomainEvent]:
+        self._check_active()
+        if address not in self.emails:
+            raise DomainError(f"{self.name!r} has no address {address}")
+        return [self.event(EmailRemoved, address=address)]
+
+    def rename(self, name: str) -> list[DomainEvent]:
+        self._check_active()
+        if name == self.name:
+            raise DomainError(f"the contact is already named {name!r}")
+        return [self.event(NameChanged, old_name=self.name, new_name=name)]
+
+    def merge_into(self, other: Contact) -> list[DomainEvent]:
+        """Move this contact's addresses to ``other`` and retire this one."""
+        self._check_active()
+        other._check_active()
+        if other.id == self.id:
+            raise DomainError("a contact cannot be merged into itself")
+        moved = [a for a in self.emails if a not in other.emails]
+        return [
+            *(self.event(EmailRemoved, n, address=a) for n, a in enumerate(self.emails, 1)),
+            self.event(ContactMerged, len(self.emails) + 1, into=other.id),
+            *(other.event(EmailAdded, n, address=a) for n, a in enumerate(moved, 1)),
+        ]
