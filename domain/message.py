@@ -51,7 +51,10 @@ class MessageContent(BaseModel):
     size: int = 0
 
     def content(self) -> MessageContent:
-        return MessageContent.model_validate(self, from_attributes=True)
+        """Just the content fields (of a subclass: an event or the aggregate state)."""
+        return MessageContent.model_construct(
+            **{name: getattr(self, name) for name in MessageContent.model_fields}
+        )
 
 
 class MessageIndexed(MessageContent, DomainEvent):
