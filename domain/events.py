@@ -11,6 +11,7 @@ them around.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,12 +35,25 @@ class _PrivateMarker:
 Private: Final = _PrivateMarker()
 
 
+_uuid7_lock = threading.Lock()
+_uuid7_last = 0
+
+
 def uuid7() -> uuid.UUID:
-    """A time-ordered random UUID (RFC 9562 version 7)."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76
-    value = value & ~(0x3 << 62) | 0x2 << 62
-    return uuid.UUID(int=value)
+    """A time-ordered random UUID (RFC 9562 version 7), increasing within a process.
+
+    Its 48-bit millisecond time is followed by 74 random bits; an id made in the
+    same millisecond as the last one (or after the clock stepped back) counts up
+    from it instead (RFC 9562, 6.2), so ids sort in the order they were made.
+    """
+    global _uuid7_last
+    value = (time.time_ns() // 1_000_000) << 74 | int.from_bytes(os.urandom(10), "big") >> 6
+    with _uuid7_lock:
+        if value <= _uuid7_last:
+            value = _uuid7_last + 1
+        _uuid7_last = value
+    rand_a, rand_b = value >> 62 & 0xFFF, value & (1 << 62) - 1
+    return uuid.UUID(int=(value >> 74) << 80 | 0x7 << 76 | rand_a << 64 | 0x2 << 62 | rand_b)
 
 
 def utcnow() -> datetime:
