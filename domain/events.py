@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import cache
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, get_args, get_origin
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -127,8 +127,13 @@ class DomainEvent(BaseModel):
         return _private_fields(cls)
 
     def public_data(self) -> dict[str, Any]:
-        """The event's own (non-envelope) fields that are public, as JSON values."""
-        return self.model_dump(mode="json", exclude=set(ENVELOPE | self.private_fields()))
+        """The event's own (non-envelope) fields that are public, as JSON values.
+
+        Private fields of the models nested in it are left out too.
+        """
+        return self.model_dump(
+            mode="json", exclude={**dict.fromkeys(ENVELOPE, True), **_private_spec(type(self))}
+        )
 
 
 ENVELOPE: Final = frozenset(DomainEvent.model_fields)
@@ -146,6 +151,27 @@ def _private_fields(cls: type[BaseModel]) -> frozenset[str]:
 def private_fields_of(model: type[BaseModel]) -> frozenset[str]:
     """Names of the fields of any pydantic model declared ``Private``."""
     return _private_fields(model)
+
+
+@cache
+def _private_spec(cls: type[BaseModel]) -> dict[str, Any]:
+    """A pydantic ``exclude`` for the private fields of ``cls`` and of the models in it."""
+    spec: dict[str, Any] = dict.fromkeys(_private_fields(cls), True)
+    for name, info in cls.model_fields.items():
+        if name not in spec and (inner := _nested_spec(info.annotation)):
+            spec[name] = inner
+    return spec
+
+
+def _nested_spec(tp: Any) -> dict[str, Any] | None:
+    """The ``exclude`` for a value of type ``tp`` (a model, a container or union of them)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return _private_spec(tp) or None
+    args = [a for a in get_args(tp) if a is not Ellipsis]
+    if get_origin(tp) in (list, tuple, set, frozenset, dict):
+        inner = _nested_spec(args[-1]) if args else None
+        return {"__all__": inner} if inner else None
+    return next(filter(None, map(_nested_spec, args)), None)
 
 
 def _words(name: str) -> str:
