@@ -1,0 +1,408 @@
+"""Benchmarks of the core (issue 2): each figure printed beside its target.
+
+Run them on demand, never in the test suite::
+
+    .venv/bin/python -m tests.bench                 # all of them (~4 minutes)
+    .venv/bin/python -m tests.bench append rebuild  # some of them
+    .venv/bin/python -m tests.bench search --size 20000 --runs 3
+
+Benchmarks: ``import`` (the real corpus through ``Eventpile.execute``, and the
+whole ``eventpile import`` process), ``append`` (batched encrypted appends),
+``rebuild`` (each view from scratch, with decryption), ``tag`` (a one-message
+``tag add``, in process) and ``search`` (a mix of queries on the open index, and
+the whole ``eventpile search`` process). ``rebuild`` and ``search`` need a home
+of ``--size`` synthetic messages: it is generated and imported through the real
+command path once per run of this script, then copied for each of them.
+
+Every benchmark works in its own temporary home. Figures are medians over
+``--runs`` runs (latencies: percentiles over every sample), with the spread in
+brackets: the machine is shared, so look at the spread before believing a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+from commands.app import Eventpile
+from commands.mail import ImportMailbox, TagMessages
+from commands.mailparse import ParsedMail, read_mailbox
+from commands.synthetic import write_mbox
+from domain.events import DomainEvent, operation_scope, uuid7
+from domain.message import Message, MessageContent, MessageTagged
+from projections.messages_query import matching_ids, parse_query, search
+from store.home import Home
+from store.keys import Keyring
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "linux-mips-2000.mbox.gz"
+PASSPHRASE = "bench"
+EVENTPILE = Path(sys.executable).with_name("eventpile")
+SEARCHES = (
+    "kernel",
+    "memory leak",
+    '"race in"',
+    "from:alice",
+    "from:smith kernel",
+    "subject:PATCH",
+    'subject:"status update"',
+    "tag:patches",
+    "tag:patches crypto",
+    "after:2023-06-01 before:2023-07-01",
+    "from:walter after:2024-01-01",
+    "regression after:2024-06-01 before:2024-09-01",
+    "mips",
+    "*",
+)
+
+
+# output ---------------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _spread(values: list[float], scale: float = 1.0) -> str:
+    if len(values) < 2:
+        return ""
+    return f"[{_num(min(values) * scale)}..{_num(max(values) * scale)}, n={len(values)}]"
+
+
+def report(
+    label: str,
+    value: float,
+    unit: str,
+    target: float | None = None,
+    *,
+    at_most: bool = False,
+    spread: str = "",
+) -> None:
+    """One line: the figure, its spread and, if it has one, its target and verdict."""
+    line = f"{label:<46} {_num(value):>8} {unit:<9} {spread:<24}"
+    if target is not None:
+        ok = value <= target if at_most else value >= target
+        line += (
+            f" target {'<=' if at_most else '>='} {target:,g} {unit}  {'PASS' if ok else 'MISS'}"
+        )
+    print(line, flush=True)
+
+
+def rate(label: str, count: int, seconds: list[float], target: float | None = None) -> None:
+    rates = [count / s for s in seconds]
+    report(label, statistics.median(rates), f"{_unit(label)}/s", target, spread=_spread(rates))
+
+
+def _unit(label: str) -> str:
+    return "msg" if "import" in label else "events"
+
+
+def latency(label: str, seconds: list[float], p50_target: float | None) -> None:
+    ms = sorted(s * 1000 for s in seconds)
+    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+    report(f"{label} p50", statistics.median(ms), "ms", p50_target, at_most=True)
+    report(f"{label} p95", p95, "ms", spread=f"[max {_num(ms[-1])}, n={len(ms)}]")
+
+
+# homes ----------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_home(copy_of: Path | None = None) -> Iterator[tuple[Home, Keyring]]:
+    """A temporary home (a copy of ``copy_of`` if given), unlocked."""
+    with tempfile.TemporaryDirectory(prefix="eventpile-bench-") as tmp:
+        home = Home(Path(tmp) / "home")
+        if copy_of is None:
+            keyring = home.init(PASSPHRASE)
+        else:
+            shutil.copytree(copy_of, home.path)
+            keyring = home.unlock(PASSPHRASE)
+        yield home, keyring
+
+
+@contextmanager
+def opened(home: Home, keyring: Keyring) -> Iterator[Eventpile]:
+    app = Eventpile(home, keyring)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def cli(home: Home, *args: str) -> float:
+    """Wall time of one whole ``eventpile`` process."""
+    env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
+    started = time.perf_counter()
+    done = subprocess.run([str(EVENTPILE), "--json", *args], env=env, capture_output=True)
+    took = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"eventpile {' '.join(args)}: {done.stderr.decode().strip()}")
+    return took
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+class BigHome:
+    """The home of ``size`` synthetic messages, built once (or kept in ``keep``)."""
+
+    def __init__(self, size: int, keep: Path | None = None):
+        self.size = size
+        self.keep = keep
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def path(self) -> Path:
+        if self.keep is not None:
+            if not (self.keep / "home").exists():
+                self._build(self.keep)
+            return self.keep / "home"
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="eventpile-bench-big-")
+            self._build(Path(self._tmp.name))
+        return Path(self._tmp.name) / "home"
+
+    def _build(self, tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        mbox = write_mbox(tmp / "synthetic.mbox", self.size, seed=2)
+        home = Home(tmp / "home")
+        keyring = home.init(PASSPHRASE)
+        with opened(home, keyring) as app:
+            took = timed(lambda: app.execute(ImportMailbox(path=mbox)))
+            rate(f"(setup) import {self.size:,} synthetic messages", self.size, [took])
+            for tag, query in (("patches", "subject:PATCH"), ("crypto", "crypto"), ("todo", "fix")):
+                app.execute(TagMessages(action="add", tag=tag, query=query))
+            print(f"{'(setup) events in the log':<46} {app.max_position():>10,}", flush=True)
+        mbox.unlink()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+# the benchmarks -------------------------------------------------------------
+
+
+def bench_import(runs: int, big: BigHome) -> None:
+    """The real corpus, end to end: parse, decide, encrypt, append, catch the views up."""
+    seconds, whole = [], []
+    for _ in range(runs):
+        with fresh_home() as (home, keyring), opened(home, keyring) as app:
+            operation = None
+
+            def run() -> None:
+                nonlocal operation
+                operation = app.execute(ImportMailbox(path=CORPUS))
+
+            seconds.append(timed(run))
+            assert operation is not None and operation.result["indexed"] == 2000
+    for _ in range(runs):
+        with fresh_home() as (home, _keyring):
+            whole.append(cli(home, "import", str(CORPUS)))
+    rate("import corpus (execute, views caught up)", 2000, seconds, 2000)
+    report(
+        "import corpus: whole `eventpile import`",
+        statistics.median(whole),
+        "s",
+        spread=_spread(whole),
+    )
+
+
+def _contents() -> list[MessageContent]:
+    return [
+        MessageContent(
+            header_id=m.message_id,
+            subject=m.subject,
+            sender=m.sender,
+            to=m.to,
+            cc=m.cc,
+            sent=m.date,
+            references=m.references,
+            excerpt=m.excerpt,
+            location=m.location,
+            fingerprint=m.fingerprint,
+            size=m.size,
+        )
+        for m in read_mailbox(CORPUS)
+        if isinstance(m, ParsedMail)
+    ]
+
+
+def bench_append(runs: int, big: BigHome, count: int = 20_000, batch: int = 500) -> None:
+    """Pydantic events through the mapper, AES-GCM and SQLite, ``batch`` per transaction."""
+    contents = _contents()
+    tag_id = uuid.uuid4()
+
+    def events(kind: str) -> list[DomainEvent]:
+        out: list[DomainEvent] = []
+        with operation_scope(uuid7(), uuid.uuid4()):
+            for i in range(count if kind != "mixed" else count // 2):
+                message_id = uuid.uuid4()
+                if kind in ("indexed", "mixed"):
+                    out.append(Message.index(message_id, contents[i % len(contents)]))
+                if kind in ("tagged", "mixed"):
+                    out.append(
+                        MessageTagged(originator_id=message_id, originator_version=2, tag_id=tag_id)
+                    )
+        return out
+
+    for kind, label in (
+        ("mixed", "MessageIndexed + MessageTagged, 1:1"),
+        ("tagged", "MessageTagged only"),
+        ("indexed", "MessageIndexed only (real corpus content)"),
+    ):
+        seconds = []
+        for _ in range(runs):
+            todo = events(kind)
+            with fresh_home() as (home, keyring), opened(home, keyring) as app:
+                started = time.perf_counter()
+                for i in range(0, len(todo), batch):
+                    app.append(todo[i : i + batch])
+                seconds.append(time.perf_counter() - started)
+        rate(f"append: {label}", count, seconds, 30_000 if kind == "mixed" else None)
+
+
+def bench_rebuild(runs: int, big: BigHome) -> None:
+    """Every view from scratch beside the live one, decrypting every event it reads."""
+    with fresh_home(big.path) as (home, keyring), opened(home, keyring) as app:
+        log = app.max_position()
+        per_view: dict[str, list[tuple[int, float]]] = {name: [] for name in app.views}
+        for _ in range(runs):
+            for name, view in app.views.items():
+                done = view.rebuild(app)
+                per_view[name].append((done.events, done.elapsed_s))
+    totals = [
+        (sum(r[i][0] for r in per_view.values()), sum(r[i][1] for r in per_view.values()))
+        for i in range(runs)
+    ]
+    for name, results in (*per_view.items(), ("all views", totals)):
+        rates = [events / s for events, s in results]
+        report(
+            f"rebuild {name} ({results[0][0]:,} events read)",
+            statistics.median(rates),
+            "events/s",
+            90_000,
+            spread=_spread(rates),
+        )
+    report(
+        "rebuild all views: whole log", log / statistics.median(s for _, s in totals), "events/s"
+    )
+
+
+def bench_tag(runs: int, big: BigHome, samples: int = 300) -> None:
+    """``tag add`` on a query matching one message (a word found in one message only)."""
+    with fresh_home() as (home, keyring), opened(home, keyring) as app:
+        app.execute(ImportMailbox(path=CORPUS))
+        db = app.view("messages").db
+        words: dict[str, str] = {}  # one word per message, found in that message only
+        for (word,) in db.execute(
+            "SELECT term FROM messages_terms WHERE doc = 1 AND length(term) >= 5 "
+            "AND NOT term GLOB '*[^a-z]*' ORDER BY term"
+        ):
+            words.setdefault(matching_ids(db, parse_query(word))[0], word)
+        assert len(words) >= samples + 20, len(words)
+        seconds = []
+        for n, word in enumerate(list(words.values())[: samples + 20]):
+            operation = None
+
+            def run(word: str = word) -> None:
+                nonlocal operation
+                operation = app.execute(TagMessages(action="add", tag="bench", query=word))
+
+            took = timed(run)
+            assert operation is not None and operation.result["changed"] == 1, word
+            if n >= 20:  # the first ones create the tag and warm the caches
+                seconds.append(took)
+    latency("tag add, one message (execute, views caught up)", seconds, 2.0)
+
+
+def bench_search(runs: int, big: BigHome) -> None:
+    """The query mix on the open index; then whole ``eventpile search`` processes."""
+    with fresh_home(big.path) as (home, keyring), opened(home, keyring) as app:
+        app.catch_up()
+        db = app.view("messages").db
+        samples: list[float] = []
+        per_query: dict[str, tuple[float, int]] = {}
+        for text in SEARCHES:
+            query = parse_query(text)
+            total = search(db, query)["total"]
+            took = [timed(partial(search, db, query)) for _ in range(5 * runs)]
+            per_query[text] = (statistics.median(took) * 1000, total)
+            samples += took
+    latency(f"search {big.size:,} messages, query mix", samples, 10.0)
+    for text, (ms, total) in per_query.items():
+        print(f"    {ms:7.2f} ms  {total:>7,} found  {text}")
+    with fresh_home(big.path) as (home, _keyring):
+        cli(home, "search", "from:smith kernel")
+        whole = [cli(home, "search", "from:smith kernel") for _ in range(10)]
+        report(
+            "search: whole `eventpile search` process",
+            statistics.median(whole) * 1000,
+            "ms",
+            200,
+            at_most=True,
+            spread=_spread(whole, 1000),
+        )
+        env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
+        probe = (
+            "import sys; from commands.cli.main import main; main(['--json', 'search', 'kernel']);"
+            "print(' '.join(m for m in ('pydantic', 'eventsourcing') if m in sys.modules))"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+        ).stdout.splitlines()[-1]
+        print(f"    modules a search loaded, of pydantic and eventsourcing: {loaded or 'none'}")
+
+
+BENCHMARKS = {
+    "import": bench_import,
+    "append": bench_append,
+    "rebuild": bench_rebuild,
+    "tag": bench_tag,
+    "search": bench_search,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--size", type=int, default=100_000, help="messages for rebuild/search")
+    parser.add_argument(
+        "--keep", type=Path, help="build the big home in this directory once and reuse it later"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(
+            f"unknown benchmark {', '.join(sorted(unknown))} (known: {', '.join(BENCHMARKS)})"
+        )
+    if not CORPUS.exists():
+        print(f"the real corpus {CORPUS} is missing", file=sys.stderr)
+        return 1
+    big = BigHome(args.size, args.keep)
+    try:
+        for name in args.names or BENCHMARKS:
+            BENCHMARKS[name](args.runs, big)
+    finally:
+        big.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
