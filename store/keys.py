@@ -98,7 +98,7 @@ def open_key_file(path: Path, passphrase: str) -> Keyring:
         document: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         raise NotInitialised(f"no key file at {path}: run `eventpile init` first") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StoreError(f"the key file {path} is unreadable: {e}") from None
     try:
         if document["format"] != KEY_FILE_FORMAT or document["kdf"]["name"] != "scrypt":
@@ -109,8 +109,12 @@ def open_key_file(path: Path, passphrase: str) -> Keyring:
         for entry in document["keys"]:
             blob = _unb64(entry["wrapped"])
             keys[int(entry["id"])] = kek.decrypt(blob[:12], blob[12:], _wrap_aad(entry["id"]))
-        return Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]))
+        ring = Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]))
+        if ring.current not in keys:
+            raise StoreError(f"the key file {path} is damaged: no current key {ring.current}")
+        return ring
     except InvalidTag:
         raise WrongPassphrase("wrong passphrase (or a damaged key file)") from None
-    except (KeyError, TypeError, ValueError) as e:
+    # a value of the wrong type or range: scrypt's own limits raise MemoryError, OverflowError
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, MemoryError) as e:
         raise StoreError(f"the key file {path} is damaged: {e!r}") from None
