@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from eventsourcing.application import Application as LibraryApplication
 from eventsourcing.persistence import RecordConflictError
@@ -26,7 +26,7 @@ from domain.aggregate import Aggregate, DomainError, fold
 from domain.events import DomainEvent, operation_scope, uuid7
 from domain.operation import Operation
 from projections.base import Projection, RunReport, View
-from projections.db import SQLCipherViewStore
+from projections.db import view_store
 from projections.messages import MessageIndex
 from projections.operations import OperationLog
 from store.cipher import EventCipher
@@ -34,11 +34,27 @@ from store.home import Home
 from store.keys import Keyring
 from store.mapper import PydanticMapper, topic_of
 
+if TYPE_CHECKING:
+    from store.postgres import Listener
+
 A = TypeVar("A", bound=Aggregate)
 
 CONFLICT_RETRIES = 5
 PROJECTIONS: tuple[type[Projection], ...] = (OperationLog,)
 """The framework's own views, kept by every application."""
+
+
+POLL_S = 0.05
+"""How often :meth:`Application.wait_for_events` looks at a SQLite log."""
+
+
+def backend_settings(home: Home) -> dict[str, str]:
+    """``eventsourcing`` settings: PostgreSQL if the home names a database, else SQLite."""
+    if home.database:
+        from store.postgres import settings
+
+        return settings(home.database)
+    return {"PERSISTENCE_MODULE": "store.sqlite:Factory", "SQLITE_DBNAME": str(home.events_db)}
 
 
 class Conflict(Exception):
@@ -79,13 +95,10 @@ class Application(LibraryApplication[uuid.UUID]):
     ):
         self.home = home
         self.keyring = keyring
-        settings = {
-            "PERSISTENCE_MODULE": "store.sqlite:Factory",
-            "SQLITE_DBNAME": str(home.events_db),
-            **(env or {}),
-        }
+        settings = {**backend_settings(home), **(env or {})}
         super().__init__(settings)
-        store = SQLCipherViewStore(home.views, keyring.purpose_key("views"))
+        store = view_store(home, keyring)
+        self._listener: Listener | None = None
         self.views = {
             p.name: View(p(), store) for p in (*PROJECTIONS, *self.projections, *projections)
         }
@@ -97,6 +110,8 @@ class Application(LibraryApplication[uuid.UUID]):
     def close(self) -> None:
         for view in self.views.values():
             view.close()
+        if self._listener is not None:
+            self._listener.close()
         super().close()
 
     # the event store ------------------------------------------------------
@@ -119,6 +134,28 @@ class Application(LibraryApplication[uuid.UUID]):
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def wait_for_events(self, after: int, timeout: float) -> int:
+        """The log's end once it passes ``after`` (another process wrote), or after ``timeout`` s.
+
+        On PostgreSQL this sleeps until the writer's commit notifies us (LISTEN/NOTIFY);
+        SQLite has no notifications, so it looks every :data:`POLL_S` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        url = self.home.database
+        if url and self._listener is None:
+            from store.postgres import Listener
+
+            self._listener = Listener(url)
+        while True:
+            position = self.max_position()
+            remaining = deadline - time.monotonic()
+            if position > after or remaining <= 0:
+                return position
+            if self._listener is not None:
+                self._listener.wait(remaining)
+            else:
+                time.sleep(min(POLL_S, remaining))
 
     def read(
         self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int

@@ -16,9 +16,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from store.errors import WrongPassphrase
+
+if TYPE_CHECKING:
+    from store.home import Home
+    from store.keys import Keyring
 
 TRACKING = (
     "CREATE TABLE IF NOT EXISTS tracking ("
@@ -166,6 +170,15 @@ class SQLCipherViewStore(ViewStore):
 
     def drop(self, name: str) -> None:
         _remove(self.path(name))
+
+
+def view_store(home: Home, keyring: Keyring) -> ViewStore:
+    """Where a home's views live: its PostgreSQL database if it has one, else SQLCipher files."""
+    if home.database:
+        from projections.postgres import PostgresViewStore
+
+        return PostgresViewStore(home.database)
+    return SQLCipherViewStore(home.views, keyring.purpose_key("views"))
 
 
 def _remove(path: Path) -> None:

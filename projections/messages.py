@@ -1,8 +1,9 @@
 """The message index: full-text search over messages, with their tags.
 
 SQLite FTS5 inside the SQLCipher database, contentless (the text lives only in
-the encrypted full-text index), one row of headers per message, tag membership
-as observed-remove dots. Queries are in :mod:`projections.messages_query`.
+the encrypted full-text index), or a ``tsvector`` column with a GIN index on
+PostgreSQL; one row of headers per message, tag membership as observed-remove
+dots. Queries are in :mod:`projections.messages_query`.
 """
 
 from __future__ import annotations
@@ -21,23 +22,18 @@ from domain.message import (
 from domain.tag import TagCreated, TagRemoved, TagRenamed
 from projections.base import Projection
 from projections.db import ViewDB
-from projections.messages_query import INDEX_SCHEMA
+from projections.messages_query import INDEX_SCHEMA, WEIGHTS, words
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    rowid INTEGER PRIMARY KEY,
+    rowid {rowid} PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     subject TEXT NOT NULL,
     sender TEXT NOT NULL,
-    date INTEGER,
-    size INTEGER NOT NULL
+    date BIGINT,
+    size BIGINT NOT NULL{tsv}
 );
 CREATE INDEX IF NOT EXISTS messages_date ON messages(date);
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    subject, sender, recipients, body,
-    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
 CREATE TABLE IF NOT EXISTS tags (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_name ON tags(name);
 CREATE TABLE IF NOT EXISTS message_tags (
@@ -46,6 +42,28 @@ CREATE TABLE IF NOT EXISTS message_tags (
 );
 CREATE INDEX IF NOT EXISTS message_tags_tag ON message_tags(tag, message);
 """
+FULL_TEXT = {
+    "sqlite": SCHEMA.format(rowid="INTEGER", tsv="")
+    + """
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    subject, sender, recipients, body,
+    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
+""",
+    "postgresql": SCHEMA.format(rowid="BIGINT", tsv=",\n    tsv tsvector NOT NULL")
+    + """
+CREATE INDEX IF NOT EXISTS messages_tsv ON messages USING GIN (tsv);
+CREATE OR REPLACE VIEW messages_terms AS
+    SELECT word AS term, ndoc AS doc, nentry AS cnt FROM ts_stat('SELECT tsv FROM messages');
+""",
+}
+"""The tables of each backend: SQLite's FTS5 table beside the rows, PostgreSQL's
+``tsvector`` column in them (one weight per column: see ``WEIGHTS``). Both index
+the words of :func:`projections.messages_query.words`."""
+_TSVECTOR = " || ".join(
+    f"setweight(to_tsvector('simple', ?), '{weight}')" for weight in WEIGHTS.values()
+)
 
 
 class MessageIndex(Projection):
@@ -62,7 +80,7 @@ class MessageIndex(Projection):
     )
 
     def create(self, db: ViewDB) -> None:
-        db.script(SCHEMA)
+        db.script(FULL_TEXT[db.dialect])
         db.execute(
             "INSERT INTO tags VALUES (?, 'trash') ON CONFLICT DO NOTHING", (TRASH_TAG_ID.hex,)
         )
@@ -71,21 +89,7 @@ class MessageIndex(Projection):
         match event:
             case MessageIndexed():
                 _remove(db, event.originator_id.hex)
-                rowid = db.execute(
-                    "INSERT INTO messages (id, subject, sender, date, size) VALUES (?,?,?,?,?)",
-                    (
-                        event.originator_id.hex,
-                        event.subject,
-                        event.sender,
-                        None if event.sent is None else int(event.sent.timestamp()),
-                        event.size,
-                    ),
-                ).lastrowid
-                db.execute(
-                    "INSERT INTO messages_fts (rowid, subject, sender, recipients, body) "
-                    "VALUES (?,?,?,?,?)",
-                    (rowid, event.subject, event.sender, f"{event.to} {event.cc}", event.excerpt),
-                )
+                _index(db, event, position)
             case MessageRemoved():
                 _remove(db, event.originator_id.hex)
             case MessageTagged():
@@ -120,7 +124,35 @@ class MessageIndex(Projection):
         )
 
 
+def _index(db: ViewDB, event: MessageIndexed, position: int) -> None:
+    """One row per message; its log position is its rowid (the same in a rebuild)."""
+    row = (
+        position,
+        event.originator_id.hex,
+        event.subject,
+        event.sender,
+        None if event.sent is None else int(event.sent.timestamp()),
+        event.size,
+    )
+    text = (event.subject, event.sender, f"{event.to} {event.cc}", event.excerpt)
+    if db.dialect == "postgresql":
+        db.execute(
+            f"INSERT INTO messages VALUES (?,?,?,?,?,?, {_TSVECTOR})",
+            (*row, *(" ".join(words(column)) for column in text)),
+        )
+    else:
+        db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)", row)
+        db.execute(
+            "INSERT INTO messages_fts (rowid, subject, sender, recipients, body) "
+            "VALUES (?,?,?,?,?)",
+            (position, *text),
+        )
+
+
 def _remove(db: ViewDB, message_id: str) -> None:
+    if db.dialect == "postgresql":
+        db.execute("DELETE FROM messages WHERE id=?", (message_id,))
+        return
     row = db.execute("SELECT rowid FROM messages WHERE id=?", (message_id,)).fetchone()
     if row is not None:
         db.execute("DELETE FROM messages_fts WHERE rowid=?", (row[0],))

@@ -11,13 +11,16 @@ All terms must hold. An empty query (or ``*``) matches every message.
 
 from __future__ import annotations
 
+import re
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import cache
 from typing import Any
 
-INDEX_SCHEMA = 2
+INDEX_SCHEMA = 3
 """Version of the message index tables; bumping it rebuilds the index."""
 
 _COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject"}
@@ -29,18 +32,70 @@ class QueryError(ValueError):
 
 
 @dataclass(frozen=True)
+class Term:
+    """A word or phrase to match, in one column (or in any); ``prefix``: its last word."""
+
+    text: str
+    column: str | None = None
+    prefix: bool = False
+
+    def fts5(self) -> str:
+        phrase = '"' + self.text.replace('"', '""') + '"' + (" *" if self.prefix else "")
+        return phrase if self.column is None else f"{self.column} : {phrase}"
+
+    def tsquery(self) -> str | None:
+        """PostgreSQL ``tsquery`` text (None: no word, so it cannot match)."""
+        found = [w for w in words(self.text) if len(w.encode()) <= MAX_WORD_BYTES]
+        if not found:
+            return None
+        weight = "" if self.column is None else WEIGHTS[self.column]
+        lexemes = [f"'{w}'" + (f":{weight}" if weight else "") for w in found]
+        if self.prefix:
+            lexemes[-1] = f"'{found[-1]}':*{weight}"
+        return "(" + " <-> ".join(lexemes) + ")"
+
+
+@dataclass(frozen=True)
 class Query:
-    match: str | None = None
+    terms: tuple[Term, ...] = ()
     tags: tuple[str, ...] = ()
     after: int | None = None
     before: int | None = None
     text: str = field(default="", compare=False)
 
+    @property
+    def match(self) -> str | None:
+        """The terms as an FTS5 query."""
+        return " AND ".join(t.fts5() for t in self.terms) or None
 
-def _phrase(value: str) -> str:
+
+WEIGHTS = {"subject": "A", "sender": "B", "recipients": "C", "body": "D"}
+"""PostgreSQL: the ``tsvector`` weight that stands for each column."""
+MAX_WORD_BYTES = 2046
+"""PostgreSQL does not index longer words."""
+_WORD = re.compile(r"[^\W_]+")
+
+
+@cache
+def _combining() -> re.Pattern[str]:
+    marks = "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.combining(chr(c)))
+    return re.compile(f"[{re.escape(marks)}]+")
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as FTS5's ``unicode61 remove_diacritics 2`` sees them.
+
+    Lower case, diacritics removed, split at everything but letters and digits.
+    The PostgreSQL index is built from these, so both backends find the same words.
+    """
+    if not text.isascii():
+        text = _combining().sub("", unicodedata.normalize("NFD", text))
+    return _WORD.findall(text.lower())
+
+
+def _term(value: str, column: str | None = None) -> Term:
     prefix = value.endswith("*") and len(value) > 1
-    value = value.rstrip("*") if prefix else value
-    return '"' + value.replace('"', '""') + '"' + (" *" if prefix else "")
+    return Term(value.rstrip("*") if prefix else value, column, prefix)
 
 
 def _day(name: str, value: str) -> int:
@@ -56,14 +111,14 @@ def parse_query(text: str) -> Query:
         terms = shlex.split(text)
     except ValueError as e:
         raise QueryError(f"cannot read the query {text!r}: {e}") from None
-    matches: list[str] = []
+    matches: list[Term] = []
     tags: list[str] = []
     after = before = None
     for term in terms:
         name, colon, value = term.partition(":")
         if not colon or " " in name:
             if term != "*":
-                matches.append(_phrase(term))
+                matches.append(_term(term))
             continue
         name = name.lower()
         if name not in _FIELDS:
@@ -72,22 +127,33 @@ def parse_query(text: str) -> Query:
         if not value:
             raise QueryError(f"{name}: needs a value")
         if name in _COLUMNS:
-            matches.append(f"{_COLUMNS[name]} : {_phrase(value)}")
+            matches.append(_term(value, _COLUMNS[name]))
         elif name == "tag":
             tags.append(value)
         elif name == "after":
             after = _day(name, value)
         else:
             before = _day(name, value)
-    return Query(" AND ".join(matches) or None, tuple(tags), after, before, text)
+    return Query(tuple(matches), tuple(tags), after, before, text)
 
 
-def _where(query: Query) -> tuple[str, list[Any]]:
+def _match(db: Any, query: Query) -> tuple[str, list[Any]]:
+    """The full-text clause for the backend of ``db``, with its parameters."""
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        parts = [t.tsquery() for t in query.terms]
+        if None in parts:
+            return "1 = 0", []
+        return "m.tsv @@ ?::tsquery", [" & ".join(p for p in parts if p)]
+    return "m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)", [query.match]
+
+
+def _where(db: Any, query: Query) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    if query.match is not None:
-        clauses.append("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)")
-        params.append(query.match)
+    if query.terms:
+        clause, values = _match(db, query)
+        clauses.append(clause)
+        params += values
     for tag in query.tags:
         clauses.append(
             "EXISTS (SELECT 1 FROM message_tags mt JOIN tags t ON t.id = mt.tag "
@@ -103,6 +169,14 @@ def _where(query: Query) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+_NEWEST_FIRST = "m.date DESC NULLS LAST, m.rowid DESC"
+_JOIN_LINES = {
+    "sqlite": "group_concat(name, char(10))",
+    "postgresql": "string_agg(name, chr(10) ORDER BY name)",
+}
+"""The names of a message's tags, sorted, one per line."""
+
+
 def _run(db: Any, sql: str, params: list[Any]) -> list[Any]:
     try:
         return list(db.execute(sql, params))
@@ -114,21 +188,22 @@ def _run(db: Any, sql: str, params: list[Any]) -> list[Any]:
 
 def matching_ids(db: Any, query: Query) -> list[str]:
     """Ids of every message matching ``query``, newest first."""
-    where, params = _where(query)
-    rows = _run(db, f"SELECT m.id FROM messages m{where} ORDER BY m.date DESC", params)
+    where, params = _where(db, query)
+    rows = _run(db, f"SELECT m.id FROM messages m{where} ORDER BY {_NEWEST_FIRST}", params)
     return [row[0] for row in rows]
 
 
 def search(db: Any, query: Query, limit: int = 20) -> dict[str, Any]:
     """``{"total", "results": [{"id", "subject", "from", "date", "tags"}]}``, newest first."""
-    where, params = _where(query)
+    where, params = _where(db, query)
     total = _run(db, f"SELECT count(*) FROM messages m{where}", params)[0][0]
     rows = _run(
         db,
         "SELECT m.id, m.subject, m.sender, m.date, "
-        "(SELECT group_concat(name, char(10)) FROM (SELECT DISTINCT t.name FROM message_tags mt "
-        "JOIN tags t ON t.id = mt.tag WHERE mt.message = m.id ORDER BY t.name)) "
-        f"FROM messages m{where} ORDER BY m.date DESC, m.rowid DESC LIMIT ?",
+        f"(SELECT {_JOIN_LINES[getattr(db, 'dialect', 'sqlite')]} FROM (SELECT DISTINCT t.name "
+        "FROM message_tags mt JOIN tags t ON t.id = mt.tag WHERE mt.message = m.id "
+        "ORDER BY t.name) AS names) "
+        f"FROM messages m{where} ORDER BY {_NEWEST_FIRST} LIMIT ?",
         [*params, limit],
     )
     return {
@@ -162,7 +237,7 @@ def all_tags(db: Any) -> list[dict[str, Any]]:
 
 def senders(db: Any, query: Query) -> list[tuple[str, int]]:
     """Each sender of the messages matching ``query``, with its count, most frequent first."""
-    where, params = _where(query)
+    where, params = _where(db, query)
     sql = (
         f"SELECT m.sender, count(*) AS n FROM messages m{where} "
         "GROUP BY m.sender ORDER BY n DESC, m.sender"

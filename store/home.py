@@ -6,6 +6,8 @@
         keys.json          data keys, wrapped by the passphrase (0600)
         events.sqlite3     the event store (AES-256-GCM per event)
         views/NAME.db      one SQLCipher database per projection
+        database.url       only with PostgreSQL (0600): the database that holds the
+                           events and views instead of the two above
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Home:
     """One user's data directory: ``init`` makes it, ``unlock`` opens its keys."""
 
     path: Path
+    database_url: str | None = None
+    """A ``postgresql://`` URL: the event store and views live there (see :attr:`database`)."""
 
     @property
     def key_file(self) -> Path:
@@ -46,14 +50,36 @@ class Home:
     def views(self) -> Path:
         return self.path / "views"
 
+    @property
+    def database_file(self) -> Path:
+        return self.path / "database.url"
+
+    @property
+    def database(self) -> str | None:
+        """The PostgreSQL URL of this home's store (given, else saved at init); None: SQLite."""
+        if self.database_url:
+            return self.database_url
+        try:
+            return self.database_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
     def exists(self) -> bool:
         return self.key_file.exists()
 
     def init(self, passphrase: str) -> Keyring:
         if self.exists():
             raise StoreError(f"{self.path} is already an eventpile home")
+        if self.database_url:
+            from store.postgres import parse_url
+
+            parse_url(self.database_url)
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.views.mkdir(exist_ok=True, mode=0o700)
+        if self.database_url:
+            fd = os.open(self.database_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.database_url + "\n")
         return create_key_file(self.key_file, passphrase)
 
     def unlock(self, passphrase: str) -> Keyring:
@@ -65,6 +91,10 @@ class Home:
         """The last notification id in the event log (0 if empty), read cheaply."""
         import sqlite3
 
+        if self.database:
+            from store.postgres import log_end
+
+            return log_end(self.database)
         if not self.events_db.exists():
             return 0
         db = sqlite3.connect(f"file:{self.events_db}?mode=ro", uri=True)

@@ -31,6 +31,15 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+pytest_plugins = ["tests.pg"]  # the throwaway PostgreSQL server: pg_server, pg_url
+
+
+def pytest_report_header() -> str:
+    from tests.pg import MISSING, binaries
+
+    found = binaries()
+    return f"postgresql: {found} (a throwaway server per session)" if found else MISSING
+
 PASSPHRASE = "correct horse battery staple"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "linux-mips-2000.mbox.gz"
 
@@ -53,16 +62,30 @@ def keyring(home: Home) -> Keyring:
     return home.init(PASSPHRASE)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, home: Home) -> str:
+    """Runs the test on each backend: SQLite files, then a fresh PostgreSQL database.
+
+    For PostgreSQL the home keeps the database's URL, as ``init --database-url``
+    does, so everything that opens the home (the app, the CLI) uses it.
+    """
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        home.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.database_file.write_text(url + "\n")
+    return str(request.param)
+
+
 @pytest.fixture
-def app(home: Home, keyring: Keyring) -> Iterator[Eventpile]:
+def app(home: Home, keyring: Keyring, backend: str) -> Iterator[Eventpile]:
     application = Eventpile(home, keyring)
     yield application
     application.close()
 
 
 @pytest.fixture
-def cli_env(home: Home, monkeypatch: pytest.MonkeyPatch) -> Home:
-    """Environment for running the CLI in-process against ``home``."""
+def cli_env(home: Home, backend: str, monkeypatch: pytest.MonkeyPatch) -> Home:
+    """Environment for running the CLI in-process against ``home`` (on each backend)."""
     monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
     monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
     return home

@@ -31,6 +31,7 @@ app = typer.Typer(
 class Settings:
     home: Path
     json: bool
+    database_url: str | None = None
 
 
 @app.callback()
@@ -40,10 +41,17 @@ def options(
         None, "--home", envvar="EVENTPILE_HOME", help="Data directory (default: per-user)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        envvar="EVENTPILE_DATABASE_URL",
+        help="postgresql://user@host/dbname: keep the events and views in PostgreSQL "
+        "(saved by init; the keys stay in the home).",
+    ),
 ) -> None:
     from store.home import default_home
 
-    ctx.obj = Settings(home=home or default_home(), json=as_json)
+    ctx.obj = Settings(home=home or default_home(), json=as_json, database_url=database_url)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -64,7 +72,7 @@ def passphrase(*, confirm: bool = False) -> str:
 def unlock(s: Settings) -> tuple[Home, Keyring]:
     from store.home import Home
 
-    home = Home(s.home)
+    home = Home(s.home, s.database_url)
     return home, home.unlock(passphrase())
 
 

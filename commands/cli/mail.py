@@ -19,7 +19,7 @@ def init(ctx: typer.Context) -> None:
     from store.home import Home
 
     s = settings(ctx)
-    keyring = Home(s.home).init(passphrase(confirm=True))
+    keyring = Home(s.home, s.database_url).init(passphrase(confirm=True))
     data = {"home": str(s.home), "installation_id": str(keyring.installation_id)}
     emit(s, data, f"Initialised {s.home}")
 
@@ -44,12 +44,12 @@ def index_db(s: Any) -> Any:
 
     The common case (the index is current) needs no event decoding at all.
     """
-    from projections.db import SQLCipherViewStore, read_position
+    from projections.db import SQLCipherViewStore, read_position, view_store
     from projections.messages_query import INDEX_SCHEMA
 
     home, keyring = unlock(s)
-    store = SQLCipherViewStore(home.views, keyring.purpose_key("views"))
-    if store.path("messages").exists():
+    store = view_store(home, keyring)
+    if not isinstance(store, SQLCipherViewStore) or store.path("messages").exists():
         db = store.open("messages")
         if read_position(db, "messages") == (home.log_end(), INDEX_SCHEMA):
             return db

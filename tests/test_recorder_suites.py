@@ -1,0 +1,69 @@
+"""The ``eventsourcing`` library's own recorder test suites, run against our store.
+
+Each suite of ``eventsourcing.tests.persistence`` runs on both of our backends,
+configured exactly as the application configures them (:func:`backend_settings`
+of a home): our tuned SQLite factory on a file, and our PostgreSQL factory on a
+fresh database of the test server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.tests.persistence import (
+    AggregateRecorderTestCase,
+    ApplicationRecorderTestCase,
+    NonInterleavingNotificationIDsBaseCase,
+    ProcessRecorderTestCase,
+    TrackingRecorderTestCase,
+)
+from eventsourcing.utils import Environment
+
+from commands.app import Application, backend_settings
+from store.home import Home
+
+
+class OurStore:
+    """Makes the suite's recorders with the factory our application would use."""
+
+    home: Home
+    make: ClassVar[str]
+    """The factory method that makes the suite's recorder."""
+
+    def create_recorder(self) -> Any:
+        env = Environment(Application.name, backend_settings(self.home))
+        factory: Any = InfrastructureFactory.construct(env)
+        self.addCleanup(factory.close)  # type: ignore[attr-defined]
+        return getattr(factory, self.make)()
+
+
+class OnSQLite(OurStore):
+    @pytest.fixture(autouse=True)
+    def _home(self, tmp_path: Path) -> None:
+        self.home = Home(tmp_path)
+
+
+class OnPostgres(OurStore):
+    pytestmark: ClassVar = [pytest.mark.postgres]
+
+    @pytest.fixture(autouse=True)
+    def _home(self, tmp_path: Path, pg_url: str) -> None:
+        self.home = Home(tmp_path, pg_url)
+
+
+SUITES = {
+    AggregateRecorderTestCase: "aggregate_recorder",
+    ApplicationRecorderTestCase: "application_recorder",
+    NonInterleavingNotificationIDsBaseCase: "application_recorder",
+    TrackingRecorderTestCase: "tracking_recorder",
+    ProcessRecorderTestCase: "process_recorder",
+}
+
+for _backend in (OnSQLite, OnPostgres):
+    for _suite, _make in SUITES.items():
+        _name = f"Test{_suite.__name__.removesuffix('TestCase').removesuffix('BaseCase')}"
+        _name += _backend.__name__
+        globals()[_name] = type(_name, (_backend, _suite), {"make": _make})
