@@ -216,8 +216,7 @@ class Application(LibraryApplication[uuid.UUID]):
                 ctx.record_operation(initial.begin(self.worker))
                 try:
                     outcome = handler(command, ctx)
-                    ctx.record_operation(self._completion(ctx, outcome, started))
-                    ctx.flush()
+                    self._write_ending(ctx, self._completion(ctx, outcome, started))
                     return ctx.operation
                 except Conflict as error:
                     if not ctx.flushed and attempt < CONFLICT_RETRIES - 1:
@@ -238,6 +237,19 @@ class Application(LibraryApplication[uuid.UUID]):
         return ctx.operation.complete(
             outcome.message, outcome.result, outcome.private, time.perf_counter() - started
         )
+
+    @staticmethod
+    def _write_ending(ctx: Context, ending: DomainEvent) -> None:
+        """Write the attempt with its ending; if the write fails, the attempt has not ended."""
+        running = ctx.operation
+        ctx.record_operation(ending)
+        try:
+            ctx.flush()
+        except BaseException:
+            if ctx.pending and ctx.pending[-1] is ending:  # not written
+                ctx.pending.pop()
+                ctx.operation = running
+            raise
 
     def _record_failure(self, ctx: Context, error: BaseException, started: float) -> None:
         """Keep the record of the attempt, without the domain events not yet written."""
