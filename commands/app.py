@@ -11,24 +11,38 @@ the mail application: the framework with the message index.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from eventsourcing.application import Application as LibraryApplication
 from eventsourcing.persistence import RecordConflictError
+from pydantic import ValidationError
 
-from commands.base import Command, Outcome, handler_for
+from commands import mail, send  # noqa: F401  (the mail application's commands register)
+from commands.base import (
+    Command,
+    Outcome,
+    Retryable,
+    command_from_record,
+    explain,
+    handler_for,
+)
 from commands.context import Context, ProgressCallback
+from commands.operations import WorkerLost, next_attempt_at, retry_policy
 from domain.aggregate import Aggregate, DomainError, fold
-from domain.events import DomainEvent, operation_scope, uuid7
-from domain.operation import Operation
+from domain.events import DomainEvent, operation_scope, utcnow, uuid7
+from domain.operation import Operation, OperationRequested
 from projections.base import Projection, RunReport, View
 from projections.db import view_store
+from projections.feed import Feed
 from projections.messages import MessageIndex
 from projections.operations import OperationLog
+from projections.queue import Queue
 from store.cipher import EventCipher
 from store.home import Home
 from store.keys import Keyring
@@ -40,7 +54,9 @@ if TYPE_CHECKING:
 A = TypeVar("A", bound=Aggregate)
 
 CONFLICT_RETRIES = 5
-PROJECTIONS: tuple[type[Projection], ...] = (OperationLog,)
+LEASE_S = 300.0
+"""How long a started attempt holds its operation; progress reports renew it."""
+PROJECTIONS: tuple[type[Projection], ...] = (OperationLog, Queue, Feed)
 """The framework's own views, kept by every application."""
 
 
@@ -92,9 +108,12 @@ class Application(LibraryApplication[uuid.UUID]):
         env: dict[str, str] | None = None,
         *,
         projections: Iterable[type[Projection]] = (),
+        clock: Callable[[], datetime] = utcnow,
     ):
         self.home = home
         self.keyring = keyring
+        self.clock = clock
+        self.lease_s = LEASE_S
         settings = {**backend_settings(home), **(env or {})}
         super().__init__(settings)
         store = view_store(home, keyring)
@@ -183,6 +202,46 @@ class Application(LibraryApplication[uuid.UUID]):
 
     # the dispatcher -------------------------------------------------------
 
+    def lease_end(self) -> datetime:
+        """Until when an attempt started (or renewed) now holds its operation."""
+        return self.clock() + timedelta(seconds=self.lease_s)
+
+    def request(
+        self,
+        command: Command,
+        operation_id: uuid.UUID | None = None,
+        *,
+        run_after: datetime | None = None,
+        parent_id: uuid.UUID | None = None,
+    ) -> OperationRequested:
+        """The (unwritten) event that records ``command`` as a new operation."""
+        handler_for(command)
+        operation_id = operation_id or uuid7()
+        public, private = command.split_args()
+        with operation_scope(operation_id, self.keyring.installation_id):
+            return Operation.request(
+                operation_id,
+                type(command).__name__,
+                public,
+                private,
+                command.describe(),
+                run_after=run_after,
+                parent_id=parent_id,
+            )
+
+    def submit(
+        self,
+        command: Command,
+        *,
+        run_after: datetime | None = None,
+        parent_id: uuid.UUID | None = None,
+    ) -> Operation:
+        """Record ``command`` as an operation for a worker to run (not before ``run_after``)."""
+        requested = self.request(command, run_after=run_after, parent_id=parent_id)
+        self.append([requested])
+        self.catch_up()
+        return _first_state(requested)
+
     def execute(
         self,
         command: Command,
@@ -190,52 +249,110 @@ class Application(LibraryApplication[uuid.UUID]):
         parent_id: uuid.UUID | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Operation:
-        """Run ``command`` now as a recorded operation and return its final state.
+        """Run ``command`` now as a recorded operation and return its state.
 
-        A :class:`DomainError` (the command is refused) writes nothing. Any other
+        A :class:`DomainError` (the command is refused) writes nothing. A
+        :class:`Retryable` error leaves the operation retrying (a worker takes it
+        from there), a question leaves it waiting for an answer. Any other
         exception is recorded as the operation's failure and raised as
         :class:`CommandFailed`.
         """
-        handler = handler_for(command)
-        operation_id = uuid7()
-        public, private = command.split_args()
+        requested = self.request(command, parent_id=parent_id)
+        initial = _first_state(requested)
+        with operation_scope(initial.id, self.keyring.installation_id):
+            started = initial.begin(self.worker, self.lease_end())
+        return self._perform(command, initial.apply(started), [requested, started], on_progress)
+
+    def run(
+        self,
+        operation_id: uuid.UUID,
+        *,
+        force: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> Operation:
+        """Claim a recorded operation that is due (any time with ``force``) and run it.
+
+        The claim is an ``OperationStarted`` at the stream's next version: of two
+        processes claiming at once, one gets :class:`Conflict` and runs nothing.
+        An operation whose worker died (its lease expired) is claimed for its next
+        attempt, or failed after its last. Otherwise as :meth:`execute`, except that
+        a refusal is recorded too (the operation exists already).
+        """
+        state = self.load(Operation, operation_id)
+        if state is None:
+            raise DomainError(f"there is no operation {operation_id}")
+        now = self.clock()
         with operation_scope(operation_id, self.keyring.installation_id):
-            requested = Operation.request(
-                operation_id,
-                type(command).__name__,
-                public,
-                private,
-                command.describe(),
-                parent_id=parent_id,
-            )
-            initial = fold(Operation, [requested])
-            assert initial is not None
+            claim = state.claim(self.worker, now, self.lease_end(), force=force)
+            try:
+                command = command_from_record(state.command, {**state.args, **state.private_args})
+                if state.lease_expired(now) and (
+                    state.attempts >= retry_policy(type(command)).max_attempts
+                ):
+                    raise WorkerLost(f"the worker {state.worker} stopped during the last attempt")
+            except (TypeError, ValidationError, WorkerLost) as error:
+                self.append([state.fail(error, 0.0)])
+                self.catch_up()
+                message = explain(error) if isinstance(error, ValidationError) else str(error)
+                raise CommandFailed(operation_id, message) from error
+            self.append([claim])
+        self.catch_up()
+        return self._perform(command, state.apply(claim), [], on_progress)
+
+    def _perform(
+        self,
+        command: Command,
+        initial: Operation,
+        head: list[DomainEvent],
+        on_progress: ProgressCallback | None,
+    ) -> Operation:
+        """Run the handler from ``initial`` (``head``: its events not yet written).
+
+        Records how the attempt ended. A conflict on other streams before anything
+        was written runs the handler again on fresh state.
+        """
+        handler = handler_for(command)
+        operation_id = initial.id
+        with operation_scope(operation_id, self.keyring.installation_id):
             for attempt in range(CONFLICT_RETRIES):
                 started = time.perf_counter()
-                ctx = Context(self, initial, [requested], on_progress)
-                ctx.record_operation(initial.begin(self.worker))
+                ctx = Context(self, initial, list(head), on_progress)
                 try:
                     outcome = handler(command, ctx)
-                    self._write_ending(ctx, self._completion(ctx, outcome, started))
+                    self._write_ending(ctx, self._ending(ctx, outcome, started))
                     return ctx.operation
                 except Conflict as error:
+                    if self._taken_over(ctx):
+                        raise Conflict(
+                            f"operation {operation_id} was changed by another process"
+                        ) from error
                     if not ctx.flushed and attempt < CONFLICT_RETRIES - 1:
                         continue  # nothing written yet: decide again on fresh state
-                    self._record_failure(ctx, error, started)
+                    self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise CommandFailed(operation_id, f"concurrent update: {error}") from error
                 except DomainError as error:
-                    if ctx.flushed:
-                        self._record_failure(ctx, error, started)
+                    if self._stored_version(ctx):
+                        self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise
                 except Exception as error:
-                    self._record_failure(ctx, error, started)
+                    retry_at = self._retry_at(command, ctx.operation, error)
+                    if retry_at is not None:
+                        ending = ctx.operation.retry_later(error, retry_at, _since(started))
+                        self._record_end(ctx, ending)
+                        return ctx.operation
+                    self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise CommandFailed(operation_id, str(error)) from error
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _completion(ctx: Context, outcome: Outcome, started: float) -> DomainEvent:
+    def _ending(ctx: Context, outcome: Outcome, started: float) -> DomainEvent:
+        """The handler returned: the operation is complete, or waits for an answer."""
+        if ctx.question is not None:
+            return ctx.operation.ask(
+                ctx.question, outcome.message, outcome.result, outcome.private, _since(started)
+            )
         return ctx.operation.complete(
-            outcome.message, outcome.result, outcome.private, time.perf_counter() - started
+            outcome.message, outcome.result, outcome.private, _since(started)
         )
 
     @staticmethod
@@ -251,12 +368,38 @@ class Application(LibraryApplication[uuid.UUID]):
                 ctx.operation = running
             raise
 
-    def _record_failure(self, ctx: Context, error: BaseException, started: float) -> None:
-        """Keep the record of the attempt, without the domain events not yet written."""
-        if not ctx.flushed:
-            ctx.pending[:] = [e for e in ctx.pending if e.originator_id == ctx.operation_id]
-        ctx.record_operation(ctx.operation.fail(error, time.perf_counter() - started))
+    def _retry_at(self, command: Command, state: Operation, error: Exception) -> datetime | None:
+        if not isinstance(error, Retryable):
+            return None
+        policy = retry_policy(type(command))
+        return next_attempt_at(policy, state.attempts, self.clock(), random.random())
+
+    def _record_end(self, ctx: Context, event: DomainEvent) -> None:
+        """Record how the attempt ended, without the domain events not yet written."""
+        ctx.pending[:] = [e for e in ctx.pending if e.originator_id == ctx.operation_id]
+        ctx.record_operation(event)
         ctx.flush()
+
+    @staticmethod
+    def _stored_version(ctx: Context) -> int:
+        """The operation's version in the store, as this attempt knows it."""
+        unwritten = sum(1 for e in ctx.pending if e.originator_id == ctx.operation_id)
+        return ctx.operation.version - unwritten
+
+    def _taken_over(self, ctx: Context) -> bool:
+        """Did another process write to the operation since this attempt last did?"""
+        stored = self.load(Operation, ctx.operation_id)
+        return (stored.version if stored else 0) != self._stored_version(ctx)
+
+
+def _first_state(requested: OperationRequested) -> Operation:
+    state = fold(Operation, [requested])
+    assert state is not None
+    return state
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 class Eventpile(Application):

@@ -17,6 +17,7 @@ from domain.events import private_fields_of
 
 if TYPE_CHECKING:
     from commands.context import Context
+    from commands.operations import RetryPolicy
 
 
 class Command(BaseModel):
@@ -25,6 +26,8 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     undoable: ClassVar[bool] = True
+    retry: ClassVar[RetryPolicy | None] = None
+    """Back-off for :class:`Retryable` failures (None: the default policy)."""
 
     def describe(self) -> str:
         return type(self).__name__
@@ -37,6 +40,14 @@ class Command(BaseModel):
             {k: v for k, v in data.items() if k not in private},
             {k: v for k, v in data.items() if k in private},
         )
+
+
+class Retryable(Exception):
+    """Raised by a handler: the attempt failed in a way worth trying again later.
+
+    The operation is rescheduled with back-off (the command's ``retry`` policy)
+    and fails with this error after the last attempt.
+    """
 
 
 @dataclass(frozen=True)

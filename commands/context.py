@@ -4,19 +4,21 @@
 this command has recorded but not yet written), ``record`` adds new events,
 ``progress`` reports how far it got (throttled into the operation record),
 ``flush`` writes what is recorded so far (for long commands; a short one is
-written whole, in one transaction, when it returns).
+written whole, in one transaction, when it returns), ``ask`` asks the user how
+to go on once the handler returns.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
+from commands.base import Command, handler_for
 from domain.aggregate import Aggregate, fold
 from domain.events import DomainEvent
-from domain.operation import Operation
+from domain.operation import FollowUp, Operation, Question
 
 if TYPE_CHECKING:
     from commands.app import Application
@@ -45,6 +47,7 @@ class Context:
         self._states: dict[uuid.UUID, Aggregate | None] = {}
         self._unsaved: dict[uuid.UUID, list[DomainEvent]] = {}
         self._last_progress = 0.0
+        self.question: Question | None = None
 
     @property
     def operation_id(self) -> uuid.UUID:
@@ -77,7 +80,19 @@ class Context:
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_EVERY_S or done == total:
             self._last_progress = now
-            self.record_operation(self.operation.report(done, total, message))
+            self.record_operation(self.operation.report(done, total, message, self.app.lease_end()))
+
+    def ask(self, prompt: str, choices: Mapping[str, Command | None], detail: str = "") -> None:
+        """Ask the user how to go on, once this handler has returned.
+
+        The operation then waits for an answer; the chosen command runs as its own
+        operation, linked to this one (a choice of ``None`` cancels instead).
+        ``prompt`` is public, ``detail`` private.
+        """
+        if self.question is not None:
+            raise RuntimeError("an operation asks at most one question")
+        follow_ups = {k: None if c is None else _follow_up(c) for k, c in choices.items()}
+        self.question = Question(prompt=prompt, detail=detail, choices=follow_ups)
 
     def record_operation(self, event: DomainEvent) -> None:
         self.operation = self.operation.apply(event)
@@ -91,3 +106,9 @@ class Context:
             self._unsaved.clear()
             self.flushed = True
             self.app.catch_up()
+
+
+def _follow_up(command: Command) -> FollowUp:
+    handler_for(command)  # a command nobody handles is refused now, not when answered
+    public, private = command.split_args()
+    return FollowUp(command=type(command).__name__, args=public, private_args=private)

@@ -18,6 +18,7 @@ from projections.messages_query import QueryError, matching_ids, parse_query, se
 
 if TYPE_CHECKING:
     from commands.app import Application
+    from commands.mailparse import ParsedMail
 
 FLUSH_EVERY = 500
 
@@ -48,31 +49,21 @@ class ImportMailbox(Command):
 
 @handles(ImportMailbox)
 def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
+    """Index what is new; ask once about known messages whose content differs."""
     from commands.mailparse import MalformedMail, count_messages, read_mailbox
 
     key = ctx.app.keyring.purpose_key("message-id")
     total = count_messages(command.path)
     indexed = skipped = failed = 0
     problems: list[str] = []
+    differing: list[str] = []
     for done, item in enumerate(read_mailbox(command.path), 1):
         if isinstance(item, MalformedMail):
             failed += 1
             problems.append(str(item))
         else:
             message_id = message_uuid(key, item.message_id)
-            content = MessageContent(
-                header_id=item.message_id,
-                subject=item.subject,
-                sender=item.sender,
-                to=item.to,
-                cc=item.cc,
-                sent=item.date,
-                references=item.references,
-                excerpt=item.excerpt,
-                location=item.location,
-                fingerprint=item.fingerprint,
-                size=item.size,
-            )
+            content = _content(item)
             state = ctx.load(Message, message_id)
             if state is None:
                 ctx.record(Message.index(message_id, content))
@@ -80,16 +71,102 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
             elif not state.indexed:
                 ctx.record(*state.reindex(content))
                 indexed += 1
+            elif _differs(ctx, key, state, content):
+                differing.append(content.fingerprint)
             else:
                 skipped += 1
         if done % FLUSH_EVERY == 0:
             ctx.progress(done, total, f"Importing: {done:,} messages read")
             ctx.flush()
-    result = {"indexed": indexed, "skipped": skipped, "failed": failed}
+    result = {"indexed": indexed, "skipped": skipped, "failed": failed, "differing": len(differing)}
+    message = f"Imported {indexed:,} messages ({skipped:,} already known, {failed:,} malformed)"
+    if differing:
+        message += f"; {len(differing):,} known messages differ (a question waits)"
+        fingerprints = tuple(differing)
+        ctx.ask(
+            f"Found {len(differing):,} already indexed message(s) with different content: "
+            "keep the existing ones, replace them, or keep both?",
+            {
+                action: ResolveDuplicates(
+                    action=action, path=command.path, fingerprints=fingerprints
+                )
+                for action in DUPLICATE_ACTIONS
+            },
+        )
+    return Outcome(message, result, {"problems": problems[:100]})
+
+
+def _content(item: ParsedMail) -> MessageContent:
+    return MessageContent(
+        header_id=item.message_id,
+        subject=item.subject,
+        sender=item.sender,
+        to=item.to,
+        cc=item.cc,
+        sent=item.date,
+        references=item.references,
+        excerpt=item.excerpt,
+        location=item.location,
+        fingerprint=item.fingerprint,
+        size=item.size,
+    )
+
+
+def _copy_id(key: bytes, content: MessageContent) -> uuid.UUID:
+    """The id of the second copy of a message kept beside a different one ("keep both")."""
+    return message_uuid(key, f"{content.header_id}\0{content.fingerprint}")
+
+
+def _differs(ctx: Context, key: bytes, state: Message, content: MessageContent) -> bool:
+    """Is ``content`` new for an indexed message with the same Message-ID?"""
+    if not state.fingerprint or state.fingerprint == content.fingerprint:
+        return False
+    copy = ctx.load(Message, _copy_id(key, content))
+    return copy is None or not copy.indexed
+
+
+DuplicateAction = Literal["keep-existing", "replace", "keep-both"]
+DUPLICATE_ACTIONS: tuple[DuplicateAction, ...] = ("keep-existing", "replace", "keep-both")
+
+
+class ResolveDuplicates(Command):
+    """What to do with messages found again with different content (a second stage)."""
+
+    action: DuplicateAction
+    path: Annotated[Path, Private]
+    fingerprints: Annotated[tuple[str, ...], Private]
+
+    def describe(self) -> str:
+        return f"Duplicates: {self.action} ({len(self.fingerprints):,} messages)"
+
+
+@handles(ResolveDuplicates)
+def resolve_duplicates(command: ResolveDuplicates, ctx: Context) -> Outcome:
+    from commands.mailparse import ParsedMail, read_mailbox
+
+    wanted = set(command.fingerprints)
+    if command.action == "keep-existing":
+        kept = len(wanted)
+        return Outcome(f"Kept the indexed version of {kept:,} messages", {"kept": kept})
+    key = ctx.app.keyring.purpose_key("message-id")
+    changed = 0
+    for item in read_mailbox(command.path):
+        if not isinstance(item, ParsedMail) or item.fingerprint not in wanted:
+            continue
+        wanted.discard(item.fingerprint)
+        content = _content(item)
+        if command.action == "replace":
+            message_id = message_uuid(key, item.message_id)
+        else:
+            message_id = _copy_id(key, content)
+        state = ctx.load(Message, message_id)
+        events = [Message.index(message_id, content)] if state is None else state.reindex(content)
+        ctx.record(*events)
+        changed += bool(events)
+    verb = "Replaced" if command.action == "replace" else "Kept a second copy of"
     return Outcome(
-        f"Imported {indexed:,} messages ({skipped:,} already known, {failed:,} malformed)",
-        result,
-        {"problems": problems[:100]},
+        f"{verb} {changed:,} messages ({len(wanted):,} no longer in the mailbox)",
+        {"changed": changed, "missing": len(wanted)},
     )
 
 

@@ -21,14 +21,16 @@ worker died).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic_core import to_jsonable_python
 
 from domain.aggregate import Aggregate, DomainError, first_event
-from domain.events import DomainEvent, Private, uuid7
+from domain.events import DomainEvent, Private, private_fields_of, uuid7
 
 JSONDict = dict[str, Any]
 
@@ -177,7 +179,7 @@ class OperationCancelled(OperationEvent):
 class Operation(Aggregate):
     command: str
     args: JSONDict
-    private_args: JSONDict
+    private_args: Annotated[JSONDict, Private]
     message: str
     status: Status
     requested_at: datetime
@@ -192,9 +194,9 @@ class Operation(Aggregate):
     elapsed_s: float | None = None
     progress: tuple[int, int | None] | None = None
     result: JSONDict = {}
-    private_result: JSONDict = {}
+    private_result: Annotated[JSONDict, Private] = {}
     error_type: str | None = None
-    error: str | None = None
+    error: Annotated[str | None, Private] = None
     question: Question | None = None
     answer: str | None = None
     follow_up_id: uuid.UUID | None = None
@@ -295,7 +297,11 @@ class Operation(Aggregate):
 
     @property
     def due_at(self) -> datetime | None:
-        """When a worker may (re)start it: its run time, retry time or lease end."""
+        """When a worker may (re)start it: its run time, retry time or lease end.
+
+        A pending operation is due at once (its request time is only for ordering:
+        it is the writer's clock, not necessarily the worker's).
+        """
         match self.status:
             case Status.PENDING:
                 return self.requested_at
@@ -362,7 +368,7 @@ class Operation(Aggregate):
         if self.status is Status.RUNNING and not self.lease_expired(now):
             raise DomainError(f"operation {self.id} is running ({self.worker})")
         due = self.due_at
-        if not force and due is not None and due > now:
+        if not force and self.status is not Status.PENDING and due is not None and due > now:
             raise DomainError(f"operation {self.id} is not due before {due:%Y-%m-%d %H:%M:%S}")
         return self.begin(worker, lease_until)
 
@@ -447,3 +453,29 @@ class Operation(Aggregate):
         if self.status not in CANCELLABLE and not self.lease_expired(now):
             raise DomainError(f"operation {self.id} is {self.status} and cannot be cancelled")
         return self.event(OperationCancelled)
+
+def redact(model: BaseModel, replace: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The model as JSON values, each ``Private`` field (in nested models too) replaced.
+
+    A private value becomes ``replace(value)`` (its JSON value), or is left out
+    when ``replace`` is None.
+    """
+    private = private_fields_of(type(model))
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name not in private:
+            out[name] = _redact_value(value, replace)
+        elif replace is not None:
+            out[name] = replace(to_jsonable_python(value))
+    return out
+
+
+def _redact_value(value: Any, replace: Callable[[Any], Any] | None) -> Any:
+    if isinstance(value, BaseModel):
+        return redact(value, replace)
+    if isinstance(value, dict):
+        return {to_jsonable_python(k): _redact_value(v, replace) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, replace) for v in value]
+    return to_jsonable_python(value)

@@ -1,0 +1,76 @@
+"""The worker: runs the operations that are due, from the queue view.
+
+Several workers (processes, or machines sharing a PostgreSQL store) may run at
+once: each claims an operation by writing its next event, so only one of them
+runs it; the others get a conflict and move on. ``drain`` runs what is due now
+(``eventpile worker --once``); ``serve`` keeps doing so until stopped, sleeping
+until the next operation falls due or ``poll_s`` passes, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from commands.app import Application, CommandFailed, Conflict
+from domain.aggregate import DomainError
+from domain.operation import Operation
+from projections.queue import due, next_due
+
+BATCH = 100
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What became of one operation the worker took up."""
+
+    operation_id: uuid.UUID
+    status: str
+    message: str
+
+
+class Worker:
+    def __init__(self, app: Application, on_ran: Callable[[Ran], None] | None = None):
+        self.app = app
+        self.on_ran = on_ran
+
+    def drain(self) -> list[Ran]:
+        """Run every operation due now (each at most once), until none is left."""
+        queue = self.app.view("queue")
+        tried: set[uuid.UUID] = set()
+        ran: list[Ran] = []
+        while True:
+            queue.catch_up(self.app)
+            # an operation tried already may still be due (another worker holds it)
+            found = due(queue.db, self.app.clock(), BATCH + len(tried))
+            todo = [op for op in found if op not in tried]
+            if not todo:
+                return ran
+            for operation_id in todo:
+                tried.add(operation_id)
+                result = self._run(operation_id)
+                if result is not None:
+                    ran.append(result)
+                    if self.on_ran is not None:
+                        self.on_ran(result)
+
+    def _run(self, operation_id: uuid.UUID) -> Ran | None:
+        """Run one operation; None if another worker took it first."""
+        try:
+            state = self.app.run(operation_id)
+        except Conflict:
+            return None
+        except (CommandFailed, DomainError) as error:
+            now = self.app.load(Operation, operation_id)
+            return Ran(operation_id, now.status.value if now else "unknown", str(error))
+        return Ran(operation_id, state.status.value, state.message)
+
+    def serve(self, stop: threading.Event, poll_s: float = 5.0) -> None:
+        """Drain, then sleep until something falls due (at most ``poll_s``), until ``stop``."""
+        while not stop.is_set():
+            self.drain()
+            wake = next_due(self.app.view("queue").db)
+            wait = poll_s if wake is None else wake - self.app.clock().timestamp()
+            stop.wait(min(poll_s, max(wait, 0.05)))

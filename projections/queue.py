@@ -1,0 +1,112 @@
+"""The pending-operation queue: every operation not finished, and when it is due.
+
+A row holds the operation's whole state (its command's type and validated
+arguments included) and is deleted when the operation finishes, so loading the
+queue costs what is pending, whatever the size of the log. ``due_at`` is when a
+worker may start it: its run time, its retry time, or the end of the lease of the
+worker running it (past it, that worker is presumed dead); NULL while it waits
+for an answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import ClassVar
+
+from domain.aggregate import fold
+from domain.events import DomainEvent
+from domain.operation import Operation, OperationEvent, OperationRequested
+from projections.base import Projection
+from projections.db import ViewDB
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    id TEXT PRIMARY KEY,
+    position BIGINT NOT NULL,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    due_at DOUBLE PRECISION,
+    attempts BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_due ON queue(due_at);
+"""
+
+
+def operation_events() -> tuple[type[DomainEvent], ...]:
+    """The event classes of operation streams (the subclasses of ``OperationEvent`` so far)."""
+    found: set[type[DomainEvent]] = set()
+    todo: list[type[DomainEvent]] = [OperationEvent]
+    while todo:
+        subclasses = todo.pop().__subclasses__()
+        found.update(subclasses)
+        todo.extend(subclasses)
+    return tuple(sorted(found, key=lambda c: c.__name__))
+
+
+def evolve_row(db: ViewDB, table: str, event: DomainEvent) -> Operation | None:
+    """The operation's state after ``event``, from the state in ``table`` (None: no row)."""
+    if isinstance(event, OperationRequested):
+        return fold(Operation, [event])
+    row = db.execute(f"SELECT state FROM {table} WHERE id=?", (event.originator_id.hex,)).fetchone()
+    if row is None:
+        return None
+    return Operation.model_validate_json(row[0]).apply(event)
+
+
+class Queue(Projection):
+    name: ClassVar[str] = "queue"
+    topics: ClassVar[tuple[type[DomainEvent], ...]] = operation_events()
+
+    def create(self, db: ViewDB) -> None:
+        db.script(SCHEMA)
+
+    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
+        state = evolve_row(db, "queue", event)
+        if state is None:
+            return
+        if state.status.finished:
+            db.execute("DELETE FROM queue WHERE id=?", (state.id.hex,))
+            return
+        due = state.due_at
+        db.execute(
+            "INSERT INTO queue VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+            "status=excluded.status, due_at=excluded.due_at, attempts=excluded.attempts, "
+            "state=excluded.state",
+            (
+                state.id.hex,
+                position,
+                state.command,
+                state.status.value,
+                None if due is None else due.timestamp(),
+                state.attempts,
+                state.model_dump_json(),
+            ),
+        )
+
+    def content_queries(self) -> Sequence[str]:
+        return ("SELECT * FROM queue ORDER BY id",)
+
+
+def pending(db: ViewDB) -> list[Operation]:
+    """Every unfinished operation, oldest first."""
+    rows = db.execute("SELECT state FROM queue ORDER BY position")
+    return [Operation.model_validate_json(state) for (state,) in rows]
+
+
+def due(db: ViewDB, now: datetime, limit: int = 100) -> list[uuid.UUID]:
+    """The operations a worker may start at ``now`` (every pending one), the longest due first."""
+    rows = db.execute(
+        "SELECT id FROM queue WHERE status = 'pending' OR due_at <= ? "
+        "ORDER BY due_at, position LIMIT ?",
+        (now.timestamp(), limit),
+    )
+    return [uuid.UUID(hex=op) for (op,) in rows]
+
+
+def next_due(db: ViewDB) -> float | None:
+    """When the next operation falls due (Unix time), None if none is waiting for time."""
+    row = db.execute("SELECT min(due_at) FROM queue").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
