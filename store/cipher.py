@@ -53,21 +53,26 @@ class EventCipher:
         self, blob: bytes, originator_id: uuid.UUID, version: int, topic: str
     ) -> tuple[int, int, bytes]:
         """``(flags, class_version, plaintext)``; :class:`TamperedData` if inauthentic."""
-        where = f"event {originator_id} v{version}"
         if len(blob) < HEADER.size + 12 + 16:
-            raise TamperedData(f"{where}: ciphertext truncated")
+            raise _tampered(originator_id, version, "ciphertext truncated")
         header = blob[: HEADER.size]
         fmt, flags, class_version, key_id = HEADER.unpack(header)
         aead = self._aeads.get(key_id)
         if fmt != ENVELOPE_FORMAT or aead is None:
-            raise TamperedData(f"{where}: unknown envelope format {fmt} or key {key_id}")
+            raise _tampered(
+                originator_id, version, f"unknown envelope format {fmt} or key {key_id}"
+            )
         nonce = blob[HEADER.size : HEADER.size + 12]
         try:
             plaintext = aead.decrypt(
                 nonce, blob[HEADER.size + 12 :], row_aad(header, originator_id, version, topic)
             )
         except InvalidTag:
-            raise TamperedData(
-                f"{where}: ciphertext fails authentication (tampered or moved)"
+            raise _tampered(
+                originator_id, version, "ciphertext fails authentication (tampered or moved)"
             ) from None
         return flags, class_version, plaintext
+
+
+def _tampered(originator_id: uuid.UUID, version: int, problem: str) -> TamperedData:
+    return TamperedData(f"event {originator_id} v{version}: {problem}")
