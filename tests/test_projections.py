@@ -1,0 +1,343 @@
+"""Projections: exactly-once catch-up, incremental views equal to their rebuild over random
+command sequences (a hypothesis state machine), search before and after a rebuild, and the
+query language."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from commands.app import Eventpile
+from commands.base import Command, Outcome, handles
+from commands.context import Context
+from commands.mail import ImportMailbox, RemoveTag, RenameTag, TagMessages
+from commands.synthetic import write_mbox
+from domain.aggregate import DomainError
+from domain.message import Message, MessageIndexed
+from projections.base import View
+from projections.messages import MessageIndex
+from projections.messages_query import QueryError, Term, matching_ids, parse_query, search
+from store.home import Home
+from store.keys import Keyring
+
+QUERIES = (
+    "",
+    "patch",
+    "the",
+    "fix*",
+    '"status update"',
+    "subject:re*",
+    "after:2024-01-01",
+    "before:2023-07-01",
+    "patch after:2023-06-01 before:2024-06-01",
+)
+TAGS = ("a", "b")
+
+
+class UnindexMatching(Command):
+    """Take the messages matching a query out of the index (a re-import brings them back)."""
+
+    query: str
+
+
+@handles(UnindexMatching)
+def _unindex(command: UnindexMatching, ctx: Context) -> Outcome:
+    index = ctx.app.view("messages")
+    index.catch_up(ctx.app)
+    removed = 0
+    for message_hex in matching_ids(index.db, parse_query(command.query)):
+        message = ctx.load(Message, uuid.UUID(message_hex))
+        if message is not None and message.indexed:
+            ctx.record(*message.remove())
+            removed += 1
+    return Outcome(f"Removed {removed}", {"removed": removed})
+
+
+@pytest.fixture(scope="module")
+def mailboxes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    where = tmp_path_factory.mktemp("mailboxes")
+    return [write_mbox(where / f"{n}-{seed}.mbox", n, seed) for n, seed in ((6, 1), (6, 2), (9, 3))]
+
+
+def total(app: Eventpile, query: str) -> int:
+    return int(search(app.view("messages").db, parse_query(query), 1)["total"])
+
+
+def results(app: Eventpile) -> dict[str, Any]:
+    db = app.view("messages").db
+    return {q: search(db, parse_query(q), 100) for q in QUERIES}
+
+
+# exactly once -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def imported(app: Eventpile, mailboxes: list[Path]) -> Eventpile:
+    app.execute(ImportMailbox(path=mailboxes[2]))
+    app.execute(TagMessages(action="add", tag="a", query="patch"))
+    return app
+
+
+def test_catching_up_twice_applies_nothing_new(imported: Eventpile) -> None:
+    view = imported.view("messages")
+    digest, position = view.digest(), view.position
+    assert position == imported.max_position()
+    assert view.catch_up(imported).events == 0
+    assert (view.digest(), view.position) == (digest, position)
+
+
+def test_a_second_view_on_the_same_files_does_not_apply_again(
+    imported: Eventpile, mailboxes: list[Path]
+) -> None:
+    live = imported.view("messages")
+    other = View(MessageIndex(), live.store)
+    try:
+        assert other.catch_up(imported).events == 0
+        assert other.digest() == live.digest()
+        messages, before = total(imported, ""), imported.max_position()
+        (_, first), *_ = imported.read(0, before, (MessageIndexed,), 1)
+        removed = imported.load(Message, first.originator_id)
+        assert removed is not None
+        imported.append(removed.remove())
+        new = imported.max_position() - before
+        # whichever view catches up first applies the new events; the other finds none
+        assert other.catch_up(imported).events == new == 1
+        assert live.catch_up(imported).events == 0
+        assert other.digest() == live.digest() and live.verify(imported)
+        assert total(imported, "") == messages - 1
+    finally:
+        other.close()
+
+
+def test_rebuild_and_verify_agree_with_the_live_views(imported: Eventpile) -> None:
+    before = {name: view.digest() for name, view in imported.views.items()}
+    found = results(imported)
+    for view in imported.views.values():
+        assert view.verify(imported)
+        report = view.rebuild(imported)
+        assert report.events > 0
+    assert {name: view.digest() for name, view in imported.views.items()} == before
+    assert results(imported) == found
+
+
+def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: Eventpile) -> None:
+    view = imported.view("messages")
+    with view.db.transaction():
+        view.db.execute("UPDATE messages SET size = size + 1")
+    assert not view.verify(imported)
+    view.rebuild(imported)
+    assert view.verify(imported)
+
+
+# incremental == rebuild, for random command sequences -------------------------------
+
+
+class Views(RuleBasedStateMachine):
+    """Random imports, tag changes, removals and restarts; the views always equal a fold
+    of the log from scratch, and every command's effect shows in search at once."""
+
+    mailboxes: ClassVar[list[Path]] = []
+    keyring: ClassVar[Keyring]
+
+    @initialize()
+    def open_home(self) -> None:
+        self.where = Path(tempfile.mkdtemp(prefix="eventpile-views-"))
+        (self.where / "views").mkdir()
+        self.home = Home(self.where)
+        self.app = Eventpile(self.home, self.keyring)
+        self.expected_total = 0
+        self.import_mailbox(0)  # start with some mail, some of it tagged
+        self.tag_messages("add", TAGS[0], "patch")
+
+    def teardown(self) -> None:
+        if hasattr(self, "app"):
+            self.app.close()
+            shutil.rmtree(self.where)
+
+    def run(self, command: Command) -> dict[str, Any] | None:
+        """Execute; a refusal writes nothing."""
+        before = self.app.max_position()
+        try:
+            return self.app.execute(command).result
+        except DomainError:
+            assert self.app.max_position() == before
+            return None
+
+    @rule(mailbox=st.integers(0, 2))
+    def import_mailbox(self, mailbox: int) -> None:
+        result = self.run(ImportMailbox(path=self.mailboxes[mailbox]))
+        assert result is not None
+        self.expected_total += result["indexed"]
+
+    @rule(
+        action=st.sampled_from(["add", "remove"]),
+        tag=st.sampled_from(TAGS),
+        query=st.sampled_from(QUERIES),
+    )
+    def tag_messages(self, action: str, tag: str, query: str) -> None:
+        matching = set(matching_ids(self.app.view("messages").db, parse_query(query)))
+        result = self.run(TagMessages(action=action, tag=tag, query=query))
+        tagged = set(matching_ids(self.app.view("messages").db, parse_query(f"tag:{tag}")))
+        if action == "add":
+            assert result is not None and matching <= tagged
+        else:
+            assert not matching & tagged
+
+    @rule(old=st.sampled_from(TAGS), new=st.sampled_from(TAGS))
+    def rename_tag(self, old: str, new: str) -> None:
+        db = self.app.view("messages").db
+        members = set(matching_ids(db, parse_query(f"tag:{old}")))
+        if self.run(RenameTag(tag=old, new_name=new)) is not None:
+            assert set(matching_ids(db, parse_query(f"tag:{new}"))) == members
+
+    @rule(tag=st.sampled_from(TAGS))
+    def remove_tag(self, tag: str) -> None:
+        self.run(RemoveTag(tag=tag))
+        assert total(self.app, f"tag:{tag}") == 0
+
+    @rule(query=st.sampled_from(QUERIES[1:]))
+    def unindex(self, query: str) -> None:
+        result = self.run(UnindexMatching(query=query))
+        assert result is not None
+        self.expected_total -= result["removed"]
+        assert total(self.app, query) == 0
+
+    @rule()
+    def restart(self) -> None:
+        self.app.close()
+        self.app = Eventpile(self.home, self.keyring)
+
+    @rule(name=st.sampled_from(["messages", "operations"]))
+    def rebuild(self, name: str) -> None:
+        view = self.app.view(name)
+        before = view.digest()
+        found = results(self.app)
+        view.rebuild(self.app)
+        assert view.digest() == before
+        assert results(self.app) == found
+
+    @invariant()
+    def views_are_current_and_complete(self) -> None:
+        if not hasattr(self, "app"):
+            return
+        for view in self.app.views.values():
+            assert view.position == self.app.max_position()
+        assert total(self.app, "") == self.expected_total
+
+    def check_against_rebuild(self) -> None:
+        for view in self.app.views.values():
+            assert view.verify(self.app)
+
+
+def test_incremental_views_equal_a_rebuild_for_any_command_sequence(
+    mailboxes: list[Path],
+) -> None:
+    class Machine(Views):
+        def teardown(self) -> None:
+            if hasattr(self, "app"):
+                self.check_against_rebuild()
+            super().teardown()
+
+    Machine.mailboxes = mailboxes
+    Machine.keyring = Keyring(uuid.uuid4(), {1: os.urandom(32)}, 1)
+    run_state_machine_as_test(Machine, settings=settings(stateful_step_count=10))
+
+
+# the query language -----------------------------------------------------------------
+
+
+def day(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+
+
+def test_words_and_phrases_match_anywhere_and_all_must_hold() -> None:
+    query = parse_query('kernel "memory leak" fix*')
+    assert query.terms == (
+        Term("kernel"),
+        Term("memory leak"),
+        Term("fix", prefix=True),
+    )
+    assert (query.tags, query.after, query.before) == ((), None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [("from:ralf", "sender"), ("TO:ralf", "recipients"), ("Subject:ralf", "subject")],
+)
+def test_fields_match_one_column(text: str, column: str) -> None:
+    assert parse_query(text).terms == (Term("ralf", column),)
+
+
+def test_a_field_takes_a_quoted_phrase_or_a_prefix() -> None:
+    assert parse_query('from:"Ralf Baechle"').terms == (Term("Ralf Baechle", "sender"),)
+    assert parse_query("subject:mips*").terms == (Term("mips", "subject", prefix=True),)
+
+
+def test_tags_and_date_bounds() -> None:
+    query = parse_query("tag:todo tag:work after:2015-01-01 before:2016-02-29")
+    assert query.tags == ("todo", "work")
+    assert (query.after, query.before) == (day("2015-01-01"), day("2016-02-29"))
+    assert query.terms == ()
+
+
+@pytest.mark.parametrize("text", ["", "   ", "*"])
+def test_an_empty_query_matches_everything(text: str) -> None:
+    assert parse_query(text).terms == () and parse_query(text).match is None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("colour:red", "unknown field"),
+        ("http://example.org", "unknown field"),
+        ("after:2015-13-01", "YYYY-MM-DD"),
+        ("before:yesterday", "YYYY-MM-DD"),
+        ("after:2015/01/01", "YYYY-MM-DD"),
+        ("from:", "needs a value"),
+        ('"unbalanced', "cannot read"),
+        ("it's", "cannot read"),
+    ],
+)
+def test_bad_queries_are_query_errors(text: str, says: str) -> None:
+    with pytest.raises(QueryError, match=says):
+        parse_query(text)
+
+
+def test_date_bounds_are_after_inclusive_before_exclusive(imported: Eventpile) -> None:
+    """Counted independently from the events' own dates."""
+    events = imported.read(0, imported.max_position(), (MessageIndexed,), 1000)
+    sent = [e.sent for _, e in events if isinstance(e, MessageIndexed)]
+    dates = sorted(int(s.timestamp()) for s in sent if s is not None)
+    assert len(dates) == total(imported, "") > 2
+    middle = datetime.fromtimestamp(dates[len(dates) // 2], UTC).strftime("%Y-%m-%d")
+    bound = day(middle)
+    assert total(imported, f"after:{middle}") == sum(d >= bound for d in dates)
+    assert total(imported, f"before:{middle}") == sum(d < bound for d in dates)
+    assert total(imported, f"after:{middle} before:{middle}") == 0
+
+
+def test_prefixes_phrases_and_fields_narrow_as_they_should(imported: Eventpile) -> None:
+    assert total(imported, "patch*") >= total(imported, "patch") > 0
+    assert total(imported, '"status update"') <= total(imported, "status update")
+    assert total(imported, "subject:patch") <= total(imported, "patch")
+    assert total(imported, "tag:a") == total(imported, "patch")
+    assert total(imported, "tag:nosuchtag") == 0
+    first = search(imported.view("messages").db, parse_query(""), 1)["results"][0]
+    address = first["from"].rpartition("<")[2].rstrip(">")
+    assert total(imported, f'from:"{address}"') >= 1
