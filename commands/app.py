@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 A = TypeVar("A", bound=Aggregate)
 
 CONFLICT_RETRIES = 5
+CONFLICT_BACKOFF_S = 0.01
+"""The longest pause before the first retry after a conflict; it doubles each time."""
 LEASE_S = 300.0
 """How long a started attempt holds its operation; progress reports renew it."""
 PROJECTIONS: tuple[type[Projection], ...] = (OperationLog, Queue, Feed)
@@ -327,7 +329,10 @@ class Application(LibraryApplication[uuid.UUID]):
                             f"operation {operation_id} was changed by another process"
                         ) from error
                     if not ctx.flushed and attempt < CONFLICT_RETRIES - 1:
-                        continue  # nothing written yet: decide again on fresh state
+                        # nothing written yet: decide again on fresh state, after a random
+                        # pause, so that processes racing for the same streams fall out of step
+                        time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt))
+                        continue
                     self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise CommandFailed(operation_id, f"concurrent update: {error}") from error
                 except DomainError as error:

@@ -1,0 +1,295 @@
+"""Several processes on one store: the reason to use PostgreSQL.
+
+These tests start real processes on the same home (its PostgreSQL database, or
+its SQLite files: they run on both backends): workers racing for due
+operations, a worker killed mid-operation, two processes tagging the same
+messages, a reader following another process's writes. PostgreSQL-only
+behaviour (configuration, NOTIFY) is at the end.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.context import SpawnContext, SpawnProcess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from commands.app import Conflict, Eventpile
+from commands.mail import ImportMailbox, TagMessages
+from commands.synthetic import write_mbox
+from domain.message import Message, MessageIndexed
+from domain.operation import Operation, OperationStarted, Status
+from domain.tag import TagCreated
+from projections.messages_query import parse_query, search
+from store.home import Home
+from tests.conftest import PASSPHRASE
+
+SPAWN: SpawnContext = multiprocessing.get_context("spawn")
+WAIT_S = 60.0
+"""A bound on every wait for another process (it is never reached when all is well)."""
+
+
+def _open(home_path: str) -> Eventpile:
+    home = Home(Path(home_path))
+    return Eventpile(home, home.unlock(PASSPHRASE))
+
+
+@contextmanager
+def _processes(
+    *targets: tuple[Callable[..., None], tuple[Any, ...]],
+) -> Iterator[list[SpawnProcess]]:
+    """Start a process per target; on the way out, wait for them (killing stragglers)."""
+    procs = [SPAWN.Process(target=f, args=args, daemon=True) for f, args in targets]
+    for p in procs:
+        p.start()
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.join(WAIT_S)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _indexed(app: Eventpile, tmp_path: Path, count: int) -> list[uuid.UUID]:
+    mbox = write_mbox(tmp_path / "mail.mbox", count, seed=5)
+    app.execute(ImportMailbox(path=mbox))
+    return [e.originator_id for _, e in app.all_events() if isinstance(e, MessageIndexed)]
+
+
+# two processes tagging the same messages ----------------------------------------
+
+
+def _tagger(home_path: str, prefix: str, count: int, barrier: Any, conflicts: Any) -> None:
+    app = _open(home_path)
+    append = app.append
+
+    def counting(events: Any) -> list[int]:
+        try:
+            return append(events)
+        except Conflict:
+            with conflicts.get_lock():
+                conflicts.value += 1
+            raise
+
+    app.append = counting  # type: ignore[method-assign]
+    barrier.wait(WAIT_S)
+    for i in range(count):
+        app.execute(TagMessages(action="add", tag=f"{prefix}{i}", query="*"))
+    app.close()
+
+
+def test_two_processes_tagging_the_same_messages_lose_no_update(
+    app: Eventpile, home: Home, tmp_path: Path
+) -> None:
+    messages = _indexed(app, tmp_path, 30)
+    barrier, conflicts = SPAWN.Barrier(2), SPAWN.Value("i", 0)
+    per_process = 6
+    with _processes(
+        (_tagger, (str(home.path), "a", per_process, barrier, conflicts)),
+        (_tagger, (str(home.path), "b", per_process, barrier, conflicts)),
+    ) as procs:
+        pass
+    assert [p.exitcode for p in procs] == [0, 0]
+    tags = {f"{p}{i}" for p in "ab" for i in range(per_process)}
+    created = [e for _, e in app.all_events() if isinstance(e, TagCreated)]
+    assert sorted(e.name for e in created) == sorted(tags)
+    for message_id in messages:
+        state = app.load(Message, message_id)
+        assert state is not None and set(state.tags) == {e.originator_id for e in created}
+    app.catch_up()
+    for tag in tags:
+        assert search(app.view("messages").db, parse_query(f"tag:{tag}"))["total"] == 30
+    print(f"conflicts retried: {conflicts.value}")
+
+
+def test_a_stale_append_is_a_conflict_for_another_connection(
+    app: Eventpile, home: Home, keyring: Any
+) -> None:
+    """The recorder's uniqueness violation on (stream, version) is our ``Conflict``."""
+    other = Eventpile(home, keyring)
+    try:
+        tag = TagCreated(originator_id=uuid.uuid4(), originator_version=1, name="x")
+        other.append([tag])
+        before = app.max_position()
+        with pytest.raises(Conflict):
+            app.append([tag.model_copy(update={"name": "y"})])
+        assert app.max_position() == before
+    finally:
+        other.close()
+
+
+# a reader following another process's writes -----------------------------------
+
+
+def _reader(home_path: str, after: int, ready: Any, results: Any) -> None:
+    app = _open(home_path)
+    index = app.view("messages")
+    index.catch_up(app)
+    ready.set()
+    position = app.wait_for_events(after, WAIT_S)
+    seen = time.time()
+    index.catch_up(app)
+    results.put((position, seen, search(index.db, parse_query("tag:live"))["total"]))
+    app.close()
+
+
+def test_a_reader_process_sees_another_process_write(
+    app: Eventpile, home: Home, tmp_path: Path
+) -> None:
+    _indexed(app, tmp_path, 10)
+    ready, results = SPAWN.Event(), SPAWN.Queue()
+    after = app.max_position()
+    with _processes((_reader, (str(home.path), after, ready, results))):
+        assert ready.wait(WAIT_S)
+        written = time.time()
+        app.execute(TagMessages(action="add", tag="live", query="*"))
+        position, seen, tagged = results.get(timeout=WAIT_S)
+    assert position == app.max_position() > after
+    assert tagged == 10
+    print(f"seen {1000 * (seen - written):.0f} ms after the write began")
+
+
+# workers draining the queue together -------------------------------------------
+
+
+def _worker(home_path: str, lease_s: float, barrier: Any, stop: Any, ran: Any) -> None:
+    from commands.worker import Worker
+
+    app = _open(home_path)
+    app.lease_s = lease_s
+    worker = Worker(app, lambda result: ran.put((str(result.operation_id), os.getpid())))
+    if barrier is not None:
+        barrier.wait(WAIT_S)
+    worker.serve(stop, poll_s=0.1)
+    app.close()
+
+
+def _runs(app: Eventpile) -> Counter[uuid.UUID]:
+    """How many attempts each operation's stream records."""
+    return Counter(e.originator_id for _, e in app.all_events() if isinstance(e, OperationStarted))
+
+
+def test_two_worker_processes_run_each_due_operation_exactly_once(
+    app: Eventpile, home: Home
+) -> None:
+    submitted = [
+        app.submit(TagMessages(action="add", tag=f"t{i}", query="*")).id for i in range(200)
+    ]
+    barrier, stop, ran = SPAWN.Barrier(2), SPAWN.Event(), SPAWN.Queue()
+    args = (str(home.path), 60.0, barrier, stop, ran)
+    with _processes((_worker, args), (_worker, args)):
+        reported: set[str] = set()
+        while len(reported) < len(submitted):  # each report: an operation run or turned down
+            reported.add(ran.get(timeout=WAIT_S)[0])
+        stop.set()
+    assert reported == {str(op) for op in submitted}
+    assert _runs(app) == Counter(submitted)
+    workers: Counter[str] = Counter()
+    for op in submitted:
+        state = app.load(Operation, op)
+        assert state is not None and state.status is Status.COMPLETE
+        workers[state.worker] += 1
+    created = Counter(e.name for _, e in app.all_events() if isinstance(e, TagCreated))
+    assert created == Counter(f"t{i}" for i in range(200))
+    print("operations per worker:", sorted(workers.values()))
+
+
+def test_an_operation_of_a_killed_worker_is_run_by_the_other(
+    app: Eventpile, home: Home, tmp_path: Path
+) -> None:
+    mbox = write_mbox(tmp_path / "big.mbox", 3000, seed=9)
+    op = app.submit(ImportMailbox(path=mbox)).id
+    stop, ran = SPAWN.Event(), SPAWN.Queue()
+    lease_s = 1.0
+    with _processes((_worker, (str(home.path), lease_s, None, stop, ran))) as (doomed,):
+
+        def claimed() -> bool:
+            state = app.load(Operation, op)
+            return state is not None and state.status is Status.RUNNING
+
+        _wait_until(claimed, "the first worker to claim the import")
+        assert doomed.pid is not None
+        os.kill(doomed.pid, signal.SIGKILL)
+    killed = app.load(Operation, op)
+    assert killed is not None and killed.status is Status.RUNNING and killed.attempts == 1
+    with _processes((_worker, (str(home.path), lease_s, None, stop, ran))) as (survivor,):
+        assert ran.get(timeout=WAIT_S)[0] == str(op)
+        stop.set()
+    state = app.load(Operation, op)
+    assert state is not None and state.status is Status.COMPLETE and state.attempts == 2
+    assert state.worker.endswith(f":{survivor.pid}")
+    indexed = Counter(e.originator_id for _, e in app.all_events() if isinstance(e, MessageIndexed))
+    assert len(indexed) == 3000 and set(indexed.values()) == {1}
+
+
+# configuring PostgreSQL ------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_the_cli_keeps_a_home_in_the_database_given_at_init(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from commands.cli.main import main
+
+    home = Home(tmp_path / "home")
+    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    mbox = write_mbox(tmp_path / "mail.mbox", 20, seed=3)
+    assert main(["--database-url", pg_url, "init"]) == 0
+    assert home.database == pg_url and not home.events_db.exists()
+    assert main(["import", str(mbox)]) == 0  # the URL saved by init
+    assert main(["tag", "add", "seen", "*"]) == 0
+    capsys.readouterr()
+    assert main(["--json", "search", "tag:seen"]) == 0
+    assert '"total": 20' in capsys.readouterr().out
+    assert not home.events_db.exists() and not list(home.views.iterdir())
+    reopened = _open(str(home.path))
+    try:
+        assert home.log_end() == reopened.max_position() > 0
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("mysql://host/db", "must start with postgresql://"),
+        ("postgresql://host/db?colour=blue", "invalid URI query parameter"),
+        ("postgresql://host/db?sslmode=require", "parameter sslmode is not supported here"),
+        ("postgresql://host", "names no database"),
+    ],
+)
+def test_an_unusable_database_url_is_one_line_and_writes_nothing(
+    url: str,
+    error: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from commands.cli.main import main
+
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("EVENTPILE_DATABASE_URL", url)
+    assert main(["--home", str(tmp_path / "home"), "init"]) == 1
+    message = capsys.readouterr().err
+    assert error in message and message.count("\n") == 1
+    assert not (tmp_path / "home").exists()
