@@ -4,8 +4,10 @@
 (pydantic events, AES-256-GCM bound to the row). ``execute`` runs a command as an
 operation: the operation's lifecycle events and the command's domain events are
 written together, in one transaction for a command that finishes at once, and
-the views catch up before it returns (read-your-writes). :class:`Eventpile` is
-the mail application: the framework with the message index.
+the views catch up before it returns (read-your-writes). ``submit`` only records
+a command as an operation, for a worker to ``run`` when it is due (a claim with a
+lease, so that one process runs it at a time). :class:`Eventpile` is the mail
+application: the framework with the message index and the mail commands.
 """
 
 from __future__ import annotations

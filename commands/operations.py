@@ -15,7 +15,7 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from commands.base import Command, command_from_record
@@ -215,7 +215,7 @@ class Renderer:
 
     def text(self, entry: dict[str, Any]) -> str:
         when = datetime.fromtimestamp(entry["ts"]).strftime("%Y-%m-%d %H:%M:%S")
-        return f"{when}  {entry['id'][:12]}  {entry['flags']:<2}  {self.headline(entry)}"
+        return f"{when}  {entry['id']}  {entry['flags']:<2}  {self.headline(entry)}"
 
     def json(self, entry: dict[str, Any]) -> dict[str, Any]:
         return {**entry, "text": self.headline(entry)}
@@ -224,7 +224,7 @@ class Renderer:
         status = html.escape(entry["status"])
         parts = [
             f'<li class="operation {status}" id="op-{entry["id"]}">',
-            f'<time datetime="{html.escape(entry["date"])}">{html.escape(entry["date"])}</time>',
+            f'<time datetime="{_iso(entry["ts"])}">{html.escape(entry["date"])}</time>',
             f'<span class="message">{html.escape(self.headline(entry))}</span>',
         ]
         progress = entry["progress"]
@@ -237,6 +237,10 @@ class Renderer:
                 parts.append(f'<button name="answer" value="{choice}">{choice}</button>')
         parts.append("</li>")
         return "".join(parts)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 DEFAULT_RENDERER = Renderer()

@@ -15,11 +15,13 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from domain.operation import redact
+from domain.events import DomainEvent
+from domain.operation import Operation, redact
 from projections.feed import states
 from store.errors import StoreError
 
@@ -77,18 +79,29 @@ def _write(app: Application, out: TextIO, pseudonyms: Pseudonyms) -> tuple[int, 
         "log_position": app.max_position(),
         "views": {name: view.position for name, view in app.views.items()},
     }
+    operations = states(app.view("feed").db)
+    return write_records(out, header, operations, app.all_events(), pseudonyms)
+
+
+def write_records(
+    out: TextIO,
+    header: dict[str, Any],
+    operations: Iterable[Operation],
+    events: Iterable[tuple[int, DomainEvent]],
+    pseudonyms: Pseudonyms,
+) -> tuple[int, int]:
+    """Write the header, the operations and the events, redacted; how many of each."""
     _line(out, {"bundle": header})
-    operations = 0
-    for state in states(app.view("feed").db):
-        _line(out, {"operation": redact(state, pseudonyms)})
-        operations += 1
-    events = 0
-    for position, event in app.all_events():
+    written_operations = written_events = 0
+    for operation in operations:
+        _line(out, {"operation": redact(operation, pseudonyms)})
+        written_operations += 1
+    for position, event in events:
         record = {"position": position, "type": type(event).__name__, **redact(event, pseudonyms)}
         _line(out, {"event": record})
-        events += 1
-    return operations, events
+        written_events += 1
+    return written_operations, written_events
 
 
 def _line(out: TextIO, record: dict[str, Any]) -> None:
-    out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+    out.write(json.dumps(record, separators=(",", ":")) + "\n")  # ASCII: one record a line

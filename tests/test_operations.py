@@ -8,6 +8,7 @@ operation test modules.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from commands.app import CommandFailed, Conflict, Eventpile
 from commands.base import Command, Outcome, Retryable, handles
+from commands.cli.main import main
 from commands.context import Context
 from commands.mail import ImportMailbox
 from commands.operations import (
@@ -48,6 +50,7 @@ from domain.operation import (
 from projections.queue import pending
 from store.home import Home
 from store.keys import Keyring
+from tests.conftest import PASSPHRASE
 
 # shared test kit ------------------------------------------------------------------
 
@@ -102,6 +105,9 @@ def run_job(command: Job, ctx: Context) -> Outcome:
             raise DomainError("refused by the rules")
         case "ask":
             ctx.ask("Go on?", {"again": Job(secret=command.secret), "stop": None}, detail="why")
+        case "progress":
+            ctx.progress(1, 2, "Half done")
+            ctx.flush()
     return Outcome(f"Job done ({command.behaviour})", {"n": 1}, {"secret": command.secret})
 
 
@@ -696,3 +702,65 @@ def _fingerprint_in(mbox: Path, text: str) -> str:
 
     [found] = [m for m in read_mailbox(mbox) if isinstance(m, ParsedMail) and text in m.excerpt]
     return found.fingerprint
+
+
+# the command line -----------------------------------------------------------------------
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
+    """Exit code, the JSON printed (or None) and stderr of ``eventpile --json ARGV``."""
+    code = main(["--json", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def log_end(home: Home) -> int:
+    app = Eventpile(home, home.unlock(PASSPHRASE))
+    try:
+        return app.max_position()
+    finally:
+        app.close()
+
+
+def test_the_operations_commands(
+    cli_env: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _mbox(tmp_path / "a.mbox", [("one@x", "first text")])
+    second = _mbox(tmp_path / "b.mbox", [("one@x", "first text, edited")])
+    assert cli(["init"], capsys)[0] == 0
+    assert cli(["import", str(first)], capsys)[0] == 0
+    _, imported, _ = cli(["import", str(second)], capsys)
+    asking = imported["operation_id"]
+    _, shown, _ = cli(["feed"], capsys)
+    entry = shown["feed"][0]
+    assert (entry["id"], entry["status"], entry["question"]["choices"]) == (
+        uuid.UUID(asking).hex,
+        "waiting",
+        ["keep-existing", "replace", "keep-both"],
+    )
+    assert "private" not in entry and "keep-both" in entry["text"]
+    _, shown, _ = cli(["feed", "--private"], capsys)
+    assert shown["feed"][0]["private"]["private_args"]["path"] == str(second)
+    assert main(["feed", "--html", "--all"]) == 0
+    assert capsys.readouterr().out.startswith('<ul class="feed">\n<li class="operation waiting"')
+    _, queued, _ = cli(["ops"], capsys)
+    assert [(op["id"], op["status"]) for op in queued["operations"]] == [(asking, "waiting")]
+
+    def refused(argv: list[str], error: str) -> None:
+        end = log_end(cli_env)
+        code, data, err = cli(argv, capsys)
+        assert (code, data, err.count("\n")) == (1, None, 1) and error in err, err
+        assert log_end(cli_env) == end
+
+    refused(["answer", asking, "maybe"], "'maybe' is not one of the choices")
+    refused(["answer", "0000ffff", "replace"], "no operation has an id starting with")
+    refused(["cancel", "not-an-id"], "is not an operation id")
+    _, answered, _ = cli(["answer", asking, "replace"], capsys)
+    assert answered["operation"]["status"] == "complete"
+    assert answered["follow_up"]["status"] == "complete"
+    assert answered["follow_up"]["parent_id"] == asking
+    refused(["cancel", asking], "already complete")
+    refused(["retry", asking], "nothing to retry")
+    refused(["answer", asking, "replace"], "not waiting for an answer")
+    _, queued, _ = cli(["ops"], capsys)
+    assert queued["operations"] == []

@@ -94,7 +94,7 @@ def ops(ctx: typer.Context) -> None:
         for op in queued:
             due = op.due_at
             when = "" if due is None else f"{due:%Y-%m-%d %H:%M:%S}"
-            table.add_row(op.id.hex[:12], op.command, op.status, when, str(op.attempts), op.message)
+            table.add_row(op.id.hex, op.command, op.status, when, str(op.attempts), op.message)
         console().print(table)
 
     emit(s, {"operations": [_summary(op) for op in queued]}, show)

@@ -1,0 +1,181 @@
+"""The worker: a new process picks up pending and scheduled work; a dead worker's
+lease expires and its operation is run again, never twice at once; ``serve`` and
+``worker --once``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from commands.app import Eventpile
+from commands.base import Command, Outcome, handles
+from commands.cli.main import main
+from commands.context import Context
+from commands.mail import ImportMailbox
+from commands.operations import RetryPolicy, cancel, retry
+from commands.synthetic import write_mbox
+from commands.worker import Ran, Worker
+from domain.aggregate import DomainError
+from domain.operation import Operation, Status
+from projections.queue import pending
+from store.home import Home
+from store.keys import Keyring
+from tests.conftest import PASSPHRASE
+from tests.test_operations import Clock, Job
+
+pytest_plugins = ["tests.test_operations"]  # its fixtures: clock, ops_app
+
+WORKER_ONCE = ("--json", "worker", "--once")
+
+
+def test_a_new_process_picks_up_pending_and_due_scheduled_work(
+    cli_env: Home, keyring: Keyring, tmp_path: Path
+) -> None:
+    mbox = write_mbox(tmp_path / "a.mbox", 30, seed=3)
+    app = Eventpile(cli_env, keyring)
+    now = app.clock()
+    queued = app.submit(ImportMailbox(path=mbox))
+    due = app.submit(ImportMailbox(path=mbox), run_after=now - timedelta(minutes=1))
+    later = app.submit(ImportMailbox(path=mbox), run_after=now + timedelta(days=1))
+    app.close()
+    worker = subprocess.run(
+        [sys.executable, "-c", "from commands.cli.main import run; run()", *WORKER_ONCE],
+        env={**os.environ, "EVENTPILE_HOME": str(cli_env.path), "EVENTPILE_PASSPHRASE": PASSPHRASE},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    ran = json.loads(worker.stdout)["ran"]
+    assert [(r["operation_id"], r["status"]) for r in ran] == [  # the longest due first
+        (str(due.id), "complete"),
+        (str(queued.id), "complete"),
+    ]
+    app = Eventpile(cli_env, keyring)
+    try:
+        first = app.load(Operation, due.id)
+        assert first is not None and first.result["indexed"] == 30
+        assert [op.id for op in pending(app.view("queue").db)] == [later.id]
+    finally:
+        app.close()
+
+
+class Dies(Command):
+    """Dies (like a killed process) in the middle of its first attempts."""
+
+    retry: ClassVar[RetryPolicy | None] = RetryPolicy(max_attempts=2)
+
+    survive_from: int = 2
+
+
+@handles(Dies)
+def run_dies(command: Dies, ctx: Context) -> Outcome:
+    ctx.progress(1, 2, "Half way")
+    ctx.flush()  # written: the worker holds a lease
+    if ctx.operation.attempts < command.survive_from:
+        raise SystemExit("killed")  # nothing more is written, as if the process died
+    return Outcome("Survived")
+
+
+def killed(app: Eventpile, command: Command) -> Operation:
+    """An operation whose worker died while running it."""
+    op = app.submit(command)
+    with pytest.raises(SystemExit):
+        app.run(op.id)
+    state = app.load(Operation, op.id)
+    assert state is not None and state.status is Status.RUNNING
+    return state
+
+
+def test_a_dead_workers_operation_runs_again_once_its_lease_expired(
+    home: Home, keyring: Keyring, backend: str, clock: Clock
+) -> None:
+    first = Eventpile(home, keyring, clock=clock)
+    other = Eventpile(home, keyring, clock=clock)
+    other.worker = "other:1"
+    try:
+        op = killed(first, Dies())
+        assert op.lease_until == clock.now + timedelta(seconds=first.lease_s)
+        assert Worker(other).drain() == []  # the lease holds: it is not run twice at once
+        with pytest.raises(DomainError, match="running"):
+            other.run(op.id, force=True)
+        with pytest.raises(DomainError, match="nothing to retry"):
+            retry(other, op.id)
+        clock.past(op.lease_until)
+        assert Worker(other).drain() == [Ran(op.id, "complete", "Survived")]
+        done = other.load(Operation, op.id)
+        assert done is not None and (done.attempts, done.worker) == (2, "other:1")
+    finally:
+        first.close()
+        other.close()
+
+
+def test_after_its_last_attempt_a_dead_workers_operation_fails(
+    ops_app: Eventpile, clock: Clock
+) -> None:
+    op = killed(ops_app, Dies(survive_from=3))
+    clock.past(op.lease_until)
+    with pytest.raises(SystemExit):
+        ops_app.run(op.id)  # attempt 2 of 2 dies too
+    again = ops_app.load(Operation, op.id)
+    assert again is not None
+    clock.past(again.lease_until)
+    [ran] = Worker(ops_app).drain()
+    assert ran.status == "failed" and "stopped during the last attempt" in ran.message
+    failed = ops_app.load(Operation, op.id)
+    assert failed is not None and (failed.status, failed.error_type) == (
+        Status.FAILED,
+        "WorkerLost",
+    )
+
+
+def test_an_abandoned_operation_can_be_cancelled(ops_app: Eventpile, clock: Clock) -> None:
+    op = killed(ops_app, Dies())
+    with pytest.raises(DomainError, match="cannot be cancelled"):
+        cancel(ops_app, op.id)
+    clock.past(op.lease_until)
+    assert cancel(ops_app, op.id).status is Status.CANCELLED
+    assert Worker(ops_app).drain() == []
+
+
+def test_serve_runs_work_until_stopped(ops_app: Eventpile) -> None:
+    stop = threading.Event()
+    ran: list[Ran] = []
+
+    def on_ran(result: Ran) -> None:
+        ran.append(result)
+        stop.set()
+
+    op = ops_app.submit(Job())
+    thread = threading.Thread(target=Worker(ops_app, on_ran).serve, args=(stop, 0.05))
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert ran == [Ran(op.id, "complete", "Job done (ok)")]
+
+
+def test_worker_once_from_the_command_line(
+    cli_env: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init"]) == 0
+    keyring = cli_env.unlock(PASSPHRASE)
+    app = Eventpile(cli_env, keyring)
+    ok, crash = app.submit(Job()), app.submit(Job(behaviour="crash"))
+    app.close()
+    capsys.readouterr()
+    assert main(["--json", "worker", "--once"]) == 0
+    ran = json.loads(capsys.readouterr().out)["ran"]
+    assert [(r["operation_id"], r["status"]) for r in ran] == [
+        (str(ok.id), "complete"),
+        (str(crash.id), "failed"),
+    ]
+    assert main(["--json", "worker", "--once"]) == 0
+    assert json.loads(capsys.readouterr().out)["ran"] == []
