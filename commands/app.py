@@ -46,6 +46,7 @@ from projections.messages import MessageIndex
 from projections.operations import OperationLog
 from projections.queue import Queue
 from store.cipher import EventCipher
+from store.errors import StoreError
 from store.home import Home
 from store.keys import Keyring
 from store.mapper import PydanticMapper, topic_of
@@ -255,7 +256,8 @@ class Application(LibraryApplication[uuid.UUID]):
     ) -> Operation:
         """Run ``command`` now as a recorded operation and return its state.
 
-        A :class:`DomainError` (the command is refused) writes nothing. A
+        A :class:`DomainError` (the command is refused) writes nothing, nor does a
+        :class:`StoreError` (tampered data: nothing is added to it). A
         :class:`Retryable` error leaves the operation retrying (a worker takes it
         from there), a question leaves it waiting for an answer. Any other
         exception is recorded as the operation's failure and raised as
@@ -337,7 +339,7 @@ class Application(LibraryApplication[uuid.UUID]):
                         continue
                     self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise CommandFailed(operation_id, f"concurrent update: {error}") from error
-                except DomainError as error:
+                except (DomainError, StoreError) as error:  # refused, or the store untrusted
                     if self._stored_version(ctx):
                         self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise
