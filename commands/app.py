@@ -17,7 +17,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -50,6 +50,7 @@ from store.errors import StoreError
 from store.home import Home
 from store.keys import Keyring
 from store.mapper import PydanticMapper, topic_of
+from store.sqlite import Recorder
 
 if TYPE_CHECKING:
     from store.postgres import Listener
@@ -155,6 +156,16 @@ class Application(LibraryApplication[uuid.UUID]):
 
     def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
         return fold(cls, self.stream(aggregate_id))
+
+    def load_many(self, cls: type[A], ids: Collection[uuid.UUID]) -> dict[uuid.UUID, A | None]:
+        """The states of several aggregates (on SQLite in one query, not one each)."""
+        if not isinstance(self.recorder, Recorder):
+            return {aggregate_id: self.load(cls, aggregate_id) for aggregate_id in ids}
+        streams: dict[uuid.UUID, list[DomainEvent]] = {aggregate_id: [] for aggregate_id in ids}
+        to_event = cast(PydanticMapper, self.mapper).to_domain_event
+        for stored in self.recorder.select_streams(ids):
+            streams[cast(uuid.UUID, stored.originator_id)].append(to_event(stored))
+        return {aggregate_id: fold(cls, events) for aggregate_id, events in streams.items()}
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

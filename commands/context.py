@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from commands.base import Command, handler_for
@@ -54,15 +54,18 @@ class Context:
         return self.operation.id
 
     def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
-        if aggregate_id in self._states:
-            state = self._states[aggregate_id]
-            if state is not None and not isinstance(state, cls):
-                raise TypeError(f"{aggregate_id} is a {type(state).__name__}, not {cls.__name__}")
-            return state
-        state = fold(cls, self.app.stream(aggregate_id))
-        state = fold(cls, self._unsaved.get(aggregate_id, ()), state)
-        self._states[aggregate_id] = state
+        if aggregate_id not in self._states:
+            self.preload(cls, [aggregate_id])
+        state = self._states[aggregate_id]
+        if state is not None and not isinstance(state, cls):
+            raise TypeError(f"{aggregate_id} is a {type(state).__name__}, not {cls.__name__}")
         return state
+
+    def preload(self, cls: type[A], aggregate_ids: Iterable[uuid.UUID]) -> None:
+        """Load many aggregates at once, for the ``load`` calls to come."""
+        missing = {i for i in aggregate_ids if i not in self._states}
+        for aggregate_id, state in self.app.load_many(cls, missing).items():
+            self._states[aggregate_id] = fold(cls, self._unsaved.get(aggregate_id, ()), state)
 
     def record(self, *events: DomainEvent) -> None:
         for event in events:

@@ -9,13 +9,17 @@ import binascii
 import gzip
 import hashlib
 import html
+import itertools
 import mailbox
 import mmap
+import multiprocessing
+import multiprocessing.queues
+import queue
 import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
@@ -132,6 +136,55 @@ def read_mailbox(path: Path) -> Iterator[ParsedMail | MalformedMail]:
     if kind == "maildir":
         return _read_maildir(path)
     return _read_mbox(_map_mbox(path, gzipped=kind == "gzip"), f"mbox:{path}")
+
+
+_Batch = list[ParsedMail | MalformedMail] | Exception | None
+"""What the reading process sends: some messages, its error, or None at the end."""
+
+
+def read_mailbox_aside(
+    path: Path, batch: int = 100
+) -> Generator[ParsedMail | MalformedMail, None, None]:
+    """`read_mailbox` in a second process, so parsing overlaps the caller's work on what it yields.
+
+    Raises what `read_mailbox` raises, when iteration reaches it. Parsing is forked (no start-up
+    cost, nothing re-imported); the process stops when iteration ends, early or not.
+    """
+    context = multiprocessing.get_context("fork")
+    batches: multiprocessing.queues.Queue[_Batch] = context.Queue(maxsize=16)
+    process = context.Process(target=_read_into, args=(path, batches, batch), daemon=True)
+    process.start()
+    try:
+        while True:
+            try:
+                items = batches.get(timeout=1.0)
+            except queue.Empty:
+                if not process.is_alive():
+                    stopped = f"reading {path} stopped (exit code {process.exitcode})"
+                    raise MailboxError(stopped) from None
+                continue
+            if items is None:
+                return
+            if isinstance(items, Exception):
+                raise items
+            yield from items
+    finally:
+        process.terminate()
+        process.join()
+        batches.close()
+
+
+def _read_into(path: Path, batches: "multiprocessing.queues.Queue[_Batch]", size: int) -> None:
+    """The second process of `read_mailbox_aside`: parse, and send batches, then None."""
+    try:
+        items = read_mailbox(path)
+        while chunk := list(itertools.islice(items, size)):
+            batches.put(chunk)
+        batches.put(None)
+    except Exception as exc:  # raised on the reading side
+        batches.put(exc)
+    batches.close()
+    batches.join_thread()
 
 
 def count_messages(path: Path) -> int | None:

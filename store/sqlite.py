@@ -8,12 +8,18 @@ commits. Set ``EVENTPILE_SYNC=full`` to sync every commit to disk.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Collection
 
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
     SQLiteFactory,
 )
+
+STREAMS_PER_QUERY = 500
 
 
 class TunedPool(SQLiteConnectionPool):
@@ -24,8 +30,33 @@ class TunedPool(SQLiteConnectionPool):
         return connection
 
 
+class Recorder(SQLiteApplicationRecorder):
+    def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
+        """The stored events of several aggregates, by aggregate and version.
+
+        One query per :data:`STREAMS_PER_QUERY` aggregates instead of one each (a
+        read transaction costs ~50 µs; importing asks for every message).
+        """
+        ids = [i.hex for i in originator_ids]
+        found: list[StoredEvent] = []
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), STREAMS_PER_QUERY):
+                chunk = ids[start : start + STREAMS_PER_QUERY]
+                c.execute(
+                    "SELECT originator_id, originator_version, topic, state "
+                    f"FROM {self.events_table_name} "
+                    f"WHERE originator_id IN ({','.join('?' * len(chunk))}) "
+                    "ORDER BY originator_id, originator_version",
+                    chunk,
+                )
+                found += (StoredEvent(uuid.UUID(row[0]), *row[1:]) for row in c.fetchall())
+        return found
+
+
 class Factory(SQLiteFactory):
     """``PERSISTENCE_MODULE=store.sqlite:Factory``."""
+
+    application_recorder_class = Recorder
 
     def __init__(self, env: object) -> None:
         super().__init__(env)  # type: ignore[arg-type]
