@@ -1,0 +1,278 @@
+"""The command line, in-process (``main(argv)``) and as a real process: every command's
+JSON, and the error paths: one line on stderr, no traceback, a non-zero exit, nothing
+written."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from commands.app import Eventpile
+from commands.cli.main import main
+from commands.synthetic import write_mbox
+from store.home import Home
+from tests.conftest import PASSPHRASE
+
+MESSAGES = 12
+Run = Callable[..., Any]
+
+
+@pytest.fixture(scope="module")
+def mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mbox(tmp_path_factory.mktemp("mail") / "cli.mbox", MESSAGES, seed=5)
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run ``eventpile --json ARGS`` in-process: its JSON output (an error fails the test)."""
+
+    def run(*args: str) -> Any:
+        code = main(["--json", *args])
+        out, err = capsys.readouterr()
+        assert (code, err) == (0, ""), err
+        return json.loads(out)
+
+    return run
+
+
+@pytest.fixture
+def fails(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """Run ``eventpile ARGS`` in-process, expecting an error: its one line on stderr."""
+
+    def fails(*args: str) -> str:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert code != 0
+        assert out == ""
+        assert "Traceback" not in err
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("eventpile: "), err
+        return lines[0]
+
+    return fails
+
+
+@pytest.fixture
+def filled(cli_env: Home, run: Run, mbox: Path) -> Home:
+    """An initialised home with the small mailbox imported."""
+    run("init")
+    run("import", str(mbox))
+    return cli_env
+
+
+def snapshot(home: Home) -> tuple[int, dict[str, str], set[str]]:
+    """What a command may have written: the log's end, each view's content, the file names."""
+    files = {str(p.relative_to(home.path)) for p in home.path.rglob("*")}
+    files = {f for f in files if not f.endswith(("-wal", "-shm"))}
+    app = Eventpile(home, home.unlock(PASSPHRASE))
+    try:
+        return app.max_position(), {n: v.digest() for n, v in app.views.items()}, files
+    finally:
+        app.close()
+
+
+# the commands -----------------------------------------------------------------------
+
+
+def test_init_import_search_tag_tags(cli_env: Home, run: Run, mbox: Path) -> None:
+    made = run("init")
+    assert made["home"] == str(cli_env.path) and cli_env.key_file.exists()
+
+    imported = run("import", str(mbox))
+    assert {"operation_id", "indexed", "skipped", "failed", "elapsed_s"} <= imported.keys()
+    assert (imported["indexed"], imported["skipped"], imported["failed"]) == (MESSAGES, 0, 0)
+    assert imported["elapsed_s"] > 0
+    again = run("import", str(mbox))
+    assert (again["indexed"], again["skipped"]) == (0, MESSAGES)
+    assert again["operation_id"] != imported["operation_id"]
+
+    everything = run("search", "")
+    assert everything["total"] == MESSAGES and len(everything["results"]) == MESSAGES
+    for result in everything["results"]:
+        assert set(result) == {"id", "subject", "from", "date", "tags"}
+        assert result["tags"] == []
+    dates = [r["date"] for r in everything["results"]]
+    assert dates[0] is not None
+    limited = run("search", "--limit", "3", "")
+    assert limited["total"] == MESSAGES and limited["results"] == everything["results"][:3]
+
+    some = run("search", "--limit", "100", "patch")
+    assert 0 < some["total"] < MESSAGES
+    added = run("tag", "add", "todo", "patch")
+    assert {"operation_id", "changed"} <= added.keys() and added["changed"] == some["total"]
+    tagged = run("search", "--limit", "100", "tag:todo")
+    assert {r["id"] for r in tagged["results"]} == {r["id"] for r in some["results"]}
+    assert all(r["tags"] == ["todo"] for r in tagged["results"])
+    assert {t["name"]: t["messages"] for t in run("tags")["tags"]}["todo"] == some["total"]
+
+    removed = run("tag", "remove", "todo", "")
+    assert removed["changed"] == some["total"]
+    assert run("search", "tag:todo")["total"] == 0
+
+
+def test_log_and_show(filled: Home, run: Run) -> None:
+    tagged = run("tag", "add", "seen", "")
+    operations = run("log", "--limit", "5")["operations"]
+    assert [o["id"] for o in operations][:1] == [tagged["operation_id"].replace("-", "")]
+    assert [o["command"] for o in operations][:2] == ["TagMessages", "ImportMailbox"]
+    assert all(o["status"] == "complete" for o in operations)
+    assert not [k for o in operations for k in o if k.startswith("private")]
+    shown = run("show", tagged["operation_id"][:13])
+    assert shown["id"] == tagged["operation_id"].replace("-", "")
+    assert shown["result"]["changed"] == MESSAGES == tagged["changed"]
+    kinds = [e["type"] for e in shown["events"]]
+    assert kinds.count("MessageTagged") == MESSAGES and "TagCreated" in kinds
+
+
+def test_rebuild_and_verify(filled: Home, run: Run) -> None:
+    rebuilt = run("rebuild")["projections"]
+    app_views = set(snapshot(filled)[1])
+    assert set(rebuilt) == app_views
+    for report in rebuilt.values():
+        assert set(report) == {"events", "elapsed_s"} and report["elapsed_s"] >= 0
+    assert rebuilt["messages"]["events"] >= MESSAGES
+    assert set(run("rebuild", "messages")["projections"]) == {"messages"}
+    verified = run("verify")
+    assert verified["ok"] is True and all(verified["projections"].values())
+
+
+# error paths ------------------------------------------------------------------------
+
+
+def test_a_wrong_passphrase(
+    filled: Home, fails: Callable[..., str], mbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(filled)
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", "not the passphrase")
+    for args in (["search", "x"], ["import", str(mbox)], ["tag", "add", "x", ""], ["log"]):
+        assert "wrong passphrase" in fails(*args)
+    assert snapshot(filled) == before
+
+
+def test_a_missing_home(
+    tmp_path: Path, fails: Callable[..., str], mbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nowhere = tmp_path / "nowhere"
+    monkeypatch.setenv("EVENTPILE_HOME", str(nowhere))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    for args in (["search", "x"], ["import", str(mbox)], ["log"], ["verify"], ["tags"]):
+        assert "eventpile init" in fails(*args)
+    assert not nowhere.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "colour:red"],
+        ["search", "after:2024-02-30"],
+        ["search", '"unbalanced'],
+        ["tag", "add", "x", "colour:red"],
+        ["tag", "add", "two words", ""],
+        ["tag", "remove", "nosuchtag", ""],
+        ["show", "0123456789abcdef"],
+        ["rebuild", "nosuchview"],
+        ["import", "/no/such/mailbox"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    filled: Home, fails: Callable[..., str], args: list[str]
+) -> None:
+    before = snapshot(filled)
+    fails(*args)
+    assert snapshot(filled) == before
+
+
+# tampering (the SQLite file) -------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_home(home: Home, monkeypatch: pytest.MonkeyPatch, run: Run, mbox: Path) -> Home:
+    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    run("init")
+    run("import", str(mbox))
+    return home
+
+
+def _message_rows(home: Home) -> list[tuple[int, bytes]]:
+    with sqlite3.connect(home.events_db) as db:
+        return db.execute(
+            "SELECT rowid, state FROM stored_events WHERE topic LIKE '%MessageIndexed' "
+            "ORDER BY rowid"
+        ).fetchall()
+
+
+def _set_state(home: Home, rowid: int, state: bytes) -> None:
+    db = sqlite3.connect(home.events_db)
+    with db:
+        db.execute("UPDATE stored_events SET state=? WHERE rowid=?", (state, rowid))
+    db.close()
+
+
+def _flip_a_byte(home: Home) -> None:
+    rowid, state = _message_rows(home)[0]
+    _set_state(home, rowid, state[:30] + bytes([state[30] ^ 0x40]) + state[31:])
+
+
+def _move_a_ciphertext(home: Home) -> None:
+    (_, first), (second, _) = _message_rows(home)[:2]
+    _set_state(home, second, first)
+
+
+@pytest.mark.parametrize("tamper", [_flip_a_byte, _move_a_ciphertext], ids=["flipped", "moved"])
+def test_tampering_fails_verify_and_writes_nothing(
+    sqlite_home: Home, run: Run, fails: Callable[..., str], tamper: Callable[[Home], None]
+) -> None:
+    assert run("verify")["ok"] is True
+    tamper(sqlite_home)
+    before = snapshot(sqlite_home)
+    assert "fails authentication" in fails("verify")
+    assert "fails authentication" in fails("rebuild", "messages")
+    assert "fails authentication" in fails("tag", "add", "x", "")
+    assert snapshot(sqlite_home) == before
+
+
+# as a real process ------------------------------------------------------------------
+
+
+def test_the_installed_command(tmp_path: Path, mbox: Path) -> None:
+    script = Path(sys.executable).with_name("eventpile")
+    assert script.exists()
+    env = {
+        **os.environ,
+        "EVENTPILE_HOME": str(tmp_path / "home"),
+        "EVENTPILE_PASSPHRASE": PASSPHRASE,
+        "COLUMNS": "200",  # a table cell holds the whole command name
+    }
+
+    def eventpile(*args: str, passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args],
+            env={**env, "EVENTPILE_PASSPHRASE": passphrase},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert eventpile("init").returncode == 0
+    imported = eventpile("--json", "import", str(mbox))
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["indexed"] == MESSAGES
+    found = eventpile("--json", "search", "-n", "2", "")
+    assert json.loads(found.stdout)["total"] == MESSAGES
+    human = eventpile("log")
+    assert human.returncode == 0 and "ImportMailbox" in human.stdout
+    wrong = eventpile("search", "x", passphrase="wrong")
+    assert wrong.returncode != 0 and wrong.stdout == ""
+    assert wrong.stderr.startswith("eventpile: ") and len(wrong.stderr.splitlines()) == 1
+    assert "Traceback" not in wrong.stderr
+    assert eventpile("verify").returncode == 0
