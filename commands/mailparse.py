@@ -14,10 +14,13 @@ import mailbox
 import mmap
 import multiprocessing
 import multiprocessing.queues
+import os
 import queue
 import re
 import shutil
 import tempfile
+import threading
+import time
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -152,7 +155,9 @@ def read_mailbox_aside(
     """
     context = multiprocessing.get_context("fork")
     batches: multiprocessing.queues.Queue[_Batch] = context.Queue(maxsize=16)
-    process = context.Process(target=_read_into, args=(path, batches, batch), daemon=True)
+    process = context.Process(
+        target=_read_into, args=(path, batches, batch, os.getpid()), daemon=True
+    )
     process.start()
     try:
         while True:
@@ -174,8 +179,11 @@ def read_mailbox_aside(
         batches.close()
 
 
-def _read_into(path: Path, batches: "multiprocessing.queues.Queue[_Batch]", size: int) -> None:
+def _read_into(
+    path: Path, batches: "multiprocessing.queues.Queue[_Batch]", size: int, parent: int
+) -> None:
     """The second process of `read_mailbox_aside`: parse, and send batches, then None."""
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     try:
         items = read_mailbox(path)
         while chunk := list(itertools.islice(items, size)):
@@ -185,6 +193,14 @@ def _read_into(path: Path, batches: "multiprocessing.queues.Queue[_Batch]", size
         batches.put(exc)
     batches.close()
     batches.join_thread()
+
+
+def _exit_without(parent: int) -> None:
+    """End this reading process once its parent is gone (killed, say): nobody reads its
+    batches, so it would otherwise wait on the full queue forever."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
 
 
 def count_messages(path: Path) -> int | None:
