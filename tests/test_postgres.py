@@ -48,7 +48,7 @@ def _processes(
     *targets: tuple[Callable[..., None], tuple[Any, ...]],
 ) -> Iterator[list[SpawnProcess]]:
     """Start a process per target; on the way out, wait for them (killing stragglers)."""
-    procs = [SPAWN.Process(target=f, args=args, daemon=True) for f, args in targets]
+    procs = [SPAWN.Process(target=f, args=args) for f, args in targets]
     for p in procs:
         p.start()
     try:
