@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import commands.context
-from commands.app import CommandFailed, Conflict, Eventpile
+from commands.app import Application, CommandFailed, Conflict, Eventpile
 from commands.base import Command, Outcome, handles
 from commands.context import Context
 from commands.operations import DEFAULT_RENDERER, answer, cancel, renderer_for, retry
@@ -31,7 +31,7 @@ from tests.test_operations import Clock, Job
 pytest_plugins = ["tests.test_operations"]  # its fixtures: clock, ops_app
 
 
-def feed_db(app: Eventpile) -> Any:
+def feed_db(app: Application) -> Any:
     view = app.view("feed")
     view.catch_up(app)
     return view.db

@@ -288,3 +288,77 @@ def test_bad_send_arguments_write_nothing(
     assert error in err and err.count("\n") == 1
     code, data, _ = run(["log"], capsys)
     assert data["operations"] == []
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_starttls_and_login_when_configured(
+    ops_app: Eventpile, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server = Server(free_port(), tls_context=tls, require_starttls=True, authenticator=Accounts())
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this server only
+    monkeypatch.setenv("EVENTPILE_SMTP", f"127.0.0.1:{server.port}")
+    monkeypatch.setenv("EVENTPILE_SMTP_STARTTLS", "1")
+    monkeypatch.setenv("EVENTPILE_SMTP_USER", USER)
+    monkeypatch.setenv("EVENTPILE_SMTP_PASSWORD", PASSWORD)
+    server.start()
+    try:
+        op = ops_app.execute(mail())
+    finally:
+        server.stop()
+    assert op.status is Status.COMPLETE and len(server.inbox.received) == 1
+
+
+def test_starttls_the_server_lacks_fails_without_retrying(
+    ops_app: Eventpile, smtp: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from commands.app import CommandFailed
+
+    monkeypatch.setenv("EVENTPILE_SMTP_STARTTLS", "1")
+    smtp.start()
+    with pytest.raises(CommandFailed, match="STARTTLS"):
+        ops_app.execute(mail())
+    assert smtp.inbox.received == []
