@@ -50,11 +50,9 @@ def fails(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
     def fails(*args: str) -> str:
         code = main(list(args))
         out, err = capsys.readouterr()
-        assert code != 0
-        assert out == ""
-        assert "Traceback" not in err
         lines = err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("eventpile: "), err
+        assert code != 0 and out == "", args
+        assert len(lines) == 1 and lines[0].startswith("eventpile: "), (args, err)
         return lines[0]
 
     return fails
@@ -168,27 +166,24 @@ def test_a_missing_home(
     assert not nowhere.exists()
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["search", "colour:red"],
-        ["search", "after:2024-02-30"],
-        ["search", '"unbalanced'],
-        ["tag", "add", "x", "colour:red"],
-        ["tag", "add", "two words", ""],
-        ["tag", "remove", "nosuchtag", ""],
-        ["show", "0123456789abcdef"],
-        ["rebuild", "nosuchview"],
-        ["import", "/no/such/mailbox"],
-    ],
-    ids=lambda a: " ".join(a),
-)
-def test_bad_input_is_one_line_and_writes_nothing(
-    filled: Home, fails: Callable[..., str], args: list[str]
-) -> None:
+BAD_INPUT = [
+    ["search", "colour:red"],
+    ["search", "after:2024-02-30"],
+    ["search", '"unbalanced'],
+    ["tag", "add", "x", "colour:red"],
+    ["tag", "add", "two words", ""],
+    ["tag", "remove", "nosuchtag", ""],
+    ["show", "0123456789abcdef"],
+    ["rebuild", "nosuchview"],
+    ["import", "/no/such/mailbox"],
+]
+
+
+def test_bad_input_is_one_line_and_writes_nothing(filled: Home, fails: Callable[..., str]) -> None:
     before = snapshot(filled)
-    fails(*args)
-    assert snapshot(filled) == before
+    for args in BAD_INPUT:
+        fails(*args)
+        assert snapshot(filled) == before, args
 
 
 # tampering (the SQLite file) -------------------------------------------------------

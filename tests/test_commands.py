@@ -122,28 +122,26 @@ def test_the_views_have_caught_up_when_a_command_returns(imported: Eventpile) ->
 # nothing written ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("command", "args", "field"),
-    [
-        (TagMessages, {"action": "add", "tag": "two words", "query": ""}, "tag"),
-        (TagMessages, {"action": "add", "tag": "", "query": ""}, "tag"),
-        (TagMessages, {"action": "toggle", "tag": "x", "query": ""}, "action"),
-        (TagMessages, {"action": "add", "tag": "x", "query": "colour:red"}, "query"),
-        (TagMessages, {"action": "add", "tag": "x", "query": "after:yesterday"}, "query"),
-        (TagMessages, {"action": "add", "tag": "x", "query": '"unbalanced'}, "query"),
-        (TagMessages, {"action": "add", "tag": "x"}, "query"),
-        (ImportMailbox, {"path": "/no/such/mailbox.mbox"}, "path"),
-        (RenameTag, {"tag": "x", "new_name": "bad name"}, "new_name"),
-    ],
-)
-def test_invalid_arguments_are_refused_before_anything_is_written(
-    app: Eventpile, command: type[Command], args: dict[str, Any], field: str
-) -> None:
+INVALID: list[tuple[type[Command], dict[str, Any], str]] = [
+    (TagMessages, {"action": "add", "tag": "two words", "query": ""}, "tag"),
+    (TagMessages, {"action": "add", "tag": "", "query": ""}, "tag"),
+    (TagMessages, {"action": "toggle", "tag": "x", "query": ""}, "action"),
+    (TagMessages, {"action": "add", "tag": "x", "query": "colour:red"}, "query"),
+    (TagMessages, {"action": "add", "tag": "x", "query": "after:yesterday"}, "query"),
+    (TagMessages, {"action": "add", "tag": "x", "query": '"unbalanced'}, "query"),
+    (TagMessages, {"action": "add", "tag": "x"}, "query"),
+    (ImportMailbox, {"path": "/no/such/mailbox.mbox"}, "path"),
+    (RenameTag, {"tag": "x", "new_name": "bad name"}, "new_name"),
+]
+
+
+def test_invalid_arguments_are_refused_before_anything_is_written(app: Eventpile) -> None:
     before = digests(app), app.max_position()
-    with pytest.raises(ValidationError) as caught:
-        app.execute(command.model_validate(args))
-    message = explain(caught.value)
-    assert message.startswith(f"{field}: ") and "\n" not in message
+    for command, args, field in INVALID:
+        with pytest.raises(ValidationError) as caught:
+            app.execute(command.model_validate(args))
+        message = explain(caught.value)
+        assert message.startswith(f"{field}: ") and "\n" not in message, message
     assert (digests(app), app.max_position()) == before
 
 
