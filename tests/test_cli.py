@@ -155,6 +155,13 @@ def test_a_wrong_passphrase(
     assert snapshot(filled) == before
 
 
+def test_a_damaged_key_file(filled: Home, fails: Callable[..., str]) -> None:
+    for garbage in (b"", b"{not json", b'{"format": 1, "kdf": {"name": "scrypt", "salt": 5}}'):
+        filled.key_file.write_bytes(garbage)
+        assert "key file" in fails("search", "x")
+        assert "key file" in fails("log")
+
+
 def test_a_missing_home(
     tmp_path: Path, fails: Callable[..., str], mbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

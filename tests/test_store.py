@@ -360,7 +360,7 @@ def _flags(mapper: PydanticMapper, stored: StoredEvent) -> tuple[int, bytes]:
 
 
 def test_only_big_payloads_are_compressed(mapper: PydanticMapper) -> None:
-    small, big = _indexed("a few words"), _indexed("the same words again " * 500)
+    small, big = _indexed("a few words"), _indexed("the same words " * (COMPRESS_OVER // 7))
     small_flags, small_payload = _flags(mapper, mapper.to_stored_event(small))
     assert small_flags & COMPRESSED == 0
     assert json.loads(small_payload)["excerpt"] == "a few words"
