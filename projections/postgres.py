@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from psycopg.pq import TransactionStatus
+
 from projections.db import TRACKING, ViewDB, ViewStore
 from store.postgres import LOCK_KEY, connect
 
@@ -87,9 +89,22 @@ class PostgresViewDB(ViewDB):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Statements are pipelined: sent without waiting, until a result is read."""
-        with self.connection.pipeline(), self._locked():
-            yield
+        """Statements are pipelined: sent without waiting, until a result is read.
+
+        Written out rather than psycopg's ``transaction()``, whose nested pipelines
+        cost round trips: a catch-up is a few transactions after every command.
+        """
+        connection = self.connection
+        try:
+            with connection.pipeline():
+                connection.execute("BEGIN")
+                connection.execute(f"SELECT pg_advisory_xact_lock({LOCK_KEY})", (self.schema,))
+                yield
+                connection.execute("COMMIT")
+        except BaseException:
+            if connection.info.transaction_status != TransactionStatus.IDLE:
+                connection.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
