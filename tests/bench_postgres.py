@@ -1,0 +1,294 @@
+"""Benchmarks of the PostgreSQL backend (issue 5): each figure printed beside its target.
+
+Run them on demand, never in the test suite::
+
+    .venv/bin/python -m tests.bench_postgres                  # all of them (~3 minutes)
+    .venv/bin/python -m tests.bench_postgres append queue     # some of them
+    .venv/bin/python -m tests.bench_postgres rebuild --size 20000 --runs 3
+
+They start a throwaway PostgreSQL server on this machine, durable like a real one
+(fsync and synchronous commit on), sharing its cores with the benchmark, unless
+``--database-url`` names a server whose user may ``CREATE DATABASE``. Every
+benchmark works in a fresh database. Benchmarks: ``append`` (batched encrypted
+appends), ``rebuild`` (each view from scratch, with decryption), ``tag`` (a
+one-message ``tag add``), ``queue`` (operations drained by worker processes) and
+``live`` (how soon a reader process sees another process's write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from commands.app import Eventpile
+from commands.mail import ImportMailbox, TagMessages
+from commands.synthetic import write_mbox
+from domain.events import DomainEvent, operation_scope, uuid7
+from domain.message import Message, MessageTagged
+from domain.operation import Operation, Status
+from projections.messages_query import matching_ids, parse_query
+from store.home import Home
+from store.keys import Keyring
+from store.postgres import connect
+from tests.bench import CORPUS, PASSPHRASE, _contents, _spread, latency, rate, report, timed
+from tests.pg import Server
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Databases:
+    """Fresh databases on the throwaway server, or on the server of ``admin_url``."""
+
+    def __init__(self, admin_url: str | None):
+        self.server = None if admin_url else Server(durable=True)
+        self.admin_url = admin_url or self.server.url()  # type: ignore[union-attr]
+
+    @contextmanager
+    def home(self) -> Iterator[tuple[Home, Keyring]]:
+        """A new home whose events and views live in a new database."""
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        with connect(self.admin_url) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        try:
+            with tempfile.TemporaryDirectory(prefix="eventpile-bench-pg-") as tmp:
+                home = Home(Path(tmp) / "home", self.admin_url.rsplit("/", 1)[0] + "/" + name)
+                yield home, home.init(PASSPHRASE)
+        finally:
+            with connect(self.admin_url) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+@contextmanager
+def opened(home: Home, keyring: Keyring) -> Iterator[Eventpile]:
+    app = Eventpile(home, keyring)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _one_message_queries(app: Eventpile, count: int) -> list[str]:
+    """Words each found in one message only (one word per message)."""
+    db = app.view("messages").db
+    found: dict[str, str] = {}
+    for (word,) in db.execute(
+        "SELECT term FROM messages_terms WHERE doc = 1 AND length(term) >= 5 ORDER BY term"
+    ):
+        if word.isascii() and word.isalpha():
+            found.setdefault(matching_ids(db, parse_query(word))[0], word)
+            if len(found) == count:
+                break
+    assert len(found) == count, f"only {len(found)} one-message words"
+    return list(found.values())
+
+
+# the benchmarks -------------------------------------------------------------------
+
+
+def bench_append(runs: int, dbs: Databases, size: int, count: int = 20_000) -> None:
+    """MessageIndexed + MessageTagged (1:1, real corpus content), through the mapper and AES."""
+    contents = _contents()
+    tag_id = uuid.uuid4()
+    with operation_scope(uuid7(), uuid.uuid4()):
+        events: list[DomainEvent] = []
+        for i in range(count // 2):
+            message_id = uuid.uuid4()
+            events.append(Message.index(message_id, contents[i % len(contents)]))
+            events.append(
+                MessageTagged(originator_id=message_id, originator_version=2, tag_id=tag_id)
+            )
+    for batch in (100, 500):
+        seconds = []
+        for _ in range(runs):
+            with dbs.home() as (home, keyring), opened(home, keyring) as app:
+                started = time.perf_counter()
+                for i in range(0, count, batch):
+                    app.append(events[i : i + batch])
+                seconds.append(time.perf_counter() - started)
+        rate(f"append {batch} per transaction", count, seconds, 20_000)
+
+
+def bench_rebuild(runs: int, dbs: Databases, size: int) -> None:
+    """Every view from scratch beside the live one, decrypting every event it reads."""
+    with (
+        dbs.home() as (home, keyring),
+        opened(home, keyring) as app,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        mbox = write_mbox(Path(tmp) / "synthetic.mbox", size, seed=2)
+        took = timed(lambda: app.execute(ImportMailbox(path=mbox)))
+        rate(f"(setup) import {size:,} synthetic messages", size, [took])
+        for tag, query in (("patches", "subject:PATCH"), ("crypto", "crypto"), ("todo", "fix")):
+            app.execute(TagMessages(action="add", tag=tag, query=query))
+        log = app.max_position()
+        print(f"{'(setup) events in the log':<46} {log:>8,}", flush=True)
+        replay = [timed(lambda: sum(1 for _ in app.all_events())) for _ in range(runs)]
+        rate("replay + decrypt + decode the whole log", log, replay)
+        per_view: dict[str, list[tuple[int, float]]] = {name: [] for name in app.views}
+        for _ in range(runs):
+            for name, view in app.views.items():
+                done = view.rebuild(app)
+                per_view[name].append((done.events, done.elapsed_s))
+    totals = [
+        (sum(r[i][0] for r in per_view.values()), sum(r[i][1] for r in per_view.values()))
+        for i in range(runs)
+    ]
+    for name, results in (*per_view.items(), ("all views", totals)):
+        rates = [events / s for events, s in results]
+        report(
+            f"rebuild {name} ({results[0][0]:,} events read)",
+            statistics.median(rates),
+            "events/s",
+            80_000,
+            spread=_spread(rates),
+        )
+    whole = [log / s for _, s in totals]
+    report("rebuild all views: whole log", statistics.median(whole), "events/s", 80_000)
+
+
+def bench_tag(runs: int, dbs: Databases, size: int, samples: int = 200) -> None:
+    """``tag add`` on a query matching one message, views caught up before it returns."""
+    with dbs.home() as (home, keyring), opened(home, keyring) as app:
+        app.execute(ImportMailbox(path=CORPUS))
+        seconds = []
+        for n, word in enumerate(_one_message_queries(app, samples + 20)):
+            started = time.perf_counter()
+            operation = app.execute(TagMessages(action="add", tag="bench", query=word))
+            took = time.perf_counter() - started
+            assert operation.result["changed"] == 1, word
+            if n >= 20:  # the first ones create the tag and warm the caches
+                seconds.append(took)
+    latency("tag add, one message (execute, views caught up)", seconds, None)
+
+
+def _drain(home_path: str, url: str, start: Any, finished: Any) -> None:
+    from commands.worker import Worker
+
+    home = Home(Path(home_path), url)
+    app = Eventpile(home, home.unlock(PASSPHRASE))
+    start.wait()
+    ran = Worker(app).drain()
+    finished.put((time.time(), sum(1 for r in ran if r.status == Status.COMPLETE.value)))
+    app.close()
+
+
+def bench_queue(runs: int, dbs: Databases, size: int, operations: int = 400) -> None:
+    """Due operations (one-message ``tag add``) drained by worker processes together."""
+    for workers in (1, 2):
+        seconds = []
+        for _ in range(runs):
+            with dbs.home() as (home, keyring), opened(home, keyring) as app:
+                app.execute(ImportMailbox(path=CORPUS))
+                queries = _one_message_queries(app, operations)
+                submitted = [
+                    app.submit(TagMessages(action="add", tag="queued", query=q)).id for q in queries
+                ]
+                start, finished = SPAWN.Barrier(workers + 1), SPAWN.Queue()
+                args = (str(home.path), home.database, start, finished)
+                procs = [SPAWN.Process(target=_drain, args=args) for _ in range(workers)]
+                for p in procs:
+                    p.start()
+                start.wait()
+                began = time.time()
+                ends = [finished.get(timeout=600) for _ in procs]
+                for p in procs:
+                    p.join()
+                seconds.append(max(end for end, _ in ends) - began)
+                assert sum(done for _, done in ends) == operations
+                assert all(
+                    (s := app.load(Operation, op)) is not None and s.status is Status.COMPLETE
+                    for op in submitted
+                )
+        rates = [operations / s for s in seconds]
+        report(
+            f"queue: {operations} operations, {workers} worker(s)",
+            statistics.median(rates),
+            "ops/s",
+            spread=_spread(rates),
+        )
+
+
+def _follow(home_path: str, url: str, ready: Any, seen: Any, count: int) -> None:
+    home = Home(Path(home_path), url)
+    app = Eventpile(home, home.unlock(PASSPHRASE))
+    position = app.max_position()
+    app.wait_for_events(position, 0)  # LISTEN before saying ready
+    ready.set()
+    for _ in range(count):
+        position = app.wait_for_events(position, 60)
+        seen.put(time.time())
+    app.close()
+
+
+def bench_live(runs: int, dbs: Databases, size: int, samples: int = 50) -> None:
+    """From the start of one process's append to another process waking up with it."""
+    with dbs.home() as (home, keyring), opened(home, keyring) as app:
+        ready, seen = SPAWN.Event(), SPAWN.Queue()
+        reader = SPAWN.Process(
+            target=_follow, args=(str(home.path), home.database, ready, seen, samples)
+        )
+        reader.start()
+        assert ready.wait(60)
+        delays = []
+        with operation_scope(uuid7(), uuid.uuid4()):
+            for _ in range(samples):
+                event = MessageTagged(
+                    originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
+                )
+                began = time.time()
+                app.append([event])
+                delays.append(seen.get(timeout=60) - began)
+        reader.join()
+    latency("live: a reader process sees a write", delays, 100)
+
+
+BENCHMARKS = {
+    "append": bench_append,
+    "rebuild": bench_rebuild,
+    "tag": bench_tag,
+    "queue": bench_queue,
+    "live": bench_live,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench_postgres", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--size", type=int, default=20_000, help="messages for rebuild")
+    parser.add_argument("--database-url", help="a server to use instead of a throwaway one")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(
+            f"unknown benchmark {', '.join(sorted(unknown))} (known: {', '.join(BENCHMARKS)})"
+        )
+    if not CORPUS.exists():
+        print(f"the real corpus {CORPUS} is missing", file=sys.stderr)
+        return 1
+    dbs = Databases(args.database_url)
+    try:
+        for name in args.names or BENCHMARKS:
+            BENCHMARKS[name](args.runs, dbs, args.size)
+    finally:
+        dbs.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
