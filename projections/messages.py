@@ -22,7 +22,14 @@ from domain.message import (
 from domain.tag import TagCreated, TagRemoved, TagRenamed
 from projections.base import Projection
 from projections.db import ViewDB
-from projections.messages_query import INDEX_SCHEMA, WEIGHTS, words
+from projections.messages_query import (
+    DATE_BITS,
+    INDEX_SCHEMA,
+    UNDATED,
+    UNDATED_END,
+    WEIGHTS,
+    words,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -125,28 +132,37 @@ class MessageIndex(Projection):
 
 
 def _index(db: ViewDB, event: MessageIndexed, position: int) -> None:
-    """One row per message; its log position is its rowid (the same in a rebuild)."""
-    row = (
-        position,
-        event.originator_id.hex,
-        event.subject,
-        event.sender,
-        None if event.sent is None else int(event.sent.timestamp()),
-        event.size,
-    )
+    """One row per message, its rowid the same in a rebuild: its log position, or on
+    SQLite its date and arrival (see ``DATE_BITS``), so they sort the same way."""
+    date = None if event.sent is None else int(event.sent.timestamp())
+    row = (event.originator_id.hex, event.subject, event.sender, date, event.size)
     text = (event.subject, event.sender, f"{event.to} {event.cc}", event.excerpt)
     if db.dialect == "postgresql":
         db.execute(
             f"INSERT INTO messages VALUES (?,?,?,?,?,?, {_TSVECTOR})",
-            (*row, *(" ".join(words(column)) for column in text)),
+            (position, *row, *(" ".join(words(column)) for column in text)),
         )
     else:
-        db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)", row)
+        rowid = db.execute(
+            "INSERT INTO messages VALUES (?,?,?,?,?,?) RETURNING rowid", (_rowid(db, date), *row)
+        ).fetchone()[0]
         db.execute(
             "INSERT INTO messages_fts (rowid, subject, sender, recipients, body) "
             "VALUES (?,?,?,?,?)",
-            (position, *text),
+            (rowid, *text),
         )
+
+
+def _rowid(db: ViewDB, date: int | None) -> int | None:
+    """The next rowid of the date's second (None, so any free one, if it is full)."""
+    low, high = (
+        (UNDATED, UNDATED_END) if date is None else (date << DATE_BITS, (date + 1) << DATE_BITS)
+    )
+    last = db.execute(
+        "SELECT max(rowid) FROM messages WHERE rowid >= ? AND rowid < ?", (low, high)
+    ).fetchone()[0]
+    rowid = low if last is None else last + 1
+    return rowid if rowid < high else None
 
 
 def _remove(db: ViewDB, message_id: str) -> None:

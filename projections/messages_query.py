@@ -20,8 +20,15 @@ from email.utils import format_datetime
 from functools import cache
 from typing import Any
 
-INDEX_SCHEMA = 3
+INDEX_SCHEMA = 4
 """Version of the message index tables; bumping it rebuilds the index."""
+DATE_BITS = 20
+"""SQLite: a dated message's rowid is ``date << DATE_BITS`` plus its arrival order in
+that second, so full-text matches come newest first and a date range is a rowid range.
+(Past 2**20 messages in one second, a message takes any free rowid: it sorts as newest.)
+The price: rowid gaps make the full-text index ~40% bigger and ~25% slower to write."""
+UNDATED, UNDATED_END = -(1 << 62), -(1 << 57)
+"""SQLite: the rowids of messages without a date, below every dated one (year 1 and on)."""
 
 _COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject"}
 _FIELDS = (*_COLUMNS, "tag", "after", "before")
@@ -137,23 +144,34 @@ def parse_query(text: str) -> Query:
     return Query(tuple(matches), tuple(tags), after, before, text)
 
 
-def _match(db: Any, query: Query) -> tuple[str, list[Any]]:
-    """The full-text clause for the backend of ``db``, with its parameters."""
-    if getattr(db, "dialect", "sqlite") == "postgresql":
-        parts = [t.tsquery() for t in query.terms]
-        if None in parts:
-            return "1 = 0", []
-        return "m.tsv @@ ?::tsquery", [" & ".join(p for p in parts if p)]
-    return "m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)", [query.match]
+def _dialect(db: Any) -> str:
+    return str(getattr(db, "dialect", "sqlite"))
 
 
-def _where(db: Any, query: Query) -> tuple[str, list[Any]]:
+def _matching(db: Any, query: Query, *, rows: bool = True) -> tuple[str, list[Any]]:
+    """``FROM … WHERE …`` of the messages (``m``) matching ``query``, with its parameters.
+
+    On SQLite the full-text table (``f``) leads, joined to ``m`` if ``rows`` or a tag
+    needs it, and dates are rowid ranges (see ``DATE_BITS``): matches come straight
+    from the index, newest first.
+    """
+    sqlite = _dialect(db) == "sqlite"
+    source, rowid = "messages m", "m.rowid"
     clauses: list[str] = []
     params: list[Any] = []
-    if query.terms:
-        clause, values = _match(db, query)
-        clauses.append(clause)
-        params += values
+    if query.terms and sqlite:
+        source, rowid = "messages_fts f", "f.rowid"
+        if rows or query.tags:
+            source += " JOIN messages m ON m.rowid = f.rowid"
+        clauses.append("f.messages_fts MATCH ?")
+        params.append(query.match)
+    elif query.terms:
+        parts = [t.tsquery() for t in query.terms]
+        if None in parts:  # a term without a word: nothing can match
+            clauses.append("1 = 0")
+        else:
+            clauses.append("m.tsv @@ ?::tsquery")
+            params.append(" & ".join(p for p in parts if p))
     for tag in query.tags:
         clauses.append(
             "EXISTS (SELECT 1 FROM message_tags mt JOIN tags t ON t.id = mt.tag "
@@ -161,15 +179,21 @@ def _where(db: Any, query: Query) -> tuple[str, list[Any]]:
         )
         params.append(tag)
     if query.after is not None:
-        clauses.append("m.date >= ?")
-        params.append(query.after)
+        clauses.append(f"{rowid} >= ?" if sqlite else "m.date >= ?")
+        params.append(query.after << DATE_BITS if sqlite else query.after)
     if query.before is not None:
-        clauses.append("m.date < ?")
-        params.append(query.before)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        clauses.append(f"{rowid} >= ? AND {rowid} < ?" if sqlite else "m.date < ?")
+        params += [UNDATED_END, query.before << DATE_BITS] if sqlite else [query.before]
+    return f" FROM {source}" + (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-_NEWEST_FIRST = "m.date DESC NULLS LAST, m.rowid DESC"
+def _newest_first(db: Any, query: Query) -> str:
+    """Newest first (undated last), ties in arrival order: on SQLite, the rowid order."""
+    if _dialect(db) == "sqlite":
+        return "f.rowid DESC" if query.terms else "m.rowid DESC"
+    return "m.date DESC NULLS LAST, m.rowid DESC"
+
+
 _JOIN_LINES = {
     "sqlite": "group_concat(name, char(10))",
     "postgresql": "string_agg(name, chr(10) ORDER BY name)",
@@ -188,22 +212,22 @@ def _run(db: Any, sql: str, params: list[Any]) -> list[Any]:
 
 def matching_ids(db: Any, query: Query) -> list[str]:
     """Ids of every message matching ``query``, newest first."""
-    where, params = _where(db, query)
-    rows = _run(db, f"SELECT m.id FROM messages m{where} ORDER BY {_NEWEST_FIRST}", params)
+    source, params = _matching(db, query)
+    rows = _run(db, f"SELECT m.id{source} ORDER BY {_newest_first(db, query)}", params)
     return [row[0] for row in rows]
 
 
 def search(db: Any, query: Query, limit: int = 20) -> dict[str, Any]:
     """``{"total", "results": [{"id", "subject", "from", "date", "tags"}]}``, newest first."""
-    where, params = _where(db, query)
-    total = _run(db, f"SELECT count(*) FROM messages m{where}", params)[0][0]
+    counted, count_params = _matching(db, query, rows=False)
+    total = _run(db, f"SELECT count(*){counted}", count_params)[0][0]
+    source, params = _matching(db, query)
     rows = _run(
         db,
         "SELECT m.id, m.subject, m.sender, m.date, "
-        f"(SELECT {_JOIN_LINES[getattr(db, 'dialect', 'sqlite')]} FROM (SELECT DISTINCT t.name "
+        f"(SELECT {_JOIN_LINES[_dialect(db)]} FROM (SELECT DISTINCT t.name "
         "FROM message_tags mt JOIN tags t ON t.id = mt.tag WHERE mt.message = m.id "
-        "ORDER BY t.name) AS names) "
-        f"FROM messages m{where} ORDER BY {_NEWEST_FIRST} LIMIT ?",
+        f"ORDER BY t.name) AS names){source} ORDER BY {_newest_first(db, query)} LIMIT ?",
         [*params, limit],
     )
     return {
@@ -237,9 +261,6 @@ def all_tags(db: Any) -> list[dict[str, Any]]:
 
 def senders(db: Any, query: Query) -> list[tuple[str, int]]:
     """Each sender of the messages matching ``query``, with its count, most frequent first."""
-    where, params = _where(db, query)
-    sql = (
-        f"SELECT m.sender, count(*) AS n FROM messages m{where} "
-        "GROUP BY m.sender ORDER BY n DESC, m.sender"
-    )
+    source, params = _matching(db, query)
+    sql = f"SELECT m.sender, count(*) AS n{source} GROUP BY m.sender ORDER BY n DESC, m.sender"
     return [(sender, count) for sender, count in _run(db, sql, params)]

@@ -7,9 +7,13 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands import mail
 from commands.app import Eventpile
@@ -17,10 +21,14 @@ from commands.mail import ImportMailbox
 from commands.mailparse import MailboxError, read_mailbox, read_mailbox_aside
 from commands.synthetic import write_mbox
 from domain.events import DomainEvent, operation_scope, uuid7
-from domain.message import Message, MessageContent, MessageTagged
-from projections.base import gc_paused
+from domain.message import Message, MessageContent, MessageIndexed, MessageRemoved, MessageTagged
+from projections.base import View, gc_paused
+from projections.db import SQLCipherViewStore
+from projections.messages import MessageIndex
+from projections.messages_query import matching_ids, parse_query
 from store.sqlite import STREAMS_PER_QUERY
 
+DAY = 86400
 MALFORMED = b"From a@b Mon Jan  1 00:00:00 2024\njust text, no header\n\n"
 
 
@@ -97,3 +105,63 @@ def test_gc_paused_restores_the_collector_even_on_error() -> None:
         assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+
+
+SECONDS = (-2 * DAY, -1, 0, DAY - 1, DAY, DAY + 1, 2 * DAY, None)
+DAY_QUERIES = ("", "after:1970-01-02", "before:1970-01-02", "after:1969-12-31 before:1970-01-03")
+
+
+class Log:
+    """A list of events as the source of a view."""
+
+    def __init__(self, events: list[DomainEvent]):
+        self.events = list(enumerate(events, 1))
+
+    def max_position(self) -> int:
+        return len(self.events)
+
+    def read(
+        self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
+    ) -> list[tuple[int, DomainEvent]]:
+        found = [(p, e) for p, e in self.events[after:upto] if not topics or type(e) in topics]
+        return found[:limit]
+
+
+@settings(max_examples=40)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(SECONDS), st.booleans()), max_size=40))
+def test_sqlite_rowids_sort_and_filter_like_dates(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int | None, bool]]
+) -> None:
+    """Newest first (undated last), ties by arrival; date ranges; through reindexing."""
+    ids = [uuid.UUID(int=n + 1) for n in range(6)]
+    versions = dict.fromkeys(ids, 0)
+    events: list[DomainEvent] = []
+    expected: dict[uuid.UUID, tuple[int | None, int]] = {}  # id: (date, arrival)
+    for n, second, remove in steps:
+        message_id = ids[n]
+        versions[message_id] += 1
+        sent = None if second is None else datetime.fromtimestamp(second, UTC)
+        content = MessageContent(header_id=str(n), sent=sent).model_dump()
+        kind = MessageRemoved if remove and message_id in expected else MessageIndexed
+        events.append(
+            kind(originator_id=message_id, originator_version=versions[message_id], **content)
+        )
+        if kind is MessageRemoved:
+            del expected[message_id]
+        else:
+            expected[message_id] = (second, len(events))
+    view = View(MessageIndex(), SQLCipherViewStore(tmp_path_factory.mktemp("view"), bytes(32)))
+    try:
+        view.catch_up(Log(events))
+        for text in DAY_QUERIES:
+            query = parse_query(text)
+            kept = [
+                (date, arrival, i.hex)
+                for i, (date, arrival) in expected.items()
+                if (query.after is None or (date is not None and date >= query.after))
+                and (query.before is None or (date is not None and date < query.before))
+            ]
+            kept.sort(key=lambda k: (k[0] is not None, k[0] or 0, k[1]), reverse=True)
+            assert matching_ids(view.db, query) == [k[2] for k in kept], text
+    finally:
+        view.close()
