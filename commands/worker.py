@@ -3,13 +3,15 @@
 Several workers (processes, or machines sharing a PostgreSQL store) may run at
 once: each claims an operation by writing its next event, so only one of them
 runs it; the others get a conflict and move on. ``drain`` runs what is due now
-(``eventpile worker --once``); ``serve`` keeps doing so until stopped, sleeping
-until the next operation falls due or ``poll_s`` passes, whichever comes first.
+(``eventpile worker --once``); ``serve`` keeps doing so until stopped, waking
+when the next operation falls due or another process writes to the log (at once
+on PostgreSQL, which notifies; SQLite is polled).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from domain.operation import Operation
 from projections.queue import due, next_due
 
 BATCH = 100
+STOP_CHECK_S = 0.5
+"""How long ``serve`` may take to notice that it should stop."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,14 @@ class Worker:
         return Ran(operation_id, state.status.value, state.message)
 
     def serve(self, stop: threading.Event, poll_s: float = 5.0) -> None:
-        """Drain, then sleep until something falls due (at most ``poll_s``), until ``stop``."""
+        """Drain; then wait until something falls due, another process writes to the log
+        (new work, maybe), or ``poll_s`` passes; again, until ``stop`` is set."""
         while not stop.is_set():
+            position = self.app.max_position()  # before draining: a write after it wakes us
             self.drain()
             wake = next_due(self.app.view("queue").db)
             wait = poll_s if wake is None else wake - self.app.clock().timestamp()
-            stop.wait(min(poll_s, max(wait, 0.05)))
+            deadline = time.monotonic() + min(poll_s, wait)
+            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                if self.app.wait_for_events(position, min(left, STOP_CHECK_S)) > position:
+                    break

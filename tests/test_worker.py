@@ -146,20 +146,35 @@ def test_an_abandoned_operation_can_be_cancelled(ops_app: Eventpile, clock: Cloc
     assert Worker(ops_app).drain() == []
 
 
-def test_serve_runs_work_until_stopped(ops_app: Eventpile) -> None:
-    stop = threading.Event()
+def test_serve_takes_up_work_another_process_submits_without_waiting_to_poll(
+    home: Home, keyring: Keyring, backend: str
+) -> None:
+    serving, submitting = Eventpile(home, keyring), Eventpile(home, keyring)
+    stop, started = threading.Event(), threading.Event()
     ran: list[Ran] = []
 
     def on_ran(result: Ran) -> None:
         ran.append(result)
-        stop.set()
+        (stop if len(ran) == 2 else started).set()
 
-    op = ops_app.submit(Job())
-    thread = threading.Thread(target=Worker(ops_app, on_ran).serve, args=(stop, 0.05))
-    thread.start()
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    assert ran == [Ran(op.id, "complete", "Job done (ok)")]
+    thread = threading.Thread(target=Worker(serving, on_ran).serve, args=(stop, 3600.0))
+    try:
+        first = serving.submit(Job())
+        thread.start()
+        assert started.wait(timeout=60)
+        second = submitting.submit(Job())
+        thread.join(timeout=60)  # an hour's poll: only the new event can wake it in time
+        assert not thread.is_alive()
+        assert [(r.operation_id, r.status) for r in ran] == [
+            (first.id, "complete"),
+            (second.id, "complete"),
+        ]
+    finally:
+        stop.set()
+        if thread.ident is not None:
+            thread.join(timeout=60)  # it notices within STOP_CHECK_S
+        serving.close()
+        submitting.close()
 
 
 def test_worker_once_from_the_command_line(
