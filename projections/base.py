@@ -53,6 +53,11 @@ class Projection(ABC):
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
         """Fold one event into the tables, inside the caller's transaction."""
 
+    def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        """Fold a page of ``(position, event)``, in order, in one transaction."""
+        for position, event in events:
+            self.apply(db, event, position)
+
     @abstractmethod
     def content_queries(self) -> Sequence[str]:
         """SELECTs (with ORDER BY) whose rows are the whole content of the view."""
@@ -151,8 +156,7 @@ def _fold(
             if position >= upto:
                 break
             batch = source.read(position, upto, projection.topics, PAGE)
-            for event_position, event in batch:
-                projection.apply(db, event, event_position)
+            projection.apply_page(db, batch)
             new_position = batch[-1][0] if len(batch) == PAGE else upto
             write_position(db, projection.name, new_position, projection.schema)
         applied += len(batch)

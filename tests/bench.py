@@ -398,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     big = BigHome(args.size, args.keep)
     try:
         for name in args.names or BENCHMARKS:
+            load = os.getloadavg()[0]
+            print(f"-- {name} (load average {load:.1f} on {os.cpu_count()} cores)", flush=True)
             BENCHMARKS[name](args.runs, big)
     finally:
         big.close()

@@ -25,7 +25,7 @@ from domain.message import Message, MessageContent, MessageIndexed, MessageRemov
 from projections.base import View, gc_paused
 from projections.db import SQLCipherViewStore
 from projections.messages import MessageIndex
-from projections.messages_query import matching_ids, parse_query
+from projections.messages_query import matching_ids, parse_query, search
 from store.sqlite import STREAMS_PER_QUERY
 
 DAY = 86400
@@ -109,6 +109,7 @@ def test_gc_paused_restores_the_collector_even_on_error() -> None:
 
 SECONDS = (-2 * DAY, -1, 0, DAY - 1, DAY, DAY + 1, 2 * DAY, None)
 DAY_QUERIES = ("", "after:1970-01-02", "before:1970-01-02", "after:1969-12-31 before:1970-01-03")
+QUERIES = (*DAY_QUERIES, *(f"mail {q}" for q in DAY_QUERIES))  # the last through full text
 
 
 class Log:
@@ -128,20 +129,27 @@ class Log:
 
 
 @settings(max_examples=40)
-@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(SECONDS), st.booleans()), max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(SECONDS), st.booleans(), st.booleans()),
+        max_size=40,
+    )
+)
 def test_sqlite_rowids_sort_and_filter_like_dates(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int | None, bool]]
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int | None, bool, bool]]
 ) -> None:
-    """Newest first (undated last), ties by arrival; date ranges; through reindexing."""
+    """Newest first (undated last), ties by arrival; date ranges; through reindexing and
+    removal, within a page of events and across pages."""
     ids = [uuid.UUID(int=n + 1) for n in range(6)]
     versions = dict.fromkeys(ids, 0)
     events: list[DomainEvent] = []
     expected: dict[uuid.UUID, tuple[int | None, int]] = {}  # id: (date, arrival)
-    for n, second, remove in steps:
+    pages: list[int] = []  # catch up after these many events
+    for n, second, remove, page_ends in steps:
         message_id = ids[n]
         versions[message_id] += 1
         sent = None if second is None else datetime.fromtimestamp(second, UTC)
-        content = MessageContent(header_id=str(n), sent=sent).model_dump()
+        content = MessageContent(header_id=str(n), subject=f"mail {n}", sent=sent).model_dump()
         kind = MessageRemoved if remove and message_id in expected else MessageIndexed
         events.append(
             kind(originator_id=message_id, originator_version=versions[message_id], **content)
@@ -150,10 +158,13 @@ def test_sqlite_rowids_sort_and_filter_like_dates(
             del expected[message_id]
         else:
             expected[message_id] = (second, len(events))
+        if page_ends:
+            pages.append(len(events))
     view = View(MessageIndex(), SQLCipherViewStore(tmp_path_factory.mktemp("view"), bytes(32)))
     try:
-        view.catch_up(Log(events))
-        for text in DAY_QUERIES:
+        for end in [*pages, len(events)]:
+            view.catch_up(Log(events[:end]))
+        for text in QUERIES:
             query = parse_query(text)
             kept = [
                 (date, arrival, i.hex)
@@ -163,5 +174,6 @@ def test_sqlite_rowids_sort_and_filter_like_dates(
             ]
             kept.sort(key=lambda k: (k[0] is not None, k[0] or 0, k[1]), reverse=True)
             assert matching_ids(view.db, query) == [k[2] for k in kept], text
+            assert search(view.db, query)["total"] == len(kept), text
     finally:
         view.close()
