@@ -71,9 +71,13 @@ class Home:
         if self.exists():
             raise StoreError(f"{self.path} is already an eventpile home")
         if self.database_url:
-            from store.postgres import parse_url
+            from store.postgres import log_end
 
-            parse_url(self.database_url)
+            if log_end(self.database_url):  # also checks that the URL is usable
+                raise StoreError(
+                    "that database already holds an event log: to share it, copy keys.json "
+                    "and database.url from a home that uses it (its keys read its events)"
+                )
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.views.mkdir(exist_ok=True, mode=0o700)
         if self.database_url:

@@ -14,7 +14,7 @@ import getpass
 from collections.abc import Sequence
 from typing import Any, Final
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
@@ -51,7 +51,7 @@ def parse_url(url: str) -> dict[str, str]:
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     except ProgrammingError as e:
-        raise StoreError(f"cannot read the database URL: {str(e).strip()}") from None
+        raise StoreError(f"cannot read the database URL: {' '.join(str(e).split())}") from None
     unsupported = sorted(set(params) - set(_SETTINGS))
     if unsupported:
         raise StoreError(
@@ -69,8 +69,12 @@ def settings(url: str) -> dict[str, str]:
     params.setdefault("user", getpass.getuser())
     params.setdefault("host", "")  # libpq's default: the local unix socket
     params.setdefault("password", "")  # libpq then reads ~/.pgpass
+    params.setdefault("connect_timeout", "5")  # also how long to wait for a pooled connection
     return {
         "PERSISTENCE_MODULE": "store.postgres:Factory",
+        # one thread uses the store: no pool of five connections opened at start
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": "4",
         **{_SETTINGS[key]: value for key, value in params.items()},
     }
 
@@ -83,7 +87,7 @@ def connect(url: str, **kwargs: Any) -> Any:
     try:
         return psycopg.connect(url, autocommit=True, **kwargs)
     except psycopg.OperationalError as e:
-        raise StoreError(f"cannot connect to the database: {str(e).strip()}") from None
+        raise StoreError(f"cannot connect to the database: {' '.join(str(e).split())}") from None
 
 
 def log_end(url: str) -> int:
@@ -146,6 +150,12 @@ class Factory(PostgresFactory):
     application_recorder_class = Recorder
 
     def application_recorder(self) -> Any:
+        try:
+            return self._create_application_recorder()
+        except PersistenceError as e:
+            raise StoreError(f"cannot use the database: {_reason(self.datastore, e)}") from None
+
+    def _create_application_recorder(self) -> Any:
         with self.datastore.get_connection() as connection:
             connection.execute(
                 f"SELECT pg_advisory_lock({LOCK_KEY})", ("create tables",), prepare=False
@@ -159,6 +169,17 @@ class Factory(PostgresFactory):
                 connection.execute(
                     f"SELECT pg_advisory_unlock({LOCK_KEY})", ("create tables",), prepare=False
                 )
+
+
+def _reason(datastore: Any, error: Exception) -> str:
+    """Why the pool had no connection (it only says that it had none), in one line."""
+    import psycopg
+
+    try:
+        psycopg.connect(**datastore.pool.kwargs).close()
+    except psycopg.Error as e:
+        error = e
+    return " ".join(str(error).split())
 
 
 def _store_uncompressed(connection: Any, recorder: Any) -> None:

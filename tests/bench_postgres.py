@@ -180,8 +180,8 @@ def _drain(home_path: str, url: str, start: Any, finished: Any) -> None:
     home = Home(Path(home_path), url)
     app = Eventpile(home, home.unlock(PASSPHRASE))
     start.wait()
-    ran = Worker(app).drain()
-    finished.put((time.time(), sum(1 for r in ran if r.status == Status.COMPLETE.value)))
+    Worker(app).drain()
+    finished.put(time.time())
     app.close()
 
 
@@ -206,8 +206,7 @@ def bench_queue(runs: int, dbs: Databases, size: int, operations: int = 400) -> 
                 ends = [finished.get(timeout=600) for _ in procs]
                 for p in procs:
                     p.join()
-                seconds.append(max(end for end, _ in ends) - began)
-                assert sum(done for _, done in ends) == operations
+                seconds.append(max(ends) - began)
                 assert all(
                     (s := app.load(Operation, op)) is not None and s.status is Status.COMPLETE
                     for op in submitted
