@@ -3,13 +3,21 @@
 An :class:`Aggregate` is an immutable pydantic model. ``start`` builds the state
 from the stream's first event, ``evolve`` returns the state after one more event,
 and decision methods return new events without changing anything. Pure: no I/O.
+
+Undo appends, never deletes. An :class:`Invertible` event knows the event that
+reverts it right after it happened (its ``inverse``, from the delta it recorded);
+an aggregate's ``compensate`` says what reverts one of its past events now, given
+its current state: only what is still in effect (``not_in_effect`` says why not).
+``event_types`` tells undo which aggregate an event belongs to.
 """
 
 from __future__ import annotations
 
 import uuid
+from abc import abstractmethod
 from collections.abc import Iterable
-from typing import Any, Self, TypeVar
+from functools import cache
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,13 +28,41 @@ class DomainError(ValueError):
     """A command was refused by the rules of an aggregate; nothing happened."""
 
 
+E = TypeVar("E", bound=DomainEvent)
+
+
+class Invertible(DomainEvent):
+    """A mutation event that can produce its compensating event from its own delta."""
+
+    @abstractmethod
+    def inverse(self, version: int) -> DomainEvent:
+        """The event that reverts this one right after it, as ``version`` of its stream."""
+
+    def follow(self, event_class: type[E], version: int, **fields: Any) -> E:
+        """An event of this event's stream at ``version``."""
+        return event_class(originator_id=self.originator_id, originator_version=version, **fields)
+
+
+_AGGREGATES: dict[type[DomainEvent], type[Aggregate]] = {}
+
+
 class Aggregate(BaseModel):
     """Base class of aggregate states."""
 
     model_config = ConfigDict(frozen=True)
 
+    event_types: ClassVar[tuple[type[DomainEvent], ...]] = ()
+    """The event classes (or their bases) of this aggregate's streams: how undo finds
+    the aggregate of an event."""
+
     id: uuid.UUID
     version: int = 0
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for event_type in cls.__dict__.get("event_types", ()):
+            _AGGREGATES[event_type] = cls
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
@@ -49,9 +85,39 @@ class Aggregate(BaseModel):
             )
         return self.evolve(event).model_copy(update={"version": event.originator_version})
 
+    # undo -----------------------------------------------------------------
+
+    def not_in_effect(self, event: Invertible) -> str | None:
+        """Why what ``event`` (one of this stream's) did no longer holds now; None if it does.
+
+        Right after ``event`` it holds. The default: it always does.
+        """
+        return None
+
+    def compensate(self, event: DomainEvent) -> list[DomainEvent] | str:
+        """What reverts ``event``, one of this stream's past events, this being the state now.
+
+        The compensating events for what of it is still in effect, or why nothing is.
+        By default the event's ``inverse`` unless ``not_in_effect`` gives a reason;
+        override where later events change what the inverse must carry. Raises
+        :class:`DomainError` for an event that cannot be reverted.
+        """
+        if not isinstance(event, Invertible):
+            raise DomainError(f"{event.describe()}: this change cannot be undone")
+        reason = self.not_in_effect(event)
+        return reason if reason is not None else [event.inverse(self.version + 1)]
+
 
 A = TypeVar("A", bound=Aggregate)
-E = TypeVar("E", bound=DomainEvent)
+
+
+@cache
+def aggregate_of(event_type: type[DomainEvent]) -> type[Aggregate]:
+    """The aggregate whose ``event_types`` hold ``event_type`` or one of its bases."""
+    for base in event_type.__mro__:
+        if base in _AGGREGATES:
+            return _AGGREGATES[base]
+    raise DomainError(f"no aggregate declares {event_type.__name__} among its event_types")
 
 
 def fold(cls: type[A], events: Iterable[DomainEvent], state: A | None = None) -> A | None:

@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import uuid
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel
 
-from domain.aggregate import Aggregate, DomainError, first_event
+from domain.aggregate import Aggregate, DomainError, Invertible, first_event
 from domain.events import DomainEvent, Private
 
 TRASH_TAG_ID = uuid.UUID("00000000-0000-8000-8000-000000000001")
@@ -57,19 +57,25 @@ class MessageContent(BaseModel):
         )
 
 
-class MessageIndexed(MessageContent, DomainEvent):
+class MessageIndexed(MessageContent, Invertible):
     def describe(self) -> str:
         return f"Message indexed ({self.size:,} bytes)"
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(MessageRemoved, version, **self.content().model_dump())
 
-class MessageRemoved(MessageContent, DomainEvent):
+
+class MessageRemoved(MessageContent, Invertible):
     """The message left the index; it carries what it removed, so it can be undone."""
 
     def describe(self) -> str:
         return f"Message removed from the index ({self.size:,} bytes)"
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(MessageIndexed, version, **self.content().model_dump())
 
-class MessageTagged(DomainEvent):
+
+class MessageTagged(Invertible):
     """Adds the tag; this event's ``event_id`` is the dot of the add."""
 
     tag_id: uuid.UUID
@@ -77,8 +83,11 @@ class MessageTagged(DomainEvent):
     def describe(self) -> str:
         return f"Tag {self.tag_id} added"
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(MessageUntagged, version, tag_id=self.tag_id, dots=(self.event_id,))
 
-class MessageUntagged(DomainEvent):
+
+class MessageUntagged(Invertible):
     """Removes the adds (dots) of the tag that were observed."""
 
     tag_id: uuid.UUID
@@ -87,8 +96,19 @@ class MessageUntagged(DomainEvent):
     def describe(self) -> str:
         return f"Tag {self.tag_id} removed"
 
+    def inverse(self, version: int) -> DomainEvent:
+        """The tag again, as a new add (its old dots stay removed)."""
+        return self.follow(MessageTagged, version, tag_id=self.tag_id)
+
 
 class Message(MessageContent, Aggregate):
+    event_types: ClassVar[tuple[type[DomainEvent], ...]] = (
+        MessageIndexed,
+        MessageRemoved,
+        MessageTagged,
+        MessageUntagged,
+    )
+
     tags: dict[uuid.UUID, frozenset[uuid.UUID]] = {}
     indexed: bool = True
 
@@ -115,6 +135,20 @@ class Message(MessageContent, Aggregate):
                 return self.model_copy(update={"tags": tags})
         return self
 
+    def not_in_effect(self, event: Invertible) -> str | None:
+        match event:
+            case MessageIndexed() if not self.indexed:
+                return "the message was removed from the index since"
+            case MessageIndexed() if self.content() != event.content():
+                return "the message was indexed again since, with other content"
+            case MessageRemoved() if self.indexed:
+                return "the message was indexed again since"
+            case MessageTagged(tag_id=tag, event_id=dot) if dot not in self.tags.get(tag, ()):
+                return "the tag was removed since"
+            case MessageUntagged(tag_id=tag) if tag in self.tags:
+                return "the tag was added again since"
+        return None
+
     # decisions ----------------------------------------------------------
 
     @staticmethod
@@ -122,10 +156,13 @@ class Message(MessageContent, Aggregate):
         return first_event(MessageIndexed, message_id, **content.model_dump())
 
     def reindex(self, content: MessageContent) -> list[DomainEvent]:
-        """Bring a removed message back, or replace an indexed one's content."""
-        if self.indexed and self.content() == content:
+        """Bring a removed message back, or replace an indexed one's content: the old
+        content is removed first, so each event can be undone from what it records."""
+        if not self.indexed:
+            return [self.event(MessageIndexed, **content.model_dump())]
+        if self.content() == content:
             return []
-        return [self.event(MessageIndexed, **content.model_dump())]
+        return [*self.remove(), self.event(MessageIndexed, 2, **content.model_dump())]
 
     def remove(self) -> list[DomainEvent]:
         if not self.indexed:

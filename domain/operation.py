@@ -24,12 +24,12 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
 
-from domain.aggregate import Aggregate, DomainError, first_event
+from domain.aggregate import Aggregate, DomainError, Invertible, first_event
 from domain.events import DomainEvent, Private, private_fields_of, uuid7
 
 JSONDict = dict[str, Any]
@@ -46,13 +46,15 @@ class Status(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    UNDONE = "undone"
+    """Another operation reverted its changes (``undone_by``)."""
 
     @property
     def finished(self) -> bool:
         return self in FINISHED
 
 
-FINISHED = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED})
+FINISHED = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED, Status.UNDONE})
 CANCELLABLE = frozenset({Status.PENDING, Status.SCHEDULED, Status.RETRYING, Status.WAITING})
 
 
@@ -176,7 +178,34 @@ class OperationCancelled(OperationEvent):
         return "Cancelled"
 
 
+class OperationUndone(OperationEvent, Invertible):
+    """Another operation, this event's ``operation_id``, reverted this one's changes."""
+
+    previous: Status
+
+    def describe(self) -> str:
+        return "Undone"
+
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(OperationRedone, version, status=self.previous)
+
+
+class OperationRedone(OperationEvent, Invertible):
+    """The undo of this operation was undone (by this event's ``operation_id``)."""
+
+    status: Status
+    """What the operation is again."""
+
+    def describe(self) -> str:
+        return "Redone"
+
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(OperationUndone, version, previous=self.status)
+
+
 class Operation(Aggregate):
+    event_types: ClassVar[tuple[type[DomainEvent], ...]] = (OperationEvent,)
+
     command: str
     args: JSONDict
     private_args: Annotated[JSONDict, Private]
@@ -200,6 +229,9 @@ class Operation(Aggregate):
     question: Question | None = None
     answer: str | None = None
     follow_up_id: uuid.UUID | None = None
+    undone_by: uuid.UUID | None = None
+    redone_by: uuid.UUID | None = None
+    """The redo that brought its changes back: they are that operation's events now."""
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
@@ -280,7 +312,27 @@ class Operation(Aggregate):
                 )
             case OperationCancelled():
                 return self._finished(event, Status.CANCELLED, self.elapsed_s)
+            case OperationUndone():
+                return self.model_copy(
+                    update={
+                        "status": Status.UNDONE,
+                        "undone_by": event.operation_id,
+                        "redone_by": None,
+                    }
+                )
+            case OperationRedone(status=status):
+                return self.model_copy(
+                    update={"status": status, "undone_by": None, "redone_by": event.operation_id}
+                )
         return self
+
+    def not_in_effect(self, event: Invertible) -> str | None:
+        match event:
+            case OperationUndone() if self.undone_by != event.operation_id:
+                return "the operation is no longer undone by it"
+            case OperationRedone() if self.redone_by != event.operation_id:
+                return "the operation was undone again since"
+        return None
 
     def _finished(self, event: DomainEvent, status: Status, elapsed_s: float | None) -> Self:
         return self.model_copy(
@@ -453,6 +505,15 @@ class Operation(Aggregate):
         if self.status not in CANCELLABLE and not self.lease_expired(now):
             raise DomainError(f"operation {self.id} is {self.status} and cannot be cancelled")
         return self.event(OperationCancelled)
+
+    def undo(self) -> OperationUndone:
+        """Record that the current operation reverted this one's changes."""
+        if self.status is Status.UNDONE:
+            raise DomainError(f"operation {self.id} was already undone (by {self.undone_by})")
+        if not self.status.finished:
+            raise DomainError(f"operation {self.id} is {self.status}: it can be undone once done")
+        return self.event(OperationUndone, previous=self.status)
+
 
 def redact(model: BaseModel, replace: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """The model as JSON values, each ``Private`` field (in nested models too) replaced.

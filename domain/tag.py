@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import AfterValidator
 
-from domain.aggregate import Aggregate, DomainError, first_event
+from domain.aggregate import Aggregate, DomainError, Invertible, first_event
 from domain.events import DomainEvent, Private, uuid7
 
 _TAG_NAME = re.compile(r"^[\w.+/-]{1,64}$")
@@ -24,20 +24,31 @@ def check_tag_name(name: str) -> str:
 TagName = Annotated[str, AfterValidator(check_tag_name)]
 
 
-class TagCreated(DomainEvent):
+class TagCreated(Invertible):
     name: Annotated[TagName, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(TagRemoved, version, name=self.name)
 
-class TagRenamed(DomainEvent):
+
+class TagRenamed(Invertible):
     old_name: Annotated[TagName, Private]
     new_name: Annotated[TagName, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(TagRenamed, version, old_name=self.new_name, new_name=self.old_name)
 
-class TagRemoved(DomainEvent):
+
+class TagRemoved(Invertible):
     name: Annotated[TagName, Private]
+
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(TagCreated, version, name=self.name)
 
 
 class Tag(Aggregate):
+    event_types: ClassVar[tuple[type[DomainEvent], ...]] = (TagCreated, TagRenamed, TagRemoved)
+
     name: str
     removed: bool = False
 
@@ -56,6 +67,24 @@ class Tag(Aggregate):
             case TagRemoved():
                 return self.model_copy(update={"removed": True})
         return self
+
+    def not_in_effect(self, event: Invertible) -> str | None:
+        match event:
+            case TagCreated() if self.removed:
+                return "the tag was removed since"
+            case TagRemoved() if not self.removed:
+                return "the tag was created again since"
+            case TagRenamed() if self.removed:
+                return "the tag was removed since"
+            case TagRenamed(new_name=name) if self.name != name:
+                return "the tag was renamed again since"
+        return None
+
+    def compensate(self, event: DomainEvent) -> list[DomainEvent] | str:
+        """As the default, but a tag renamed since its creation is removed by its name now."""
+        if isinstance(event, TagCreated) and not self.removed:
+            return [self.event(TagRemoved, name=self.name)]
+        return super().compensate(event)
 
     @staticmethod
     def create(name: str) -> TagCreated:

@@ -1,17 +1,20 @@
 """The operation log: one row per operation, and which events each one wrote.
 
 Serves ``eventpile log`` and ``show``, and tells undo which events belong to an
-operation without scanning the log.
+operation without scanning the log: the events an operation wrote are every event
+stamped with its id except its own lifecycle (an undo's marks on the operations
+it undid are among its events).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from domain.events import DomainEvent
 from domain.operation import (
+    FINISHED,
     OperationAnswered,
     OperationCancelled,
     OperationCompleted,
@@ -19,9 +22,12 @@ from domain.operation import (
     OperationFailed,
     OperationProgressed,
     OperationQuestionAsked,
+    OperationRedone,
     OperationRequested,
     OperationRetryScheduled,
     OperationStarted,
+    OperationUndone,
+    Status,
 )
 from projections.base import Projection
 from projections.db import ViewDB
@@ -46,7 +52,8 @@ CREATE TABLE IF NOT EXISTS operations (
     result TEXT NOT NULL DEFAULT '{}',
     private_result TEXT NOT NULL DEFAULT '{}',
     error_type TEXT,
-    error TEXT
+    error TEXT,
+    undone_by TEXT
 );
 CREATE TABLE IF NOT EXISTS operation_events (
     operation TEXT NOT NULL,
@@ -57,6 +64,7 @@ CREATE TABLE IF NOT EXISTS operation_events (
     PRIMARY KEY (operation, position)
 );
 CREATE INDEX IF NOT EXISTS operations_position ON operations(position);
+CREATE INDEX IF NOT EXISTS operation_events_stream ON operation_events(stream, version);
 """
 
 _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
@@ -64,13 +72,17 @@ _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
 
 class OperationLog(Projection):
     name: ClassVar[str] = "operations"
+    schema: ClassVar[int] = 2
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        if event.operation_id is not None and not isinstance(event, OperationEvent):
+        own_lifecycle = (
+            isinstance(event, OperationEvent) and event.operation_id == event.originator_id
+        )
+        if event.operation_id is not None and not own_lifecycle:
             db.execute(
                 "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
@@ -154,6 +166,15 @@ class OperationLog(Projection):
                     "UPDATE operations SET status=?, finished_at=? WHERE id=?",
                     ("cancelled" if cancelled else "complete", event.ts, op),
                 )
+            case OperationUndone(operation_id=by):
+                db.execute(
+                    "UPDATE operations SET status='undone', undone_by=? WHERE id=?",
+                    (by.hex if by else None, op),
+                )
+            case OperationRedone(status=status):
+                db.execute(
+                    "UPDATE operations SET status=?, undone_by=NULL WHERE id=?", (status.value, op)
+                )
 
     def content_queries(self) -> Sequence[str]:
         return (
@@ -192,3 +213,34 @@ def events_of(db: ViewDB, operation_id: str) -> list[dict[str, Any]]:
         (operation_id,),
     )
     return [{"position": p, "stream": s, "version": v, "type": t} for p, s, v, t in rows]
+
+
+def stream_ends(db: ViewDB, operation_id: str) -> dict[str, int]:
+    """The last version (among events written by operations) of each stream it wrote to."""
+    rows = db.execute(
+        "SELECT stream, max(version) FROM operation_events WHERE stream IN "
+        "(SELECT stream FROM operation_events WHERE operation=?) GROUP BY stream",
+        (operation_id,),
+    )
+    return dict(rows.fetchall())
+
+
+_UNDOABLE = tuple(sorted(s.value for s in FINISHED - {Status.UNDONE}))
+
+
+def undo_candidates(db: ViewDB) -> Iterator[tuple[str, str]]:
+    """``(id, command)`` of finished operations that wrote events, not undone, newest first."""
+    yield from db.execute(
+        f"SELECT id, command FROM operations o WHERE status IN ({', '.join('?' * len(_UNDOABLE))})"
+        " AND EXISTS (SELECT 1 FROM operation_events e WHERE e.operation = o.id)"
+        " ORDER BY position DESC",
+        _UNDOABLE,
+    )
+
+
+def redo_candidates(db: ViewDB) -> Iterator[tuple[str, str]]:
+    """``(id, command)`` of undone operations, the most recently undone first."""
+    yield from db.execute(
+        "SELECT o.id, o.command FROM operations o JOIN operations u ON u.id = o.undone_by"
+        " WHERE o.status = 'undone' ORDER BY u.position DESC"
+    )

@@ -128,7 +128,8 @@ def test_reindex_of_the_same_content_changes_nothing_and_new_content_replaces() 
     assert when(Message, [indexed], lambda m: m.reindex(CONTENT)) == []
     changed = CONTENT.model_copy(update={"subject": "Hello again"})
     assert facts(when(Message, [indexed], lambda m: m.reindex(changed))) == [
-        ("MessageIndexed", 2, changed.model_dump())
+        ("MessageRemoved", 2, CONTENT.model_dump()),
+        ("MessageIndexed", 3, changed.model_dump()),
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from commands.cli import admin, mail, operations  # noqa: F401  (they register their commands)
+from commands.cli import admin, mail, operations, undo  # noqa: F401  (they register their commands)
 from commands.cli.core import app
 
 EXIT_ERROR = 1

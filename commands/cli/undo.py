@@ -1,0 +1,49 @@
+"""``undo`` and ``redo``."""
+
+from __future__ import annotations
+
+import typer
+
+from commands.cli.core import app, emit, opened, progress_bar, settings
+
+_ID_HELP = "An operation id, or its first hex digits"
+
+
+@app.command()
+def undo(
+    ctx: typer.Context,
+    operation_id: str = typer.Argument(
+        "", help=f"{_ID_HELP} (default: the latest operation that can be undone)."
+    ),
+) -> None:
+    """Undo an operation: revert what it changed and is still in effect, as a new operation."""
+    _revert(ctx, "undo", operation_id)
+
+
+@app.command()
+def redo(
+    ctx: typer.Context,
+    operation_id: str = typer.Argument(
+        "", help=f"{_ID_HELP} of an undone operation (default: the latest undone)."
+    ),
+) -> None:
+    """Redo an undone operation: undo its undo."""
+    _revert(ctx, "redo", operation_id)
+
+
+def _revert(ctx: typer.Context, verb: str, prefix: str) -> None:
+    import commands.mail  # noqa: F401  (registers the mail commands: undo must know them)
+    from commands.operations import find_operation
+    from commands.undo import Redo, Undo
+
+    s = settings(ctx)
+    with opened(s) as application, progress_bar(s, verb.capitalize() + "ing") as update:
+        target = find_operation(application, prefix).id if prefix else None
+        command = Undo(operation_id=target) if verb == "undo" else Redo(operation_id=target)
+        operation = application.execute(command, on_progress=update)
+    result = operation.result
+    data = {
+        "operation_id": str(operation.id),
+        **{key: result[key] for key in ("undid", "reverted", "skipped")},
+    }
+    emit(s, data, operation.message)

@@ -1,0 +1,195 @@
+"""Undo and redo: an operation's changes reverted by compensating events.
+
+``Undo`` appends, newest first, what reverts each event an operation wrote, as a
+new operation, and marks the old one undone by it. Only what is still in effect
+is reverted: a tag the operation added that a later one removed stays removed,
+and the outcome says so (``skipped``, with reasons). Nothing is deleted. An undo
+is an operation like any other, and undoing it is a ``Redo``.
+
+Each event's aggregate decides what reverts it (:meth:`Aggregate.compensate`).
+An event that is still the last of its stream needs no state: its ``inverse``
+reverts it. So a large undo reads the operation's events and writes their
+inverses, without loading an aggregate per event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from commands.base import Command, Outcome, _registry, handles
+from commands.context import Context
+from domain.aggregate import DomainError, Invertible, aggregate_of
+from domain.events import DomainEvent
+from domain.operation import Operation
+from projections.db import ViewDB
+from projections.operations import events_of, redo_candidates, stream_ends, undo_candidates
+
+READ_PAGE = 2000
+PROGRESS_EVERY = 1000
+
+
+class Undo(Command):
+    """Revert what an operation changed (by default the latest that can be undone)."""
+
+    operation_id: uuid.UUID | None = None
+
+    def describe(self) -> str:
+        return f"Undo {_which(self.operation_id, 'the latest operation')}"
+
+
+class Redo(Command):
+    """Bring back what an undone operation changed (by default the latest undone)."""
+
+    operation_id: uuid.UUID | None = None
+
+    def describe(self) -> str:
+        return f"Redo {_which(self.operation_id, 'the latest undone operation')}"
+
+
+def _which(operation_id: uuid.UUID | None, default: str) -> str:
+    return default if operation_id is None else f"operation {operation_id}"
+
+
+_UNDO_COMMANDS = frozenset({Undo.__name__, Redo.__name__})
+
+
+@handles(Undo)
+def undo(command: Undo, ctx: Context) -> Outcome:
+    target = _operation(ctx, command.operation_id or _latest(ctx, undo_candidates, "undo"))
+    carrier = target
+    while carrier.redone_by is not None:  # a redo's events carry its changes now
+        carrier = _operation(ctx, carrier.redone_by)
+    reverted, reasons = revert(ctx, carrier)
+    return _outcome(f"Undid {_label(target)}", target.id, reverted, reasons)
+
+
+@handles(Redo)
+def redo(command: Redo, ctx: Context) -> Outcome:
+    target = _operation(ctx, command.operation_id or _latest(ctx, redo_candidates, "redo"))
+    if target.undone_by is None:
+        raise DomainError(f"operation {target.id} is {target.status}, not undone: nothing to redo")
+    the_undo = _operation(ctx, target.undone_by)
+    reverted, reasons = revert(ctx, the_undo)
+    outcome = _outcome(f"Redid {_label(target)}", the_undo.id, reverted, reasons)
+    return Outcome(outcome.message, {**outcome.result, "redid": str(target.id)})
+
+
+def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
+    """Record what reverts ``target``'s changes and mark it undone by this operation.
+
+    Returns how many of its changes were reverted, and why the others were not
+    (the undo marks an undo made on operations are not counted). A
+    :class:`DomainError` (nothing written) if ``target`` cannot be undone.
+    """
+    _check_undoable(target)
+    ctx.record(target.undo())
+    view = ctx.app.view("operations")
+    view.catch_up(ctx.app)
+    written = events_of(view.db, target.id.hex)
+    if not written:
+        raise DomainError(f"operation {target.id} changed nothing: there is nothing to undo")
+    last_version = stream_ends(view.db, target.id.hex)
+    events = _read(ctx, [row["position"] for row in written])
+    touched: set[uuid.UUID] = set()
+    reverted, reasons = 0, Counter[str]()
+    for done, event in enumerate(reversed(events), 1):
+        stream = event.originator_id
+        aggregate = aggregate_of(type(event))
+        a_change = aggregate is not Operation  # not an undo mark
+        compensation: list[DomainEvent] | str
+        if (
+            isinstance(event, Invertible)
+            and a_change  # (the lifecycle of an operation is not in the operation log)
+            and stream not in touched
+            and last_version.get(stream.hex) == event.originator_version
+        ):
+            compensation = [event.inverse(event.originator_version + 1)]
+        else:
+            state = ctx.load(aggregate, stream)
+            if state is None:
+                raise DomainError(f"the stream {stream} of {event.describe()!r} is empty")
+            compensation = state.compensate(event)
+        if isinstance(compensation, list) and compensation:
+            ctx.record(*compensation)
+            touched.add(stream)
+            reverted += a_change
+        elif a_change:
+            reasons[compensation if isinstance(compensation, str) else "nothing to revert"] += 1
+        if done % PROGRESS_EVERY == 0:
+            ctx.progress(done, len(events), f"Reverting: {done:,} of {len(events):,} changes")
+    return reverted, reasons
+
+
+def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
+    state = ctx.load(Operation, operation_id)
+    if state is None:
+        raise DomainError(f"there is no operation {operation_id}")
+    return state
+
+
+def _latest(
+    ctx: Context, candidates: Callable[[ViewDB], Iterator[tuple[str, str]]], verb: str
+) -> uuid.UUID:
+    """The first candidate operation that ran an ordinary undoable command."""
+    view = ctx.app.view("operations")
+    view.catch_up(ctx.app)
+    for operation_hex, command in candidates(view.db):
+        entry = _registry.get(command)
+        if command not in _UNDO_COMMANDS and entry is not None and entry[0].undoable:
+            return uuid.UUID(operation_hex)
+    raise DomainError(f"there is nothing to {verb}")
+
+
+def _check_undoable(operation: Operation) -> None:
+    entry = _registry.get(operation.command)
+    if entry is None:
+        raise DomainError(
+            f"operation {operation.id} ran {operation.command}, a command unknown here: "
+            "it cannot be undone"
+        )
+    if not entry[0].undoable:
+        raise DomainError(f"operation {operation.id} ({operation.command}) cannot be undone")
+
+
+def _read(ctx: Context, positions: list[int]) -> list[DomainEvent]:
+    """The events at ``positions`` (ascending), read in pages over runs of nearby positions."""
+    wanted = set(positions)
+    events: list[DomainEvent] = []
+    first = 0
+    while first < len(positions):
+        last = first
+        while last + 1 < len(positions) and positions[last + 1] - positions[last] <= READ_PAGE:
+            last += 1
+        after, upto = positions[first] - 1, positions[last]
+        while after < upto:
+            page = ctx.app.read(after, upto, (), READ_PAGE)
+            if not page:
+                break
+            events.extend(event for position, event in page if position in wanted)
+            after = page[-1][0]
+        first = last + 1
+    if len(events) != len(positions):
+        raise DomainError(f"the log holds {len(events)} of the {len(positions)} events to revert")
+    return events
+
+
+def _label(operation: Operation) -> str:
+    return f"“{operation.message}”"
+
+
+def _outcome(message: str, undid: uuid.UUID, reverted: int, reasons: Counter[str]) -> Outcome:
+    skipped = sum(reasons.values())
+    if skipped:
+        why = "; ".join(f"{reason} ({n:,})" for reason, n in reasons.most_common())
+        message += f": {reverted:,} changes reverted, {skipped:,} not in effect any more ({why})"
+    else:
+        message += f": {reverted:,} changes reverted"
+    result = {
+        "undid": str(undid),
+        "reverted": reverted,
+        "skipped": skipped,
+        "reasons": dict(reasons),
+    }
+    return Outcome(message, result)

@@ -1,0 +1,405 @@
+"""Undo and redo: compensating events appended as new operations, only what is still in
+effect reverted, refusals that write nothing, the CLI; and the testing kit's own
+helpers (command strategies, given/when/then)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given as hypothesis_given
+from hypothesis import strategies as st
+
+from commands.app import Eventpile
+from commands.base import Command, Outcome, handles
+from commands.cli.main import main
+from commands.context import Context
+from commands.mail import ImportMailbox, RemoveTag, RenameTag, ResolveDuplicates, TagMessages
+from commands.synthetic import write_mbox
+from commands.undo import Redo, Undo
+from domain.aggregate import DomainError, aggregate_of
+from domain.events import DomainEvent
+from domain.message import (
+    TRASH_TAG_ID,
+    Message,
+    MessageContent,
+    MessageIndexed,
+    MessageRemoved,
+    MessageTagged,
+    MessageUntagged,
+)
+from domain.operation import Operation, OperationRedone, OperationUndone, Status
+from domain.tag import Tag, TagCreated, TagRemoved, TagRenamed
+from eventpile import testing
+from projections.messages_query import parse_query, search
+from projections.operations import find
+from store.home import Home
+
+from .conftest import PASSPHRASE
+
+MESSAGES = 20
+
+
+@pytest.fixture(scope="module")
+def mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mbox(tmp_path_factory.mktemp("mail") / "undo.mbox", MESSAGES, seed=11)
+
+
+@pytest.fixture
+def imported(app: Eventpile, mbox: Path) -> Eventpile:
+    app.execute(ImportMailbox(path=mbox))
+    return app
+
+
+def total(app: Eventpile, query: str) -> int:
+    return int(search(app.view("messages").db, parse_query(query), 1)["total"])
+
+
+def tag_names(app: Eventpile) -> list[str]:
+    rows = app.view("messages").db.execute("SELECT name FROM tags ORDER BY name")
+    return [name for (name,) in rows]
+
+
+def written(app: Eventpile, operation_id: uuid.UUID) -> list[DomainEvent]:
+    return [e for _, e in app.all_events() if e.operation_id == operation_id]
+
+
+def record(app: Eventpile, operation_id: uuid.UUID) -> dict[str, Any]:
+    [found] = find(app.view("operations").db, operation_id.hex)
+    return found
+
+
+# undo and redo ---------------------------------------------------------------------------
+
+
+def test_undo_appends_the_inverses_newest_first_as_a_linked_operation(
+    imported: Eventpile,
+) -> None:
+    tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
+    before = imported.max_position()
+    undo = imported.execute(Undo())
+    assert undo.result == {
+        "undid": str(tagging.id),
+        "reverted": MESSAGES + 1,
+        "skipped": 0,
+        "reasons": {},
+    }
+    tags = [e for e in written(imported, tagging.id) if isinstance(e, MessageTagged)]
+    inverses = [e for e in written(imported, undo.id) if e.originator_id != undo.id]
+    assert [type(e) for e in inverses] == [
+        OperationUndone,
+        *[MessageUntagged] * MESSAGES,
+        TagRemoved,
+    ]
+    untags = [e for e in inverses if isinstance(e, MessageUntagged)]
+    assert [e.dots for e in untags] == [(e.event_id,) for e in reversed(tags)]
+    assert [e.originator_version for e in inverses[1:-1]] == [3] * MESSAGES
+    assert len(imported.read(0, before, (), 100_000)) == before  # appended, nothing deleted
+    assert total(imported, "tag:t") == 0 and tag_names(imported) == ["trash"]
+    assert record(imported, tagging.id)["status"] == "undone"
+    assert record(imported, tagging.id)["undone_by"] == undo.id.hex
+    state = imported.load(Operation, tagging.id)
+    assert state is not None and (state.status, state.undone_by) == (Status.UNDONE, undo.id)
+
+
+def test_redo_is_the_undo_of_the_undo(imported: Eventpile) -> None:
+    tagging = imported.execute(TagMessages(action="add", tag="t", query="patch"))
+    tagged = total(imported, "tag:t")
+    undo = imported.execute(Undo(operation_id=tagging.id))
+    redo = imported.execute(Redo())
+    assert redo.result["redid"] == str(tagging.id) and redo.result["undid"] == str(undo.id)
+    assert redo.result["reverted"] == tagged + 1
+    assert total(imported, "tag:t") == tagged and tag_names(imported) == ["t", "trash"]
+    assert record(imported, tagging.id)["status"] == "complete"
+    assert record(imported, undo.id)["status"] == "undone"
+    assert isinstance(written(imported, redo.id)[-2], OperationRedone)
+    again = imported.execute(Undo())  # undoing it again reverts what the redo brought back
+    assert again.result["undid"] == str(tagging.id) and again.result["reverted"] == tagged + 1
+    assert total(imported, "tag:t") == 0
+    [importing] = [r["id"] for r in _log(imported) if r["command"] == "ImportMailbox"]
+    assert imported.execute(Undo()).result["undid"] == str(uuid.UUID(importing))
+
+
+def test_undo_and_redo_walk_back_and_forth_through_the_operations(imported: Eventpile) -> None:
+    states = [(total(imported, "tag:a"), total(imported, "tag:b"), tag_names(imported))]
+    for command in (
+        TagMessages(action="add", tag="a", query="*"),
+        TagMessages(action="add", tag="b", query="patch"),
+        RenameTag(tag="a", new_name="c"),
+        RemoveTag(tag="b"),
+    ):
+        imported.execute(command)
+        states.append((total(imported, "tag:a"), total(imported, "tag:b"), tag_names(imported)))
+    for state in reversed(states[:-1]):
+        imported.execute(Undo())
+        assert (total(imported, "tag:a"), total(imported, "tag:b"), tag_names(imported)) == state
+    for state in states[1:]:
+        imported.execute(Redo())
+        assert (total(imported, "tag:a"), total(imported, "tag:b"), tag_names(imported)) == state
+    with pytest.raises(DomainError, match="nothing to redo"):
+        imported.execute(Redo())
+
+
+def test_undo_of_an_older_operation_reverts_only_what_is_still_in_effect(
+    imported: Eventpile,
+) -> None:
+    tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
+    removed = imported.execute(TagMessages(action="remove", tag="t", query="patch")).result
+    undo = imported.execute(Undo(operation_id=tagging.id))
+    assert undo.result["reverted"] == MESSAGES - removed["changed"] + 1
+    assert undo.result["skipped"] == removed["changed"]
+    assert undo.result["reasons"] == {"the tag was removed since": removed["changed"]}
+    assert "the tag was removed since" in undo.message
+    assert total(imported, "tag:t") == 0
+
+
+def test_undo_of_an_import_leaves_the_index_and_redo_brings_the_messages_back(
+    imported: Eventpile, mbox: Path
+) -> None:
+    imported.execute(TagMessages(action="add", tag="t", query="patch"))
+    tagged = total(imported, "tag:t")
+    listed = search(imported.view("messages").db, parse_query(""), MESSAGES)
+    [importing] = [r for r in _log(imported) if r["command"] == "ImportMailbox"]
+    undo = imported.execute(Undo(operation_id=uuid.UUID(importing["id"])))
+    assert undo.result["reverted"] == MESSAGES
+    assert total(imported, "") == 0 and total(imported, "tag:t") == 0
+    redo = imported.execute(Redo())
+    assert redo.result["reverted"] == MESSAGES
+    assert (total(imported, ""), total(imported, "tag:t")) == (MESSAGES, tagged)
+    assert search(imported.view("messages").db, parse_query(""), MESSAGES) == listed
+
+
+def test_a_replaced_message_gets_its_old_content_back(
+    imported: Eventpile, mbox: Path, tmp_path: Path
+) -> None:
+    message_id = next(
+        e.originator_id for _, e in imported.all_events() if isinstance(e, MessageIndexed)
+    )
+    before = imported.load(Message, message_id)
+    assert before is not None
+    changed = tmp_path / "changed.mbox"
+    changed.write_bytes(mbox.read_bytes().replace(b"\n\n", b"\n\nEdited.\n", 1))
+    replace = imported.execute(
+        ResolveDuplicates(action="replace", path=changed, fingerprints=_fingerprints(changed))
+    )
+    assert replace.result["changed"] == 1
+    replaced = imported.load(Message, message_id)
+    assert replaced is not None and replaced.content() != before.content()
+    imported.execute(Undo())
+    after = imported.load(Message, message_id)
+    assert after is not None and after.indexed and after.content() == before.content()
+
+
+def _fingerprints(mbox: Path) -> tuple[str, ...]:
+    from commands.mailparse import ParsedMail, read_mailbox
+
+    return tuple(m.fingerprint for m in read_mailbox(mbox) if isinstance(m, ParsedMail))[:1]
+
+
+def _log(app: Eventpile) -> list[dict[str, Any]]:
+    from projections.operations import recent
+
+    return recent(app.view("operations").db, 1000)
+
+
+def test_undo_of_a_tag_creation_after_a_rename_removes_it_by_its_name_now(
+    imported: Eventpile,
+) -> None:
+    tagging = imported.execute(TagMessages(action="add", tag="old", query="*"))
+    imported.execute(RenameTag(tag="old", new_name="new"))
+    undo = imported.execute(Undo(operation_id=tagging.id))
+    assert undo.result["reverted"] == MESSAGES + 1 and tag_names(imported) == ["trash"]
+    imported.execute(Redo())
+    assert tag_names(imported) == ["new", "trash"] and total(imported, "tag:new") == MESSAGES
+
+
+def test_a_rename_renamed_again_since_is_not_reverted(imported: Eventpile) -> None:
+    imported.execute(TagMessages(action="add", tag="a", query="*"))
+    first = imported.execute(RenameTag(tag="a", new_name="b"))
+    imported.execute(RenameTag(tag="b", new_name="c"))
+    undo = imported.execute(Undo(operation_id=first.id))
+    assert (undo.result["reverted"], undo.result["skipped"]) == (0, 1)
+    assert undo.result["reasons"] == {"the tag was renamed again since": 1}
+    assert tag_names(imported) == ["c", "trash"]
+
+
+# refusals: nothing written ---------------------------------------------------------------
+
+
+class MarkAndSend(Command):
+    """Stands for sending a mail: it changes data, and cannot be taken back."""
+
+    undoable = False
+
+
+@handles(MarkAndSend)
+def _mark_and_send(command: MarkAndSend, ctx: Context) -> Outcome:
+    tag = Tag.create("sent")
+    ctx.record(tag)
+    return Outcome("Sent")
+
+
+def refused(app: Eventpile, command: Command, match: str) -> None:
+    end = app.max_position()
+    with pytest.raises(DomainError, match=match):
+        app.execute(command)
+    assert app.max_position() == end
+
+
+def test_what_cannot_be_undone_is_refused_and_nothing_is_written(imported: Eventpile) -> None:
+    tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
+    nothing = imported.execute(TagMessages(action="add", tag="t", query="*"))
+    sent = imported.execute(MarkAndSend())
+    refused(imported, Undo(operation_id=sent.id), "cannot be undone")
+    refused(imported, Undo(operation_id=nothing.id), "changed nothing")
+    refused(imported, Undo(operation_id=uuid.UUID(int=7)), "there is no operation")
+    refused(imported, Redo(operation_id=tagging.id), "not undone: nothing to redo")
+    refused(imported, Redo(), "there is nothing to redo")
+    undo = imported.execute(Undo())  # the latest that can be undone and changed something
+    assert undo.result["undid"] == str(tagging.id)
+    refused(imported, Undo(operation_id=tagging.id), "already undone")
+    imported.execute(Undo())  # then the import
+    refused(imported, Undo(), "there is nothing to undo")
+
+
+def test_undoing_an_undo_explicitly_is_a_redo(imported: Eventpile) -> None:
+    tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
+    undo = imported.execute(Undo())
+    imported.execute(Undo(operation_id=undo.id))
+    assert total(imported, "tag:t") == MESSAGES
+    assert record(imported, tagging.id)["status"] == "complete"
+
+
+# the command line ------------------------------------------------------------------------
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
+    code = main(["--json", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def log_end(home: Home) -> int:
+    app = Eventpile(home, home.unlock(PASSPHRASE))
+    try:
+        return app.max_position()
+    finally:
+        app.close()
+
+
+def test_the_undo_and_redo_commands(
+    cli_env: Home, mbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["init"], capsys)[0] == 0
+    _, importing, _ = cli(["import", str(mbox)], capsys)
+    _, tagging, _ = cli(["tag", "add", "t", "*"], capsys)
+    code, undone, _ = cli(["undo"], capsys)
+    assert code == 0 and set(undone) == {"operation_id", "undid", "reverted", "skipped"}
+    assert (undone["undid"], undone["reverted"], undone["skipped"]) == (
+        tagging["operation_id"],
+        MESSAGES + 1,
+        0,
+    )
+    _, redone, _ = cli(["redo"], capsys)
+    assert redone["undid"] == undone["operation_id"] and redone["reverted"] == MESSAGES + 1
+    _, by_prefix, _ = cli(["undo", importing["operation_id"][:13]], capsys)
+    assert by_prefix["undid"] == importing["operation_id"]
+
+    def refusal(argv: list[str], error: str) -> None:
+        end = log_end(cli_env)
+        code, data, err = cli(argv, capsys)
+        assert (code, data, err.count("\n")) == (1, None, 1) and error in err, err
+        assert log_end(cli_env) == end
+
+    refusal(["undo", importing["operation_id"]], "already undone")
+    refusal(["undo", "0000ffff"], "no operation has an id starting with")
+    refusal(["redo", tagging["operation_id"]], "nothing to redo")
+    assert main(["undo"]) == 0 and main(["undo"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("Undid “Tagged") and err == "eventpile: there is nothing to undo\n"
+
+
+# the protocol and the testing kit --------------------------------------------------------
+
+MESSAGE = uuid.UUID("01234567-89ab-8def-8123-456789abcdef")
+TAG = uuid.UUID(int=0xA)
+CONTENT = MessageContent(header_id="<1@example.org>", subject="Hello", size=10)
+indexed = Message.index(MESSAGE, CONTENT)
+
+
+def test_every_event_belongs_to_the_aggregate_that_declares_it() -> None:
+    assert aggregate_of(MessageTagged) is Message
+    assert aggregate_of(TagRenamed) is Tag
+    assert aggregate_of(OperationUndone) is Operation  # through its base, OperationEvent
+    with pytest.raises(DomainError, match="no aggregate declares DomainEvent"):
+        aggregate_of(DomainEvent)
+
+
+def test_given_when_then_checks_events_and_that_each_one_is_undone_by_its_inverse() -> None:
+    story = testing.given(indexed)
+    tagged = story.when(lambda m: m.tag(TAG)).then(story.event(MessageTagged, tag_id=TAG))
+    testing.given(indexed, *tagged).when(lambda m: m.tag(TAG)).then_nothing()
+    later = testing.given(indexed, *tagged)
+    later.when(lambda m: m.untag(TAG)).then(
+        later.event(MessageUntagged, tag_id=TAG, dots=(tagged[0].event_id,))
+    )
+    changed = CONTENT.model_copy(update={"subject": "Hi"})
+    story.when(lambda m: m.reindex(changed)).then(
+        story.event(MessageRemoved, **CONTENT.model_dump()),
+        story.event(MessageIndexed, 2, **changed.model_dump()),
+    )
+    removed = testing.given(indexed, story.event(MessageRemoved, **CONTENT.model_dump()))
+    removed.when(lambda m: m.remove()).then_raises(DomainError, "not in the index")
+    fresh = testing.given(aggregate=Tag)
+    created = fresh.when(lambda _: Tag.create("t")).events
+    testing.given(*created).when(lambda t: t.rename("u")).then(
+        TagRenamed(
+            originator_id=created[0].originator_id, originator_version=2, old_name="t", new_name="u"
+        )
+    )
+    with pytest.raises(AssertionError):
+        story.when(lambda m: m.tag(TAG)).then()
+    with pytest.raises(AssertionError):
+        story.when(lambda m: m.tag(TAG)).then_raises(DomainError)
+
+
+def test_compensation_reverts_only_what_is_in_effect() -> None:
+    tag = MessageTagged(originator_id=MESSAGE, originator_version=2, tag_id=TAG)
+    untag = MessageUntagged(
+        originator_id=MESSAGE, originator_version=3, tag_id=TAG, dots=(tag.event_id,)
+    )
+    again = MessageTagged(originator_id=MESSAGE, originator_version=4, tag_id=TAG)
+    state = testing.given(indexed, tag, untag, again).state
+    assert state is not None
+    assert state.compensate(tag) == "the tag was removed since"
+    assert state.compensate(untag) == "the tag was added again since"
+    [reverted] = state.compensate(again)
+    assert isinstance(reverted, MessageUntagged) and reverted.dots == (again.event_id,)
+    assert reverted.originator_version == 5
+    trash = MessageTagged(originator_id=MESSAGE, originator_version=2, tag_id=TRASH_TAG_ID)
+    assert isinstance(trash.inverse(3), MessageUntagged)  # trash and restore are a tag
+    with pytest.raises(DomainError, match="cannot be undone"):
+        state.compensate(Noted(originator_id=MESSAGE, originator_version=5))
+    created = TagCreated(originator_id=TAG, originator_version=1, name="a")
+    removed = testing.given(created, TagRemoved(originator_id=TAG, originator_version=2, name="a"))
+    assert removed.state is not None
+    assert removed.state.compensate(created) == "the tag was removed since"
+
+
+class Noted(DomainEvent):
+    """An event without an inverse."""
+
+
+@hypothesis_given(
+    testing.command_strategy(TagMessages, tag=st.sampled_from(["a", "b"]), query=st.just("*"))
+)
+def test_command_strategy_draws_valid_commands_from_the_model(command: TagMessages) -> None:
+    assert command.action in ("add", "remove") and command.tag in ("a", "b")
+
+
+def test_command_strategy_refuses_a_field_the_model_lacks() -> None:
+    with pytest.raises(TypeError, match="has no field colour"):
+        testing.command_strategy(TagMessages, colour=st.just("red"))
