@@ -39,7 +39,7 @@ from commands.operations import WorkerLost, next_attempt_at, retry_policy
 from domain.aggregate import Aggregate, DomainError, fold
 from domain.events import DomainEvent, operation_scope, utcnow, uuid7
 from domain.operation import Operation, OperationRequested
-from projections.base import Projection, RunReport, View
+from projections.base import Projection, RunReport, View, catch_up_together
 from projections.db import view_store
 from projections.feed import Feed
 from projections.messages import MessageIndex
@@ -214,7 +214,7 @@ class Application(LibraryApplication[uuid.UUID]):
         return self.views[name]
 
     def catch_up(self) -> dict[str, RunReport]:
-        return {name: view.catch_up(self) for name, view in self.views.items()}
+        return catch_up_together(list(self.views.values()), self)
 
     # the dispatcher -------------------------------------------------------
 

@@ -102,8 +102,7 @@ class View:
 
     @property
     def position(self) -> int:
-        tracked = read_position(self.db, self.name)
-        return 0 if tracked is None else tracked[0]
+        return _position(self.db, self.projection)
 
     def close(self) -> None:
         if self._db is not None:
@@ -111,13 +110,13 @@ class View:
             self._db = None
 
     def catch_up(self, source: EventSource, progress: Progress | None = None) -> RunReport:
-        return _fold(self.db, self.projection, source, source.max_position(), progress)
+        return _fold([(self.db, self.projection)], source, source.max_position(), progress)[0]
 
     def rebuild(self, source: EventSource, progress: Progress | None = None) -> RunReport:
         """Build from scratch beside the live view, then swap it in."""
         fresh = self._open(self.store.open_fresh(self.name, "rebuild"))
         try:
-            report = _fold(fresh, self.projection, source, source.max_position(), progress)
+            report = _fold([(fresh, self.projection)], source, source.max_position(), progress)[0]
         except BaseException:
             self.store.discard(fresh, self.name, "rebuild")
             raise
@@ -130,7 +129,7 @@ class View:
         self.catch_up(source)
         fresh = self._open(self.store.open_fresh(self.name, "verify"))
         try:
-            _fold(fresh, self.projection, source, self.position, None)
+            _fold([(fresh, self.projection)], source, self.position, None)
             return _digest(fresh, self.projection) == self.digest()
         finally:
             self.store.discard(fresh, self.name, "verify")
@@ -140,29 +139,56 @@ class View:
         return _digest(self.db, self.projection)
 
 
+def catch_up_together(views: Sequence[View], source: EventSource) -> dict[str, RunReport]:
+    """``catch_up`` of several views, each page of the log read and decoded once for all."""
+    targets = [(view.db, view.projection) for view in views]
+    reports = _fold(targets, source, source.max_position(), None)
+    return {view.name: report for view, report in zip(views, reports, strict=True)}
+
+
 def _fold(
-    db: ViewDB,
-    projection: Projection,
+    targets: Sequence[tuple[ViewDB, Projection]],
     source: EventSource,
     upto: int,
     progress: Progress | None,
-) -> RunReport:
-    """Apply the events after the tracked position, a page per transaction."""
-    started, applied = time.perf_counter(), 0
+) -> list[RunReport]:
+    """Apply the events after each view's tracked position: a page of the log at a
+    time, read once, then in one transaction per view with its new position."""
+    started, applied = time.perf_counter(), [0] * len(targets)
     while True:
-        with gc_paused(), db.transaction():
-            tracked = read_position(db, projection.name)
-            position = 0 if tracked is None else tracked[0]
-            if position >= upto:
-                break
-            batch = source.read(position, upto, projection.topics, PAGE)
-            projection.apply_page(db, batch)
-            new_position = batch[-1][0] if len(batch) == PAGE else upto
-            write_position(db, projection.name, new_position, projection.schema)
-        applied += len(batch)
+        positions = [_position(db, projection) for db, projection in targets]
+        behind = [n for n, position in enumerate(positions) if position < upto]
+        if not behind:
+            break
+        start = min(positions[n] for n in behind)
+        wanted = [targets[n][1].topics for n in behind]
+        topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
+        with gc_paused():
+            batch = source.read(start, upto, topics, PAGE)
+            end = batch[-1][0] if len(batch) == PAGE else upto
+            for n in behind:
+                db, projection = targets[n]
+                with db.transaction():
+                    position = _position(db, projection)  # again: another process may have run
+                    if not start <= position < end:
+                        continue
+                    events = [
+                        (p, e)
+                        for p, e in batch
+                        if p > position and (not projection.topics or type(e) in projection.topics)
+                    ]
+                    projection.apply_page(db, events)
+                    write_position(db, projection.name, end, projection.schema)
+                applied[n] += len(events)
         if progress is not None:
-            progress(new_position, upto)
-    return RunReport(applied, time.perf_counter() - started)
+            progress(end, upto)
+    elapsed = time.perf_counter() - started
+    return [RunReport(count, elapsed) for count in applied]
+
+
+def _position(db: ViewDB, projection: Projection) -> int:
+    tracked = read_position(db, projection.name)
+    return 0 if tracked is None else tracked[0]
 
 
 @contextmanager

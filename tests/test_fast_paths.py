@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from commands import mail
 from commands.app import Eventpile
-from commands.mail import ImportMailbox
+from commands.mail import ImportMailbox, TagMessages
 from commands.mailparse import MailboxError, read_mailbox, read_mailbox_aside
 from commands.synthetic import write_mbox
 from domain.events import DomainEvent, operation_scope, uuid7
 from domain.message import Message, MessageContent, MessageIndexed, MessageRemoved, MessageTagged
-from projections.base import View, gc_paused
+from projections.base import View, catch_up_together, gc_paused
 from projections.db import SQLCipherViewStore
 from projections.messages import MessageIndex
 from projections.messages_query import matching_ids, parse_query, search
@@ -177,3 +177,22 @@ def test_sqlite_rowids_sort_and_filter_like_dates(
             assert search(view.db, query)["total"] == len(kept), text
     finally:
         view.close()
+
+
+def test_views_caught_up_together_equal_their_rebuilds(app: Eventpile, mbox: Path) -> None:
+    """Views at different positions, with different topics, read the log once, exactly once."""
+    app.execute(ImportMailbox(path=mbox))
+    app.execute(TagMessages(action="add", tag="t", query="patch"))
+    with operation_scope(uuid7(), None):
+        late = [Message.index(uuid.uuid4(), MessageContent(header_id=f"<{n}@x>")) for n in (1, 2)]
+    app.append(late[:1])
+    app.view("messages").catch_up(app)  # ahead of the others by one event
+    app.append(late[1:])
+    reports = catch_up_together(list(app.views.values()), app)
+    assert reports["messages"].events == 1 and reports["operations"].events == 2
+    assert all(
+        report.events == 0 for report in catch_up_together(list(app.views.values()), app).values()
+    )
+    for view in app.views.values():
+        assert view.position == app.max_position()
+        assert view.verify(app), view.name
