@@ -141,6 +141,7 @@ def read_mailbox(path: Path) -> Iterator[ParsedMail | MalformedMail]:
     return _read_mbox(_map_mbox(path, gzipped=kind == "gzip"), f"mbox:{path}")
 
 
+_START_METHODS = multiprocessing.get_all_start_methods()
 _Batch = list[ParsedMail | MalformedMail] | Exception | None
 """What the reading process sends: some messages, its error, or None at the end."""
 
@@ -151,8 +152,12 @@ def read_mailbox_aside(
     """`read_mailbox` in a second process, so parsing overlaps the caller's work on what it yields.
 
     Raises what `read_mailbox` raises, when iteration reaches it. Parsing is forked (no start-up
-    cost, nothing re-imported); the process stops when iteration ends, early or not.
+    cost, nothing re-imported); the process stops when iteration ends, early or not. Where no
+    process can be forked (no fork, or a daemonic process), it reads here.
     """
+    if multiprocessing.current_process().daemon or "fork" not in _START_METHODS:
+        yield from read_mailbox(path)
+        return
     context = multiprocessing.get_context("fork")
     batches: multiprocessing.queues.Queue[_Batch] = context.Queue(maxsize=16)
     process = context.Process(

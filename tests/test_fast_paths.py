@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import multiprocessing.queues
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -196,3 +197,19 @@ def test_views_caught_up_together_equal_their_rebuilds(app: Eventpile, mbox: Pat
     for view in app.views.values():
         assert view.position == app.max_position()
         assert view.verify(app), view.name
+
+
+def _read_in_daemon(path: Path, results: multiprocessing.queues.Queue[list[str]]) -> None:
+    results.put([str(m) for m in read_mailbox_aside(path)])
+
+
+def test_a_daemonic_process_reads_in_place(mbox: Path) -> None:
+    """Daemonic processes may not start processes: reading aside falls back to reading here."""
+    context = multiprocessing.get_context("fork")
+    results: multiprocessing.queues.Queue[list[str]] = context.Queue()
+    process = context.Process(target=_read_in_daemon, args=(mbox, results), daemon=True)
+    process.start()
+    try:
+        assert results.get(timeout=20) == [str(m) for m in read_mailbox(mbox)]
+    finally:
+        process.join()
