@@ -40,6 +40,7 @@ def pytest_report_header() -> str:
     found = binaries()
     return f"postgresql: {found} (a throwaway server per session)" if found else MISSING
 
+
 PASSPHRASE = "correct horse battery staple"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "linux-mips-2000.mbox.gz"
 
