@@ -4,7 +4,10 @@
 new operation, and marks the old one undone by it. Only what is still in effect
 is reverted: a tag the operation added that a later one removed stays removed,
 and the outcome says so (``skipped``, with reasons). Nothing is deleted. An undo
-is an operation like any other, and undoing it is a ``Redo``.
+is an operation like any other, and undoing it is a ``Redo``; once redone, an
+operation's changes are the redo's events, so undoing it again reverts those.
+Without an id, ``Undo`` takes the latest operation that changed something and can
+be undone (not an undo or a redo), ``Redo`` the most recently undone one.
 
 Each event's aggregate decides what reverts it (:meth:`Aggregate.compensate`).
 An event that is still the last of its stream needs no state: its ``inverse``
@@ -23,6 +26,7 @@ from commands.context import Context
 from domain.aggregate import DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
 from domain.operation import Operation
+from projections.base import gc_paused
 from projections.db import ViewDB
 from projections.operations import events_of, redo_candidates, stream_ends, undo_candidates
 
@@ -91,7 +95,13 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
     if not written:
         raise DomainError(f"operation {target.id} changed nothing: there is nothing to undo")
     last_version = stream_ends(view.db, target.id.hex)
-    events = _read(ctx, [row["position"] for row in written])
+    with gc_paused():  # many acyclic events: the collector would scan them again and again
+        return _compensate(ctx, _read(ctx, [row["position"] for row in written]), last_version)
+
+
+def _compensate(
+    ctx: Context, events: list[DomainEvent], last_version: dict[str, int]
+) -> tuple[int, Counter[str]]:
     touched: set[uuid.UUID] = set()
     reverted, reasons = 0, Counter[str]()
     for done, event in enumerate(reversed(events), 1):
@@ -108,8 +118,7 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
             compensation = [event.inverse(event.originator_version + 1)]
         else:
             state = ctx.load(aggregate, stream)
-            if state is None:
-                raise DomainError(f"the stream {stream} of {event.describe()!r} is empty")
+            assert state is not None, f"{event!r} is in the log, so its stream is not empty"
             compensation = state.compensate(event)
         if isinstance(compensation, list) and compensation:
             ctx.record(*compensation)

@@ -90,7 +90,8 @@ class Aggregate(BaseModel):
     def not_in_effect(self, event: Invertible) -> str | None:
         """Why what ``event`` (one of this stream's) did no longer holds now; None if it does.
 
-        Right after ``event`` it holds. The default: it always does.
+        Right after ``event`` it holds. The default: it always does. The reason is
+        shown and recorded as public data: no private values in it.
         """
         return None
 
