@@ -1,14 +1,15 @@
 """eventpile's public API: what application code imports.
 
 An application defines its own events (:class:`DomainEvent`, with fields marked
-:data:`Private`), aggregates (:class:`Aggregate`: state folded from events,
-decisions that return new events or raise :class:`DomainError`), commands
-(:class:`Command` models with a handler registered by :func:`handles`) and
-projections (:class:`Projection` over a :class:`ViewDB`), and runs them in an
+:data:`Private`; :class:`Invertible` when undo can revert them), aggregates
+(:class:`Aggregate`: state folded from events, decisions that return new events
+or raise :class:`DomainError`, and what of a past event is still in effect),
+commands (:class:`Command` models with a handler registered by :func:`handles`)
+and projections (:class:`Projection` over a :class:`ViewDB`), and runs them in an
 :class:`Application` configured with its projections. It gets the encrypted
-store, operation records, undo, rebuild and the testing kit
-(:mod:`eventpile.testing`) from the framework. Everything outside this module and
-:mod:`eventpile.testing` is internal.
+store, operation records, :class:`Undo` and :class:`Redo`, rebuild and the
+testing kit (:mod:`eventpile.testing`) from the framework. Everything outside
+this module and :mod:`eventpile.testing` is internal.
 
 Importing this module is cheap: each name is loaded when first used.
 """
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     from commands.base import Command, Outcome, explain, handles
     from commands.context import Context
     from commands.mail import message_senders
-    from domain.aggregate import Aggregate, DomainError, first_event, fold
+    from commands.undo import Redo, Undo
+    from domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
     from domain.events import DomainEvent, Private, uuid7
     from projections.base import Projection
     from projections.db import ViewDB
@@ -40,6 +42,7 @@ _WHERE = {
     # aggregates
     "Aggregate": ("domain.aggregate", "Aggregate"),
     "DomainError": ("domain.aggregate", "DomainError"),
+    "Invertible": ("domain.aggregate", "Invertible"),
     "first_event": ("domain.aggregate", "first_event"),
     "fold": ("domain.aggregate", "fold"),
     # commands
@@ -48,6 +51,8 @@ _WHERE = {
     "handles": ("commands.base", "handles"),
     "explain": ("commands.base", "explain"),
     "Context": ("commands.context", "Context"),
+    "Undo": ("commands.undo", "Undo"),
+    "Redo": ("commands.undo", "Redo"),
     # projections
     "Projection": ("projections.base", "Projection"),
     "ViewDB": ("projections.db", "ViewDB"),
@@ -74,12 +79,15 @@ __all__ = [
     "DomainError",
     "DomainEvent",
     "Home",
+    "Invertible",
     "Keyring",
     "MailApplication",
     "Outcome",
     "Private",
     "Projection",
+    "Redo",
     "StoreError",
+    "Undo",
     "ViewDB",
     "default_home",
     "explain",

@@ -5,6 +5,8 @@ from ``EVENTPILE_PASSPHRASE`` or a prompt)::
 
     python -m examples.contacts import ['from:ralf']   # contacts from mail senders
     python -m examples.contacts find ralf               # by name prefix or address
+    python -m examples.contacts undo [OPERATION_ID]     # the latest operation by default
+    python -m examples.contacts redo [OPERATION_ID]
 """
 
 from __future__ import annotations
@@ -14,13 +16,26 @@ import getpass
 import json
 import os
 import sys
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
 
-from eventpile import CommandFailed, Home, StoreError, default_home, explain
+from eventpile import (
+    Command,
+    CommandFailed,
+    Home,
+    Redo,
+    StoreError,
+    Undo,
+    default_home,
+    explain,
+)
 
 from . import AddressBook, ImportSenders
+
+COMMANDS: dict[str, type[Command]] = {"import": ImportSenders, "undo": Undo, "redo": Redo}
+"""The actions that run a command (their arguments are its fields)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     senders.add_argument("query", nargs="?", default="", help="only senders of matching mail")
     find = actions.add_parser("find", help="contacts by name prefix or email address")
     find.add_argument("text")
+    for verb in ("undo", "redo"):
+        action = actions.add_parser(verb, help=f"{verb} an operation (default: the latest)")
+        action.add_argument("operation_id", nargs="?", type=uuid.UUID)
     return parser
 
 
@@ -46,8 +64,9 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
     """The JSON document and the line for people that the action produces."""
     book = _open()
     try:
-        if args.action == "import":
-            operation = book.execute(ImportSenders(query=args.query))
+        if args.action in COMMANDS:
+            fields = {k: v for k, v in vars(args).items() if k not in ("action", "json")}
+            operation = book.execute(COMMANDS[args.action](**fields))
             return {"operation_id": str(operation.id), **operation.result}, operation.message
         found = book.find(args.text)
         lines = [f"{c['id'][:12]}  {c['name']}  {', '.join(c['emails'])}" for c in found]

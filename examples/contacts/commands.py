@@ -1,9 +1,9 @@
 """Contact commands: validated pydantic models, each with its handler.
 
 A handler loads aggregate states from ``ctx``, asks them to decide, and records
-the events they return; the dispatcher writes them as one operation (undoable
-with ``eventpile undo``). Rules that span contacts (an address belongs to one
-contact) are checked against the directory.
+the events they return; the dispatcher writes them as one operation, which
+``Undo`` reverts. Rules that span contacts (an address belongs to one contact)
+are checked against the directory.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Annotated
+
+from pydantic import Field
 
 from eventpile import (
     Command,
@@ -21,6 +23,7 @@ from eventpile import (
     ViewDB,
     handles,
     message_senders,
+    uuid7,
 )
 
 from .directory import by_email, directory
@@ -42,8 +45,12 @@ def _check_free(db: ViewDB, address: str) -> None:
 
 
 class CreateContact(Command):
-    """A new contact with a display name and any email addresses."""
+    """A new contact with a display name and any email addresses.
 
+    The caller may choose the new contact's id: then a retry cannot create it twice.
+    """
+
+    contact_id: uuid.UUID = Field(default_factory=uuid7)
     name: Annotated[DisplayName, Private]
     emails: Annotated[tuple[EmailAddress, ...], Private] = ()
 
@@ -53,12 +60,13 @@ class CreateContact(Command):
 
 @handles(CreateContact)
 def create_contact(command: CreateContact, ctx: Context) -> Outcome:
+    if ctx.load(Contact, command.contact_id) is not None:
+        raise DomainError(f"there is already a contact {command.contact_id}")
     db = directory(ctx.app)
     for address in command.emails:
         _check_free(db, address)
-    events = Contact.create(command.name, command.emails)
-    ctx.record(*events)
-    return Outcome("Created a contact", {"contact_id": events[0].originator_id.hex})
+    ctx.record(*Contact.create(command.contact_id, command.name, command.emails))
+    return Outcome("Created a contact", {"contact_id": command.contact_id.hex})
 
 
 class AddEmail(Command):
@@ -164,7 +172,7 @@ def import_senders(command: ImportSenders, ctx: Context) -> Outcome:
             known += 1
             continue
         name = " ".join(name.split())[:200] or address.partition("@")[0]
-        ctx.record(*Contact.create(name, (address,)))
+        ctx.record(*Contact.create(uuid7(), name, (address,)))
         created += 1
     result = {"created": created, "known": known, "unreadable": unreadable}
     return Outcome(

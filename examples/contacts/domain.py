@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import AfterValidator
 
-from eventpile import Aggregate, DomainError, DomainEvent, Private, first_event, uuid7
+from eventpile import (
+    Aggregate,
+    DomainError,
+    DomainEvent,
+    Invertible,
+    Private,
+    first_event,
+)
 
 _ADDRESS = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+$")
 
@@ -37,42 +44,69 @@ EmailAddress = Annotated[str, AfterValidator(check_address)]
 DisplayName = Annotated[str, AfterValidator(check_name)]
 
 
-class ContactCreated(DomainEvent):
+class ContactEvent(Invertible):
+    """An event of a contact's stream."""
+
+
+class ContactCreated(ContactEvent):
     name: Annotated[DisplayName, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(ContactRemoved, version, name=self.name)
 
-class ContactRemoved(DomainEvent):
+
+class ContactRemoved(ContactEvent):
     """The creation was undone."""
 
     name: Annotated[DisplayName, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(ContactCreated, version, name=self.name)
 
-class EmailAdded(DomainEvent):
+
+class EmailAdded(ContactEvent):
     address: Annotated[EmailAddress, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(EmailRemoved, version, address=self.address)
 
-class EmailRemoved(DomainEvent):
+
+class EmailRemoved(ContactEvent):
     address: Annotated[EmailAddress, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(EmailAdded, version, address=self.address)
 
-class NameChanged(DomainEvent):
+
+class NameChanged(ContactEvent):
     old_name: Annotated[DisplayName, Private]
     new_name: Annotated[DisplayName, Private]
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(NameChanged, version, old_name=self.new_name, new_name=self.old_name)
 
-class ContactMerged(DomainEvent):
+
+class ContactMerged(ContactEvent):
     """This contact now lives on as contact ``into`` (its addresses moved there)."""
 
     into: uuid.UUID
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(ContactUnmerged, version, into=self.into)
 
-class ContactUnmerged(DomainEvent):
+
+class ContactUnmerged(ContactEvent):
     """The merge into contact ``into`` was undone."""
 
     into: uuid.UUID
 
+    def inverse(self, version: int) -> DomainEvent:
+        return self.follow(ContactMerged, version, into=self.into)
+
 
 class Contact(Aggregate):
+    event_types: ClassVar[tuple[type[DomainEvent], ...]] = (ContactEvent,)
+
     name: str
     emails: tuple[str, ...] = ()
     merged_into: uuid.UUID | None = None
@@ -104,14 +138,46 @@ class Contact(Aggregate):
                 return self.model_copy(update={"merged_into": None})
         return self
 
+    # undo -------------------------------------------------------------------
+
+    def not_in_effect(self, event: Invertible) -> str | None:
+        """Why undoing ``event`` now would not revert it (None: it would)."""
+        match event:
+            case ContactRemoved() if not self.removed:
+                return "the contact was created again since"
+            case ContactUnmerged() if self.merged_into is not None:
+                return "the contact was merged again since"
+            case ContactMerged(into=into) if self.merged_into != into:
+                return "the merge was undone since"
+            case _ if self.removed:
+                return "the contact was removed since"
+            case _ if self.merged_into is not None and not isinstance(event, ContactMerged):
+                return "the contact was merged into another since"
+            case ContactCreated() if self.emails:
+                return "the contact has addresses added since"
+            case EmailAdded(address=address) if address not in self.emails:
+                return "the address was removed since"
+            case EmailRemoved(address=address) if address in self.emails:
+                return "the address was added again since"
+            case NameChanged(new_name=name) if self.name != name:
+                return "the contact was renamed again since"
+        return None
+
+    def compensate(self, event: DomainEvent) -> list[DomainEvent] | str:
+        """As the default, but a contact renamed since its creation is removed by its name now."""
+        if isinstance(event, ContactCreated) and self.not_in_effect(event) is None:
+            return [self.event(ContactRemoved, name=self.name)]
+        return super().compensate(event)
+
     # decisions --------------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, emails: tuple[str, ...] = ()) -> list[DomainEvent]:
+    def create(
+        cls, contact_id: uuid.UUID, name: str, emails: tuple[str, ...] = ()
+    ) -> list[DomainEvent]:
         """A new contact with these addresses (the first of each repeated one)."""
-        created = first_event(ContactCreated, uuid7(), name=name)
-        events: list[DomainEvent] = [created]
-        state = cls(id=created.originator_id, name=name, version=1)
+        events: list[DomainEvent] = [first_event(ContactCreated, contact_id, name=name)]
+        state = cls(id=contact_id, name=name, version=1)
         for address in dict.fromkeys(emails):
             (added,) = state.add_email(address)
             events.append(added)

@@ -77,7 +77,8 @@ def test_an_address_belongs_to_one_contact(book: AddressBook) -> None:
 def test_the_directory_runs_without_the_mail_domain(home: Home, keyring: Keyring) -> None:
     book = Application(home, keyring, projections=[ContactDirectory])
     try:
-        assert set(book.views) == {"operations", "contacts"}
+        assert "contacts" in book.views and "operations" in book.views
+        assert "messages" not in book.views
         create(book, "Ralf", "ralf@linux-mips.org")
         assert book.view("contacts").verify(book)
     finally:

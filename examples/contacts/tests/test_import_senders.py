@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eventpile import Home
+from eventpile import Home, Redo, Undo
 from examples.contacts import AddressBook, ImportSenders
 from examples.contacts.__main__ import main
 from examples.contacts.commands import split_sender
@@ -86,6 +86,14 @@ def test_one_contact_per_sender_address_once(indexed: Home) -> None:
         assert [c["name"] for c in book.find("roz")] == ["Rozycki, Maciej W."]
         again = book.execute(ImportSenders())
         assert again.result == {"created": 0, "known": 3, "unreadable": 1}
+        book.execute(Undo(operation_id=first.id))
+        assert book.find("") == []
+        book.execute(Redo())
+        assert [c["name"] for c in book.find("")] == [
+            "Jürgen Stuber",
+            "Ralf Baechle",
+            "Rozycki, Maciej W.",
+        ]
     finally:
         book.close()
 
@@ -105,6 +113,16 @@ def test_the_script_imports_the_senders_of_matching_mail(
     assert [(c["name"], c["emails"]) for c in found] == [("Ralf Baechle", ["ralf@linux-mips.org"])]
     assert main(["find", "nobody"]) == 0
     assert capsys.readouterr().out == "no contact found\n"
+    assert main(["--json", "undo", imported["operation_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["reverted"] == 4  # two contacts, two events each
+    assert main(["find", "ra"]) == 0
+    assert capsys.readouterr().out == "no contact found\n"
+    assert main(["undo", imported["operation_id"]]) == 1
+    assert "contacts: " in capsys.readouterr().err
+    assert main(["--json", "redo"]) == 0
+    assert json.loads(capsys.readouterr().out)["redid"] == imported["operation_id"]
+    assert main(["--json", "find", "ra"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["contacts"]) == 1
 
 
 def test_the_script_says_what_is_wrong_in_one_line(

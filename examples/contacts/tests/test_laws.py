@@ -1,0 +1,87 @@
+"""The testing kit's state machine on the address book: random contact commands,
+undos, redos, restarts and rebuilds, with the laws of undo and replay checked after
+every step (see :class:`eventpile.testing.ApplicationLaws`).
+
+Commands name contacts from a small pool of ids (``CreateContact`` takes the new
+contact's id), most of which every new address book starts with: so commands meet
+often, and replaying the log elsewhere gives the same contacts.
+``HYPOTHESIS_PROFILE=long`` runs many longer programs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from eventpile import Application, Command, Home
+from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
+from examples.contacts import (
+    AddEmail,
+    AddressBook,
+    Contact,
+    ContactDirectory,
+    CreateContact,
+    MergeContacts,
+    RemoveEmail,
+    RenameContact,
+)
+
+IDS = [uuid.UUID(int=n) for n in range(1, 5)]
+NAMES = ("Ralf Baechle", "Ralf", "Maciej W. Rozycki", "Jürgen")
+ADDRESSES = (
+    "ralf@linux-mips.org",
+    "macro@linux-mips.org",
+    "j@example.org",
+    "ralf@gnu.org",
+    "macro@example.org",
+)
+
+LONG = settings.default.max_examples > 100  # the ``long`` profile
+
+
+class ContactLaws(ApplicationLaws):
+    application = AddressBook
+
+    def commands(self) -> st.SearchStrategy[Command]:
+        ids, names, addresses = (st.sampled_from(v) for v in (IDS, NAMES, ADDRESSES))
+        return st.one_of(
+            command_strategy(
+                CreateContact,
+                contact_id=ids,
+                name=names,
+                emails=st.lists(addresses, max_size=2).map(tuple),
+            ),
+            command_strategy(AddEmail, contact_id=ids, address=addresses),
+            command_strategy(RemoveEmail, contact_id=ids, address=addresses),
+            command_strategy(RenameContact, contact_id=ids, name=names),
+            command_strategy(MergeContacts, contact_id=ids, into_id=ids),
+        )
+
+    def open_application(self, home: Home) -> Application:
+        """The address book; a new one starts with three of the contacts (one operation)."""
+        book = super().open_application(home)
+        if book.max_position() == 0:
+            for contact_id, name, address in zip(IDS[:3], NAMES, ADDRESSES, strict=False):
+                book.execute(CreateContact(contact_id=contact_id, name=name, emails=(address,)))
+        return book
+
+    def observe(self, app: Application) -> Any:
+        """Every contact not removed (addresses as a set) and the directory's rows."""
+        contacts = sorted(
+            (c.id, c.name, sorted(c.emails), c.merged_into)
+            for c in all_aggregates(app, Contact).values()
+            if not c.removed
+        )
+        db = app.view(ContactDirectory.name).db
+        return contacts, [db.execute(q).fetchall() for q in ContactDirectory().content_queries()]
+
+
+TestContactLaws = ContactLaws.TestCase
+TestContactLaws.settings = settings(
+    max_examples=settings.default.max_examples if LONG else 10,
+    stateful_step_count=40 if LONG else 15,
+    deadline=None,
+)
