@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from commands.undo import Redo, Undo
     from domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
     from domain.events import DomainEvent, Private, uuid7
+    from eventpile import testing
     from projections.base import Projection
     from projections.db import ViewDB
     from store.errors import StoreError
@@ -67,6 +68,8 @@ _WHERE = {
     "StoreError": ("store.errors", "StoreError"),
     # reading the mail domain
     "message_senders": ("commands.mail", "message_senders"),
+    # the testing kit (a module)
+    "testing": ("eventpile.testing", ""),
 }
 
 __all__ = [
@@ -95,6 +98,7 @@ __all__ = [
     "fold",
     "handles",
     "message_senders",
+    "testing",
     "uuid7",
 ]
 
@@ -105,7 +109,9 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and only those nam
             module, attribute = _WHERE[name]
         except KeyError:
             raise AttributeError(f"module 'eventpile' has no attribute {name!r}") from None
-        value = getattr(import_module(module), attribute)
+        value = import_module(module)
+        if attribute:
+            value = getattr(value, attribute)
         globals()[name] = value
         return value
 
