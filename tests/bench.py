@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -88,30 +89,42 @@ def report(
     *,
     at_most: bool = False,
     spread: str = "",
+    cpu: float | None = None,
 ) -> None:
-    """One line: the figure, its spread and, if it has one, its target and verdict."""
+    """One line: the figure, its spread, its target and verdict, the CPU-time figure."""
     line = f"{label:<46} {_num(value):>8} {unit:<9} {spread:<24}"
     if target is not None:
         ok = value <= target if at_most else value >= target
         line += (
             f" target {'<=' if at_most else '>='} {target:,g} {unit}  {'PASS' if ok else 'MISS'}"
         )
+    if cpu is not None:
+        line += f"  (by CPU time: {_num(cpu)})"
     print(line, flush=True)
 
 
-def rate(label: str, count: int, seconds: list[float], target: float | None = None) -> None:
-    rates = [count / s for s in seconds]
-    report(label, statistics.median(rates), f"{_unit(label)}/s", target, spread=_spread(rates))
+def rate(label: str, count: int, samples: list[Sample], target: float | None = None) -> None:
+    rates = [count / wall for wall, _ in samples]
+    report(
+        label,
+        statistics.median(rates),
+        f"{_unit(label)}/s",
+        target,
+        spread=_spread(rates),
+        cpu=statistics.median(count / cpu for _, cpu in samples),
+    )
 
 
 def _unit(label: str) -> str:
     return "msg" if "import" in label else "events"
 
 
-def latency(label: str, seconds: list[float], p50_target: float | None) -> None:
-    ms = sorted(s * 1000 for s in seconds)
+def latency(label: str, samples: list[Sample], p50_target: float | None) -> None:
+    ms = sorted(wall * 1000 for wall, _ in samples)
+    cpu = sorted(cpu * 1000 for _, cpu in samples)
     p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
-    report(f"{label} p50", statistics.median(ms), "ms", p50_target, at_most=True)
+    p50 = statistics.median(ms)
+    report(f"{label} p50", p50, "ms", p50_target, at_most=True, cpu=statistics.median(cpu))
     report(f"{label} p95", p95, "ms", spread=f"[max {_num(ms[-1])}, n={len(ms)}]")
 
 
@@ -140,21 +153,35 @@ def opened(home: Home, keyring: Keyring) -> Iterator[Eventpile]:
         app.close()
 
 
-def cli(home: Home, *args: str) -> float:
-    """Wall time of one whole ``eventpile`` process."""
+def cli(home: Home, *args: str) -> Sample:
+    """Wall and CPU time of one whole ``eventpile`` process."""
     env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
-    started = time.perf_counter()
-    done = subprocess.run([str(EVENTPILE), "--json", *args], env=env, capture_output=True)
-    took = time.perf_counter() - started
+    done: subprocess.CompletedProcess[bytes] | None = None
+
+    def run() -> None:
+        nonlocal done
+        done = subprocess.run([str(EVENTPILE), "--json", *args], env=env, capture_output=True)
+
+    took = timed(run)
+    assert done is not None
     if done.returncode:
         raise RuntimeError(f"eventpile {' '.join(args)}: {done.stderr.decode().strip()}")
     return took
 
 
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
+Sample = tuple[float, float]
+"""Wall time and CPU time (this process and the processes it waited for), in seconds."""
+
+
+def _cpu() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed(action: Callable[[], object]) -> Sample:
+    wall, cpu = time.perf_counter(), _cpu()
     action()
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, _cpu() - cpu
 
 
 class BigHome:
@@ -199,7 +226,8 @@ class BigHome:
 
 def bench_import(runs: int, big: BigHome) -> None:
     """The real corpus, end to end: parse, decide, encrypt, append, catch the views up."""
-    seconds, whole = [], []
+    seconds: list[Sample] = []
+    whole: list[Sample] = []
     for _ in range(runs):
         with fresh_home() as (home, keyring), opened(home, keyring) as app:
             operation = None
@@ -214,11 +242,13 @@ def bench_import(runs: int, big: BigHome) -> None:
         with fresh_home() as (home, _keyring):
             whole.append(cli(home, "import", str(CORPUS)))
     rate("import corpus (execute, views caught up)", 2000, seconds, 2000)
+    walls = [wall for wall, _ in whole]
     report(
         "import corpus: whole `eventpile import`",
-        statistics.median(whole),
+        statistics.median(walls),
         "s",
-        spread=_spread(whole),
+        spread=_spread(walls),
+        cpu=statistics.median(cpu for _, cpu in whole),
     )
 
 
@@ -265,15 +295,17 @@ def bench_append(runs: int, big: BigHome, count: int = 20_000, batch: int = 500)
         ("tagged", "MessageTagged only"),
         ("indexed", "MessageIndexed only (real corpus content)"),
     ):
-        seconds = []
+        seconds: list[Sample] = []
         for _ in range(runs):
             todo = events(kind)
             with fresh_home() as (home, keyring), opened(home, keyring) as app:
-                started = time.perf_counter()
-                for i in range(0, len(todo), batch):
-                    app.append(todo[i : i + batch])
-                seconds.append(time.perf_counter() - started)
+                seconds.append(timed(partial(_append, app, todo, batch)))
         rate(f"append: {label}", count, seconds, 30_000 if kind == "mixed" else None)
+
+
+def _append(app: Eventpile, events: list[DomainEvent], batch: int) -> None:
+    for start in range(0, len(events), batch):
+        app.append(events[start : start + batch])
 
 
 def bench_rebuild(runs: int, big: BigHome) -> None:
@@ -285,18 +317,17 @@ def bench_rebuild(runs: int, big: BigHome) -> None:
     """
     with fresh_home(big.path) as (home, keyring), opened(home, keyring) as app:
         log = app.max_position()
-        seconds: dict[str, list[float]] = {name: [] for name in app.views}
-        applied = {}
+        seconds: dict[str, list[Sample]] = {name: [] for name in app.views}
         for _ in range(runs):
             for name, view in app.views.items():
-                done = view.rebuild(app)
-                seconds[name].append(done.elapsed_s)
-                applied[name] = done.events
+                seconds[name].append(timed(partial(view.rebuild, app)))
         decoding = [timed(lambda: _decode_all(app, log)) for _ in range(runs)]
-    seconds["all views"] = [sum(s) for s in zip(*seconds.values(), strict=True)]
+    seconds["all views"] = [
+        (sum(wall for wall, _ in run), sum(cpu for _, cpu in run))
+        for run in zip(*seconds.values(), strict=True)
+    ]
     for name, took in seconds.items():
-        label = f"rebuild {name}" + (f" (applies {applied[name]:,})" if name in applied else "")
-        rate(label, log, took, 90_000)
+        rate(f"rebuild {name}", log, took, 90_000)
     rate(f"read + decrypt + validate {log:,} events, no view", log, decoding, 90_000)
 
 
@@ -339,13 +370,13 @@ def bench_search(runs: int, big: BigHome) -> None:
     with fresh_home(big.path) as (home, keyring), opened(home, keyring) as app:
         app.catch_up()
         db = app.view("messages").db
-        samples: list[float] = []
+        samples: list[Sample] = []
         per_query: dict[str, tuple[float, int]] = {}
         for text in SEARCHES:
             query = parse_query(text)
             total = search(db, query)["total"]
             took = [timed(partial(search, db, query)) for _ in range(5 * runs)]
-            per_query[text] = (statistics.median(took) * 1000, total)
+            per_query[text] = (statistics.median(wall for wall, _ in took) * 1000, total)
             samples += took
     latency(f"search {big.size:,} messages, query mix", samples, 10.0)
     for text, (ms, total) in per_query.items():
@@ -353,13 +384,15 @@ def bench_search(runs: int, big: BigHome) -> None:
     with fresh_home(big.path) as (home, _keyring):
         cli(home, "search", "from:smith kernel")
         whole = [cli(home, "search", "from:smith kernel") for _ in range(10)]
+        walls = [wall for wall, _ in whole]
         report(
             "search: whole `eventpile search` process",
-            statistics.median(whole) * 1000,
+            statistics.median(walls) * 1000,
             "ms",
             200,
             at_most=True,
-            spread=_spread(whole, 1000),
+            spread=_spread(walls, 1000),
+            cpu=statistics.median(cpu for _, cpu in whole) * 1000,
         )
         env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
         probe = (
