@@ -579,6 +579,8 @@ def test_real_corpus() -> None:
         copy.flush()
         stdlib = mailbox.mbox(copy.name, create=False)
         keys = list(stdlib.iterkeys())
-        assert [f"mbox:{CORPUS}#{key}" for key in keys] == [item.location for item in parsed]
+        assert [f"mbox:{CORPUS.resolve()}#{key}" for key in keys] == [
+            item.location for item in parsed
+        ]
         digests = [hashlib.sha256(stdlib.get_bytes(key)).hexdigest() for key in keys]
         assert digests == [item.fingerprint for item in parsed]
