@@ -124,7 +124,7 @@ def parse_query(text: str) -> Query:
     for term in terms:
         name, colon, value = term.partition(":")
         if not colon or " " in name:
-            if term != "*":
+            if term.strip("*"):  # a lone "*" (or "**") matches everything
                 matches.append(_term(term))
             continue
         name = name.lower()

@@ -296,7 +296,7 @@ def test_tags_and_date_bounds() -> None:
     assert query.terms == ()
 
 
-@pytest.mark.parametrize("text", ["", "   ", "*"])
+@pytest.mark.parametrize("text", ["", "   ", "*", "**"])
 def test_an_empty_query_matches_everything(text: str) -> None:
     assert parse_query(text).terms == () and parse_query(text).match is None
 
