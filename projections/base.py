@@ -166,10 +166,12 @@ def _fold(
         with gc_paused():
             batch = source.read(start, upto, topics, PAGE)
             end = batch[-1][0] if len(batch) == PAGE else upto
+            done = end == upto  # unless a view's position went back
             for n in behind:
                 db, projection = targets[n]
                 with db.transaction():
                     position = _position(db, projection)  # again: another process may have run
+                    done = done and position >= start
                     if not start <= position < end:
                         continue
                     events = [
@@ -182,6 +184,8 @@ def _fold(
                 applied[n] += len(events)
         if progress is not None:
             progress(end, upto)
+        if done:
+            break
     elapsed = time.perf_counter() - started
     return [RunReport(count, elapsed) for count in applied]
 

@@ -72,7 +72,7 @@ SEARCHES = (
 
 
 def _num(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"[:5]
 
 
 def _spread(values: list[float], scale: float = 1.0) -> str:
