@@ -26,11 +26,10 @@ PARSE_ASIDE_FROM = 1000
 """Mailboxes of this many messages are parsed in a second process (forking costs ~10 ms)."""
 
 
-def _readable(path: Path) -> Path:
-    path = path.expanduser().resolve()
-    if not path.exists():
-        raise ValueError(f"{path} does not exist")
-    return path
+def _mailbox(path: Path) -> Path:
+    from commands.mailparse import check_mailbox
+
+    return check_mailbox(path)
 
 
 def _query(text: str) -> str:
@@ -44,7 +43,7 @@ def _query(text: str) -> str:
 class ImportMailbox(Command):
     """Index the messages of an mbox, a gzipped mbox or a Maildir."""
 
-    path: Annotated[Path, AfterValidator(_readable), Private]
+    path: Annotated[Path, AfterValidator(_mailbox), Private]
 
     def describe(self) -> str:
         return "Import a mailbox"

@@ -223,6 +223,27 @@ def count_messages(path: Path) -> int | None:
         raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def check_mailbox(path: Path) -> Path:
+    """The resolved path if it looks like a mailbox we read; `MailboxError` if not.
+
+    Cheap: it reads the first bytes only, so a command can refuse bad input up front.
+    """
+    path = Path(path).expanduser().resolve()
+    kind = _kind(path)
+    if kind == "maildir":
+        return path
+    try:
+        with gzip.open(path) if kind == "gzip" else path.open("rb") as stream:
+            head = stream.read(len(_FROM_LINE))
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise MailboxError(f"{path} is not a readable gzip file: {exc}") from exc
+    except OSError as exc:
+        raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if head and head != _FROM_LINE:  # an empty mbox holds no messages, like read_mailbox
+        raise _not_mbox(path)
+    return path
+
+
 def _kind(path: Path) -> str:
     """Tell "maildir", "gzip" or "mbox" apart, raising `MailboxError` for anything else."""
     if path.is_dir():

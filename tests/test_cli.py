@@ -183,6 +183,7 @@ BAD_INPUT = [
     ["show", "0123456789abcdef"],
     ["rebuild", "nosuchview"],
     ["import", "/no/such/mailbox"],
+    ["import", __file__],  # a file that is not a mailbox
 ]
 
 
