@@ -3,7 +3,9 @@
 Tag membership is an add-wins, observed-remove set: every add is identified by
 the event that made it (its *dot*), and a removal names the dots it observed.
 So an undo removes exactly the dots its operation added, and events from two
-installations apply in any order with the same result. Trash is a reserved tag.
+installations apply in any order with the same result. Undoing a removal adds
+the tag back with a new dot that stands in for the removed ones, so undoing the
+original add later removes its stand-in. Trash is a reserved tag.
 """
 
 from __future__ import annotations
@@ -97,8 +99,17 @@ class MessageUntagged(Invertible):
         return f"Tag {self.tag_id} removed"
 
     def inverse(self, version: int) -> DomainEvent:
-        """The tag again, as a new add (its old dots stay removed)."""
-        return self.follow(MessageTagged, version, tag_id=self.tag_id)
+        return self.follow(MessageRetagged, version, tag_id=self.tag_id, restores=self.dots)
+
+
+class MessageRetagged(MessageTagged):
+    """The tag back after an untag (its undo): a new add, this event's id its dot,
+    standing in for the removed adds ``restores``."""
+
+    restores: tuple[uuid.UUID, ...]
+
+    def describe(self) -> str:
+        return f"Tag {self.tag_id} added back"
 
 
 class Message(MessageContent, Aggregate):
@@ -111,6 +122,8 @@ class Message(MessageContent, Aggregate):
 
     tags: dict[uuid.UUID, frozenset[uuid.UUID]] = {}
     indexed: bool = True
+    restored: dict[uuid.UUID, frozenset[uuid.UUID]] = {}
+    """For a dot added back by an undo: the earlier dots it stands in for (transitively)."""
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
@@ -124,6 +137,17 @@ class Message(MessageContent, Aggregate):
                 return self.model_copy(update={**event.content().model_dump(), "indexed": True})
             case MessageRemoved():
                 return self.model_copy(update={"indexed": False})
+            case MessageRetagged(tag_id=tag, event_id=dot, restores=restores):
+                dots = self.tags.get(tag, frozenset()) | {dot}
+                stands_for = frozenset(restores).union(
+                    *(self.restored.get(d, ()) for d in restores)
+                )
+                return self.model_copy(
+                    update={
+                        "tags": {**self.tags, tag: dots},
+                        "restored": {**self.restored, dot: stands_for},
+                    }
+                )
             case MessageTagged(tag_id=tag, event_id=dot):
                 dots = self.tags.get(tag, frozenset()) | {dot}
                 return self.model_copy(update={"tags": {**self.tags, tag: dots}})
@@ -143,11 +167,23 @@ class Message(MessageContent, Aggregate):
                 return "the message was indexed again since, with other content"
             case MessageRemoved() if self.indexed:
                 return "the message was indexed again since"
-            case MessageTagged(tag_id=tag, event_id=dot) if dot not in self.tags.get(tag, ()):
+            case MessageTagged() if not self._standing_for(event):
                 return "the tag was removed since"
             case MessageUntagged(tag_id=tag) if tag in self.tags:
                 return "the tag was added again since"
         return None
+
+    def compensate(self, event: DomainEvent) -> list[DomainEvent] | str:
+        """As the default, but an add is reverted by removing what stands for it now:
+        its dot, or the dots that brought it back after it was removed."""
+        if isinstance(event, MessageTagged) and (dots := self._standing_for(event)):
+            return [self.event(MessageUntagged, tag_id=event.tag_id, dots=tuple(sorted(dots)))]
+        return super().compensate(event)
+
+    def _standing_for(self, added: MessageTagged) -> frozenset[uuid.UUID]:
+        dot = added.event_id
+        present = self.tags.get(added.tag_id, frozenset())
+        return frozenset(d for d in present if d == dot or dot in self.restored.get(d, ()))
 
     # decisions ----------------------------------------------------------
 

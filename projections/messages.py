@@ -16,6 +16,7 @@ from domain.message import (
     TRASH_TAG_ID,
     MessageIndexed,
     MessageRemoved,
+    MessageRetagged,
     MessageTagged,
     MessageUntagged,
 )
@@ -82,6 +83,7 @@ class MessageIndex(Projection):
         MessageIndexed,
         MessageRemoved,
         MessageTagged,
+        MessageRetagged,
         MessageUntagged,
         TagCreated,
         TagRenamed,

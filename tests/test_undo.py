@@ -28,6 +28,7 @@ from domain.message import (
     MessageContent,
     MessageIndexed,
     MessageRemoved,
+    MessageRetagged,
     MessageTagged,
     MessageUntagged,
 )
@@ -154,6 +155,29 @@ def test_undo_of_an_older_operation_reverts_only_what_is_still_in_effect(
     assert undo.result["reasons"] == {"the tag was removed since": removed["changed"]}
     assert "the tag was removed since" in undo.message
     assert total(imported, "tag:t") == 0
+
+
+def test_an_add_brought_back_by_undoing_its_removal_is_undone_with_the_add(
+    imported: Eventpile,
+) -> None:
+    imported.execute(TagMessages(action="add", tag="t", query="*"))
+    imported.execute(TagMessages(action="remove", tag="t", query="*"))
+    back = imported.execute(Undo())
+    assert total(imported, "tag:t") == MESSAGES
+    assert {type(e) for e in written(imported, back.id)} >= {MessageRetagged}
+    undo = imported.execute(Undo())  # the add: its dots were removed, their stand-ins are not
+    assert (undo.result["reverted"], undo.result["skipped"]) == (MESSAGES + 1, 0)
+    assert total(imported, "tag:t") == 0
+    untagged = [
+        e.originator_id for e in written(imported, undo.id) if isinstance(e, MessageUntagged)
+    ]
+    assert len(untagged) == MESSAGES
+    assert all(getattr(imported.load(Message, m), "tags", None) == {} for m in untagged)
+    imported.execute(Redo())
+    imported.execute(Redo())
+    assert total(imported, "tag:t") == 0 and tag_names(imported) == ["t", "trash"]
+    imported.execute(Undo())
+    assert total(imported, "tag:t") == MESSAGES
 
 
 def test_undo_of_an_import_leaves_the_index_and_redo_brings_the_messages_back(
