@@ -28,7 +28,7 @@ from domain.events import DomainEvent
 from domain.operation import Operation
 from projections.base import gc_paused
 from projections.db import ViewDB
-from projections.operations import events_of, redo_candidates, stream_ends, undo_candidates
+from projections.operations import redo_candidates, undo_candidates, written_by
 
 READ_PAGE = 2000
 PROGRESS_EVERY = 1000
@@ -91,20 +91,19 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
     ctx.record(target.undo())
     view = ctx.app.view("operations")
     view.catch_up(ctx.app)
-    written = events_of(view.db, target.id.hex)
+    written = written_by(view.db, target.id.hex)
     if not written:
         raise DomainError(f"operation {target.id} changed nothing: there is nothing to undo")
-    last_version = stream_ends(view.db, target.id.hex)
     with gc_paused():  # many acyclic events: the collector would scan them again and again
-        return _compensate(ctx, _read(ctx, [row["position"] for row in written]), last_version)
+        events = _read(ctx, [position for position, _ in written])
+        return _compensate(ctx, list(zip(events, (last for _, last in written), strict=True)))
 
 
-def _compensate(
-    ctx: Context, events: list[DomainEvent], last_version: dict[str, int]
-) -> tuple[int, Counter[str]]:
+def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[int, Counter[str]]:
+    """Record what reverts each event (with its stream's last version), newest first."""
     touched: set[uuid.UUID] = set()
     reverted, reasons = 0, Counter[str]()
-    for done, event in enumerate(reversed(events), 1):
+    for done, (event, last) in enumerate(reversed(written), 1):
         stream = event.originator_id
         aggregate = aggregate_of(type(event))
         a_change = aggregate is not Operation  # not an undo mark
@@ -113,7 +112,7 @@ def _compensate(
             isinstance(event, Invertible)
             and a_change  # (the lifecycle of an operation is not in the operation log)
             and stream not in touched
-            and last_version.get(stream.hex) == event.originator_version
+            and last == event.originator_version
         ):
             compensation = [event.inverse(event.originator_version + 1)]
         else:
@@ -127,7 +126,7 @@ def _compensate(
         elif a_change:
             reasons[compensation if isinstance(compensation, str) else "nothing to revert"] += 1
         if done % PROGRESS_EVERY == 0:
-            ctx.progress(done, len(events), f"Reverting: {done:,} of {len(events):,} changes")
+            ctx.progress(done, len(written), f"Reverting: {done:,} of {len(written):,} changes")
     return reverted, reasons
 
 

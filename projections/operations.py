@@ -215,14 +215,15 @@ def events_of(db: ViewDB, operation_id: str) -> list[dict[str, Any]]:
     return [{"position": p, "stream": s, "version": v, "type": t} for p, s, v, t in rows]
 
 
-def stream_ends(db: ViewDB, operation_id: str) -> dict[str, int]:
-    """The last version (among events written by operations) of each stream it wrote to."""
-    rows = db.execute(
-        "SELECT stream, max(version) FROM operation_events WHERE stream IN "
-        "(SELECT stream FROM operation_events WHERE operation=?) GROUP BY stream",
+def written_by(db: ViewDB, operation_id: str) -> list[tuple[int, int]]:
+    """``(position, last)`` of each event the operation wrote, in log order: ``last`` is
+    the latest version of the event's stream among the events operations wrote."""
+    return db.execute(
+        "SELECT e.position, (SELECT max(x.version) FROM operation_events x"
+        " WHERE x.stream = e.stream) FROM operation_events e WHERE e.operation=?"
+        " ORDER BY e.position",
         (operation_id,),
-    )
-    return dict(rows.fetchall())
+    ).fetchall()
 
 
 _UNDOABLE = tuple(sorted(s.value for s in FINISHED - {Status.UNDONE}))
