@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from domain.events import DomainEvent
-from domain.operation import (
-    FINISHED,
-    OperationAnswered,
-    OperationCancelled,
-    OperationCompleted,
-    OperationEvent,
-    OperationFailed,
-    OperationProgressed,
-    OperationQuestionAsked,
-    OperationRedone,
-    OperationRequested,
-    OperationRetryScheduled,
-    OperationStarted,
-    OperationUndone,
-    Status,
-)
+from domain.operation import FINISHED, Operation, OperationEvent, Status
 from projections.base import Projection
 from projections.db import ViewDB
+from projections.queue import evolve_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -53,7 +40,8 @@ CREATE TABLE IF NOT EXISTS operations (
     private_result TEXT NOT NULL DEFAULT '{}',
     error_type TEXT,
     error TEXT,
-    undone_by TEXT
+    undone_by TEXT,
+    state TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS operation_events (
     operation TEXT NOT NULL,
@@ -72,7 +60,7 @@ _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
 
 class OperationLog(Projection):
     name: ClassVar[str] = "operations"
-    schema: ClassVar[int] = 2
+    schema: ClassVar[int] = 3
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
 
     def create(self, db: ViewDB) -> None:
@@ -93,88 +81,10 @@ class OperationLog(Projection):
                     type(event).__name__,
                 ),
             )
-        op = event.originator_id.hex
-        match event:
-            case OperationRequested():
-                db.execute(
-                    "INSERT INTO operations (id, position, command, status, message, requested_at,"
-                    " parent_id, args, private_args) VALUES (?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT DO NOTHING",
-                    (
-                        op,
-                        position,
-                        event.command,
-                        "scheduled" if event.run_after else "pending",
-                        event.message,
-                        event.ts,
-                        event.parent_id.hex if event.parent_id else None,
-                        json.dumps(event.args),
-                        json.dumps(event.private_args),
-                    ),
-                )
-            case OperationStarted():
-                db.execute(
-                    "UPDATE operations SET status='running', attempts=?, "
-                    "started_at=coalesce(started_at, ?) WHERE id=?",
-                    (event.attempt, event.ts, op),
-                )
-            case OperationProgressed():
-                db.execute(
-                    "UPDATE operations SET done=?, total=?, message=? WHERE id=?",
-                    (event.done, event.total, event.describe(), op),
-                )
-            case OperationCompleted():
-                db.execute(
-                    "UPDATE operations SET status='complete', message=?, result=?, "
-                    "private_result=?, finished_at=?, elapsed_s=? WHERE id=?",
-                    (
-                        event.message,
-                        json.dumps(event.result),
-                        json.dumps(event.private_result),
-                        event.ts,
-                        event.elapsed_s,
-                        op,
-                    ),
-                )
-            case OperationFailed():
-                db.execute(
-                    "UPDATE operations SET status='failed', error_type=?, error=?, "
-                    "finished_at=?, elapsed_s=? WHERE id=?",
-                    (event.error_type, event.error, event.ts, event.elapsed_s, op),
-                )
-            case OperationRetryScheduled():
-                db.execute(
-                    "UPDATE operations SET status='retrying', error_type=?, error=?, elapsed_s=? "
-                    "WHERE id=?",
-                    (event.error_type, event.error, event.elapsed_s, op),
-                )
-            case OperationQuestionAsked():
-                db.execute(
-                    "UPDATE operations SET status='waiting', message=?, result=?, "
-                    "private_result=?, elapsed_s=? WHERE id=?",
-                    (
-                        event.message,
-                        json.dumps(event.result),
-                        json.dumps(event.private_result),
-                        event.elapsed_s,
-                        op,
-                    ),
-                )
-            case OperationAnswered() | OperationCancelled():
-                cancelled = isinstance(event, OperationCancelled) or event.follow_up_id is None
-                db.execute(
-                    "UPDATE operations SET status=?, finished_at=? WHERE id=?",
-                    ("cancelled" if cancelled else "complete", event.ts, op),
-                )
-            case OperationUndone(operation_id=by):
-                db.execute(
-                    "UPDATE operations SET status='undone', undone_by=? WHERE id=?",
-                    (by.hex if by else None, op),
-                )
-            case OperationRedone(status=status):
-                db.execute(
-                    "UPDATE operations SET status=?, undone_by=NULL WHERE id=?", (status.value, op)
-                )
+        if isinstance(event, OperationEvent):
+            state = evolve_row(db, "operations", event)
+            if state is not None:
+                _store(db, state, position)
 
     def content_queries(self) -> Sequence[str]:
         return (
@@ -183,11 +93,57 @@ class OperationLog(Projection):
         )
 
 
+_COLUMNS = (
+    "id, position, command, status, message, requested_at, started_at, finished_at, elapsed_s,"
+    " attempts, done, total, parent_id, args, private_args, result, private_result, error_type,"
+    " error, undone_by, state"
+)
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _store(db: ViewDB, op: Operation, position: int) -> None:
+    """Write the row of an operation from its state (``position``: where it was requested)."""
+    done, total = op.progress or (None, None)
+    values = (
+        op.id.hex,
+        position,
+        op.command,
+        op.status.value,
+        op.message,
+        op.requested_at.timestamp(),
+        _ts(op.started_at),
+        _ts(op.finished_at),
+        op.elapsed_s,
+        op.attempts,
+        done,
+        total,
+        op.parent_id.hex if op.parent_id else None,
+        json.dumps(op.args),
+        json.dumps(op.private_args),
+        json.dumps(op.result),
+        json.dumps(op.private_result),
+        op.error_type,
+        op.error,
+        op.undone_by.hex if op.undone_by else None,
+        op.model_dump_json(),
+    )
+    updates = ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS.split(", ")[2:])
+    db.execute(
+        f"INSERT INTO operations ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}",
+        values,
+    )
+
+
 def _row(cursor: Any, row: Sequence[Any]) -> dict[str, Any]:
     record = {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
     for column in _JSON_COLUMNS:
         record[column] = json.loads(record[column])
     record.pop("position", None)
+    record.pop("state", None)
     return record
 
 
