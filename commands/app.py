@@ -40,7 +40,7 @@ from domain.aggregate import Aggregate, DomainError, fold
 from domain.events import DomainEvent, operation_scope, utcnow, uuid7
 from domain.operation import Operation, OperationRequested
 from projections.base import Projection, RunReport, View, catch_up_together
-from projections.db import view_store
+from projections.db import ViewDB, view_store
 from projections.feed import Feed
 from projections.messages import MessageIndex
 from projections.operations import OperationLog
@@ -212,6 +212,12 @@ class Application(LibraryApplication[uuid.UUID]):
 
     def view(self, name: str) -> View:
         return self.views[name]
+
+    def current(self, name: str) -> ViewDB:
+        """The database of view ``name``, caught up with the log first."""
+        view = self.views[name]
+        view.catch_up(self)
+        return view.db
 
     def catch_up(self) -> dict[str, RunReport]:
         return catch_up_together(list(self.views.values()), self)

@@ -13,12 +13,6 @@ import typer
 from commands.cli.core import app, console, emit, opened, progress_bar, settings
 
 
-def _operations_db(application: Any) -> Any:
-    view = application.view("operations")
-    view.catch_up(application)
-    return view.db
-
-
 @app.command()
 def log(
     ctx: typer.Context,
@@ -29,7 +23,7 @@ def log(
 
     s = settings(ctx)
     with opened(s) as application:
-        records = recent(_operations_db(application), limit)
+        records = recent(application.current("operations"), limit)
     emit(s, {"operations": [_public(r) for r in records]}, lambda: _print_log(records))
 
 
@@ -55,7 +49,7 @@ def show(ctx: typer.Context, operation_id: str) -> None:
 
     s = settings(ctx)
     with opened(s) as application:
-        db = _operations_db(application)
+        db = application.current("operations")
         found = find(db, operation_id)
         if len(found) != 1:
             what = "no" if not found else "more than one"

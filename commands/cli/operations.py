@@ -15,7 +15,6 @@ import typer
 from commands.cli.core import app, console, emit, opened, progress_bar, settings
 
 if TYPE_CHECKING:
-    from commands.app import Application
     from domain.operation import Operation
 
 
@@ -37,12 +36,6 @@ def _line(operation: Operation) -> str:
     return line
 
 
-def _feed_db(application: Application) -> Any:
-    view = application.view("feed")
-    view.catch_up(application)
-    return view.db
-
-
 @app.command()
 def feed(
     ctx: typer.Context,
@@ -58,7 +51,7 @@ def feed(
 
     s = settings(ctx)
     with opened(s) as application:
-        db = _feed_db(application)
+        db = application.current("feed")
         if show_all:
             entries = all_entries(db, private=private)
         else:
@@ -83,9 +76,7 @@ def ops(ctx: typer.Context) -> None:
 
     s = settings(ctx)
     with opened(s) as application:
-        view = application.view("queue")
-        view.catch_up(application)
-        queued = pending(view.db)
+        queued = pending(application.current("queue"))
 
     def show() -> None:
         from rich.table import Table
