@@ -131,7 +131,10 @@ def demo(
             ("Search", ["search", "-n", "5", "kernel"]),
             ("Tag what matched", ["tag", "add", "kernel", "kernel"]),
             ("Search by tag and date", ["search", "-n", "3", "tag:kernel after:2024-06-01"]),
+            ("Undo the tagging: compensating events, as an operation", ["undo"]),
+            ("Search by tag again: the tag is gone", ["search", "-n", "3", "tag:kernel"]),
             ("The operation log", ["log", "-n", "5"]),
+            ("The notification feed: one entry per operation", ["feed"]),
             ("Verify: every event decrypts, every view equals its rebuild", ["verify"]),
         ]
         from commands.cli.main import main
