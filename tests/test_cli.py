@@ -279,3 +279,17 @@ def test_the_installed_command(tmp_path: Path, mbox: Path) -> None:
     assert wrong.stderr.startswith("eventpile: ") and len(wrong.stderr.splitlines()) == 1
     assert "Traceback" not in wrong.stderr
     assert eventpile("verify").returncode == 0
+
+
+def test_demo_runs_the_tour_in_a_throwaway_home(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", "restored after the test")  # the demo sets it
+    assert main(["--json", "demo", "--messages", "40"]) == 0
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    imported, again = (d for d in documents if "indexed" in d)
+    assert (imported["indexed"], again["indexed"], again["skipped"]) == (40, 0, 40)
+    tagged = next(d for d in documents if "changed" in d)
+    undone = next(d for d in documents if "reverted" in d)
+    assert undone["reverted"] == tagged["changed"] + tagged["created_tag"]
+    assert documents[-1]["ok"] is True
