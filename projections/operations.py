@@ -67,24 +67,25 @@ class OperationLog(Projection):
         db.script(SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        own_lifecycle = (
-            isinstance(event, OperationEvent) and event.operation_id == event.originator_id
-        )
-        if event.operation_id is not None and not own_lifecycle:
-            db.execute(
-                "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-                (
-                    event.operation_id.hex,
-                    position,
-                    event.originator_id.hex,
-                    event.originator_version,
-                    type(event).__name__,
-                ),
+        self.apply_page(db, [(position, event)])
+
+    def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        """The events operations wrote go in with one statement, then the operations' rows."""
+        written = [
+            (e.operation_id.hex, p, e.originator_id.hex, e.originator_version, type(e).__name__)
+            for p, e in events
+            if e.operation_id is not None
+            and not (isinstance(e, OperationEvent) and e.operation_id == e.originator_id)
+        ]
+        if written:
+            db.executemany(
+                "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", written
             )
-        if isinstance(event, OperationEvent):
-            state = evolve_row(db, "operations", event)
-            if state is not None:
-                _store(db, state, position)
+        for position, event in events:
+            if isinstance(event, OperationEvent):
+                state = evolve_row(db, "operations", event)
+                if state is not None:
+                    _store(db, state, position)
 
     def content_queries(self) -> Sequence[str]:
         return (
