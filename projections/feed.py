@@ -24,7 +24,7 @@ from domain.events import DomainEvent, private_fields_of
 from domain.operation import Operation, Status, redact
 from projections.base import Projection
 from projections.db import ViewDB
-from projections.queue import evolve_row, operation_events
+from projections.queue import fold_rows, operation_events
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feed (
@@ -88,42 +88,48 @@ class Feed(Projection):
         db.script(SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        state = evolve_row(db, "feed", event)
-        if state is None:
-            return
-        done, total = state.progress or (None, None)
-        question = state.question
-        data = {k: v for k, v in redact(state).items() if k not in _TOP}
-        db.execute(
-            "INSERT INTO feed VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (id) DO UPDATE SET ts=excluded.ts, date=excluded.date, "
-            "flags=excluded.flags, status=excluded.status, incomplete=excluded.incomplete, "
-            "message=excluded.message, done=excluded.done, total=excluded.total, "
-            "prompt=excluded.prompt, choices=excluded.choices, data=excluded.data, "
-            "private=excluded.private, state=excluded.state",
-            (
-                state.id.hex,
-                position,
-                event.ts,
-                format_datetime(event.timestamp, usegmt=True),
-                flags(state.status),
-                state.status.value,
-                int(not state.status.finished),
-                state.command,
-                state.message,
-                done,
-                total,
-                None if question is None else question.prompt,
-                None if question is None else json.dumps(list(question.choices)),
-                None if state.parent_id is None else state.parent_id.hex,
-                json.dumps(data),
-                json.dumps(private_data(state)),
-                state.model_dump_json(),
-            ),
-        )
+        self.apply_page(db, [(position, event)])
+
+    def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        for state, position, last in fold_rows(db, "feed", events):
+            _store(db, state, position, last)
 
     def content_queries(self) -> Sequence[str]:
         return ("SELECT * FROM feed ORDER BY position",)
+
+
+def _store(db: ViewDB, state: Operation, position: int, event: DomainEvent) -> None:
+    """Write an entry: ``position`` where it was inserted, ``event`` its latest change."""
+    done, total = state.progress or (None, None)
+    question = state.question
+    data = {k: v for k, v in redact(state).items() if k not in _TOP}
+    db.execute(
+        "INSERT INTO feed VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (id) DO UPDATE SET ts=excluded.ts, date=excluded.date, "
+        "flags=excluded.flags, status=excluded.status, incomplete=excluded.incomplete, "
+        "message=excluded.message, done=excluded.done, total=excluded.total, "
+        "prompt=excluded.prompt, choices=excluded.choices, data=excluded.data, "
+        "private=excluded.private, state=excluded.state",
+        (
+            state.id.hex,
+            position,
+            event.ts,
+            format_datetime(event.timestamp, usegmt=True),
+            flags(state.status),
+            state.status.value,
+            int(not state.status.finished),
+            state.command,
+            state.message,
+            done,
+            total,
+            None if question is None else question.prompt,
+            None if question is None else json.dumps(list(question.choices)),
+            None if state.parent_id is None else state.parent_id.hex,
+            json.dumps(data),
+            json.dumps(private_data(state)),
+            state.model_dump_json(),
+        ),
+    )
 
 
 def _entries(db: ViewDB, where: str, params: Sequence[Any], private: bool) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from domain.events import DomainEvent
 from domain.operation import FINISHED, Operation, OperationEvent, Status
 from projections.base import Projection
 from projections.db import ViewDB
-from projections.queue import evolve_row
+from projections.queue import fold_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -81,11 +81,8 @@ class OperationLog(Projection):
             db.executemany(
                 "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", written
             )
-        for position, event in events:
-            if isinstance(event, OperationEvent):
-                state = evolve_row(db, "operations", event)
-                if state is not None:
-                    _store(db, state, position)
+        for state, position, _ in fold_rows(db, "operations", events):
+            _store(db, state, position)
 
     def content_queries(self) -> Sequence[str]:
         return (

@@ -11,7 +11,7 @@ for an answer.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -56,6 +56,30 @@ def evolve_row(db: ViewDB, table: str, event: DomainEvent) -> Operation | None:
     return Operation.model_validate_json(row[0]).apply(event)
 
 
+def fold_rows(
+    db: ViewDB, table: str, events: Sequence[tuple[int, DomainEvent]]
+) -> Iterator[tuple[Operation, int, DomainEvent]]:
+    """Each operation's state after a page of events, folded in memory from its row in
+    ``table``: ``(state, position of its first event in the page, its last event)``.
+
+    One read and one write per operation and page instead of one per event; the
+    result is the same as applying the events one by one (rows keep the position
+    they were inserted at, and a row that is gone stays gone).
+    """
+    found: dict[uuid.UUID, tuple[Operation, int, DomainEvent]] = {}
+    for position, event in events:
+        if not isinstance(event, OperationEvent):
+            continue
+        seen = found.get(event.originator_id)
+        if seen is not None:
+            found[event.originator_id] = (seen[0].apply(event), seen[1], event)
+        else:
+            state = evolve_row(db, table, event)
+            if state is not None:
+                found[event.originator_id] = (state, position, event)
+    return iter(found.values())
+
+
 class Queue(Projection):
     name: ClassVar[str] = "queue"
     topics: ClassVar[tuple[type[DomainEvent], ...]] = operation_events()
@@ -64,12 +88,20 @@ class Queue(Projection):
         db.script(SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        state = evolve_row(db, "queue", event)
-        if state is None:
-            return
-        if state.status.finished:
-            db.execute("DELETE FROM queue WHERE id=?", (state.id.hex,))
-            return
+        self.apply_page(db, [(position, event)])
+
+    def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        for state, position, _ in fold_rows(db, "queue", events):
+            _store(db, state, position)
+
+    def content_queries(self) -> Sequence[str]:
+        return ("SELECT * FROM queue ORDER BY id",)
+
+
+def _store(db: ViewDB, state: Operation, position: int) -> None:
+    if state.status.finished:
+        db.execute("DELETE FROM queue WHERE id=?", (state.id.hex,))
+    else:
         due = state.due_at
         db.execute(
             "INSERT INTO queue VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
@@ -85,9 +117,6 @@ class Queue(Projection):
                 state.model_dump_json(),
             ),
         )
-
-    def content_queries(self) -> Sequence[str]:
-        return ("SELECT * FROM queue ORDER BY id",)
 
 
 def pending(db: ViewDB) -> list[Operation]:
