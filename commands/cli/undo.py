@@ -32,7 +32,8 @@ def redo(
 
 
 def _revert(ctx: typer.Context, verb: str, prefix: str) -> None:
-    import commands.mail  # noqa: F401  (registers the mail commands: undo must know them)
+    import commands.mail
+    import commands.send  # noqa: F401  (they register their commands: undo must know them)
     from commands.operations import find_operation
     from commands.undo import Redo, Undo
 
