@@ -20,11 +20,10 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TypeGuard
 
 from commands.base import Command, Outcome, _registry, handles
 from commands.context import Context
-from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
+from domain.aggregate import DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
 from domain.operation import Operation
 from projections.base import gc_paused
@@ -101,40 +100,28 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
 
 
 def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[int, Counter[str]]:
-    """Record what reverts each event (with its stream's last version), newest first.
-
-    An event still the last of its stream, and the operation's only one there, is
-    reverted by its inverse; the states of the other events' aggregates are loaded
-    together first.
-    """
-    in_stream = Counter(event.originator_id for event, _ in written)
-
-    def by_inverse(event: DomainEvent, last: int) -> TypeGuard[Invertible]:
-        return (
-            isinstance(event, Invertible)
-            and aggregate_of(type(event)) is not Operation  # (its lifecycle is not in the log)
-            and last == event.originator_version
-            and in_stream[event.originator_id] == 1
-        )
-
-    by_state: dict[type[Aggregate], set[uuid.UUID]] = {}
-    for event, last in written:
-        if not by_inverse(event, last):
-            by_state.setdefault(aggregate_of(type(event)), set()).add(event.originator_id)
-    for aggregate, ids in by_state.items():
-        ctx.preload(aggregate, ids)
+    """Record what reverts each event (with its stream's last version), newest first."""
+    touched: set[uuid.UUID] = set()
     reverted, reasons = 0, Counter[str]()
     for done, (event, last) in enumerate(reversed(written), 1):
+        stream = event.originator_id
+        aggregate = aggregate_of(type(event))
+        a_change = aggregate is not Operation  # not an undo mark
         compensation: list[DomainEvent] | str
-        if by_inverse(event, last):
+        if (
+            isinstance(event, Invertible)
+            and a_change  # (the lifecycle of an operation is not in the operation log)
+            and stream not in touched
+            and last == event.originator_version
+        ):
             compensation = [event.inverse(event.originator_version + 1)]
         else:
-            state = ctx.load(aggregate_of(type(event)), event.originator_id)
+            state = ctx.load(aggregate, stream)
             assert state is not None, f"{event!r} is in the log, so its stream is not empty"
             compensation = state.compensate(event)
-        a_change = aggregate_of(type(event)) is not Operation  # not an undo mark
         if isinstance(compensation, list) and compensation:
             ctx.record(*compensation)
+            touched.add(stream)
             reverted += a_change
         elif a_change:
             reasons[compensation if isinstance(compensation, str) else "nothing to revert"] += 1
