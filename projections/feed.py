@@ -22,9 +22,8 @@ from pydantic_core import to_jsonable_python
 
 from domain.events import DomainEvent, private_fields_of
 from domain.operation import Operation, Status, redact
-from projections.base import Projection
 from projections.db import ViewDB
-from projections.queue import fold_rows, operation_events
+from projections.queue import OperationRows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feed (
@@ -80,19 +79,14 @@ def private_data(state: Operation) -> dict[str, Any]:
     return data
 
 
-class Feed(Projection):
+class Feed(OperationRows):
     name: ClassVar[str] = "feed"
-    topics: ClassVar[tuple[type[DomainEvent], ...]] = operation_events()
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)
 
-    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        self.apply_page(db, [(position, event)])
-
-    def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
-        for state, position, last in fold_rows(db, "feed", events):
-            _store(db, state, position, last)
+    def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
+        _store(db, state, position, last)
 
     def content_queries(self) -> Sequence[str]:
         return ("SELECT * FROM feed ORDER BY position",)

@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 
 from domain.events import DomainEvent
 from domain.operation import FINISHED, Operation, OperationEvent, Status
-from projections.base import Projection
 from projections.db import ViewDB
-from projections.queue import fold_rows
+from projections.queue import OperationRows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
@@ -58,16 +57,14 @@ CREATE INDEX IF NOT EXISTS operation_events_stream ON operation_events(stream, v
 _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
 
 
-class OperationLog(Projection):
+class OperationLog(OperationRows):
     name: ClassVar[str] = "operations"
     schema: ClassVar[int] = 3
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
+    """Every event: it records which events each operation wrote."""
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)
-
-    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
-        self.apply_page(db, [(position, event)])
 
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
         """The events operations wrote go in with one statement, then the operations' rows."""
@@ -81,8 +78,10 @@ class OperationLog(Projection):
             db.executemany(
                 "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", written
             )
-        for state, position, _ in fold_rows(db, "operations", events):
-            _store(db, state, position)
+        super().apply_page(db, events)
+
+    def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
+        _store(db, state, position)
 
     def content_queries(self) -> Sequence[str]:
         return (

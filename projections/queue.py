@@ -11,6 +11,7 @@ for an answer.
 from __future__ import annotations
 
 import uuid
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import ClassVar
@@ -80,19 +81,32 @@ def fold_rows(
     return iter(found.values())
 
 
-class Queue(Projection):
-    name: ClassVar[str] = "queue"
-    topics: ClassVar[tuple[type[DomainEvent], ...]] = operation_events()
+class OperationRows(Projection):
+    """A view with a row per operation (its table is named like the view), written
+    from the operation's folded state: the fold is ``Operation.evolve``, not SQL."""
 
-    def create(self, db: ViewDB) -> None:
-        db.script(SCHEMA)
+    topics: ClassVar[tuple[type[DomainEvent], ...]] = operation_events()
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
         self.apply_page(db, [(position, event)])
 
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
-        for state, position, _ in fold_rows(db, "queue", events):
-            _store(db, state, position)
+        for state, position, last in fold_rows(db, self.name, events):
+            self.store(db, state, position, last)
+
+    @abstractmethod
+    def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
+        """Write the row: ``position`` where it was inserted, ``last`` its latest event."""
+
+
+class Queue(OperationRows):
+    name: ClassVar[str] = "queue"
+
+    def create(self, db: ViewDB) -> None:
+        db.script(SCHEMA)
+
+    def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
+        _store(db, state, position)
 
     def content_queries(self) -> Sequence[str]:
         return ("SELECT * FROM queue ORDER BY id",)
