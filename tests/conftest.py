@@ -6,14 +6,17 @@ Hypothesis profiles: ``ci`` (default, fast) and ``long`` (run by name:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from commands.app import Eventpile
+from commands.cli.main import main
 from store.home import Home
 from store.keys import Keyring
 
@@ -90,3 +93,19 @@ def cli_env(home: Home, backend: str, monkeypatch: pytest.MonkeyPatch) -> Home:
     monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
     monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
     return home
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
+    """Exit code, the JSON printed (or None) and stderr of ``eventpile --json ARGV``."""
+    code = main(["--json", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def log_end(home: Home) -> int:
+    """How many events the log of ``home`` holds (to check that nothing was written)."""
+    app = Eventpile(home, home.unlock(PASSPHRASE))
+    try:
+        return app.max_position()
+    finally:
+        app.close()

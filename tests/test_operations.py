@@ -8,7 +8,6 @@ operation test modules.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,7 +49,7 @@ from domain.operation import (
 from projections.queue import pending
 from store.home import Home
 from store.keys import Keyring
-from tests.conftest import PASSPHRASE
+from tests.conftest import cli, log_end
 
 # shared test kit ------------------------------------------------------------------
 
@@ -705,21 +704,6 @@ def _fingerprint_in(mbox: Path, text: str) -> str:
 
 
 # the command line -----------------------------------------------------------------------
-
-
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
-    """Exit code, the JSON printed (or None) and stderr of ``eventpile --json ARGV``."""
-    code = main(["--json", *argv])
-    out, err = capsys.readouterr()
-    return code, json.loads(out) if out.strip() else None, err
-
-
-def log_end(home: Home) -> int:
-    app = Eventpile(home, home.unlock(PASSPHRASE))
-    try:
-        return app.max_position()
-    finally:
-        app.close()
 
 
 def test_the_operations_commands(

@@ -4,7 +4,6 @@ helpers (command strategies, given/when/then)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from projections.messages_query import parse_query, search
 from projections.operations import find
 from store.home import Home
 
-from .conftest import PASSPHRASE
+from .conftest import cli, log_end
 
 MESSAGES = 20
 
@@ -298,20 +297,6 @@ def test_undoing_an_undo_explicitly_is_a_redo(imported: Eventpile) -> None:
 
 
 # the command line ------------------------------------------------------------------------
-
-
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
-    code = main(["--json", *argv])
-    out, err = capsys.readouterr()
-    return code, json.loads(out) if out.strip() else None, err
-
-
-def log_end(home: Home) -> int:
-    app = Eventpile(home, home.unlock(PASSPHRASE))
-    try:
-        return app.max_position()
-    finally:
-        app.close()
 
 
 def test_the_undo_and_redo_commands(
