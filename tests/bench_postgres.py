@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,17 @@ from projections.messages_query import matching_ids, parse_query
 from store.home import Home
 from store.keys import Keyring
 from store.postgres import connect
-from tests.bench import CORPUS, PASSPHRASE, _contents, _spread, latency, rate, report, timed
+from tests.bench import (
+    CORPUS,
+    PASSPHRASE,
+    _contents,
+    _spread,
+    latency,
+    opened,
+    rate,
+    report,
+    timed,
+)
 from tests.pg import Server
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -69,15 +80,6 @@ class Databases:
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
-
-
-@contextmanager
-def opened(home: Home, keyring: Keyring) -> Iterator[Eventpile]:
-    app = Eventpile(home, keyring)
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 def _one_message_queries(app: Eventpile, count: int) -> list[str]:
@@ -111,14 +113,16 @@ def bench_append(runs: int, dbs: Databases, size: int, count: int = 20_000) -> N
                 MessageTagged(originator_id=message_id, originator_version=2, tag_id=tag_id)
             )
     for batch in (100, 500):
-        seconds = []
+        samples = []
         for _ in range(runs):
             with dbs.home() as (home, keyring), opened(home, keyring) as app:
-                started = time.perf_counter()
-                for i in range(0, count, batch):
-                    app.append(events[i : i + batch])
-                seconds.append(time.perf_counter() - started)
-        rate(f"append {batch} per transaction", count, seconds, 20_000)
+
+                def append_all(app: Eventpile = app, batch: int = batch) -> None:
+                    for i in range(0, count, batch):
+                        app.append(events[i : i + batch])
+
+                samples.append(timed(append_all))
+        rate(f"append {batch} per transaction", count, samples, 20_000)
 
 
 def bench_rebuild(runs: int, dbs: Databases, size: int) -> None:
@@ -163,15 +167,18 @@ def bench_tag(runs: int, dbs: Databases, size: int, samples: int = 200) -> None:
     """``tag add`` on a query matching one message, views caught up before it returns."""
     with dbs.home() as (home, keyring), opened(home, keyring) as app:
         app.execute(ImportMailbox(path=CORPUS))
-        seconds = []
+        operations: list[Operation] = []
+
+        def tag(word: str) -> None:
+            operations.append(app.execute(TagMessages(action="add", tag="bench", query=word)))
+
+        taken = []
         for n, word in enumerate(_one_message_queries(app, samples + 20)):
-            started = time.perf_counter()
-            operation = app.execute(TagMessages(action="add", tag="bench", query=word))
-            took = time.perf_counter() - started
-            assert operation.result["changed"] == 1, word
+            took = timed(partial(tag, word))
+            assert operations[-1].result["changed"] == 1, word
             if n >= 20:  # the first ones create the tag and warm the caches
-                seconds.append(took)
-    latency("tag add, one message (execute, views caught up)", seconds, None)
+                taken.append(took)
+    latency("tag add, one message (execute, views caught up)", taken, None)
 
 
 def _drain(home_path: str, url: str, start: Any, finished: Any) -> None:

@@ -32,10 +32,8 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,7 +45,7 @@ from commands.mail import ImportMailbox, TagMessages
 from commands.synthetic import write_mbox
 from commands.undo import Redo, Undo
 from store.home import Home
-from tests.bench import EVENTPILE, PASSPHRASE, opened, report
+from tests.bench import PASSPHRASE, Sample, cli, opened, report, timed
 
 TARGET_S = 1.0
 
@@ -63,14 +61,7 @@ def copy_of(home: Path) -> Iterator[Eventpile]:
             yield app
 
 
-def timed(action: Callable[[], object]) -> tuple[float, float]:
-    """Wall and CPU seconds of ``action``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    action()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def figure(label: str, samples: list[tuple[float, float]], target: float | None) -> None:
+def figure(label: str, samples: list[Sample], target: float | None) -> None:
     walls, cpus = [w for w, _ in samples], [c for _, c in samples]
     spread = f"[{min(walls):.2f}..{max(walls):.2f}, cpu {statistics.median(cpus):.2f} s]"
     report(label, statistics.median(walls), "s", target, at_most=True, spread=spread)
@@ -94,7 +85,7 @@ def build(directory: Path, size: int) -> tuple[Path, Path]:
 def run(size: int, runs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="eventpile-bench-undo-base-") as tmp:
         imported, tagged = build(Path(tmp), size)
-        samples: dict[str, list[tuple[float, float]]] = {}
+        samples: dict[str, list[Sample]] = {}
 
         def sample(
             label: str, home: Path, *before: Command, action: Callable[[Eventpile], object]
@@ -126,18 +117,11 @@ def _first(app: Eventpile) -> uuid.UUID:
     return uuid.UUID(recent(app.view("operations").db, 100)[-1]["id"])
 
 
-def _cli_undo(home: Path) -> tuple[float, float]:
-    """Wall and CPU (of the child) seconds of ``eventpile --json undo``."""
+def _cli_undo(home: Path) -> Sample:
+    """Wall and CPU (of the child) seconds of ``eventpile --json undo`` on a copy of ``home``."""
     with tempfile.TemporaryDirectory(prefix="eventpile-bench-undo-cli-") as tmp:
         shutil.copytree(home, Path(tmp) / "home")
-        env = {**os.environ, "EVENTPILE_HOME": f"{tmp}/home", "EVENTPILE_PASSPHRASE": PASSPHRASE}
-        wall, children = time.perf_counter(), os.times()
-        done = subprocess.run([str(EVENTPILE), "--json", "undo"], env=env, capture_output=True)
-        after = os.times()
-        if done.returncode:
-            raise RuntimeError(done.stderr.decode().strip())
-        cpu = after.children_user + after.children_system
-        return time.perf_counter() - wall, cpu - children.children_user - children.children_system
+        return cli(Home(Path(tmp) / "home"), "undo")
 
 
 def main(argv: list[str] | None = None) -> int:
