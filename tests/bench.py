@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -405,6 +405,16 @@ def bench_search(runs: int, big: BigHome) -> None:
         print(f"    modules a search loaded, of pydantic and eventsourcing: {loaded or 'none'}")
 
 
+def chosen(
+    parser: argparse.ArgumentParser, names: list[str], known: Mapping[str, object]
+) -> list[str]:
+    """The benchmarks named on the command line (all when none are), or a usage error."""
+    unknown = set(names) - set(known)
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    return names or list(known)
+
+
 BENCHMARKS = {
     "import": bench_import,
     "append": bench_append,
@@ -425,17 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", type=Path, help="build the big home in this directory once and reuse it later"
     )
     args = parser.parse_args(argv)
-    unknown = set(args.names) - set(BENCHMARKS)
-    if unknown:
-        parser.error(
-            f"unknown benchmark {', '.join(sorted(unknown))} (known: {', '.join(BENCHMARKS)})"
-        )
+    names = chosen(parser, args.names, BENCHMARKS)
     if not CORPUS.exists():
         print(f"the real corpus {CORPUS} is missing", file=sys.stderr)
         return 1
     big = BigHome(args.size, args.keep)
     try:
-        for name in args.names or BENCHMARKS:
+        for name in names:
             load = os.getloadavg()[0]
             print(f"-- {name} (load average {load:.1f} on {os.cpu_count()} cores)", flush=True)
             BENCHMARKS[name](args.runs, big)

@@ -45,6 +45,7 @@ from tests.bench import (
     PASSPHRASE,
     _contents,
     _spread,
+    chosen,
     latency,
     opened,
     rate,
@@ -279,17 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=20_000, help="messages for rebuild")
     parser.add_argument("--database-url", help="a server to use instead of a throwaway one")
     args = parser.parse_args(argv)
-    unknown = set(args.names) - set(BENCHMARKS)
-    if unknown:
-        parser.error(
-            f"unknown benchmark {', '.join(sorted(unknown))} (known: {', '.join(BENCHMARKS)})"
-        )
+    names = chosen(parser, args.names, BENCHMARKS)
     if not CORPUS.exists():
         print(f"the real corpus {CORPUS} is missing", file=sys.stderr)
         return 1
     dbs = Databases(args.database_url)
     try:
-        for name in args.names or BENCHMARKS:
+        for name in names:
             BENCHMARKS[name](args.runs, dbs, args.size)
     finally:
         dbs.close()
