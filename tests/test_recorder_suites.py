@@ -8,6 +8,7 @@ fresh database of the test server.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,7 +38,22 @@ class OurStore:
         env = Environment(Application.name, backend_settings(self.home))
         factory: Any = InfrastructureFactory.construct(env)
         self.addCleanup(factory.close)  # type: ignore[attr-defined]
-        return getattr(factory, self.make)()
+        recorder = getattr(factory, self.make)()
+        # Cleanups run last-in first-out: join the test's threads before closing.
+        self.addCleanup(_join_threads_started_after, set(threading.enumerate()))  # type: ignore[attr-defined]
+        return recorder
+
+
+def _join_threads_started_after(before: set[threading.Thread]) -> None:
+    """Wait for the threads a suite started before its recorder is closed.
+
+    The concurrency tests signal their reader threads to stop but do not join
+    them; closing a SQLite connection while a reader is inside ``execute``
+    crashes the interpreter.
+    """
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), f"{thread.name} still running after its test"
 
 
 class OnSQLite(OurStore):
