@@ -49,7 +49,7 @@ from store.cipher import EventCipher
 from store.errors import StoreError
 from store.home import Home
 from store.keys import Keyring
-from store.mapper import PydanticMapper, topic_of
+from store.mapper import PydanticMapper, RowReader, topic_of
 from store.sqlite import Recorder
 
 if TYPE_CHECKING:
@@ -195,11 +195,11 @@ class Application(LibraryApplication[uuid.UUID]):
     def read(
         self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
     ) -> list[tuple[int, DomainEvent]]:
-        notifications = self.recorder.select_notifications(
-            after + 1, limit, stop=upto, topics=[topic_of(t) for t in topics]
+        rows = cast(RowReader, self.recorder).select_rows(
+            after, upto, [topic_of(t) for t in topics], limit
         )
-        to_event = cast(PydanticMapper, self.mapper).to_domain_event
-        return [(n.id, to_event(n)) for n in notifications]
+        decode = cast(PydanticMapper, self.mapper).decode
+        return [(row[0], decode(*row[1:])) for row in rows]
 
     def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
         position, upto = 0, self.max_position()

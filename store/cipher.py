@@ -24,8 +24,13 @@ ENVELOPE_FORMAT: Final = 1
 COMPRESSED: Final = 0x01
 
 
-def row_aad(header: bytes, originator_id: uuid.UUID, version: int, topic: str) -> bytes:
-    return header + originator_id.bytes + version.to_bytes(8, "big") + topic.encode()
+def row_aad(header: bytes, originator_id: uuid.UUID | str, version: int, topic: str) -> bytes:
+    raw = (
+        originator_id.bytes
+        if isinstance(originator_id, uuid.UUID)
+        else bytes.fromhex(originator_id.replace("-", ""))
+    )
+    return header + raw + version.to_bytes(8, "big") + topic.encode()
 
 
 class EventCipher:
@@ -50,7 +55,7 @@ class EventCipher:
         return header + nonce + self._aeads[self._current].encrypt(nonce, plaintext, aad)
 
     def open(
-        self, blob: bytes, originator_id: uuid.UUID, version: int, topic: str
+        self, blob: bytes, originator_id: uuid.UUID | str, version: int, topic: str
     ) -> tuple[int, int, bytes]:
         """``(flags, class_version, plaintext)``; :class:`TamperedData` if inauthentic."""
         if len(blob) < HEADER.size + 12 + 16:
@@ -74,5 +79,5 @@ class EventCipher:
         return flags, class_version, plaintext
 
 
-def _tampered(originator_id: uuid.UUID, version: int, problem: str) -> TamperedData:
+def _tampered(originator_id: uuid.UUID | str, version: int, problem: str) -> TamperedData:
     return TamperedData(f"event {originator_id} v{version}: {problem}")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import uuid
 import zlib
+from collections.abc import Sequence
 from functools import cache
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
@@ -28,6 +29,17 @@ from store.errors import TamperedData
 # rebuild (11 µs) per event. Only rare, large payloads (big operation results) pay.
 COMPRESS_OVER: Final = 8192
 _ROW_FIELDS: Final = {"originator_id", "originator_version"}
+
+Row = tuple[int, str, int, str, bytes]
+"""A notification as a plain tuple: ``(position, originator_id, version, topic, state)``."""
+
+
+class RowReader(Protocol):
+    """Our recorders: notifications as :data:`Row` tuples, no object per row."""
+
+    def select_rows(
+        self, after: int, upto: int, topics: Sequence[str], limit: int
+    ) -> list[Row]: ...
 
 
 class _Unused(Transcoder):
@@ -85,16 +97,22 @@ class PydanticMapper(Mapper[uuid.UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEvent:
-        cls = event_class(stored_event.topic)
-        originator_id = stored_event.originator_id
-        if not isinstance(originator_id, uuid.UUID):
-            originator_id = uuid.UUID(originator_id)
-        version = stored_event.originator_version
-        state = stored_event.state
+        return self.decode(
+            stored_event.originator_id,
+            stored_event.originator_version,
+            stored_event.topic,
+            stored_event.state,
+        )
+
+    def decode(
+        self, originator_id: uuid.UUID | str, version: int, topic: str, state: bytes
+    ) -> DomainEvent:
+        """The event of a stored row (its id a UUID or its text: pydantic converts it)."""
+        cls = event_class(topic)
         flags, class_version = 0, 1
         if self.event_cipher is not None:
             flags, class_version, state = self.event_cipher.open(
-                state, originator_id, version, stored_event.topic
+                state, originator_id, version, topic
             )
         elif state[:1] == b"\xff":
             flags, class_version, state = state[1], int.from_bytes(state[2:4], "big"), state[4:]

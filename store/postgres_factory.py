@@ -15,6 +15,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 from store.errors import StoreError
+from store.mapper import Row
 from store.postgres import LOCK_KEY
 
 
@@ -54,6 +55,22 @@ class Recorder(PostgresApplicationRecorder):
 
     def _fetch_ids_after_insert_events(self, curs: Any, *args: Any, **kwargs: Any) -> list[int]:
         return [row[0] for row in curs.fetchall()]
+
+    def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
+        """As :meth:`store.sqlite.Recorder.select_rows`: tuples, the ids as text."""
+        statement = SQL(
+            "SELECT notification_id, originator_id::text, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s{topics} "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            topics=SQL(" AND topic = ANY(%s)" if topics else ""),
+        )
+        params = (after, upto, *([list(topics)] if topics else []), limit)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, params, prepare=True)
+            return curs.fetchall()
 
 
 class Factory(PostgresFactory):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
@@ -18,6 +18,8 @@ from eventsourcing.sqlite import (
     SQLiteConnectionPool,
     SQLiteFactory,
 )
+
+from store.mapper import Row
 
 STREAMS_PER_QUERY = 500
 
@@ -51,6 +53,20 @@ class Recorder(SQLiteApplicationRecorder):
                 )
                 found += (StoredEvent(uuid.UUID(row[0]), *row[1:]) for row in c.fetchall())
         return found
+
+    def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
+        """The notifications after ``after`` up to ``upto`` (of ``topics``, if any), as
+        plain tuples: the library's objects and id conversions cost a third of a rebuild."""
+        where = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None
+            c.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state "
+                f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ?{where} "
+                "ORDER BY rowid LIMIT ?",
+                (after, upto, *topics, limit),
+            )
+            return c.fetchall()
 
 
 class Factory(SQLiteFactory):
