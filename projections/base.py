@@ -153,25 +153,24 @@ def _fold(
     progress: Progress | None,
 ) -> list[RunReport]:
     """Apply the events after each view's tracked position: a page of the log at a
-    time, read once, then in one transaction per view with its new position."""
+    time, read once, then in one transaction per view with its new position.
+
+    Positions are read once and then known from the writes; each transaction reads
+    its view's position again (another process may have moved it) and trusts that.
+    """
     started, applied = time.perf_counter(), [0] * len(targets)
-    while True:
-        positions = [_position(db, projection) for db, projection in targets]
-        behind = [n for n, position in enumerate(positions) if position < upto]
-        if not behind:
-            break
+    positions = [_position(db, projection) for db, projection in targets]
+    while behind := [n for n, position in enumerate(positions) if position < upto]:
         start = min(positions[n] for n in behind)
         wanted = [targets[n][1].topics for n in behind]
         topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
         with gc_paused():
             batch = source.read(start, upto, topics, PAGE)
             end = batch[-1][0] if len(batch) == PAGE else upto
-            done = end == upto  # unless a view's position went back
             for n in behind:
                 db, projection = targets[n]
                 with db.transaction():
-                    position = _position(db, projection)  # again: another process may have run
-                    done = done and position >= start
+                    position = positions[n] = _position(db, projection)
                     if not start <= position < end:
                         continue
                     events = [
@@ -181,11 +180,10 @@ def _fold(
                     ]
                     projection.apply_page(db, events)
                     write_position(db, projection.name, end, projection.schema)
+                positions[n] = end
                 applied[n] += len(events)
         if progress is not None:
             progress(end, upto)
-        if done:
-            break
     elapsed = time.perf_counter() - started
     return [RunReport(count, elapsed) for count in applied]
 
