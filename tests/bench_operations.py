@@ -2,10 +2,15 @@
 
 Run on demand, never in the test suite::
 
-    .venv/bin/python -m tests.bench_operations                      # 100k and 1M events
-    .venv/bin/python -m tests.bench_operations --sizes 100000 --runs 5
+    .venv/bin/python -m tests.bench_operations            # all: queue, then 100k and 1M events
+    .venv/bin/python -m tests.bench_operations queue      # the queue drained by workers only
+    .venv/bin/python -m tests.bench_operations log --sizes 100000 --runs 5
 
-For each log size it builds a home: filler events (small events no operation
+``queue``: 400 due operations (one-message ``tag add`` on the real corpus) drained
+by 1, then 2 worker processes together on SQLite, in operations per second (median
+of ``--runs`` homes; ``tests.bench_postgres queue`` is the same on PostgreSQL).
+
+``log``: for each log size it builds a home: filler events (small events no operation
 view reads) up to the size, ``--done`` finished operations and ``--pending``
 pending ones (scheduled sends), with every view caught up. Then:
 
@@ -39,6 +44,8 @@ from commands.send import SendMail
 from domain.events import DomainEvent
 from projections.feed import feed
 from store.home import Home
+from tests.bench import chosen, fresh_home
+from tests.bench_postgres import queue_rates
 
 PASSPHRASE = "benchmark"
 BATCH = 5000
@@ -160,19 +167,32 @@ def feed_query(home: Home, queries: int) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--done", type=int, default=2000, help="finished operations")
-    parser.add_argument("--pending", type=int, default=100, help="pending operations")
-    parser.add_argument("--runs", type=int, default=5, help="start-up processes")
-    args = parser.parse_args()
+def bench_log(args: argparse.Namespace) -> None:
     for size in args.sizes:
         print(f"log of {size:,} events:", flush=True)
         with tempfile.TemporaryDirectory(prefix="eventpile-bench-") as tmp:
             home = build(Path(tmp) / "home", size, args.done, args.pending)
             startup(home, args.runs)
             feed_query(home, 500)
+
+
+def bench_queue(args: argparse.Namespace) -> None:
+    queue_rates(fresh_home, args.runs)
+
+
+BENCHMARKS = {"queue": bench_queue, "log": bench_log}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--done", type=int, default=2000, help="finished operations")
+    parser.add_argument("--pending", type=int, default=100, help="pending operations")
+    parser.add_argument("--runs", type=int, default=5, help="start-up processes, queue homes")
+    args = parser.parse_args()
+    for name in chosen(parser, args.names, BENCHMARKS):
+        BENCHMARKS[name](args)
 
 
 if __name__ == "__main__":

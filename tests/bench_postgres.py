@@ -24,8 +24,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from tests.bench import (
 from tests.pg import Server
 
 SPAWN = multiprocessing.get_context("spawn")
+Homes = AbstractContextManager[tuple[Home, Keyring]]
 
 
 class Databases:
@@ -182,7 +183,7 @@ def bench_tag(runs: int, dbs: Databases, size: int, samples: int = 200) -> None:
     latency("tag add, one message (execute, views caught up)", taken, None)
 
 
-def _drain(home_path: str, url: str, start: Any, finished: Any) -> None:
+def _drain(home_path: str, url: str | None, start: Any, finished: Any) -> None:
     from commands.worker import Worker
 
     home = Home(Path(home_path), url)
@@ -193,12 +194,13 @@ def _drain(home_path: str, url: str, start: Any, finished: Any) -> None:
     app.close()
 
 
-def bench_queue(runs: int, dbs: Databases, size: int, operations: int = 400) -> None:
-    """Due operations (one-message ``tag add``) drained by worker processes together."""
+def queue_rates(homes: Callable[[], Homes], runs: int, operations: int = 400) -> None:
+    """Due operations (one-message ``tag add``) drained by 1, then 2 worker processes together,
+    each run in a new home from ``homes``: SQLite or PostgreSQL, as the home says."""
     for workers in (1, 2):
         seconds = []
         for _ in range(runs):
-            with dbs.home() as (home, keyring), opened(home, keyring) as app:
+            with homes() as (home, keyring), opened(home, keyring) as app:
                 app.execute(ImportMailbox(path=CORPUS))
                 queries = _one_message_queries(app, operations)
                 submitted = [
@@ -226,6 +228,10 @@ def bench_queue(runs: int, dbs: Databases, size: int, operations: int = 400) -> 
             "ops/s",
             spread=_spread(rates),
         )
+
+
+def bench_queue(runs: int, dbs: Databases, size: int) -> None:
+    queue_rates(dbs.home, runs)
 
 
 def _follow(home_path: str, url: str, ready: Any, seen: Any, count: int) -> None:
