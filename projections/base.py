@@ -16,6 +16,7 @@ import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -24,6 +25,8 @@ from domain.events import DomainEvent
 from projections.db import ViewDB, ViewStore, read_position, write_position
 
 PAGE = 2000
+Page = list[tuple[int, DomainEvent]]
+Topics = Sequence[type[DomainEvent]]
 
 
 class EventSource(Protocol):
@@ -31,9 +34,7 @@ class EventSource(Protocol):
 
     def max_position(self) -> int: ...
 
-    def read(
-        self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
-    ) -> list[tuple[int, DomainEvent]]: ...
+    def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page: ...
 
 
 class Projection(ABC):
@@ -160,32 +161,73 @@ def _fold(
     """
     started, applied = time.perf_counter(), [0] * len(targets)
     positions = [_position(db, projection) for db, projection in targets]
-    while behind := [n for n, position in enumerate(positions) if position < upto]:
-        start = min(positions[n] for n in behind)
-        wanted = [targets[n][1].topics for n in behind]
-        topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
-        with gc_paused():
-            batch = source.read(start, upto, topics, PAGE)
+    with _ReadAhead(source) as pages, gc_paused():
+        while behind := [n for n, position in enumerate(positions) if position < upto]:
+            start = min(positions[n] for n in behind)
+            wanted = [targets[n][1].topics for n in behind]
+            topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
+            batch = pages.read(start, upto, topics)
             end = batch[-1][0] if len(batch) == PAGE else upto
             for n in behind:
-                db, projection = targets[n]
-                with db.transaction():
-                    position = positions[n] = _position(db, projection)
-                    if not start <= position < end:
-                        continue
-                    events = [
-                        (p, e)
-                        for p, e in batch
-                        if p > position and (not projection.topics or type(e) in projection.topics)
-                    ]
-                    projection.apply_page(db, events)
-                    write_position(db, projection.name, end, projection.schema)
-                positions[n] = end
-                applied[n] += len(events)
-        if progress is not None:
-            progress(end, upto)
+                positions[n], count = _apply(*targets[n], batch, start, end)
+                applied[n] += count
+            if progress is not None:
+                progress(end, upto)
     elapsed = time.perf_counter() - started
     return [RunReport(count, elapsed) for count in applied]
+
+
+def _apply(
+    db: ViewDB, projection: Projection, batch: Page, start: int, end: int
+) -> tuple[int, int]:
+    """Apply the events of ``batch`` (the log from ``start`` to ``end``) after the view's
+    position, and its new position, in one transaction: ``(its position, events applied)``."""
+    with db.transaction():
+        position = _position(db, projection)
+        if not start <= position < end:
+            return position, 0
+        events = [
+            (p, e)
+            for p, e in batch
+            if p > position and (not projection.topics or type(e) in projection.topics)
+        ]
+        projection.apply_page(db, events)
+        write_position(db, projection.name, end, projection.schema)
+    return end, len(events)
+
+
+class _ReadAhead:
+    """Pages of the log, the next one read in a thread while the caller applies this one.
+
+    Decoding (Python) then overlaps the work of the database: SQLite's and psycopg's
+    calls let go of the interpreter, and PostgreSQL works in its own process. Only a
+    full page has a next one, so a small catch-up starts no thread.
+    """
+
+    def __init__(self, source: EventSource):
+        self.source = source
+        self.pool: ThreadPoolExecutor | None = None
+        self.ahead: tuple[tuple[int, int, Topics], Future[Page]] | None = None
+
+    def read(self, after: int, upto: int, topics: Topics) -> Page:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] == (after, upto, topics):
+            page = ahead[1].result()
+        else:
+            page = self.source.read(after, upto, topics, PAGE)
+        if len(page) == PAGE:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+            key = (page[-1][0], upto, topics)
+            self.ahead = (key, self.pool.submit(self.source.read, *key, PAGE))
+        return page
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _position(db: ViewDB, projection: Projection) -> int:
