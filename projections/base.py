@@ -115,15 +115,7 @@ class View:
 
     def rebuild(self, source: EventSource, progress: Progress | None = None) -> RunReport:
         """Build from scratch beside the live view, then swap it in."""
-        fresh = self._open(self.store.open_fresh(self.name, "rebuild"))
-        try:
-            report = _fold([(fresh, self.projection)], source, source.max_position(), progress)[0]
-        except BaseException:
-            self.store.discard(fresh, self.name, "rebuild")
-            raise
-        self.close()
-        self.store.swap(fresh, self.name, "rebuild")
-        return report
+        return rebuild_together([self], source, progress)[self.name]
 
     def verify(self, source: EventSource) -> bool:
         """Is the live view equal to a fresh fold of the log up to its position?"""
@@ -144,6 +136,26 @@ def catch_up_together(views: Sequence[View], source: EventSource) -> dict[str, R
     """``catch_up`` of several views, each page of the log read and decoded once for all."""
     targets = [(view.db, view.projection) for view in views]
     reports = _fold(targets, source, source.max_position(), None)
+    return {view.name: report for view, report in zip(views, reports, strict=True)}
+
+
+def rebuild_together(
+    views: Sequence[View], source: EventSource, progress: Progress | None = None
+) -> dict[str, RunReport]:
+    """``rebuild`` of several views, each page of the log read and decoded once for all."""
+    fresh: list[ViewDB] = []
+    try:
+        for view in views:
+            fresh.append(view._open(view.store.open_fresh(view.name, "rebuild")))
+        targets = [(db, view.projection) for db, view in zip(fresh, views, strict=True)]
+        reports = _fold(targets, source, source.max_position(), progress)
+    except BaseException:
+        for db, view in zip(fresh, views, strict=False):
+            view.store.discard(db, view.name, "rebuild")
+        raise
+    for db, view in zip(fresh, views, strict=True):
+        view.close()
+        view.store.swap(db, view.name, "rebuild")
     return {view.name: report for view, report in zip(views, reports, strict=True)}
 
 

@@ -30,7 +30,8 @@ from commands.mail import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from commands.synthetic import write_mbox
 from domain.aggregate import DomainError
 from domain.message import Message, MessageIndexed
-from projections.base import View
+from projections import base
+from projections.base import Page, Topics, View, rebuild_together
 from projections.messages import MessageIndex
 from projections.messages_query import QueryError, Term, matching_ids, parse_query, search
 from store.home import Home
@@ -134,6 +135,27 @@ def test_rebuild_and_verify_agree_with_the_live_views(imported: Eventpile) -> No
         assert report.events > 0
     assert {name: view.digest() for name, view in imported.views.items()} == before
     assert results(imported) == found
+
+
+def test_views_rebuilt_together_read_each_page_once_and_equal_the_live_views(
+    imported: Eventpile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "PAGE", 5)  # many full pages: each next one is read ahead
+    before = {name: view.digest() for name, view in imported.views.items()}
+    starts: list[int] = []
+
+    class Log:
+        def max_position(self) -> int:
+            return imported.max_position()
+
+        def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
+            starts.append(after)
+            return imported.read(after, upto, topics, limit)
+
+    reports = rebuild_together(list(imported.views.values()), Log())
+    assert {name: view.digest() for name, view in imported.views.items()} == before
+    assert starts == list(range(0, imported.max_position(), 5))
+    assert reports["operations"].events == imported.max_position()
 
 
 def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: Eventpile) -> None:
