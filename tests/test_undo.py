@@ -177,6 +177,7 @@ def test_an_add_brought_back_by_undoing_its_removal_is_undone_with_the_add(
     assert total(imported, "tag:t") == 0 and tag_names(imported) == ["t", "trash"]
     imported.execute(Undo())
     assert total(imported, "tag:t") == MESSAGES
+    assert imported.view("messages").verify(imported)  # adds and removals of one page in order
 
 
 def test_undo_of_an_import_leaves_the_index_and_redo_brings_the_messages_back(
@@ -189,10 +190,17 @@ def test_undo_of_an_import_leaves_the_index_and_redo_brings_the_messages_back(
     undo = imported.execute(Undo(operation_id=uuid.UUID(importing["id"])))
     assert undo.result["reverted"] == MESSAGES
     assert total(imported, "") == 0 and total(imported, "tag:t") == 0
+    assert _terms(imported) == []
     redo = imported.execute(Redo())
     assert redo.result["reverted"] == MESSAGES
     assert (total(imported, ""), total(imported, "tag:t")) == (MESSAGES, tagged)
     assert search(imported.view("messages").db, parse_query(""), MESSAGES) == listed
+    assert imported.view("messages").verify(imported)
+
+
+def _terms(app: Eventpile) -> list[Any]:
+    """What the full-text index holds, word by word."""
+    return app.view("messages").db.execute("SELECT * FROM messages_terms").fetchall()
 
 
 def test_a_replaced_message_gets_its_old_content_back(
@@ -211,9 +219,12 @@ def test_a_replaced_message_gets_its_old_content_back(
     assert replace.result["changed"] == 1
     replaced = imported.load(Message, message_id)
     assert replaced is not None and replaced.content() != before.content()
+    assert total(imported, "edited") == 1
     imported.execute(Undo())
     after = imported.load(Message, message_id)
     assert after is not None and after.indexed and after.content() == before.content()
+    assert total(imported, "edited") == 0  # removed and indexed again in one page
+    assert imported.view("messages").verify(imported)
 
 
 def _fingerprints(mbox: Path) -> tuple[str, ...]:
