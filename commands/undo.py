@@ -20,10 +20,11 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TypeGuard
 
 from commands.base import Command, Outcome, _registry, handles
 from commands.context import Context
-from domain.aggregate import DomainError, Invertible, aggregate_of
+from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
 from domain.operation import Operation
 from projections.base import gc_paused
@@ -100,7 +101,13 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
 
 
 def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[int, Counter[str]]:
-    """Record what reverts each event (with its stream's last version), newest first."""
+    """Record what reverts each event (with its stream's last version), newest first.
+
+    An event is reverted by its inverse while it is the last of its stream, this
+    undo included; any other is decided on its aggregate's state. Those states are
+    loaded together first.
+    """
+    _preload(ctx, written)
     touched: set[uuid.UUID] = set()
     reverted, reasons = 0, Counter[str]()
     for done, (event, last) in enumerate(reversed(written), 1):
@@ -108,12 +115,7 @@ def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[i
         aggregate = aggregate_of(type(event))
         a_change = aggregate is not Operation  # not an undo mark
         compensation: list[DomainEvent] | str
-        if (
-            isinstance(event, Invertible)
-            and a_change  # (the lifecycle of an operation is not in the operation log)
-            and stream not in touched
-            and last == event.originator_version
-        ):
+        if _by_inverse(event, last) and stream not in touched:
             compensation = [event.inverse(event.originator_version + 1)]
         else:
             state = ctx.load(aggregate, stream)
@@ -128,6 +130,30 @@ def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[i
         if done % PROGRESS_EVERY == 0:
             ctx.progress(done, len(written), f"Reverting: {done:,} of {len(written):,} changes")
     return reverted, reasons
+
+
+def _by_inverse(event: DomainEvent, last: int) -> TypeGuard[Invertible]:
+    """Can ``event`` be reverted by its inverse, if nothing touched its stream since?"""
+    return (
+        isinstance(event, Invertible)
+        and aggregate_of(type(event)) is not Operation  # (its lifecycle is not in the log)
+        and last == event.originator_version
+    )
+
+
+def _preload(ctx: Context, written: list[tuple[DomainEvent, int]]) -> None:
+    """Load together the states :func:`_compensate` will ask for, one by one, as it goes:
+    those of the events not reverted by their inverse, and those of the streams the
+    operation wrote more than once (all but their newest event are decided on state)."""
+    seen: set[uuid.UUID] = set()
+    wanted: dict[type[Aggregate], set[uuid.UUID]] = {}
+    for event, last in written:
+        stream = event.originator_id
+        if stream in seen or not _by_inverse(event, last):
+            wanted.setdefault(aggregate_of(type(event)), set()).add(stream)
+        seen.add(stream)
+    for aggregate, streams in wanted.items():
+        ctx.preload(aggregate, streams)
 
 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
