@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import uuid
 from datetime import datetime
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel
 
@@ -52,11 +52,13 @@ class MessageContent(BaseModel):
     fingerprint: Annotated[str, Private] = ""
     size: int = 0
 
+    def content_fields(self) -> dict[str, Any]:
+        """Just the content fields, by name (of a subclass: an event or the aggregate state)."""
+        return {name: getattr(self, name) for name in MessageContent.model_fields}
+
     def content(self) -> MessageContent:
-        """Just the content fields (of a subclass: an event or the aggregate state)."""
-        return MessageContent.model_construct(
-            **{name: getattr(self, name) for name in MessageContent.model_fields}
-        )
+        """Just the content, as a model."""
+        return MessageContent.model_construct(**self.content_fields())
 
 
 class MessageIndexed(MessageContent, Invertible):
@@ -64,7 +66,7 @@ class MessageIndexed(MessageContent, Invertible):
         return f"Message indexed ({self.size:,} bytes)"
 
     def inverse(self, version: int) -> DomainEvent:
-        return self.follow(MessageRemoved, version, **self.content().model_dump())
+        return self.follow(MessageRemoved, version, **self.content_fields())
 
 
 class MessageRemoved(MessageContent, Invertible):
@@ -74,7 +76,7 @@ class MessageRemoved(MessageContent, Invertible):
         return f"Message removed from the index ({self.size:,} bytes)"
 
     def inverse(self, version: int) -> DomainEvent:
-        return self.follow(MessageIndexed, version, **self.content().model_dump())
+        return self.follow(MessageIndexed, version, **self.content_fields())
 
 
 class MessageTagged(Invertible):
@@ -129,12 +131,12 @@ class Message(MessageContent, Aggregate):
     def start(cls, event: DomainEvent) -> Self:
         if not isinstance(event, MessageIndexed):
             return super().start(event)
-        return cls(id=event.originator_id, **event.content().model_dump())
+        return cls(id=event.originator_id, **event.content_fields())
 
     def evolve(self, event: DomainEvent) -> Self:
         match event:
             case MessageIndexed():
-                return self.model_copy(update={**event.content().model_dump(), "indexed": True})
+                return self.model_copy(update={**event.content_fields(), "indexed": True})
             case MessageRemoved():
                 return self.model_copy(update={"indexed": False})
             case MessageRetagged(tag_id=tag, event_id=dot, restores=restores):
@@ -203,7 +205,7 @@ class Message(MessageContent, Aggregate):
     def remove(self) -> list[DomainEvent]:
         if not self.indexed:
             raise DomainError("the message is not in the index")
-        return [self.event(MessageRemoved, **self.content().model_dump())]
+        return [self.event(MessageRemoved, **self.content_fields())]
 
     def has_tag(self, tag_id: uuid.UUID) -> bool:
         return tag_id in self.tags
