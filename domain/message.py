@@ -165,7 +165,7 @@ class Message(MessageContent, Aggregate):
         match event:
             case MessageIndexed() if not self.indexed:
                 return "the message was removed from the index since"
-            case MessageIndexed() if self.content() != event.content():
+            case MessageIndexed() if self.content_fields() != event.content_fields():
                 return "the message was indexed again since, with other content"
             case MessageRemoved() if self.indexed:
                 return "the message was indexed again since"
@@ -198,7 +198,7 @@ class Message(MessageContent, Aggregate):
         content is removed first, so each event can be undone from what it records."""
         if not self.indexed:
             return [self.event(MessageIndexed, **content.model_dump())]
-        if self.content() == content:
+        if self.content_fields() == content.content_fields():
             return []
         return [*self.remove(), self.event(MessageIndexed, 2, **content.model_dump())]
 
