@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_due ON queue(due_at);
 """
+ROWS_PER_READ = 500
+"""Operations whose rows one statement reads (SQLite binds at most 32,766 parameters)."""
 
 
 def operation_events() -> tuple[type[DomainEvent], ...]:
@@ -47,38 +49,48 @@ def operation_events() -> tuple[type[DomainEvent], ...]:
     return tuple(sorted(found, key=lambda c: c.__name__))
 
 
-def evolve_row(db: ViewDB, table: str, event: DomainEvent) -> Operation | None:
-    """The operation's state after ``event``, from the state in ``table`` (None: no row)."""
-    if isinstance(event, OperationRequested):
-        return fold(Operation, [event])
-    row = db.execute(f"SELECT state FROM {table} WHERE id=?", (event.originator_id.hex,)).fetchone()
-    if row is None:
-        return None
-    return Operation.model_validate_json(row[0]).apply(event)
-
-
 def fold_rows(
     db: ViewDB, table: str, events: Sequence[tuple[int, DomainEvent]]
 ) -> Iterator[tuple[Operation, int, DomainEvent]]:
     """Each operation's state after a page of events, folded in memory from its row in
     ``table``: ``(state, position of its first event in the page, its last event)``.
 
-    One read and one write per operation and page instead of one per event; the
-    result is the same as applying the events one by one (rows keep the position
-    they were inserted at, and a row that is gone stays gone).
+    One read per page (of the rows the page's operations had before it) and one write
+    per operation, instead of both per event; the result is the same as applying the
+    events one by one (rows keep the position they were inserted at, and a row that is
+    gone stays gone).
     """
+    ours = [(p, e) for p, e in events if isinstance(e, OperationEvent)]
+    stored = _states(
+        db, table, {e.originator_id for _, e in ours if not isinstance(e, OperationRequested)}
+    )
     found: dict[uuid.UUID, tuple[Operation, int, DomainEvent]] = {}
-    for position, event in events:
-        if not isinstance(event, OperationEvent):
-            continue
+    for position, event in ours:
         seen = found.get(event.originator_id)
         if seen is not None:
             found[event.originator_id] = (seen[0].apply(event), seen[1], event)
-        else:
-            state = evolve_row(db, table, event)
-            if state is not None:
-                found[event.originator_id] = (state, position, event)
+        elif (state := _evolve(stored.get(event.originator_id), event)) is not None:
+            found[event.originator_id] = (state, position, event)
     return iter(found.values())
+
+
+def _evolve(stored: Operation | None, event: DomainEvent) -> Operation | None:
+    """The state after ``event`` from the one in its row (None: no row, and none made)."""
+    if isinstance(event, OperationRequested):
+        return fold(Operation, [event])
+    return None if stored is None else stored.apply(event)
+
+
+def _states(db: ViewDB, table: str, ids: set[uuid.UUID]) -> dict[uuid.UUID, Operation]:
+    """The states in the rows of ``table`` of the operations ``ids`` that have one."""
+    wanted = [i.hex for i in ids]
+    states: dict[uuid.UUID, Operation] = {}
+    for start in range(0, len(wanted), ROWS_PER_READ):
+        chunk = wanted[start : start + ROWS_PER_READ]
+        marks = ",".join("?" * len(chunk))
+        for op, state in db.execute(f"SELECT id, state FROM {table} WHERE id IN ({marks})", chunk):
+            states[uuid.UUID(hex=op)] = Operation.model_validate_json(state)
+    return states
 
 
 class OperationRows(Projection):
