@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -83,6 +84,10 @@ class Conflict(Exception):
     """Another writer appended to one of the same streams first."""
 
 
+class NotClaimable(DomainError):
+    """The operation is not due: finished, waiting for an answer, or held by a worker."""
+
+
 class CommandFailed(Exception):
     """The command ran and failed; its operation record says so."""
 
@@ -101,6 +106,7 @@ class Application(LibraryApplication[uuid.UUID]):
 
     name = "eventpile"
     projections: ClassVar[tuple[type[Projection], ...]] = ()
+    _deferring = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every configuration shares one store, whose tables the name prefixes.
@@ -220,7 +226,22 @@ class Application(LibraryApplication[uuid.UUID]):
         return view.db
 
     def catch_up(self) -> dict[str, RunReport]:
+        """Bring every view up to date (nothing within :meth:`deferring_catch_up`)."""
+        if self._deferring:
+            return {}
         return catch_up_together(list(self.views.values()), self)
+
+    @contextmanager
+    def deferring_catch_up(self) -> Iterator[None]:
+        """Within, :meth:`catch_up` does nothing, so commands return before the views
+        have their writes: for a worker, which catches every view up once per batch of
+        operations instead of twice per operation (a handler still catches up a view it
+        reads). The first catch-up after it brings every view up to date."""
+        self._deferring, deferring = True, self._deferring
+        try:
+            yield
+        finally:
+            self._deferring = deferring
 
     # the dispatcher -------------------------------------------------------
 
@@ -296,7 +317,8 @@ class Application(LibraryApplication[uuid.UUID]):
         """Claim a recorded operation that is due (any time with ``force``) and run it.
 
         The claim is an ``OperationStarted`` at the stream's next version: of two
-        processes claiming at once, one gets :class:`Conflict` and runs nothing.
+        processes claiming at once, one gets :class:`Conflict` and runs nothing; one
+        that finds it claimed already (or not due) gets :class:`NotClaimable`.
         An operation whose worker died (its lease expired) is claimed for its next
         attempt, or failed after its last. Otherwise as :meth:`execute`, except that
         a refusal is recorded too (the operation exists already).
@@ -306,7 +328,10 @@ class Application(LibraryApplication[uuid.UUID]):
             raise DomainError(f"there is no operation {operation_id}")
         now = self.clock()
         with operation_scope(operation_id, self.keyring.installation_id):
-            claim = state.claim(self.worker, now, self.lease_end(), force=force)
+            try:
+                claim = state.claim(self.worker, now, self.lease_end(), force=force)
+            except DomainError as error:
+                raise NotClaimable(str(error)) from None
             try:
                 command = command_from_record(state.command, {**state.args, **state.private_args})
                 if state.lease_expired(now) and (
@@ -319,7 +344,6 @@ class Application(LibraryApplication[uuid.UUID]):
                 message = explain(error) if isinstance(error, ValidationError) else str(error)
                 raise CommandFailed(operation_id, message) from error
             self.append([claim])
-        self.catch_up()
         return self._perform(command, state.apply(claim), [], on_progress)
 
     def _perform(

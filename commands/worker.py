@@ -13,10 +13,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from commands.app import Application, CommandFailed, Conflict
+from commands.app import Application, CommandFailed, Conflict, NotClaimable
 from domain.aggregate import DomainError
 from domain.operation import Operation
 from projections.queue import due, next_due
@@ -41,21 +42,35 @@ class Worker:
         self.on_ran = on_ran
 
     def drain(self) -> list[Ran]:
-        """Run every operation due now (each at most once), until none is left."""
+        """Run every operation due now (each at most once), until none is left.
+
+        The longest due first, a batch read from the queue at a time; the views catch
+        up once per batch (before reading it), not after each operation, and are
+        current with what ran when it returns. Workers draining together read the same
+        batch: one that finds an operation taken goes on from the batch's other end, so
+        that two walk it from both ends instead of racing for each operation, and reads
+        the next batch once it finds both ends taken.
+        """
         queue = self.app.view("queue")
         tried: set[uuid.UUID] = set()
         ran: list[Ran] = []
         while True:
-            queue.catch_up(self.app)
+            self.app.catch_up()
             # an operation tried already may still be due (another worker holds it)
             found = due(queue.db, self.app.clock(), BATCH + len(tried))
-            todo = [op for op in found if op not in tried]
+            todo = deque(op for op in found if op not in tried)
             if not todo:
                 return ran
-            for operation_id in todo:
-                tried.add(operation_id)
-                result = self._run(operation_id)
-                if result is not None:
+            from_end, taken = False, 0
+            with self.app.deferring_catch_up():
+                while todo and taken < 2:  # both ends taken: read the queue again
+                    operation_id = todo.pop() if from_end else todo.popleft()
+                    tried.add(operation_id)
+                    result = self._run(operation_id)
+                    if result is None:  # another worker is at this end
+                        from_end, taken = not from_end, taken + 1
+                        continue
+                    taken = 0
                     ran.append(result)
                     if self.on_ran is not None:
                         self.on_ran(result)
@@ -64,7 +79,7 @@ class Worker:
         """Run one operation; None if another worker took it first."""
         try:
             state = self.app.run(operation_id)
-        except Conflict:
+        except (Conflict, NotClaimable):
             return None
         except (CommandFailed, DomainError) as error:
             now = self.app.load(Operation, operation_id)

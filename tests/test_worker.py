@@ -118,6 +118,32 @@ def test_a_dead_workers_operation_runs_again_once_its_lease_expired(
         other.close()
 
 
+def test_two_workers_run_each_operation_once_and_report_only_their_own(
+    home: Home, keyring: Keyring, backend: str
+) -> None:
+    first, second = Eventpile(home, keyring), Eventpile(home, keyring)
+    second.worker = "other:1"
+    try:
+        ops = [first.submit(Job()).id for _ in range(4)]
+        by_second: list[Ran] = []
+
+        def then_the_second_drains(result: Ran) -> None:
+            if not by_second:  # the first worker has read all four, and ran one
+                by_second.extend(Worker(second).drain())
+
+        by_first = Worker(first, then_the_second_drains).drain()
+        assert [r.operation_id for r in by_first] == ops[:1]  # not what it found taken
+        assert [r.operation_id for r in by_second] == ops[1:]
+        for op in ops:
+            state = first.load(Operation, op)
+            assert state is not None and (state.status, state.attempts) == (Status.COMPLETE, 1)
+        log_end = first.max_position()
+        assert all(view.position == log_end for view in first.views.values())
+    finally:
+        first.close()
+        second.close()
+
+
 def test_after_its_last_attempt_a_dead_workers_operation_fails(
     ops_app: Eventpile, clock: Clock
 ) -> None:
