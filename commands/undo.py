@@ -32,6 +32,8 @@ from projections.db import ViewDB
 from projections.operations import redo_candidates, undo_candidates, written_by
 
 READ_PAGE = 2000
+LOAD_PAGE = 2000
+"""Aggregates whose states are loaded at once (their events decoded together)."""
 PROGRESS_EVERY = 1000
 
 
@@ -153,7 +155,9 @@ def _preload(ctx: Context, written: list[tuple[DomainEvent, int]]) -> None:
             wanted.setdefault(aggregate_of(type(event)), set()).add(stream)
         seen.add(stream)
     for aggregate, streams in wanted.items():
-        ctx.preload(aggregate, streams)
+        ids = list(streams)
+        for start in range(0, len(ids), LOAD_PAGE):
+            ctx.preload(aggregate, ids[start : start + LOAD_PAGE])
 
 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
