@@ -22,7 +22,8 @@ spent waiting for another process.
 - ``undo import``: undo of the import, right after it (10,000 removals, each carrying
   its message's content);
 - ``undo import (tagged since)``: undo of the import after the tagging: every message
-  has changed since, so each one's state is loaded to see what is still in effect;
+  has changed since, so the messages' states are loaded (together, first) to see what
+  is still in effect;
 - ``eventpile undo``: the tagging undone by the whole command-line process.
 """
 
