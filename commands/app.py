@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -316,35 +317,48 @@ class Application(LibraryApplication[uuid.UUID]):
     ) -> Operation:
         """Claim a recorded operation that is due (any time with ``force``) and run it.
 
-        The claim is an ``OperationStarted`` at the stream's next version: of two
-        processes claiming at once, one gets :class:`Conflict` and runs nothing; one
-        that finds it claimed already (or not due) gets :class:`NotClaimable`.
-        An operation whose worker died (its lease expired) is claimed for its next
-        attempt, or failed after its last. Otherwise as :meth:`execute`, except that
-        a refusal is recorded too (the operation exists already).
+        As :meth:`claim` then :meth:`perform`: otherwise as :meth:`execute`, except
+        that a refusal is recorded too (the operation exists already).
         """
         state = self.load(Operation, operation_id)
         if state is None:
             raise DomainError(f"there is no operation {operation_id}")
-        now = self.clock()
-        with operation_scope(operation_id, self.keyring.installation_id):
-            try:
-                claim = state.claim(self.worker, now, self.lease_end(), force=force)
-            except DomainError as error:
-                raise NotClaimable(str(error)) from None
-            try:
-                command = command_from_record(state.command, {**state.args, **state.private_args})
-                if state.lease_expired(now) and (
-                    state.attempts >= retry_policy(type(command)).max_attempts
-                ):
-                    raise WorkerLost(f"the worker {state.worker} stopped during the last attempt")
-            except (TypeError, ValidationError, WorkerLost) as error:
-                self.append([state.fail(error, 0.0)])
-                self.catch_up()
-                message = explain(error) if isinstance(error, ValidationError) else str(error)
-                raise CommandFailed(operation_id, message) from error
-            self.append([claim])
-        return self._perform(command, state.apply(claim), [], on_progress)
+        [claim] = self.claim([state], force=force)
+        return self.perform(claim, on_progress)
+
+    def claim(self, states: Sequence[Operation], *, force: bool = False) -> list[Claim]:
+        """Claim the next attempt of each operation, all in one write, deciding on ``states``
+        (a worker's come from the queue view: one that is no longer current conflicts).
+
+        A claim is an ``OperationStarted`` at the stream's next version: of two processes
+        claiming at once, one gets :class:`Conflict` and claims nothing; one that finds an
+        operation not due (any time with ``force``), or held by a worker, gets
+        :class:`NotClaimable`. An operation that cannot run (its command no longer
+        validates, or the worker of its last attempt died) is failed instead.
+        """
+        now, lease_until = self.clock(), self.lease_end()
+        claims: list[Claim] = []
+        for state in states:
+            with operation_scope(state.id, self.keyring.installation_id):
+                try:
+                    started = state.claim(self.worker, now, lease_until, force=force)
+                except DomainError as error:
+                    raise NotClaimable(str(error)) from None
+                try:
+                    claims.append(Claim(state.apply(started), started, _runnable(state, now)))
+                except (TypeError, ValidationError, WorkerLost) as error:
+                    failed = state.fail(error, 0.0)
+                    message = explain(error) if isinstance(error, ValidationError) else str(error)
+                    claims.append(Claim(state.apply(failed), failed, None, message))
+        self.append([c.event for c in claims])
+        return claims
+
+    def perform(self, claim: Claim, on_progress: ProgressCallback | None = None) -> Operation:
+        """Run a claimed operation (:class:`CommandFailed` for one failed instead)."""
+        if claim.command is None:
+            self.catch_up()
+            raise CommandFailed(claim.state.id, claim.error)
+        return self._perform(claim.command, claim.state, [], on_progress)
 
     def _perform(
         self,
@@ -440,6 +454,26 @@ class Application(LibraryApplication[uuid.UUID]):
         """Did another process write to the operation since this attempt last did?"""
         stored = self.load(Operation, ctx.operation_id)
         return (stored.version if stored else 0) != self._stored_version(ctx)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An operation claimed for its next attempt, or failed because it cannot run."""
+
+    state: Operation
+    """The state after ``event``."""
+    event: DomainEvent
+    command: Command | None
+    """What to run; None for an operation failed (because of ``error``)."""
+    error: str = ""
+
+
+def _runnable(state: Operation, now: datetime) -> Command:
+    """The operation's command, if its next attempt may run."""
+    command = command_from_record(state.command, {**state.args, **state.private_args})
+    if state.lease_expired(now) and state.attempts >= retry_policy(type(command)).max_attempts:
+        raise WorkerLost(f"the worker {state.worker} stopped during the last attempt")
+    return command
 
 
 def _first_state(requested: OperationRequested) -> Operation:

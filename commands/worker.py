@@ -2,10 +2,11 @@
 
 Several workers (processes, or machines sharing a PostgreSQL store) may run at
 once: each claims an operation by writing its next event, so only one of them
-runs it; the others get a conflict and move on. ``drain`` runs what is due now
-(``eventpile worker --once``); ``serve`` keeps doing so until stopped, waking
-when the next operation falls due or another process writes to the log (at once
-on PostgreSQL, which notifies; SQLite is polled).
+runs it; the others get a conflict and move on (to the other end of the queue).
+``drain`` runs what is due now (``eventpile worker --once``); ``serve`` keeps
+doing so until stopped, waking when the next operation falls due or another
+process writes to the log (at once on PostgreSQL, which notifies; SQLite is
+polled).
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
-from commands.app import Application, CommandFailed, Conflict, NotClaimable
+from commands.app import Application, Claim, CommandFailed, Conflict, NotClaimable
 from domain.aggregate import DomainError
 from domain.operation import Operation
-from projections.queue import due, next_due
+from projections.queue import due_operations, next_due
 
 BATCH = 100
+CLAIM_AT_ONCE = 16
+"""The most operations a worker claims in one write: after a quick one (under
+:data:`QUICK_S`); after a slow one, one at a time, so that none waits long claimed."""
+QUICK_S = 1.0
 STOP_CHECK_S = 0.5
 """How long ``serve`` may take to notice that it should stop."""
 
@@ -40,50 +46,74 @@ class Worker:
     def __init__(self, app: Application, on_ran: Callable[[Ran], None] | None = None):
         self.app = app
         self.on_ran = on_ran
+        self.at_once = 1
 
     def drain(self) -> list[Ran]:
         """Run every operation due now (each at most once), until none is left.
 
-        The longest due first, a batch read from the queue at a time; the views catch
-        up once per batch (before reading it), not after each operation, and are
-        current with what ran when it returns. Workers draining together read the same
-        batch: one that finds an operation taken goes on from the batch's other end, so
-        that two walk it from both ends instead of racing for each operation, and reads
-        the next batch once it finds both ends taken.
+        The longest due first, a batch read from the queue at a time, claimed several
+        in one write (:data:`CLAIM_AT_ONCE`) from the states the queue holds. The views
+        catch up once per batch (before reading it), not after each operation, and are
+        current with what ran when it returns.
         """
         queue = self.app.view("queue")
         tried: set[uuid.UUID] = set()
         ran: list[Ran] = []
         while True:
             self.app.catch_up()
-            # an operation tried already may still be due (another worker holds it)
-            found = due(queue.db, self.app.clock(), BATCH + len(tried))
-            todo = deque(op for op in found if op not in tried)
+            # an operation tried already may still be due (its retry, say)
+            found = due_operations(queue.db, self.app.clock(), BATCH + len(tried))
+            todo = deque(op for op in found if op.id not in tried)
             if not todo:
                 return ran
-            from_end, taken = False, 0
             with self.app.deferring_catch_up():
-                while todo and taken < 2:  # both ends taken: read the queue again
-                    operation_id = todo.pop() if from_end else todo.popleft()
-                    tried.add(operation_id)
-                    result = self._run(operation_id)
-                    if result is None:  # another worker is at this end
-                        from_end, taken = not from_end, taken + 1
-                        continue
-                    taken = 0
+                for result in self._batch(todo, tried):
                     ran.append(result)
                     if self.on_ran is not None:
                         self.on_ran(result)
 
-    def _run(self, operation_id: uuid.UUID) -> Ran | None:
-        """Run one operation; None if another worker took it first."""
+    def _batch(self, todo: deque[Operation], tried: set[uuid.UUID]) -> Iterator[Ran]:
+        """Claim and run operations from one end of ``todo``, until none is left or both
+        ends are taken.
+
+        Workers draining together read the same batch: one whose claim conflicts goes on
+        from the other end, so that two walk the batch from both ends instead of racing
+        for each operation; operations it did not claim are read again with the next
+        batch (each once, claimed alone).
+        """
+        from_end, taken = False, 0
+        while todo and taken < 2:
+            size = min(self.at_once, len(todo))
+            chunk = [todo.pop() if from_end else todo.popleft() for _ in range(size)]
+            try:
+                claims = self.app.claim(chunk)
+            except (Conflict, NotClaimable):  # another worker is at this end
+                if size == 1:
+                    tried.add(chunk[0].id)
+                from_end, taken, self.at_once = not from_end, taken + 1, 1
+                continue
+            taken = 0
+            tried.update(op.id for op in chunk)
+            claimed_at = self.app.clock()
+            for claim in claims:
+                if self.app.clock() - claimed_at > timedelta(seconds=self.app.lease_s / 2):
+                    break  # the rest wait for their leases to run out, then another attempt
+                result = self._perform(claim)
+                if result is not None:
+                    yield result
+
+    def _perform(self, claim: Claim) -> Ran | None:
+        """Run one claimed operation; None if another process took it over meanwhile."""
+        operation_id, started = claim.state.id, time.monotonic()
         try:
-            state = self.app.run(operation_id)
-        except (Conflict, NotClaimable):
+            state = self.app.perform(claim)
+        except Conflict:
             return None
         except (CommandFailed, DomainError) as error:
             now = self.app.load(Operation, operation_id)
             return Ran(operation_id, now.status.value if now else "unknown", str(error))
+        finally:
+            self.at_once = CLAIM_AT_ONCE if time.monotonic() - started < QUICK_S else 1
         return Ran(operation_id, state.status.value, state.message)
 
     def serve(self, stop: threading.Event, poll_s: float = 5.0) -> None:

@@ -151,14 +151,20 @@ def pending(db: ViewDB) -> list[Operation]:
     return [Operation.model_validate_json(state) for (state,) in rows]
 
 
-def due(db: ViewDB, now: datetime, limit: int = 100) -> list[uuid.UUID]:
-    """The operations a worker may start at ``now`` (every pending one), the longest due first."""
+def due_operations(db: ViewDB, now: datetime, limit: int = 100) -> list[Operation]:
+    """The operations a worker may start at ``now`` (every pending one), the longest due
+    first: their states as the view knows them."""
     rows = db.execute(
-        "SELECT id FROM queue WHERE status = 'pending' OR due_at <= ? "
+        "SELECT state FROM queue WHERE status = 'pending' OR due_at <= ? "
         "ORDER BY due_at, position LIMIT ?",
         (now.timestamp(), limit),
     )
-    return [uuid.UUID(hex=op) for (op,) in rows]
+    return [Operation.model_validate_json(state) for (state,) in rows]
+
+
+def due(db: ViewDB, now: datetime, limit: int = 100) -> list[uuid.UUID]:
+    """The ids of :func:`due_operations`."""
+    return [op.id for op in due_operations(db, now, limit)]
 
 
 def next_due(db: ViewDB) -> float | None:

@@ -11,7 +11,7 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import pytest
 
@@ -29,7 +29,7 @@ from projections.queue import pending
 from store.home import Home
 from store.keys import Keyring
 from tests.conftest import PASSPHRASE
-from tests.test_operations import Clock, Job
+from tests.test_operations import Clock, Job, written
 
 pytest_plugins = ["tests.test_operations"]  # its fixtures: clock, ops_app
 
@@ -142,6 +142,33 @@ def test_two_workers_run_each_operation_once_and_report_only_their_own(
     finally:
         first.close()
         second.close()
+
+
+class TakesLong(Command):
+    """Takes (by the test's clock) more than half a lease."""
+
+
+@handles(TakesLong)
+def run_takes_long(command: TakesLong, ctx: Context) -> Outcome:
+    cast(Clock, ctx.app.clock).advance(seconds=ctx.app.lease_s * 0.6)
+    return Outcome("Took long")
+
+
+def test_operations_claimed_with_a_slow_one_start_only_while_their_lease_holds(
+    ops_app: Eventpile, clock: Clock
+) -> None:
+    first = ops_app.submit(Job())  # claimed alone; quick, so the rest are claimed at once
+    slow = ops_app.submit(TakesLong())
+    rest = [ops_app.submit(Job()).id for _ in range(2)]
+    assert [r.operation_id for r in Worker(ops_app).drain()] == [first.id, slow.id]
+    claimed = [ops_app.load(Operation, op) for op in rest]
+    # claimed, never started: another attempt once the lease is over
+    assert [(s.status, s.attempts) for s in claimed if s] == [(Status.RUNNING, 1)] * 2
+    assert [written(ops_app, op) for op in rest] == [[], []]
+    clock.past(max(s.lease_until for s in claimed if s and s.lease_until))
+    assert [r.operation_id for r in Worker(ops_app).drain()] == rest
+    done = [ops_app.load(Operation, op) for op in rest]
+    assert [(s.status, s.attempts) for s in done if s] == [(Status.COMPLETE, 2)] * 2
 
 
 def test_after_its_last_attempt_a_dead_workers_operation_fails(
