@@ -16,7 +16,6 @@ import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -173,12 +172,12 @@ def _fold(
     """
     started, applied = time.perf_counter(), [0] * len(targets)
     positions = [_position(db, projection) for db, projection in targets]
-    with _ReadAhead(source) as pages, gc_paused():
+    with gc_paused():
         while behind := [n for n, position in enumerate(positions) if position < upto]:
             start = min(positions[n] for n in behind)
             wanted = [targets[n][1].topics for n in behind]
             topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
-            batch = pages.read(start, upto, topics)
+            batch = source.read(start, upto, topics, PAGE)
             end = batch[-1][0] if len(batch) == PAGE else upto
             for n in behind:
                 positions[n], count = _apply(*targets[n], batch, start, end)
@@ -206,40 +205,6 @@ def _apply(
         projection.apply_page(db, events)
         write_position(db, projection.name, end, projection.schema)
     return end, len(events)
-
-
-class _ReadAhead:
-    """Pages of the log, the next one read in a thread while the caller applies this one.
-
-    Decoding (Python) then overlaps the work of the database: SQLite's and psycopg's
-    calls let go of the interpreter, and PostgreSQL works in its own process. Only a
-    full page has a next one, so a small catch-up starts no thread.
-    """
-
-    def __init__(self, source: EventSource):
-        self.source = source
-        self.pool: ThreadPoolExecutor | None = None
-        self.ahead: tuple[tuple[int, int, Topics], Future[Page]] | None = None
-
-    def read(self, after: int, upto: int, topics: Topics) -> Page:
-        ahead, self.ahead = self.ahead, None
-        if ahead is not None and ahead[0] == (after, upto, topics):
-            page = ahead[1].result()
-        else:
-            page = self.source.read(after, upto, topics, PAGE)
-        if len(page) == PAGE:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-            key = (page[-1][0], upto, topics)
-            self.ahead = (key, self.pool.submit(self.source.read, *key, PAGE))
-        return page
-
-    def __enter__(self) -> _ReadAhead:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
 
 
 def _position(db: ViewDB, projection: Projection) -> int:

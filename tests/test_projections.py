@@ -140,7 +140,7 @@ def test_rebuild_and_verify_agree_with_the_live_views(imported: Eventpile) -> No
 def test_views_rebuilt_together_read_each_page_once_and_equal_the_live_views(
     imported: Eventpile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "PAGE", 5)  # many full pages: each next one is read ahead
+    monkeypatch.setattr(base, "PAGE", 5)  # many pages
     before = {name: view.digest() for name, view in imported.views.items()}
     starts: list[int] = []
 
