@@ -131,6 +131,7 @@ class Application(LibraryApplication[uuid.UUID]):
         super().__init__(settings)
         store = view_store(home, keyring)
         self._listener: Listener | None = None
+        self.written = RecentWrites(self)
         self.views = {
             p.name: View(p(), store) for p in (*PROJECTIONS, *self.projections, *projections)
         }
@@ -155,7 +156,9 @@ class Application(LibraryApplication[uuid.UUID]):
             ids = self.recorder.insert_events(stored)
         except RecordConflictError as e:
             raise Conflict(str(e)) from None
-        return list(ids or ())
+        positions = list(ids or ())
+        self.written.add(positions, events)
+        return positions
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
         """The events of one aggregate, oldest first."""
@@ -223,14 +226,16 @@ class Application(LibraryApplication[uuid.UUID]):
     def current(self, name: str) -> ViewDB:
         """The database of view ``name``, caught up with the log first."""
         view = self.views[name]
-        view.catch_up(self)
+        view.catch_up(self.written)
         return view.db
 
     def catch_up(self) -> dict[str, RunReport]:
         """Bring every view up to date (nothing within :meth:`deferring_catch_up`)."""
         if self._deferring:
             return {}
-        return catch_up_together(list(self.views.values()), self)
+        reports = catch_up_together(list(self.views.values()), self.written)
+        self.written.clear()
+        return reports
 
     @contextmanager
     def deferring_catch_up(self) -> Iterator[None]:
@@ -490,3 +495,41 @@ class Eventpile(Application):
     """The mail application: the framework with the message index."""
 
     projections: ClassVar[tuple[type[Projection], ...]] = (MessageIndex,)
+
+
+class RecentWrites:
+    """The events this application appended last, while their positions run on without a
+    gap: a catch-up right after a command takes them from here instead of reading and
+    decrypting them again. Other reads (a rebuild, ``verify``) go to the log."""
+
+    LIMIT = 20_000
+
+    def __init__(self, app: Application):
+        self.app = app
+        self.events: list[tuple[int, DomainEvent]] = []
+
+    def add(self, positions: list[int], events: Sequence[DomainEvent]) -> None:
+        run = self.events
+        if not positions or positions[-1] - positions[0] != len(positions) - 1:
+            run.clear()  # another writer's events are in between: read them all
+            return
+        if run and run[-1][0] + 1 != positions[0]:
+            run.clear()
+        run += zip(positions, events, strict=True)
+        del run[: -self.LIMIT]
+
+    def clear(self) -> None:
+        self.events = []
+
+    def max_position(self) -> int:
+        return self.app.max_position()
+
+    def read(
+        self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
+    ) -> list[tuple[int, DomainEvent]]:
+        run = self.events
+        if not run or not run[0][0] <= after + 1 or upto > run[-1][0]:
+            return self.app.read(after, upto, topics, limit)
+        first = run[0][0]
+        page = run[after + 1 - first : upto + 1 - first]
+        return [(p, e) for p, e in page if not topics or type(e) in topics][:limit]

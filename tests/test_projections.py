@@ -103,6 +103,31 @@ def test_catching_up_twice_applies_nothing_new(imported: Eventpile) -> None:
     assert (view.digest(), view.position) == (digest, position)
 
 
+def test_a_command_s_views_take_its_events_from_memory_unless_another_wrote_between(
+    imported: Eventpile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    read = imported.read
+    monkeypatch.setattr(
+        imported, "read", lambda after, *rest: reads.append(after) or read(after, *rest)
+    )
+    imported.execute(TagMessages(action="add", tag="b", query="patch"))
+    assert reads == [] and all(v.verify(imported) for v in imported.views.values())
+
+    other = Eventpile(imported.home, imported.keyring)
+    try:  # another application writes between our two commands, leaving the views behind
+        before = imported.max_position()
+        other.append([other.request(TagMessages(action="add", tag="c", query="patch"))])
+        reads.clear()
+        imported.execute(TagMessages(action="remove", tag="b", query="patch"))
+        assert reads and set(reads) == {before}  # the other's event was read from the log
+        assert all(v.verify(imported) for v in imported.views.values())
+        assert total(imported, "tag:b") == 0
+        assert imported.view("queue").db.execute("SELECT count(*) FROM queue").fetchone()[0] == 1
+    finally:
+        other.close()
+
+
 def test_a_second_view_on_the_same_files_does_not_apply_again(
     imported: Eventpile, mailboxes: list[Path]
 ) -> None:
