@@ -162,11 +162,6 @@ def due_operations(db: ViewDB, now: datetime, limit: int = 100) -> list[Operatio
     return [Operation.model_validate_json(state) for (state,) in rows]
 
 
-def due(db: ViewDB, now: datetime, limit: int = 100) -> list[uuid.UUID]:
-    """The ids of :func:`due_operations`."""
-    return [op.id for op in due_operations(db, now, limit)]
-
-
 def next_due(db: ViewDB) -> float | None:
     """When the next operation falls due (Unix time), None if none is waiting for time."""
     row = db.execute("SELECT min(due_at) FROM queue").fetchone()

@@ -23,7 +23,7 @@ from commands.worker import Worker
 from domain.aggregate import DomainError, fold
 from domain.operation import Operation, OperationProgressed, OperationRequested, Status
 from projections.feed import all_entries, entry, feed
-from projections.queue import due, pending
+from projections.queue import due_operations, pending
 from store.home import Home
 from store.keys import Keyring
 from tests.test_operations import Clock, Job
@@ -67,9 +67,9 @@ def test_the_queue_loads_at_start_without_reading_the_log(
             waiting.id: Status.SCHEDULED,
             retrying.id: Status.RETRYING,
         }
-        assert due(queue.db, clock.now) == []
+        assert due_operations(queue.db, clock.now) == []
         clock.past(retrying.retry_at)
-        assert due(queue.db, clock.now) == [retrying.id]
+        assert [op.id for op in due_operations(queue.db, clock.now)] == [retrying.id]
     finally:
         again.close()
 
