@@ -119,12 +119,14 @@ def _unit(label: str) -> str:
     return "msg" if "import" in label else "events"
 
 
-def latency(label: str, samples: list[Sample], p50_target: float | None) -> None:
-    ms = sorted(wall * 1000 for wall, _ in samples)
-    cpu = sorted(cpu * 1000 for _, cpu in samples)
+def latency(label: str, samples: list[Sample] | list[float], p50_target: float | None) -> None:
+    """Percentiles of wall times (and the median CPU time, of samples that have one)."""
+    ms = sorted(1000 * (s if isinstance(s, float) else s[0]) for s in samples)
+    cpu = [1000 * s[1] for s in samples if not isinstance(s, float)]
     p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
     p50 = statistics.median(ms)
-    report(f"{label} p50", p50, "ms", p50_target, at_most=True, cpu=statistics.median(cpu))
+    median_cpu = statistics.median(cpu) if cpu else None
+    report(f"{label} p50", p50, "ms", p50_target, at_most=True, cpu=median_cpu)
     report(f"{label} p95", p95, "ms", spread=f"[max {_num(ms[-1])}, n={len(ms)}]")
 
 
