@@ -197,9 +197,8 @@ class TagMessages(Command):
 
 @handles(TagMessages)
 def tag_messages(command: TagMessages, ctx: Context) -> Outcome:
-    index = ctx.app.view("messages")
-    index.catch_up(ctx.app)
-    found = tag_ids(index.db, command.tag)
+    index = ctx.app.current("messages")
+    found = tag_ids(index, command.tag)
     created = False
     if found:
         tag_id = uuid.UUID(found[0])
@@ -210,7 +209,7 @@ def tag_messages(command: TagMessages, ctx: Context) -> Outcome:
     else:
         raise DomainError(f"there is no tag {command.tag!r}")
     changed = 0
-    for message_hex in matching_ids(index.db, parse_query(command.query)):
+    for message_hex in matching_ids(index, parse_query(command.query)):
         message = ctx.load(Message, uuid.UUID(message_hex))
         if message is None:
             continue
@@ -230,9 +229,8 @@ class RenameTag(Command):
 
 
 def _tag(ctx: Context, name: str) -> Tag:
-    index = ctx.app.view("messages")
-    index.catch_up(ctx.app)
-    for tag_hex in tag_ids(index.db, name):
+    index = ctx.app.current("messages")
+    for tag_hex in tag_ids(index, name):
         tag = ctx.load(Tag, uuid.UUID(tag_hex))
         if tag is not None and not tag.removed:
             return tag
@@ -266,8 +264,6 @@ def message_senders(app: Application, query: str = "") -> list[tuple[str, int]]:
     Each sender as ``"Name <address>"`` (or the bare address) with its number of
     messages, most frequent first. ``app`` must keep the message index.
     """
-    index = app.views.get("messages")
-    if index is None:
+    if "messages" not in app.views:
         raise TypeError(f"{type(app).__name__} has no message index (see MailApplication)")
-    index.catch_up(app)
-    return senders(index.db, parse_query(query))
+    return senders(app.current("messages"), parse_query(query))

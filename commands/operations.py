@@ -96,9 +96,7 @@ def find_operation(app: Application, prefix: str) -> Operation:
     key = prefix.strip().replace("-", "").lower()
     if len(key) < 4 or any(c not in "0123456789abcdef" for c in key):
         raise DomainError(f"{prefix!r} is not an operation id (4 to 32 hex digits)")
-    view = app.view("operations")
-    view.catch_up(app)
-    found = find(view.db, key)
+    found = find(app.current("operations"), key)
     if len(found) != 1:
         what = "no" if not found else "more than one"
         raise DomainError(f"{what} operation has an id starting with {prefix!r}")

@@ -92,9 +92,7 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
     """
     _check_undoable(target)
     ctx.record(target.undo())
-    view = ctx.app.view("operations")
-    view.catch_up(ctx.app)
-    written = written_by(view.db, target.id.hex)
+    written = written_by(ctx.app.current("operations"), target.id.hex)
     if not written:
         raise DomainError(f"operation {target.id} changed nothing: there is nothing to undo")
     with gc_paused():  # many acyclic events: the collector would scan them again and again
@@ -171,9 +169,7 @@ def _latest(
     ctx: Context, candidates: Callable[[ViewDB], Iterator[tuple[str, str]]], verb: str
 ) -> uuid.UUID:
     """The first candidate operation that ran an ordinary undoable command."""
-    view = ctx.app.view("operations")
-    view.catch_up(ctx.app)
-    for operation_hex, command in candidates(view.db):
+    for operation_hex, command in candidates(ctx.app.current("operations")):
         entry = _registry.get(command)
         if command not in _UNDO_COMMANDS and entry is not None and entry[0].undoable:
             return uuid.UUID(operation_hex)
