@@ -41,7 +41,7 @@ from commands.operations import WorkerLost, next_attempt_at, retry_policy
 from domain.aggregate import Aggregate, DomainError, fold
 from domain.events import DomainEvent, operation_scope, utcnow, uuid7
 from domain.operation import Operation, OperationRequested
-from projections.base import Projection, RunReport, View, catch_up_together
+from projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from projections.db import ViewDB, view_store
 from projections.feed import Feed
 from projections.messages import MessageIndex
@@ -202,9 +202,7 @@ class Application(LibraryApplication[uuid.UUID]):
             else:
                 time.sleep(min(POLL_S, remaining))
 
-    def read(
-        self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
-    ) -> list[tuple[int, DomainEvent]]:
+    def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
         rows = cast(RowReader, self.recorder).select_rows(
             after, upto, [topic_of(t) for t in topics], limit
         )
@@ -506,7 +504,7 @@ class RecentWrites:
 
     def __init__(self, app: Application):
         self.app = app
-        self.events: list[tuple[int, DomainEvent]] = []
+        self.events: Page = []
 
     def add(self, positions: list[int], events: Sequence[DomainEvent]) -> None:
         run = self.events
@@ -519,14 +517,12 @@ class RecentWrites:
         del run[: -self.LIMIT]
 
     def clear(self) -> None:
-        self.events = []
+        self.events.clear()
 
     def max_position(self) -> int:
         return self.app.max_position()
 
-    def read(
-        self, after: int, upto: int, topics: Sequence[type[DomainEvent]], limit: int
-    ) -> list[tuple[int, DomainEvent]]:
+    def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
         run = self.events
         if not run or not run[0][0] <= after + 1 or upto > run[-1][0]:
             return self.app.read(after, upto, topics, limit)
