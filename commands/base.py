@@ -85,12 +85,17 @@ def handler_for(command: Command) -> Handler:
         raise TypeError(f"no handler is registered for {type(command).__name__}") from None
 
 
+def registered(name: str) -> type[Command] | None:
+    """The command class of that type name, if a handler is registered for it here."""
+    entry = _registry.get(name)
+    return None if entry is None else entry[0]
+
+
 def command_from_record(name: str, args: dict[str, Any]) -> Command:
     """Rebuild a command from an operation record (type name and arguments)."""
-    try:
-        command_class = _registry[name][0]
-    except KeyError:
-        raise TypeError(f"unknown command type {name!r}") from None
+    command_class = registered(name)
+    if command_class is None:
+        raise TypeError(f"unknown command type {name!r}")
     return command_class.model_validate(args)
 
 

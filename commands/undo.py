@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TypeGuard
 
-from commands.base import Command, Outcome, _registry, handles
+from commands.base import Command, Outcome, handles, registered
 from commands.context import Context
 from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
@@ -170,20 +170,20 @@ def _latest(
 ) -> uuid.UUID:
     """The first candidate operation that ran an ordinary undoable command."""
     for operation_hex, command in candidates(ctx.app.current("operations")):
-        entry = _registry.get(command)
-        if command not in _UNDO_COMMANDS and entry is not None and entry[0].undoable:
+        command_class = registered(command)
+        if command not in _UNDO_COMMANDS and command_class is not None and command_class.undoable:
             return uuid.UUID(operation_hex)
     raise DomainError(f"there is nothing to {verb}")
 
 
 def _check_undoable(operation: Operation) -> None:
-    entry = _registry.get(operation.command)
-    if entry is None:
+    command_class = registered(operation.command)
+    if command_class is None:
         raise DomainError(
             f"operation {operation.id} ran {operation.command}, a command unknown here: "
             "it cannot be undone"
         )
-    if not entry[0].undoable:
+    if not command_class.undoable:
         raise DomainError(f"operation {operation.id} ({operation.command}) cannot be undone")
 
 
