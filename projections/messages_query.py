@@ -148,13 +148,20 @@ def _dialect(db: Any) -> str:
     return str(getattr(db, "dialect", "sqlite"))
 
 
-def _matching(db: Any, query: Query, *, rows: bool = True) -> tuple[str, list[Any]]:
+def _matching(
+    db: Any, query: Query, *, rows: bool = True, tags_lead: bool | None = None
+) -> tuple[str, list[Any]]:
     """``FROM … WHERE …`` of the messages (``m``) matching ``query``, with its parameters.
 
     On SQLite the full-text table (``f``) leads, joined to ``m`` if ``rows`` or a tag
     needs it, and dates are rowid ranges (see ``DATE_BITS``): matches come straight
-    from the index, newest first.
+    from the index, newest first. Without words, ``tags_lead`` (the default) looks
+    the tagged messages up from the tag's index; otherwise each message is tested
+    for its tags, which is quicker only to find the newest few of many tagged ones
+    (see :data:`FEW_TAGGED`).
     """
+    if tags_lead is None:
+        tags_lead = not query.terms
     sqlite = _dialect(db) == "sqlite"
     source, rowid = "messages m", "m.rowid"
     clauses: list[str] = []
@@ -174,7 +181,10 @@ def _matching(db: Any, query: Query, *, rows: bool = True) -> tuple[str, list[An
             params.append(" & ".join(p for p in parts if p))
     for tag in query.tags:
         clauses.append(
-            "EXISTS (SELECT 1 FROM message_tags mt JOIN tags t ON t.id = mt.tag "
+            "m.id IN (SELECT mt.message FROM message_tags mt "
+            "WHERE mt.tag IN (SELECT id FROM tags WHERE name = ?))"
+            if tags_lead
+            else "EXISTS (SELECT 1 FROM message_tags mt JOIN tags t ON t.id = mt.tag "
             "WHERE mt.message = m.id AND t.name = ?)"
         )
         params.append(tag)
@@ -201,6 +211,13 @@ _JOIN_LINES = {
 """The names of a message's tags, sorted, one per line."""
 
 
+FEW_TAGGED = 2000
+"""A page of at most this many tagged matches is found from the tag's index and sorted;
+of more, by testing messages newest first, which soon finds a page of them. Over
+100,000 messages, a tag on 97 old ones took 820 ms to find the second way and 1 ms
+the first; counting a tag on 31,000 took 90 ms the second way and 48 ms the first."""
+
+
 def _run(db: Any, sql: str, params: list[Any]) -> list[Any]:
     try:
         return list(db.execute(sql, params))
@@ -221,7 +238,7 @@ def search(db: Any, query: Query, limit: int = 20) -> dict[str, Any]:
     """``{"total", "results": [{"id", "subject", "from", "date", "tags"}]}``, newest first."""
     counted, count_params = _matching(db, query, rows=False)
     total = _run(db, f"SELECT count(*){counted}", count_params)[0][0]
-    source, params = _matching(db, query)
+    source, params = _matching(db, query, tags_lead=not query.terms and total <= FEW_TAGGED)
     rows = _run(
         db,
         "SELECT m.id, m.subject, m.sender, m.date, "

@@ -1,6 +1,6 @@
 """The shortcuts taken for speed give the same answers as the plain paths: batched
-aggregate loads, parsing a mailbox in a second process, imports that use both, and
-the garbage collector pause of bulk folds."""
+aggregate loads, parsing a mailbox in a second process, imports that use both, the
+garbage collector pause of bulk folds, and tag searches led by the tag's index."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from commands.mailparse import MailboxError, read_mailbox, read_mailbox_aside
 from commands.synthetic import write_mbox
 from domain.events import DomainEvent, operation_scope, uuid7
 from domain.message import Message, MessageContent, MessageIndexed, MessageRemoved, MessageTagged
+from projections import messages_query
 from projections.base import View, catch_up_together, gc_paused
 from projections.db import SQLCipherViewStore
 from projections.messages import MessageIndex
-from projections.messages_query import matching_ids, parse_query, search
+from projections.messages_query import _matching, matching_ids, parse_query, search
 from store.sqlite import STREAMS_PER_QUERY
 
 DAY = 86400
@@ -213,3 +214,38 @@ def test_a_daemonic_process_reads_in_place(mbox: Path) -> None:
         assert results.get(timeout=20) == [str(m) for m in read_mailbox(mbox)]
     finally:
         process.join()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tag:many",
+        "tag:one",
+        "tag:none",
+        "tag:many tag:one",
+        "tag:many patch",
+        "tag:many after:2024-03-01",
+    ],
+)
+def test_tag_searches_find_the_same_however_they_are_led(
+    app: Eventpile, mbox: Path, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the tag's index leads (few tagged) or each message is tested newest first
+    (many tagged), a search finds the same messages in the same order."""
+    app.execute(ImportMailbox(path=mbox))
+    app.execute(TagMessages(action="add", tag="many", query="*"))
+    newest = search(app.view("messages").db, parse_query("*"), limit=1)["results"][0]
+    app.execute(TagMessages(action="add", tag="one", query=f'subject:"{newest["subject"]}"'))
+    app.execute(TagMessages(action="add", tag="none", query="*"))
+    app.execute(TagMessages(action="remove", tag="none", query="*"))
+    db, query = app.view("messages").db, parse_query(text)
+    tested, params = _matching(db, query, tags_lead=False)
+    expected = [row[0] for row in db.execute(f"SELECT m.id{tested} ORDER BY m.rowid", params)]
+    assert sorted(matching_ids(db, query)) == sorted(expected)
+    pages = []
+    for few in (0, 10**9):
+        monkeypatch.setattr(messages_query, "FEW_TAGGED", few)
+        pages.append(search(db, query, limit=10))
+    assert pages[0] == pages[1]
+    assert pages[0]["total"] == len(expected)
+    assert [r["id"] for r in pages[0]["results"]] == matching_ids(db, query)[:10]
