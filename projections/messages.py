@@ -90,6 +90,11 @@ class PageWrites:
     """SQLite: the full text of the messages indexed in the page, by rowid."""
     removed: list[int] = field(default_factory=list)
     """SQLite: the rowids of the messages removed in the page that were indexed before it."""
+    rows: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    """PostgreSQL: the row of each message indexed (and not removed since) but not sent, by id."""
+    gone: set[str] = field(default_factory=set)
+    """PostgreSQL: the ids of the messages removed since rows were last sent (each indexed
+    message is removed first, so none of ``rows`` is in the table)."""
     dots: list[tuple[str, list[tuple[str, str, str]]]] = field(default_factory=list)
     """Tag membership changes in order: ``(statement, rows)``, alike neighbours merged."""
 
@@ -98,6 +103,25 @@ class PageWrites:
             self.dots[-1][1].extend(rows)
         else:
             self.dots.append((sql, rows))
+
+    def index(self, db: ViewDB, message_id: str, row: tuple[object, ...]) -> None:
+        """PostgreSQL: rows are sent ``ROWS_PER_INSERT`` at a time, without waiting,
+        while the page is read: the server makes their ``tsv`` meanwhile."""
+        self.rows[message_id] = row
+        if len(self.rows) >= ROWS_PER_INSERT:
+            self.send_rows(db)
+
+    def remove(self, message_id: str) -> None:
+        self.rows.pop(message_id, None)
+        self.gone.add(message_id)
+
+    def send_rows(self, db: ViewDB) -> None:
+        if self.gone:
+            db.execute("DELETE FROM messages WHERE id = ANY(?::text[])", (sorted(self.gone),))
+            self.gone.clear()
+        if self.rows:
+            db.execute(_INSERT, [list(column) for column in zip(*self.rows.values(), strict=True)])
+            self.rows.clear()
 
     def write(self, db: ViewDB) -> None:
         for sql, rows in self.dots:
@@ -112,11 +136,25 @@ class PageWrites:
                 "VALUES (?,?,?,?,?)",
                 [(rowid, *text) for rowid, text in sorted(self.texts.items())],
             )
+        self.send_rows(db)
 
 
-_TSVECTOR = " || ".join(
-    f"setweight(to_tsvector('simple', ?), '{weight}')" for weight in WEIGHTS.values()
+ROWS_PER_INSERT = 250
+"""PostgreSQL: the fold of a rebuild of 10,000 messages ran 7,000 events/s at 250 a statement,
+5,400 with a page's rows at its end, 3,600 with a statement (and round trip) a message."""
+_INSERT = (
+    "INSERT INTO messages SELECT rowid, id, subject, sender, date, size, "
+    + " || ".join(
+        f"setweight(to_tsvector('simple', {column}_words), '{weight}')"
+        for column, weight in WEIGHTS.items()
+    )
+    + " FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], "
+    + ", ".join("?::text[]" for _ in WEIGHTS)
+    + ") AS page(rowid, id, subject, sender, date, size, "
+    + ", ".join(f"{column}_words" for column in WEIGHTS)
+    + ")"
 )
+"""PostgreSQL: rows in one statement, an array per column, their ``tsv`` made here."""
 
 
 class MessageIndex(Projection):
@@ -155,7 +193,8 @@ class MessageIndex(Projection):
         SQLite, the full-text index's changes, in rowid order: FTS5 writes out what it
         holds each time a rowid goes down (mail is not in date order, and an undo
         removes it newest first). That doubled the cost of indexing a message and made
-        removing one 15 times dearer."""
+        removing one 15 times dearer. On PostgreSQL, the messages' rows are written in
+        batches (see :meth:`PageWrites.index`), not a statement and round trip each."""
         page = PageWrites()
         for position, event in events:
             self._apply(db, event, position, page)
@@ -202,10 +241,7 @@ def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -
     row = (event.originator_id.hex, event.subject, event.sender, date, event.size)
     text = (event.subject, event.sender, f"{event.to} {event.cc}", event.excerpt)
     if db.dialect == "postgresql":
-        db.execute(
-            f"INSERT INTO messages VALUES (?,?,?,?,?,?, {_TSVECTOR})",
-            (position, *row, *(" ".join(words(column)) for column in text)),
-        )
+        page.index(db, row[0], (position, *row, *(" ".join(words(column)) for column in text)))
     else:
         rowid = db.execute(
             "INSERT INTO messages VALUES (?,?,?,?,?,?) RETURNING rowid", (_rowid(db, date), *row)
@@ -226,6 +262,9 @@ def _rowid(db: ViewDB, date: int | None) -> int | None:
 
 
 def _remove(db: ViewDB, message_id: str, page: PageWrites) -> None:
+    if db.dialect == "postgresql":
+        page.remove(message_id)
+        return
     row = db.execute("DELETE FROM messages WHERE id=? RETURNING rowid", (message_id,)).fetchone()
-    if row is not None and db.dialect == "sqlite" and page.texts.pop(row[0], None) is None:
+    if row is not None and page.texts.pop(row[0], None) is None:
         page.removed.append(row[0])  # not indexed in this page: in the index

@@ -33,9 +33,15 @@ def _translate(sql: str) -> tuple[str, bool]:
     return sql.replace("%", "%%").replace("?", "%s"), writes
 
 
-def _clean(params: Sequence[Any]) -> Sequence[Any]:
-    """PostgreSQL text cannot hold NUL characters: they become U+FFFD in views."""
-    return [p.replace("\x00", "\ufffd") if isinstance(p, str) else p for p in params]
+def _clean(params: Sequence[Any]) -> list[Any]:
+    """PostgreSQL text cannot hold NUL characters: they become U+FFFD in views (in arrays too)."""
+    return [_clean_one(p) for p in params]
+
+
+def _clean_one(param: Any) -> Any:
+    if isinstance(param, str):
+        return param.replace("\x00", "\ufffd")
+    return _clean(param) if isinstance(param, list) else param
 
 
 class PostgresViewDB(ViewDB):

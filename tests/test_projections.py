@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -29,8 +29,9 @@ from commands.context import Context
 from commands.mail import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from commands.synthetic import write_mbox
 from domain.aggregate import DomainError
-from domain.message import Message, MessageIndexed
-from projections import base
+from domain.events import operation_scope, uuid7
+from domain.message import Message, MessageContent, MessageIndexed, MessageRemoved
+from projections import base, messages
 from projections.base import Page, Topics, View, rebuild_together
 from projections.messages import MessageIndex
 from projections.messages_query import QueryError, Term, matching_ids, parse_query, search
@@ -190,6 +191,76 @@ def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: Eventpile) 
     assert not view.verify(imported)
     view.rebuild(imported)
     assert view.verify(imported)
+
+
+# a page of index changes -----------------------------------------------------------
+
+CONTENTS = (
+    MessageContent(header_id="a", subject="status update", sender="ann", excerpt="fix it"),
+    MessageContent(
+        header_id="a", subject="re: patch\x00", to="bob", sent=datetime(2024, 1, 2, tzinfo=UTC)
+    ),
+)
+MESSAGES = [uuid.UUID(int=n) for n in range(3)]
+
+
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 1)), max_size=12),
+    split=st.integers(0, 12),
+    batch=st.integers(1, 3),
+)
+def test_a_page_of_index_changes_equals_its_events_applied_one_by_one(
+    app: Eventpile,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: list[tuple[bool, int, int]],
+    split: int,
+    batch: int,
+) -> None:
+    """Messages indexed, removed and indexed again in the same page (whose writes are
+    deferred, on PostgreSQL sent ``batch`` rows at a time) and in the page before: the
+    rows are those of each message's last indexing, unless it was removed after it
+    (on PostgreSQL, the rowid its position)."""
+    monkeypatch.setattr(messages, "ROWS_PER_INSERT", batch)
+    with operation_scope(uuid7(), uuid.uuid4()):
+        events = [
+            (
+                n,
+                (MessageIndexed if index else MessageRemoved)(
+                    originator_id=MESSAGES[m], originator_version=n, **CONTENTS[c].model_dump()
+                ),
+            )
+            for n, (index, m, c) in enumerate(steps, 1)
+        ]
+    expected: dict[str, tuple[int, str]] = {}
+    for n, (index, m, c) in enumerate(steps, 1):
+        expected.pop(MESSAGES[m].hex, None)
+        if index:
+            expected[MESSAGES[m].hex] = (n, CONTENTS[c].subject)
+    projection, store = MessageIndex(), app.view("messages").store
+    contents = []
+    for purpose, pages in (
+        ("paged", [events[:split], events[split:]]),
+        ("one", [[e] for e in events]),
+    ):
+        db = store.open_fresh("messages", purpose)
+        try:
+            projection.create(db)
+            for page in pages:
+                with db.transaction():
+                    projection.apply_page(db, page)
+            contents.append(
+                [[tuple(row) for row in db.execute(q)] for q in projection.content_queries()]
+            )
+            dialect = db.dialect
+        finally:
+            store.discard(db, "messages", purpose)
+    assert contents[0] == contents[1]
+    rows = {id_: (rowid, subject) for rowid, id_, subject, *_ in contents[0][0]}
+    if dialect == "postgresql":
+        expected = {k: (n, s.replace("\x00", "\ufffd")) for k, (n, s) in expected.items()}
+        assert rows == expected
+    else:
+        assert {k: s for k, (_, s) in rows.items()} == {k: s for k, (_, s) in expected.items()}
 
 
 # incremental == rebuild, for random command sequences -------------------------------
