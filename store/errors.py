@@ -15,3 +15,7 @@ class TamperedData(StoreError):
 
 class NotInitialised(StoreError):
     pass
+
+
+class UnknownEvent(StoreError):
+    """An authentic stored event whose class this program does not have."""

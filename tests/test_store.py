@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import os
 import stat
+import sys
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import store.keys
 from domain.events import DomainEvent
 from domain.message import MessageContent, MessageIndexed
 from store.cipher import COMPRESSED, HEADER, EventCipher
-from store.errors import NotInitialised, StoreError, TamperedData, WrongPassphrase
+from store.errors import NotInitialised, StoreError, TamperedData, UnknownEvent, WrongPassphrase
 from store.home import Home
 from store.keys import Keyring, create_key_file, open_key_file
 from store.mapper import COMPRESS_OVER, PydanticMapper, topic_of
@@ -458,3 +460,28 @@ def test_a_stored_topic_that_is_not_an_event_class_is_refused(mapper: PydanticMa
         )
         with pytest.raises(TamperedData):
             mapper.to_domain_event(moved)
+
+
+def test_a_stored_topic_is_trusted_only_once_its_row_is_authentic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A topic changed to name some module does not get that module imported (its
+    ciphertext fails first); an authentic event of a class unknown here says so."""
+    mapper = PydanticMapper(EventCipher(new_keyring()))
+    (tmp_path / "planted_topic_module.py").write_text("class X:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stored = mapper.to_stored_event(_indexed("x"))
+    renamed = dataclasses.replace(stored, topic="planted_topic_module:X")
+    with pytest.raises(TamperedData):
+        mapper.to_domain_event(renamed)
+    assert "planted_topic_module" not in sys.modules
+    assert mapper.event_cipher is not None
+    unknown = dataclasses.replace(
+        stored,
+        topic="no_such_module_here:Event",
+        state=mapper.event_cipher.seal(
+            b"{}", stored.originator_id, stored.originator_version, "no_such_module_here:Event"
+        ),
+    )
+    with pytest.raises(UnknownEvent, match="unknown here"):
+        mapper.to_domain_event(unknown)
