@@ -11,7 +11,6 @@ The embedded store keeps each view in its own SQLCipher file, keyed with a raw
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -159,17 +158,26 @@ class SQLCipherViewStore(ViewStore):
         return SQLCipherDB(self.path(name, purpose), self._key, bulk=True)
 
     def swap(self, fresh: ViewDB, name: str, purpose: str) -> None:
-        fresh.execute("PRAGMA journal_mode=WAL")
-        fresh.close()
-        _remove(self.path(name))
-        os.replace(self.path(name, purpose), self.path(name))
+        """Copy the fresh database into the live file with SQLite's backup, which takes
+        the live file's locks: another process reading or opening the view meanwhile
+        sees the old content or the new one. (Deleting the live file and renaming the
+        fresh one in its place let a process that opened the view in between leave its
+        write-ahead log beside the new file, which then could not be read.)"""
+        assert isinstance(fresh, SQLCipherDB)
+        live = self.open(name)
+        try:
+            fresh.connection.backup(live.connection)
+        finally:
+            live.close()
+        self.discard(fresh, name, purpose)
 
     def discard(self, fresh: ViewDB, name: str, purpose: str) -> None:
         fresh.close()
         _remove(self.path(name, purpose))
 
     def drop(self, name: str) -> None:
-        _remove(self.path(name))
+        """Empty the live database, in place (see :meth:`swap`)."""
+        self.swap(self.open_fresh(name, "drop"), name, "drop")
 
 
 def view_store(home: Home, keyring: Keyring) -> ViewStore:

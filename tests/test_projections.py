@@ -184,6 +184,25 @@ def test_views_rebuilt_together_read_each_page_once_and_equal_the_live_views(
     assert reports["operations"].events == imported.max_position()
 
 
+def test_a_rebuild_is_swapped_in_for_whoever_has_the_view_open(imported: Eventpile) -> None:
+    """Another connection to the view (another process's) reads the rebuilt view, not a
+    file taken from under it, and a connection opened later agrees."""
+    live = imported.view("messages")
+    with live.db.transaction():
+        live.db.execute("UPDATE messages SET size = size + 1")
+    damaged = live.digest()
+    other = View(MessageIndex(), live.store)
+    try:
+        assert other.digest() == damaged
+        live.rebuild(imported)
+        assert other.digest() == live.digest() != damaged
+        later = View(MessageIndex(), live.store)
+        assert later.digest() == other.digest() and later.verify(imported)
+        later.close()
+    finally:
+        other.close()
+
+
 def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: Eventpile) -> None:
     view = imported.view("messages")
     with view.db.transaction():
