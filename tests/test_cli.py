@@ -194,6 +194,61 @@ def test_bad_input_is_one_line_and_writes_nothing(filled: Home, fails: Callable[
         assert snapshot(filled) == before, args
 
 
+NOT_UTF8 = "\udcff"  # how Python passes an undecodable byte of argv on
+BAD_ARGUMENTS = [
+    (["nosuchcommand"], "No such command"),
+    (["search", "a", "b"], "unexpected extra argument"),
+    (["tag", "add", "x"], "Missing argument 'QUERY'"),
+    (["search", "--limit", "0", "x"], "--limit"),
+    (["search", "--limit", str(2**64), "x"], "--limit"),
+    (["log", "--limit", str(2**64)], "--limit"),
+    (["feed", "--recent", str(2**64)], "--recent"),
+    (["search", NOT_UTF8], "not valid UTF-8"),
+    (["tag", "add", "x", NOT_UTF8], "not valid UTF-8"),
+    (["import", f"mail{NOT_UTF8}.mbox"], "not valid UTF-8"),
+    (["show", ""], "not an operation id"),
+    (["show", NOT_UTF8], "not an operation id"),
+    *(
+        (
+            ["send", "--to", "bob@example.org", "--subject", "Hi", "--body-file", "x", *after],
+            "--after",
+        )
+        for after in (["--after", "nan"], ["--after", "inf"], ["--after", "1e300"])
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    BAD_ARGUMENTS,
+    ids=lambda a: " ".join(a)[-40:] if isinstance(a, list) else None,
+)
+def test_invalid_arguments_are_one_line_and_write_nothing(
+    filled: Home, fails: Callable[..., str], args: list[str], says: str
+) -> None:
+    before = snapshot(filled)
+    assert says in fails(*args)
+    assert snapshot(filled) == before
+
+
+def test_no_passphrase_and_no_terminal_is_one_line(
+    filled: Home, fails: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTPILE_PASSPHRASE")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert "EVENTPILE_PASSPHRASE" in fails("log")
+
+
+def test_a_body_file_that_is_not_utf8(
+    filled: Home, fails: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTPILE_SMTP", "127.0.0.1:1")
+    body = tmp_path / "body.txt"
+    body.write_bytes(b"caf\xe9")
+    said = fails("send", "--to", "bob@example.org", "--subject", "Hi", "--body-file", str(body))
+    assert f"{body} is not UTF-8" in said
+
+
 # tampering (the SQLite file) -------------------------------------------------------
 
 

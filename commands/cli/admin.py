@@ -10,13 +10,15 @@ from typing import Any
 
 import typer
 
-from commands.cli.core import app, console, emit, opened, progress_bar, settings
+from commands.cli.core import MAX_COUNT, app, console, emit, opened, progress_bar, settings
 
 
 @app.command()
 def log(
     ctx: typer.Context,
-    limit: int = typer.Option(20, "--limit", "-n", min=1, help="At most this many operations."),
+    limit: int = typer.Option(
+        20, "--limit", "-n", min=1, max=MAX_COUNT, help="At most this many operations."
+    ),
 ) -> None:
     """The most recent operations, newest first."""
     from projections.operations import recent
@@ -45,16 +47,14 @@ def _print_log(records: list[dict[str, Any]]) -> None:
 @app.command()
 def show(ctx: typer.Context, operation_id: str) -> None:
     """One operation: how it was invoked, its result or error, the events it wrote."""
+    from commands.operations import find_operation
     from projections.operations import events_of, find
 
     s = settings(ctx)
     with opened(s) as application:
+        found = find_operation(application, operation_id).id.hex
         db = application.current("operations")
-        found = find(db, operation_id)
-        if len(found) != 1:
-            what = "no" if not found else "more than one"
-            raise ValueError(f"{what} operation has an id starting with {operation_id!r}")
-        record = {**found[0], "events": events_of(db, found[0]["id"])}
+        record = {**find(db, found)[0], "events": events_of(db, found)}
     emit(s, record, lambda: console().print_json(data=record, default=str))
 
 

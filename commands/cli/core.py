@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import typer
 
 if TYPE_CHECKING:
@@ -25,6 +26,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+MAX_COUNT = 2**63 - 1
+"""The largest ``--limit``: what SQLite and PostgreSQL take in a LIMIT clause."""
+
+
+def utf8(value: Any) -> Any:
+    """An argument that is recorded or searched for must be text (not undecodable bytes)."""
+    if value is not None:
+        try:
+            str(value).encode()
+        except UnicodeEncodeError:
+            raise typer.BadParameter(f"{str(value)!r} is not valid UTF-8") from None
+    return value
 
 
 @dataclass
@@ -65,7 +80,7 @@ def passphrase(*, confirm: bool = False) -> str:
     if value is not None:
         return value
     if not sys.stdin.isatty():
-        raise typer.BadParameter("set EVENTPILE_PASSPHRASE or run in a terminal")
+        raise click.ClickException("set EVENTPILE_PASSPHRASE, or run in a terminal to be asked")
     return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
 
 

@@ -7,7 +7,18 @@ from typing import Any
 
 import typer
 
-from commands.cli.core import app, console, emit, opened, passphrase, progress_bar, settings, unlock
+from commands.cli.core import (
+    MAX_COUNT,
+    app,
+    console,
+    emit,
+    opened,
+    passphrase,
+    progress_bar,
+    settings,
+    unlock,
+    utf8,
+)
 
 tag_app = typer.Typer(help="Add or remove a tag on the messages matching a query.")
 app.add_typer(tag_app, name="tag")
@@ -26,7 +37,8 @@ def init(ctx: typer.Context) -> None:
 
 @app.command("import")
 def import_(
-    ctx: typer.Context, path: Path = typer.Argument(..., help="mbox, .mbox.gz or Maildir")
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="mbox, .mbox.gz or Maildir", callback=utf8),
 ) -> None:
     """Index the messages of a mailbox (known messages are skipped)."""
     from commands.mail import ImportMailbox
@@ -67,8 +79,12 @@ def index_db(s: Any) -> Any:
 @app.command()
 def search(
     ctx: typer.Context,
-    query: str = typer.Argument("", help="e.g. 'from:ralf subject:\"mips\" after:2015-01-01'"),
-    limit: int = typer.Option(20, "--limit", "-n", min=1, help="At most this many results."),
+    query: str = typer.Argument(
+        "", help="e.g. 'from:ralf subject:\"mips\" after:2015-01-01'", callback=utf8
+    ),
+    limit: int = typer.Option(
+        20, "--limit", "-n", min=1, max=MAX_COUNT, help="At most this many results."
+    ),
 ) -> None:
     """Search the message index, newest first."""
     from projections.messages_query import parse_query
@@ -104,13 +120,21 @@ def _tag(ctx: typer.Context, action: str, tag: str, query: str) -> None:
 
 
 @tag_app.command("add")
-def tag_add(ctx: typer.Context, tag: str, query: str) -> None:
+def tag_add(
+    ctx: typer.Context,
+    tag: str = typer.Argument(..., callback=utf8),
+    query: str = typer.Argument(..., callback=utf8),
+) -> None:
     """Add TAG to every message matching QUERY (one operation)."""
     _tag(ctx, "add", tag, query)
 
 
 @tag_app.command("remove")
-def tag_remove(ctx: typer.Context, tag: str, query: str) -> None:
+def tag_remove(
+    ctx: typer.Context,
+    tag: str = typer.Argument(..., callback=utf8),
+    query: str = typer.Argument(..., callback=utf8),
+) -> None:
     """Remove TAG from every message matching QUERY (one operation)."""
     _tag(ctx, "remove", tag, query)
 

@@ -1,28 +1,46 @@
-"""Entry point: run the Typer app; every expected error is one line on stderr."""
+"""Entry point: run the Typer app; every error is one line on stderr."""
 
 from __future__ import annotations
 
 import os
 import sys
 
+import click
+
 from commands.cli import admin, mail, operations, undo  # noqa: F401  (they register their commands)
 from commands.cli.core import app
 
 EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; usage errors are Typer's, every other error one line on stderr."""
+    """Run the CLI; every error, a usage error too, is one line on stderr."""
     try:
-        app(args=argv, prog_name="eventpile")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else EXIT_ERROR
+        code = app(args=argv, prog_name="eventpile", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # Typer has printed the help
+        return e.exit_code
+    except click.ClickException as e:
+        sys.stderr.write(f"eventpile: {_usage(e)}\n")
+        return e.exit_code
+    except click.Abort:
+        sys.stderr.write("eventpile: aborted\n")
+        return EXIT_ERROR
     except Exception as e:
         sys.stderr.write(f"eventpile: {_explain(e)}\n")
         if os.environ.get("EVENTPILE_DEBUG"):
             raise
         return EXIT_ERROR
-    return 0
+    if code == EXIT_INTERRUPTED:
+        sys.stderr.write("eventpile: interrupted (what was written before stays written)\n")
+    return code if isinstance(code, int) else 0
+
+
+def _usage(error: click.ClickException) -> str:
+    """A usage error in one line, with where to find help."""
+    message = " ".join(error.format_message().split())
+    ctx = getattr(error, "ctx", None)
+    return message if ctx is None else f"{message} (see '{ctx.command_path} --help')"
 
 
 def _explain(error: Exception) -> str:

@@ -4,6 +4,7 @@ and ``support-bundle``."""
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 from dataclasses import asdict
 from datetime import timedelta
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from commands.cli.core import app, console, emit, opened, progress_bar, settings
+from commands.cli.core import MAX_COUNT, app, console, emit, opened, progress_bar, settings, utf8
 
 if TYPE_CHECKING:
     from domain.operation import Operation
@@ -42,7 +43,9 @@ def feed(
     show_all: bool = typer.Option(False, "--all", help="Every entry, not just recent ones."),
     private: bool = typer.Option(False, "--private", help="Show private data too."),
     as_html: bool = typer.Option(False, "--html", help="Render as an HTML list."),
-    recent: int = typer.Option(20, "--recent", "-n", min=1, help="How many recent entries."),
+    recent: int = typer.Option(
+        20, "--recent", "-n", min=1, max=MAX_COUNT, help="How many recent entries."
+    ),
 ) -> None:
     """What the program is doing and did: recent operations plus every incomplete one."""
     from commands.operations import renderer_for
@@ -166,17 +169,42 @@ def worker(
         emit(s, {"ran": [asdict(r) for r in ran]}, "")
 
 
+MAX_DELAY_MIN = 60 * 24 * 366 * 100
+"""The longest ``send --after``: a hundred years, in minutes."""
+
+
+def _all_utf8(values: list[str]) -> list[str]:
+    return [utf8(value) for value in values]
+
+
+def _a_number(minutes: float) -> float:
+    if math.isnan(minutes):
+        raise typer.BadParameter(f"{minutes} is not a number")
+    return minutes
+
+
 @app.command()
 def send(
     ctx: typer.Context,
-    to: list[str] = typer.Option(..., "--to", help="A recipient (repeat for more)."),
-    subject: str = typer.Option(..., "--subject", help="The subject line."),
+    to: list[str] = typer.Option(
+        ..., "--to", help="A recipient (repeat for more).", callback=_all_utf8
+    ),
+    subject: str = typer.Option(..., "--subject", help="The subject line.", callback=utf8),
     body_file: Path = typer.Option(..., "--body-file", help="The text of the message (UTF-8)."),
     sender: str = typer.Option(
-        "", "--from", envvar="EVENTPILE_FROM", help="The sender (default: you@this host)."
+        "",
+        "--from",
+        envvar="EVENTPILE_FROM",
+        help="The sender (default: you@this host).",
+        callback=utf8,
     ),
     after: float = typer.Option(
-        0.0, "--after", min=0.0, help="Send after this many minutes (the worker sends it)."
+        0.0,
+        "--after",
+        min=0.0,
+        max=MAX_DELAY_MIN,
+        help="Send after this many minutes (the worker sends it).",
+        callback=_a_number,
     ),
 ) -> None:
     """Compose a message and send it over SMTP (EVENTPILE_SMTP=host:port).
@@ -187,7 +215,10 @@ def send(
 
     s = settings(ctx)
     SmtpConfig.from_env()
-    body = body_file.read_text(encoding="utf-8")
+    try:
+        body = body_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{body_file} is not UTF-8 text (byte {e.start})") from None
     command = SendMail.compose(sender or _default_sender(), to, subject, body)
     with opened(s) as application:
         if after:
