@@ -239,7 +239,7 @@ def _tag(ctx: Context, name: str) -> Tag:
 
 @handles(RenameTag)
 def rename_tag(command: RenameTag, ctx: Context) -> Outcome:
-    if tag_ids(ctx.app.view("messages").db, command.new_name):
+    if tag_ids(ctx.app.current("messages"), command.new_name):
         raise DomainError(f"there is already a tag {command.new_name!r}")
     ctx.record(*_tag(ctx, command.tag).rename(command.new_name))
     return Outcome("Renamed a tag")

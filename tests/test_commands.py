@@ -164,6 +164,18 @@ def test_a_refused_command_writes_nothing(imported: Eventpile, command: Command)
     assert (digests(imported), imported.max_position()) == before
 
 
+def test_a_rename_onto_a_tag_made_moments_before_is_refused_even_while_views_wait(
+    imported: Eventpile,
+) -> None:
+    """A worker defers catching its views up between operations: the rename still sees
+    the tag the previous operation created."""
+    imported.execute(TagMessages(action="add", tag="first", query="patch"))
+    with imported.deferring_catch_up():
+        imported.execute(TagMessages(action="add", tag="second", query="patch"))
+        with pytest.raises(DomainError, match="already a tag"):
+            imported.execute(RenameTag(tag="first", new_name="second"))
+
+
 # a crashing handler -------------------------------------------------------------------
 
 
