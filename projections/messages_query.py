@@ -269,9 +269,12 @@ def tag_ids(db: Any, name: str) -> list[str]:
 
 
 def all_tags(db: Any) -> list[dict[str, Any]]:
+    """Every tag with the number of messages in the index that have it (a message out
+    of the index keeps its tags, for when it comes back, but is not counted)."""
     rows = db.execute(
-        "SELECT t.name, t.id, count(DISTINCT mt.message) FROM tags t "
-        "LEFT JOIN message_tags mt ON mt.tag = t.id GROUP BY t.id ORDER BY t.name"
+        "SELECT t.name, t.id, count(DISTINCT m.id) FROM tags t "
+        "LEFT JOIN message_tags mt ON mt.tag = t.id "
+        "LEFT JOIN messages m ON m.id = mt.message GROUP BY t.id, t.name ORDER BY t.name"
     )
     return [{"name": name, "id": tag_id, "messages": count} for name, tag_id, count in rows]
 

@@ -34,7 +34,14 @@ from domain.message import Message, MessageContent, MessageIndexed, MessageRemov
 from projections import base, messages
 from projections.base import Page, Topics, View, rebuild_together
 from projections.messages import MessageIndex
-from projections.messages_query import QueryError, Term, matching_ids, parse_query, search
+from projections.messages_query import (
+    QueryError,
+    Term,
+    all_tags,
+    matching_ids,
+    parse_query,
+    search,
+)
 from store.home import Home
 from store.keys import Keyring
 
@@ -84,6 +91,15 @@ def total(app: Eventpile, query: str) -> int:
 def results(app: Eventpile) -> dict[str, Any]:
     db = app.view("messages").db
     return {q: search(db, parse_query(q), 100) for q in QUERIES}
+
+
+def test_tags_count_only_the_messages_in_the_index(imported: Eventpile) -> None:
+    tagged = total(imported, "tag:a")
+    assert 0 < tagged < total(imported, "")
+    imported.execute(UnindexMatching(query="patch after:2023-06-01"))
+    counts = {t["name"]: t["messages"] for t in all_tags(imported.view("messages").db)}
+    assert counts["a"] == total(imported, "tag:a") < tagged
+    assert counts["trash"] == 0
 
 
 # exactly once -----------------------------------------------------------------------
