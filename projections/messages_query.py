@@ -2,8 +2,8 @@
 
 Kept free of the event model (stdlib only) so a search process starts fast.
 
-Query syntax: words and ``"quoted phrases"`` match the subject, sender,
-recipients and text; ``from:``, ``to:``, ``subject:`` match one of them;
+Query syntax: words and ``"quoted phrases"`` (only double quotes quote, and quoted
+text is never a field) match the subject, sender, recipients and text; ``from:``, ``to:``, ``subject:`` match one of them;
 ``tag:NAME`` keeps tagged messages; ``after:YYYY-MM-DD`` and
 ``before:YYYY-MM-DD`` bound the date (after is inclusive, before exclusive).
 All terms must hold. An empty query (or ``*``) matches every message.
@@ -12,8 +12,8 @@ All terms must hold. An empty query (or ``*``) matches every message.
 from __future__ import annotations
 
 import re
-import shlex
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -113,24 +113,37 @@ def _day(name: str, value: str) -> int:
     return int(day.timestamp())
 
 
+_TOKEN = re.compile(r'(?:([^\s":]+):)?(?:"([^"]*)"|([^\s"]*))\s*')
+"""A term: an optional ``name:``, then a double-quoted phrase or a run of anything but
+spaces and double quotes (apostrophes and backslashes are text: ``O'Brien``)."""
+
+
+def _tokens(text: str) -> Iterator[tuple[str | None, str]]:
+    """``(field name or None, value)`` of each term: quoted text is never a field."""
+    position = len(text) - len(text.lstrip())
+    while position < len(text):
+        found = _TOKEN.match(text, position)
+        assert found is not None  # each part of the pattern may match nothing
+        name, quoted, bare = found.groups()
+        if quoted is None and not bare and text.startswith('"', found.end(3)):  # unmatched
+            raise QueryError(f"cannot read the query {text!r}: a double quote is not closed")
+        yield name, bare if quoted is None else quoted
+        position = found.end()
+
+
 def parse_query(text: str) -> Query:
-    try:
-        terms = shlex.split(text)
-    except ValueError as e:
-        raise QueryError(f"cannot read the query {text!r}: {e}") from None
     matches: list[Term] = []
     tags: list[str] = []
     after = before = None
-    for term in terms:
-        name, colon, value = term.partition(":")
-        if not colon or " " in name:
-            if term.strip("*"):  # a lone "*" (or "**") matches everything
-                matches.append(_term(term))
+    for name, value in _tokens(text):
+        if name is None:
+            if value.strip("*"):  # a lone "*" (or "**") matches everything
+                matches.append(_term(value))
             continue
         name = name.lower()
         if name not in _FIELDS:
             known = ", ".join(f"{f}:" for f in _FIELDS)
-            raise QueryError(f"unknown field {name}: in {term!r} (known: {known})")
+            raise QueryError(f"unknown field {name}: in {text!r} (known: {known})")
         if not value:
             raise QueryError(f"{name}: needs a value")
         if name in _COLUMNS:

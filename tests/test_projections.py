@@ -41,6 +41,7 @@ from projections.messages_query import (
     matching_ids,
     parse_query,
     search,
+    words,
 )
 from store.home import Home
 from store.keys import Keyring
@@ -442,6 +443,27 @@ def test_a_field_takes_a_quoted_phrase_or_a_prefix() -> None:
     assert parse_query("subject:mips*").terms == (Term("mips", "subject", prefix=True),)
 
 
+@pytest.mark.parametrize(
+    ("text", "terms"),
+    [
+        ('"Re: patch"', ("Re: patch",)),
+        ('"http://example.org/x"', ("http://example.org/x",)),
+        ("O'Brien's \\server", ("O'Brien's", "\\server")),
+        ('ab"c d"', ("ab", "c d")),
+    ],
+)
+def test_only_double_quotes_quote_and_quoted_text_is_never_a_field(
+    text: str, terms: tuple[str, ...]
+) -> None:
+    assert parse_query(text).terms == tuple(Term(t) for t in terms)
+
+
+def test_an_apostrophe_is_a_word_break_as_in_the_index(imported: Eventpile) -> None:
+    subject = search(imported.view("messages").db, parse_query("*"), 1)["results"][0]["subject"]
+    first, second = words(subject)[:2]
+    assert total(imported, f"{first}'{second}") == total(imported, f'"{first} {second}"') > 0
+
+
 def test_tags_and_date_bounds() -> None:
     query = parse_query("tag:todo tag:work after:2015-01-01 before:2016-02-29")
     assert query.tags == ("todo", "work")
@@ -463,8 +485,9 @@ def test_an_empty_query_matches_everything(text: str) -> None:
         ("before:yesterday", "YYYY-MM-DD"),
         ("after:2015/01/01", "YYYY-MM-DD"),
         ("from:", "needs a value"),
-        ('"unbalanced', "cannot read"),
-        ("it's", "cannot read"),
+        ('"unbalanced', "double quote is not closed"),
+        ('from:"unbalanced', "double quote is not closed"),
+        ('patch" fix', "double quote is not closed"),
     ],
 )
 def test_bad_queries_are_query_errors(text: str, says: str) -> None:
