@@ -63,7 +63,7 @@ CONFLICT_RETRIES = 5
 CONFLICT_BACKOFF_S = 0.01
 """The longest pause before the first retry after a conflict; it doubles each time."""
 LEASE_S = 300.0
-"""How long a started attempt holds its operation; progress reports renew it."""
+"""How long a started attempt holds its operation; each write of the attempt renews it."""
 PROJECTIONS: tuple[type[Projection], ...] = (OperationLog, Queue, Feed)
 """The framework's own views, kept by every application."""
 

@@ -6,6 +6,10 @@ this command has recorded but not yet written), ``record`` adds new events,
 ``flush`` writes what is recorded so far (for long commands; a short one is
 written whole, in one transaction, when it returns), ``ask`` asks the user how
 to go on once the handler returns.
+
+Every write of a running operation holds an event of its own stream that renews
+its lease (a progress report): if another process has taken the operation over
+meanwhile (the lease had expired), the write conflicts and nothing of it is kept.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from commands.base import Command, handler_for
 from domain.aggregate import Aggregate, fold
 from domain.events import DomainEvent
-from domain.operation import FollowUp, Operation, Question
+from domain.operation import FollowUp, Operation, Question, Status
 
 if TYPE_CHECKING:
     from commands.app import Application
@@ -102,7 +106,12 @@ class Context:
         self.pending.append(event)
 
     def flush(self) -> None:
-        """Write what is recorded so far and bring the views up to date."""
+        """Write what is recorded so far, renewing the lease, and bring the views up to date."""
+        running = self.operation.status is Status.RUNNING
+        if running and not any(
+            e.originator_id == self.operation_id for e in reversed(self.pending)
+        ):
+            self.record_operation(self.operation.renew(self.app.lease_end()))
         if self.pending:
             self.app.append(self.pending)
             self.pending.clear()

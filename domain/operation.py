@@ -109,13 +109,17 @@ class OperationStarted(OperationEvent):
 
 
 class OperationProgressed(OperationEvent):
-    done: int
+    """How far the running attempt got; without ``done``, only its lease is renewed."""
+
+    done: int | None = None
     total: int | None = None
     message: str = ""
     lease_until: AwareDatetime | None = None
     """The running worker's lease, renewed."""
 
     def describe(self) -> str:
+        if self.done is None:
+            return self.message or "Lease renewed"
         return self.message or f"{self.done} of {self.total or '?'} done"
 
 
@@ -265,7 +269,7 @@ class Operation(Aggregate):
             case OperationProgressed(done=done, total=total, message=message):
                 return self.model_copy(
                     update={
-                        "progress": (done, total),
+                        "progress": self.progress if done is None else (done, total),
                         "message": message or self.message,
                         "lease_until": event.lease_until or self.lease_until,
                     }
@@ -435,6 +439,11 @@ class Operation(Aggregate):
         return self.event(
             OperationProgressed, done=done, total=total, message=message, lease_until=lease_until
         )
+
+    def renew(self, lease_until: datetime) -> OperationProgressed:
+        """Extend the running attempt's lease (its progress as it is)."""
+        self._running()
+        return self.event(OperationProgressed, lease_until=lease_until)
 
     def complete(
         self, message: str, result: JSONDict, private_result: JSONDict, elapsed_s: float, n: int = 1

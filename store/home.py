@@ -68,8 +68,16 @@ class Home:
         return self.key_file.exists()
 
     def init(self, passphrase: str) -> Keyring:
+        """Make the home; nothing is created if it is refused."""
         if self.exists():
             raise StoreError(f"{self.path} is already an eventpile home")
+        if not passphrase:
+            raise StoreError("the passphrase must not be empty")
+        if self.events_db.exists() or (self.views.is_dir() and any(self.views.iterdir())):
+            raise StoreError(
+                f"{self.path} holds an event log or views but no keys.json: restore its "
+                "keys.json (a new key could not read what is there)"
+            )
         if self.database_url:
             from store.postgres import log_end
 

@@ -226,6 +226,18 @@ def test_progress_renews_the_lease() -> None:
     assert op.apply(op.report(6, 10)).lease_until == later + LEASE
 
 
+def test_a_renewal_extends_the_lease_of_a_running_operation_and_keeps_its_progress() -> None:
+    op = given(requested(), started(), lambda o: o.report(5, 10, "half"))
+    renewed = op.apply(op.renew(T0 + 2 * LEASE))
+    assert (renewed.lease_until, renewed.progress, renewed.message) == (
+        T0 + 2 * LEASE,
+        (5, 10),
+        "half",
+    )
+    with pytest.raises(DomainError, match="not running"):
+        given(requested()).renew(T0 + LEASE)
+
+
 def test_a_retryable_failure_waits_for_its_retry_time() -> None:
     at = T0 + timedelta(minutes=1)
     op = given(requested(), started(), retrying(at))

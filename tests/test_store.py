@@ -91,6 +91,19 @@ def test_a_wrong_passphrase_is_refused(key_file: tuple[Path, Keyring]) -> None:
 def test_an_empty_passphrase_is_refused_at_init(home: Home) -> None:
     with pytest.raises(StoreError, match="empty"):
         home.init("")
+    assert not home.path.exists()
+
+
+@pytest.mark.parametrize("left", ["events.sqlite3", "views/messages.db"])
+def test_init_refuses_a_home_whose_key_file_is_missing(
+    home: Home, quick_kdf: None, left: str
+) -> None:
+    """A new key would write events the old ones cannot be read beside (and back)."""
+    home.init(PASSPHRASE)
+    (home.path / left).write_bytes(b"what a home holds")
+    home.key_file.unlink()
+    with pytest.raises(StoreError, match="restore its keys"):
+        home.init(PASSPHRASE)
     assert not home.key_file.exists()
 
 

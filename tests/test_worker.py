@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, cast
@@ -24,6 +25,7 @@ from commands.operations import RetryPolicy, cancel, retry
 from commands.synthetic import write_mbox
 from commands.worker import Ran, Worker
 from domain.aggregate import DomainError
+from domain.message import MessageIndexed
 from domain.operation import Operation, Status
 from projections.queue import pending
 from store.home import Home
@@ -169,6 +171,79 @@ def test_operations_claimed_with_a_slow_one_start_only_while_their_lease_holds(
     assert [r.operation_id for r in Worker(ops_app).drain()] == rest
     done = [ops_app.load(Operation, op) for op in rest]
     assert [(s.status, s.attempts) for s in done if s] == [(Status.COMPLETE, 2)] * 2
+
+
+class Overtaken(Command):
+    """Writes in two steps; between them, its first attempt loses its lease to another worker."""
+
+
+OTHER: list[Eventpile] = []
+"""The other worker's application, for Overtaken."""
+
+
+@handles(Overtaken)
+def run_overtaken(command: Overtaken, ctx: Context) -> Outcome:
+    for step in (1, 2):
+        ctx.record(step_marker(ctx, step))
+        ctx.flush()
+        if step == 1 and ctx.operation.attempts == 1:  # a slow first attempt
+            cast(Clock, ctx.app.clock).advance(seconds=ctx.app.lease_s + 1)
+            assert [r.status for r in Worker(OTHER[0]).drain()] == ["complete"]
+    return Outcome("Both steps written")
+
+
+def step_marker(ctx: Context, step: int) -> MessageIndexed:
+    """A domain event naming the step and the attempt that wrote it."""
+    header = f"<{step}.{ctx.operation.attempts}@{ctx.operation_id}>"
+    return MessageIndexed(originator_id=uuid.uuid4(), originator_version=1, header_id=header)
+
+
+def test_an_attempt_whose_lease_was_taken_over_writes_nothing_more(
+    home: Home, keyring: Keyring, backend: str, clock: Clock
+) -> None:
+    first = Eventpile(home, keyring, clock=clock)
+    other = Eventpile(home, keyring, clock=clock)
+    other.worker = "other:1"
+    OTHER[:] = [other]
+    try:
+        op = first.submit(Overtaken())
+        assert Worker(first).drain() == []  # its second step conflicts: the operation is taken
+        steps = [cast(MessageIndexed, e).header_id for e in written(first, op.id)]
+        assert steps == [f"<{s}.{a}@{op.id}>" for s, a in ((1, 1), (1, 2), (2, 2))]
+        done = first.load(Operation, op.id)
+        assert done is not None and (done.status, done.worker) == (Status.COMPLETE, "other:1")
+    finally:
+        first.close()
+        other.close()
+
+
+class Writes(Command):
+    """Writes three times, each after most of a lease (by the test's clock)."""
+
+
+@handles(Writes)
+def run_writes(command: Writes, ctx: Context) -> Outcome:
+    for step in (1, 2, 3):
+        cast(Clock, ctx.app.clock).advance(seconds=ctx.app.lease_s * 0.8)
+        assert Worker(OTHER[0]).drain() == []  # the lease holds: renewed by the last write
+        ctx.record(step_marker(ctx, step))
+        ctx.flush()
+    return Outcome("Written")
+
+
+def test_each_write_of_an_attempt_renews_its_lease(
+    home: Home, keyring: Keyring, backend: str, clock: Clock
+) -> None:
+    first = Eventpile(home, keyring, clock=clock)
+    other = Eventpile(home, keyring, clock=clock)
+    OTHER[:] = [other]
+    try:
+        op = first.submit(Writes())
+        assert Worker(first).drain() == [Ran(op.id, "complete", "Written")]
+        assert len(written(first, op.id)) == 3
+    finally:
+        first.close()
+        other.close()
 
 
 def test_after_its_last_attempt_a_dead_workers_operation_fails(
