@@ -35,6 +35,7 @@ from commands.base import (
     command_from_record,
     explain,
     handler_for,
+    registered,
 )
 from commands.context import Context, ProgressCallback
 from commands.operations import WorkerLost, next_attempt_at, retry_policy
@@ -335,13 +336,16 @@ class Application(LibraryApplication[uuid.UUID]):
 
         A claim is an ``OperationStarted`` at the stream's next version: of two processes
         claiming at once, one gets :class:`Conflict` and claims nothing; one that finds an
-        operation not due (any time with ``force``), or held by a worker, gets
+        operation not due (any time with ``force``), held by a worker, or whose command is
+        not registered in this process (another application's: its workers run it) gets
         :class:`NotClaimable`. An operation that cannot run (its command no longer
         validates, or the worker of its last attempt died) is failed instead.
         """
         now, lease_until = self.clock(), self.lease_end()
         claims: list[Claim] = []
         for state in states:
+            if registered(state.command) is None:
+                raise NotClaimable(f"operation {state.id} runs {state.command}, unknown here")
             with operation_scope(state.id, self.keyring.installation_id):
                 try:
                     started = state.claim(self.worker, now, lease_until, force=force)
@@ -349,7 +353,7 @@ class Application(LibraryApplication[uuid.UUID]):
                     raise NotClaimable(str(error)) from None
                 try:
                     claims.append(Claim(state.apply(started), started, _runnable(state, now)))
-                except (TypeError, ValidationError, WorkerLost) as error:
+                except (ValidationError, WorkerLost) as error:
                     failed = state.fail(error, 0.0)
                     message = explain(error) if isinstance(error, ValidationError) else str(error)
                     claims.append(Claim(state.apply(failed), failed, None, message))

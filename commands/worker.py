@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from commands.app import Application, Claim, CommandFailed, Conflict, NotClaimable
+from commands.base import registered
 from domain.aggregate import DomainError
 from domain.operation import Operation
 from projections.queue import due_operations, next_due
@@ -63,6 +64,8 @@ class Worker:
             self.app.catch_up()
             # an operation tried already may still be due (its retry, say)
             found = due_operations(queue.db, self.app.clock(), BATCH + len(tried))
+            # one whose command is not registered here is another application's: left pending
+            tried.update(op.id for op in found if registered(op.command) is None)
             todo = deque(op for op in found if op.id not in tried)
             if not todo:
                 return ran
@@ -121,8 +124,11 @@ class Worker:
         (new work, maybe), or ``poll_s`` passes; again, until ``stop`` is set."""
         while not stop.is_set():
             position = self.app.max_position()  # before draining: a write after it wakes us
+            began = self.app.clock().timestamp()
             self.drain()
             wake = next_due(self.app.view("queue").db)
+            if wake is not None and wake <= began:
+                wake = None  # due already when the drain began, which left it: not ours to run
             wait = poll_s if wake is None else wake - self.app.clock().timestamp()
             deadline = time.monotonic() + min(poll_s, wait)
             while not stop.is_set() and (left := deadline - time.monotonic()) > 0:

@@ -16,7 +16,7 @@ from typing import ClassVar, cast
 
 import pytest
 
-from commands.app import Eventpile
+from commands.app import Eventpile, NotClaimable
 from commands.base import Command, Outcome, handles
 from commands.cli.main import main
 from commands.context import Context
@@ -244,6 +244,41 @@ def test_each_write_of_an_attempt_renews_its_lease(
     finally:
         first.close()
         other.close()
+
+
+def test_another_applications_operation_is_left_pending_for_its_workers(
+    home: Home, keyring: Keyring, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = Eventpile(home, keyring)
+    try:
+        foreign = Operation.request(uuid.uuid4(), "Unregistered", {}, {}, "Not ours")
+        app.append([foreign])
+        ours = app.submit(Job())
+        assert Worker(app).drain() == [Ran(ours.id, "complete", "Job done (ok)")]
+        with pytest.raises(NotClaimable, match="Unregistered"):
+            app.run(foreign.originator_id)
+        left = app.load(Operation, foreign.originator_id)
+        assert left is not None and (left.status, left.attempts) == (Status.PENDING, 0)
+        # serve waits for new work instead of draining again and again
+        stop, worker, drains = threading.Event(), Worker(app), []
+        drain = worker.drain
+
+        def counted() -> list[Ran]:
+            drains.append(drain())
+            if len(drains) > 1:
+                stop.set()
+            return drains[-1]
+
+        def wait_for_events(after: int, timeout: float) -> int:
+            stop.set()
+            return after
+
+        monkeypatch.setattr(worker, "drain", counted)
+        monkeypatch.setattr(app, "wait_for_events", wait_for_events)
+        worker.serve(stop)
+        assert drains == [[]]
+    finally:
+        app.close()
 
 
 def test_after_its_last_attempt_a_dead_workers_operation_fails(
