@@ -65,6 +65,9 @@ CONFLICT_BACKOFF_S = 0.01
 """The longest pause before the first retry after a conflict; it doubles each time."""
 LEASE_S = 300.0
 """How long a started attempt holds its operation; each write of the attempt renews it."""
+RENEW_AFTER = timedelta(seconds=1)
+"""How much of its lease a claimed operation may have spent when it starts without
+renewing it first (operations claimed together start one after another)."""
 PROJECTIONS: tuple[type[Projection], ...] = (OperationLog, Queue, Feed)
 """The framework's own views, kept by every application."""
 
@@ -361,11 +364,21 @@ class Application(LibraryApplication[uuid.UUID]):
         return claims
 
     def perform(self, claim: Claim, on_progress: ProgressCallback | None = None) -> Operation:
-        """Run a claimed operation (:class:`CommandFailed` for one failed instead)."""
+        """Run a claimed operation (:class:`CommandFailed` for one failed instead).
+
+        One claimed a while ago (in a batch, behind others) first renews its lease, so that
+        every attempt starts with a whole lease (:class:`Conflict` if it was taken over).
+        """
         if claim.command is None:
             self.catch_up()
             raise CommandFailed(claim.state.id, claim.error)
-        return self._perform(claim.command, claim.state, [], on_progress)
+        state = claim.state
+        if state.lease_until is not None and state.lease_until < self.lease_end() - RENEW_AFTER:
+            with operation_scope(state.id, self.keyring.installation_id):
+                renewed = state.renew(self.lease_end())
+            self.append([renewed])
+            state = state.apply(renewed)
+        return self._perform(claim.command, state, [], on_progress)
 
     def _perform(
         self,

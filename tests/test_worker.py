@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, cast
 
@@ -171,6 +171,29 @@ def test_operations_claimed_with_a_slow_one_start_only_while_their_lease_holds(
     assert [r.operation_id for r in Worker(ops_app).drain()] == rest
     done = [ops_app.load(Operation, op) for op in rest]
     assert [(s.status, s.attempts) for s in done if s] == [(Status.COMPLETE, 2)] * 2
+
+
+class Spends(Command):
+    """Spends (by the test's clock) a third of a lease, having noted the lease it started with."""
+
+
+STARTS: list[tuple[datetime, datetime | None]] = []
+"""When each Spends attempt started and until when its lease held then."""
+
+
+@handles(Spends)
+def run_spends(command: Spends, ctx: Context) -> Outcome:
+    STARTS.append((ctx.app.clock(), ctx.operation.lease_until))
+    cast(Clock, ctx.app.clock).advance(seconds=ctx.app.lease_s / 3)
+    return Outcome("Spent")
+
+
+def test_each_operation_claimed_in_a_batch_starts_with_a_whole_lease(ops_app: Eventpile) -> None:
+    STARTS.clear()
+    ops = [ops_app.submit(Spends()).id for _ in range(3)]  # one alone, then two in one write
+    assert [r.operation_id for r in Worker(ops_app).drain()] == ops
+    lease = timedelta(seconds=ops_app.lease_s)
+    assert [until - start for start, until in STARTS if until] == [lease] * 3
 
 
 class Overtaken(Command):
