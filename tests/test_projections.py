@@ -35,6 +35,7 @@ from projections import base, messages
 from projections.base import Page, Topics, View, rebuild_together
 from projections.messages import MessageIndex
 from projections.messages_query import (
+    MAX_TERMS,
     QueryError,
     Term,
     all_tags,
@@ -45,6 +46,7 @@ from projections.messages_query import (
 )
 from store.home import Home
 from store.keys import Keyring
+from tests.pg import empty_database
 
 QUERIES = (
     "",
@@ -304,16 +306,20 @@ def test_a_page_of_index_changes_equals_its_events_applied_one_by_one(
 
 class Views(RuleBasedStateMachine):
     """Random imports, tag changes, removals and restarts; the views always equal a fold
-    of the log from scratch, and every command's effect shows in search at once."""
+    of the log from scratch, and every command's effect shows in search at once. Each
+    example's home is SQLite files, or the ``database`` emptied."""
 
     mailboxes: ClassVar[list[Path]] = []
     keyring: ClassVar[Keyring]
+    database: ClassVar[str | None] = None
 
     @initialize()
     def open_home(self) -> None:
         self.where = Path(tempfile.mkdtemp(prefix="eventpile-views-"))
         (self.where / "views").mkdir()
-        self.home = Home(self.where)
+        if self.database:
+            empty_database(self.database)
+        self.home = Home(self.where, self.database)
         self.app = Eventpile(self.home, self.keyring)
         self.expected_total = 0
         self.import_mailbox(0)  # start with some mail, some of it tagged
@@ -400,7 +406,7 @@ class Views(RuleBasedStateMachine):
 
 
 def test_incremental_views_equal_a_rebuild_for_any_command_sequence(
-    mailboxes: list[Path],
+    mailboxes: list[Path], database_url: str | None
 ) -> None:
     class Machine(Views):
         def teardown(self) -> None:
@@ -409,6 +415,7 @@ def test_incremental_views_equal_a_rebuild_for_any_command_sequence(
             super().teardown()
 
     Machine.mailboxes = mailboxes
+    Machine.database = database_url
     Machine.keyring = Keyring(uuid.uuid4(), {1: os.urandom(32)}, 1)
     run_state_machine_as_test(Machine, settings=settings(stateful_step_count=10))
 
@@ -493,6 +500,13 @@ def test_an_empty_query_matches_everything(text: str) -> None:
 def test_bad_queries_are_query_errors(text: str, says: str) -> None:
     with pytest.raises(QueryError, match=says):
         parse_query(text)
+
+
+def test_a_query_of_as_many_terms_as_allowed_runs(imported: Eventpile) -> None:
+    most = " ".join(f"tag:t{n}" for n in range(MAX_TERMS))
+    assert search(imported.view("messages").db, parse_query(most))["total"] == 0
+    with pytest.raises(QueryError, match="more than"):
+        parse_query(most + " one")
 
 
 def test_date_bounds_are_after_inclusive_before_exclusive(imported: Eventpile) -> None:
