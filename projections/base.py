@@ -22,6 +22,7 @@ from typing import ClassVar, Protocol
 
 from domain.events import DomainEvent
 from projections.db import ViewDB, ViewStore, read_position, write_position
+from store.errors import WrongPassphrase
 
 PAGE = 2000
 Page = list[tuple[int, DomainEvent]]
@@ -87,7 +88,11 @@ class View:
     @property
     def db(self) -> ViewDB:
         if self._db is None:
-            db = self._open(self.store.open(self.name))
+            try:
+                db = self._open(self.store.open(self.name))
+            except WrongPassphrase:  # the key opened the log: the view is damaged, and
+                self.store.drop(self.name)  # made anew from the log, like a changed one
+                db = self._open(self.store.open(self.name))
             tracked = read_position(db, self.name)
             if tracked is not None and tracked[1] != self.projection.schema:
                 db.close()

@@ -11,6 +11,7 @@ The embedded store keeps each view in its own SQLCipher file, keyed with a raw
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -100,6 +101,7 @@ class SQLCipherDB(ViewDB):
         self.connection = db = sqlcipher3.connect(
             str(path), isolation_level=None, check_same_thread=False
         )
+        db.execute("PRAGMA cipher_log_level = NONE")  # its errors are ours to tell
         db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         try:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -151,6 +153,7 @@ class SQLCipherViewStore(ViewStore):
         return self.directory / (f"{name}.db.{purpose}" if purpose else f"{name}.db")
 
     def open(self, name: str) -> SQLCipherDB:
+        self.directory.mkdir(mode=0o700, exist_ok=True)
         return SQLCipherDB(self.path(name), self._key)
 
     def open_fresh(self, name: str, purpose: str) -> SQLCipherDB:
@@ -164,7 +167,13 @@ class SQLCipherViewStore(ViewStore):
         fresh one in its place let a process that opened the view in between leave its
         write-ahead log beside the new file, which then could not be read.)"""
         assert isinstance(fresh, SQLCipherDB)
-        live = self.open(name)
+        try:
+            live = self.open(name)
+        except WrongPassphrase:  # damaged, so nobody reads it: the fresh file takes its place
+            fresh.close()
+            _remove(self.path(name))
+            os.replace(self.path(name, purpose), self.path(name))
+            return
         try:
             fresh.connection.backup(live.connection)
         finally:

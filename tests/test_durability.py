@@ -1,11 +1,12 @@
 """Durability: a command that returned survives ``kill -9`` of its process; a process killed
 in the middle of a long import leaves a consistent store that a re-import completes, and
-leaves no process of its own behind."""
+leaves no process of its own behind; a damaged or deleted view is made anew from the log."""
 
 from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from commands.app import Eventpile
-from commands.mail import FLUSH_EVERY, ImportMailbox
+from commands.mail import FLUSH_EVERY, ImportMailbox, TagMessages
 from commands.synthetic import write_mbox
 from domain.message import MessageIndexed, MessageTagged
 from domain.operation import Operation, OperationRequested, Status
@@ -202,5 +203,59 @@ def test_a_process_killed_during_an_import_leaves_a_store_that_reimport_complete
         assert (again.result["indexed"], again.result["skipped"]) == (messages - written, written)
         assert total(app, "") == count(app, MessageIndexed) == messages
         assert all(view.verify(app) for view in app.views.values())
+    finally:
+        app.close()
+
+
+# damaged views --------------------------------------------------------------------------
+
+
+def _views(home: Home, keyring: Keyring, mbox: Path) -> dict[str, str]:
+    """Import and tag ``mbox``; the digest of every view."""
+    app = Eventpile(home, keyring)
+    try:
+        app.execute(ImportMailbox(path=mbox))
+        app.execute(TagMessages(action="add", tag="seen", query="patch"))
+        return {name: view.digest() for name, view in app.views.items()}
+    finally:
+        app.close()
+
+
+def _damage(home: Home, how: str) -> None:
+    if how == "views deleted":
+        shutil.rmtree(home.views)
+        return
+    for path in home.views.glob("messages.db*"):
+        path.unlink()
+    (home.views / "messages.db").write_bytes(b"" if how == "emptied" else os.urandom(40960))
+
+
+@pytest.mark.parametrize("how", ["garbled", "emptied", "views deleted"])
+def test_a_damaged_view_is_made_anew_from_the_log(
+    initialised: tuple[Home, Keyring], tmp_path: Path, how: str
+) -> None:
+    home, keyring = initialised
+    before = _views(home, keyring, write_mbox(tmp_path / "box.mbox", 30, seed=4))
+    _damage(home, how)
+    app = Eventpile(home, keyring)
+    try:
+        app.catch_up()
+        assert {name: view.digest() for name, view in app.views.items()} == before
+        assert all(view.verify(app) for view in app.views.values())
+    finally:
+        app.close()
+
+
+def test_a_rebuild_replaces_a_damaged_view(
+    initialised: tuple[Home, Keyring], tmp_path: Path
+) -> None:
+    home, keyring = initialised
+    before = _views(home, keyring, write_mbox(tmp_path / "box.mbox", 30, seed=4))
+    app = Eventpile(home, keyring)
+    try:
+        view = app.view("messages")
+        _damage(home, "garbled")  # after the app opened, before the view did
+        view.rebuild(app)
+        assert view.digest() == before["messages"] and view.verify(app)
     finally:
         app.close()
