@@ -80,6 +80,13 @@ def backend(request: pytest.FixtureRequest, home: Home) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite), then a fresh PostgreSQL database: for a test that makes its own homes
+    (a state machine empties it for each example, with ``tests.pg.empty_database``)."""
+    return request.getfixturevalue("pg_url") if request.param == "postgres" else None
+
+
 @pytest.fixture
 def app(home: Home, keyring: Keyring, backend: str) -> Iterator[Eventpile]:
     application = Eventpile(home, keyring)

@@ -150,6 +150,20 @@ class Server:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def empty_database(url: str) -> None:
+    """Drop every schema of the database at ``url`` and make an empty ``public`` again: as
+    good as a new database for the next example of a state machine, and cheaper."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        schemas = connection.execute(
+            "SELECT nspname FROM pg_namespace "
+            "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
+        ).fetchall()
+        drops = "".join(f'DROP SCHEMA "{name}" CASCADE; ' for (name,) in schemas)
+        connection.execute(f"{drops}CREATE SCHEMA public")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     """The session's PostgreSQL server, or a skip (one reason line) without the binaries."""
