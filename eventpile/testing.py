@@ -19,6 +19,9 @@ The laws checked:
 - every projection rebuilt from scratch equals its incremental state;
 - replaying the log twice gives the same state (determinism);
 - a restart (a new application on the same files) loses nothing.
+
+The machine runs on SQLite files by default; set :attr:`ApplicationLaws.database_server`
+to run the same laws on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast, overload
+from urllib.parse import urlsplit
 
 import hypothesis
 from hypothesis import strategies as st
@@ -46,6 +50,7 @@ from domain.events import ENVELOPE, DomainEvent
 from projections.operations import events_of
 from store.home import Home
 from store.keys import Keyring
+from store.postgres import connect
 
 __all__ = [
     "ApplicationLaws",
@@ -250,10 +255,15 @@ class ApplicationLaws(RuleBasedStateMachine):
 
     Then ``TestMyLaws = MyLaws.TestCase`` runs it under pytest. Each example works in a
     temporary directory: the application's home, plus :attr:`files` for what your
-    commands read (mailboxes, say), made by :meth:`prepare`.
+    commands read (mailboxes, say), made by :meth:`prepare`. To run on PostgreSQL,
+    set :attr:`database_server` (in a subclass, to keep both).
     """
 
     application: ClassVar[type[Application]] = Application
+    database_server: ClassVar[str | None] = None
+    """None: SQLite files in the temporary directory. Else the ``postgresql://`` URL of a
+    server (any of its databases) whose role may create databases: each home of an
+    example gets a fresh database there, dropped at the end of the example."""
     _keys: ClassVar[tuple[bytes, Keyring] | None] = None
 
     def __init__(self) -> None:
@@ -261,10 +271,13 @@ class ApplicationLaws(RuleBasedStateMachine):
         self.directory = Path(tempfile.mkdtemp(prefix="eventpile-laws-"))
         self.files = self.directory / "files"
         self.files.mkdir()
-        self.home = Home(self.directory / "home")
-        self.keyring = self._new_home(self.home)
-        self.prepare(self.files)
-        self.app = self.open_application(self.home)
+        self.home, self.keyring = self._new_home(self.directory / "home")
+        try:
+            self.prepare(self.files)
+            self.app = self.open_application(self.home)
+        except BaseException:
+            self._remove(self.home)
+            raise
         self.done: list[Done] = []
         self.undone: list[Done] = []
         self.history: list[Step] = []
@@ -419,22 +432,40 @@ class ApplicationLaws(RuleBasedStateMachine):
             self.rebuild()
         finally:
             self.app.close()
+            self._remove(self.home)
             shutil.rmtree(self.directory, ignore_errors=True)
 
     # helpers -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _new_home(home: Home) -> Keyring:
-        """A new home with the same key file as every other (the key derivation is slow)."""
+    def _new_home(self, path: Path) -> tuple[Home, Keyring]:
+        """A new home with the same key file as every other (the key derivation is slow),
+        in a fresh database of :attr:`database_server` if one is given."""
+        home = Home(path, self._create_database() if self.database_server else None)
         if ApplicationLaws._keys is None:
             keyring = home.init(PASSPHRASE)
             ApplicationLaws._keys = (home.key_file.read_bytes(), keyring)
-            return keyring
+            return home, keyring
         key_file, keyring = ApplicationLaws._keys
         home.path.mkdir(mode=0o700)
         home.views.mkdir(mode=0o700)
         home.key_file.write_bytes(key_file)
-        return keyring
+        return home, keyring
+
+    def _create_database(self) -> str:
+        """A new empty database on :attr:`database_server`; its URL."""
+        assert self.database_server is not None
+        name = f"eventpile_laws_{uuid.uuid4().hex[:16]}"
+        with connect(self.database_server) as admin:
+            admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        return urlsplit(self.database_server)._replace(path=f"/{name}").geturl()
+
+    def _remove(self, home: Home) -> None:
+        """Delete a home the machine made: its files, and its database if it has one."""
+        shutil.rmtree(home.path, ignore_errors=True)
+        if home.database_url and self.database_server:
+            name = urlsplit(home.database_url).path.lstrip("/")
+            with connect(self.database_server) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def _digests(self) -> dict[str, str]:
         return {name: view.digest() for name, view in self.app.views.items()}
@@ -451,9 +482,12 @@ class ApplicationLaws(RuleBasedStateMachine):
         home (same keys: ids derived from keys agree), or None if ``target`` does not
         commute with what came after it: then the others do not write the same (types
         of) events, or doing it last ends elsewhere than here."""
-        home = Home(self.directory / f"replay-{uuid.uuid4().hex[:8]}")
-        self._new_home(home)
-        other = self.open_application(home)
+        home, _ = self._new_home(self.directory / f"replay-{uuid.uuid4().hex[:8]}")
+        try:
+            other = self.open_application(home)
+        except BaseException:
+            self._remove(home)
+            raise
         try:
             ids: dict[uuid.UUID, uuid.UUID] = {}
             for step in self.history:
@@ -474,7 +508,7 @@ class ApplicationLaws(RuleBasedStateMachine):
             return without
         finally:
             other.close()
-            shutil.rmtree(home.path, ignore_errors=True)
+            self._remove(home)
 
     def _same_step(self, step: Step, other: Application, ids: dict[uuid.UUID, uuid.UUID]) -> bool:
         """Replay ``step`` in ``other``: did it write the same types of events as here?"""

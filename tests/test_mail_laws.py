@@ -3,7 +3,8 @@ interleaved with undos, redos, restarts and rebuilds, with the laws of undo and 
 checked after every step (see :class:`eventpile.testing.ApplicationLaws`).
 
 The ``ci`` hypothesis profile runs a few short programs; ``HYPOTHESIS_PROFILE=long``
-(or ``--hypothesis-profile=long``) runs many longer ones.
+(or ``--hypothesis-profile=long``) runs many longer ones. Each runs on SQLite, then on
+the session's PostgreSQL server (each example in fresh databases).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,7 @@ from commands.synthetic import synthetic_messages
 from domain.message import TRASH_TAG_ID, Message
 from domain.tag import Tag
 from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
+from tests.pg import Server
 
 MESSAGES = list(synthetic_messages(18, seed=5))
 MAILBOXES = {"a.mbox": MESSAGES[0:8], "b.mbox": MESSAGES[5:13], "c.mbox": MESSAGES[12:18]}
@@ -85,3 +88,18 @@ class MailLaws(ApplicationLaws):
 
 TestMailLaws = MailLaws.TestCase
 TestMailLaws.settings = settings(stateful_step_count=STEPS)
+
+
+class MailLawsOnPostgres(MailLaws):
+    """The same laws, each home in a fresh database of the session's server."""
+
+
+@pytest.mark.postgres
+class TestMailLawsOnPostgres(MailLawsOnPostgres.TestCase):
+    """Under the ``ci`` profile fewer programs than on SQLite: there a rebuild costs more."""
+
+    settings = TestMailLaws.settings if LONG else settings(TestMailLaws.settings, max_examples=10)
+
+    @pytest.fixture(autouse=True)
+    def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(MailLawsOnPostgres, "database_server", pg_server.url())
