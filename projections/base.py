@@ -22,7 +22,7 @@ from typing import ClassVar, Protocol
 
 from domain.events import DomainEvent
 from projections.db import ViewDB, ViewStore, read_position, write_position
-from store.errors import WrongPassphrase
+from store.errors import StoreError, WrongPassphrase
 
 PAGE = 2000
 Page = list[tuple[int, DomainEvent]]
@@ -115,7 +115,7 @@ class View:
             self._db = None
 
     def catch_up(self, source: EventSource, progress: Progress | None = None) -> RunReport:
-        return _fold([(self.db, self.projection)], source, source.max_position(), progress)[0]
+        return _fold([(self.db, self.projection)], source, None, progress)[0]
 
     def rebuild(self, source: EventSource, progress: Progress | None = None) -> RunReport:
         """Build from scratch beside the live view, then swap it in."""
@@ -139,7 +139,7 @@ class View:
 def catch_up_together(views: Sequence[View], source: EventSource) -> dict[str, RunReport]:
     """``catch_up`` of several views, each page of the log read and decoded once for all."""
     targets = [(view.db, view.projection) for view in views]
-    reports = _fold(targets, source, source.max_position(), None)
+    reports = _fold(targets, source, None, None)
     return {view.name: report for view, report in zip(views, reports, strict=True)}
 
 
@@ -147,6 +147,7 @@ def rebuild_together(
     views: Sequence[View], source: EventSource, progress: Progress | None = None
 ) -> dict[str, RunReport]:
     """``rebuild`` of several views, each page of the log read and decoded once for all."""
+    _log_reaches(source, {view.name: view.position for view in views})
     fresh: list[ViewDB] = []
     try:
         for view in views:
@@ -166,17 +167,21 @@ def rebuild_together(
 def _fold(
     targets: Sequence[tuple[ViewDB, Projection]],
     source: EventSource,
-    upto: int,
+    upto: int | None,
     progress: Progress | None,
 ) -> list[RunReport]:
-    """Apply the events after each view's tracked position: a page of the log at a
-    time, read once, then in one transaction per view with its new position.
+    """Apply the events after each view's tracked position, up to ``upto`` (None: the
+    end of the log): a page of the log at a time, read once, then in one transaction
+    per view with its new position.
 
     Positions are read once and then known from the writes; each transaction reads
     its view's position again (another process may have moved it) and trusts that.
     """
     started, applied = time.perf_counter(), [0] * len(targets)
     positions = [_position(db, projection) for db, projection in targets]
+    if upto is None:
+        names = [projection.name for _, projection in targets]
+        upto = _log_reaches(source, dict(zip(names, positions, strict=True)))
     with gc_paused():
         while behind := [n for n, position in enumerate(positions) if position < upto]:
             start = min(positions[n] for n in behind)
@@ -210,6 +215,20 @@ def _apply(
         projection.apply_page(db, events)
         write_position(db, projection.name, end, projection.schema)
     return end, len(events)
+
+
+def _log_reaches(source: EventSource, positions: dict[str, int]) -> int:
+    """The end of the log, read after the views' ``positions``: a view past it applied
+    events the log no longer has (:class:`StoreError`; it would not apply new ones)."""
+    end = source.max_position()
+    for name, position in positions.items():
+        if position > end:
+            raise StoreError(
+                f"the view {name} holds the log up to position {position:,} but the event "
+                f"log ends at {end:,}: the log was replaced or cut. Restore it; to keep this "
+                "log instead, delete the views (they are made anew from it)"
+            )
+    return end
 
 
 def _position(db: ViewDB, projection: Projection) -> int:

@@ -23,6 +23,7 @@ from commands.synthetic import write_mbox
 from domain.message import MessageIndexed, MessageTagged
 from domain.operation import Operation, OperationRequested, Status
 from projections.messages_query import parse_query, search
+from store.errors import StoreError
 from store.home import Home
 from store.keys import Keyring
 from tests.conftest import PASSPHRASE
@@ -257,5 +258,27 @@ def test_a_rebuild_replaces_a_damaged_view(
         _damage(home, "garbled")  # after the app opened, before the view did
         view.rebuild(app)
         assert view.digest() == before["messages"] and view.verify(app)
+    finally:
+        app.close()
+
+
+def test_views_ahead_of_the_log_say_it_was_replaced_and_nothing_is_written(
+    initialised: tuple[Home, Keyring], tmp_path: Path
+) -> None:
+    home, keyring = initialised
+    before = _views(home, keyring, write_mbox(tmp_path / "box.mbox", 30, seed=4))
+    for path in home.path.glob("events.sqlite3*"):
+        path.unlink()
+    app = Eventpile(home, keyring)
+    try:
+        for attempt in (
+            app.catch_up,
+            lambda: app.execute(TagMessages(action="add", tag="new", query="")),
+            lambda: app.view("messages").rebuild(app),
+        ):
+            with pytest.raises(StoreError, match="the log was replaced or cut"):
+                attempt()
+        assert app.max_position() == 0
+        assert {name: view.digest() for name, view in app.views.items()} == before
     finally:
         app.close()
