@@ -128,6 +128,9 @@ def test_log_and_show(filled: Home, run: Run) -> None:
     assert shown["result"]["changed"] == MESSAGES == tagged["changed"]
     kinds = [e["type"] for e in shown["events"]]
     assert kinds.count("MessageTagged") == MESSAGES and "TagCreated" in kinds
+    assert not [k for k in shown if k.startswith("private") or k == "error"]
+    private = run("show", "--private", tagged["operation_id"])
+    assert private["private_args"]["tag"] == "seen" and private["id"] == shown["id"]
 
 
 def test_rebuild_and_verify(filled: Home, run: Run) -> None:

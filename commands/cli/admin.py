@@ -45,7 +45,11 @@ def _print_log(records: list[dict[str, Any]]) -> None:
 
 
 @app.command()
-def show(ctx: typer.Context, operation_id: str) -> None:
+def show(
+    ctx: typer.Context,
+    operation_id: str,
+    private: bool = typer.Option(False, "--private", help="Show private data too."),
+) -> None:
     """One operation: how it was invoked, its result or error, the events it wrote."""
     from commands.operations import find_operation
     from projections.operations import events_of, find
@@ -54,7 +58,8 @@ def show(ctx: typer.Context, operation_id: str) -> None:
     with opened(s) as application:
         found = find_operation(application, operation_id).id.hex
         db = application.current("operations")
-        record = {**find(db, found)[0], "events": events_of(db, found)}
+        record = find(db, found)[0]
+        record = {**(record if private else _public(record)), "events": events_of(db, found)}
     emit(s, record, lambda: console().print_json(data=record, default=str))
 
 
