@@ -99,11 +99,17 @@ def command_from_record(name: str, args: dict[str, Any]) -> Command:
     return command_class.model_validate(args)
 
 
+EXPLAIN_AT_MOST = 200
+"""Characters of one problem in :func:`explain` (messages quote the bad value)."""
+
+
 def explain(error: ValidationError) -> str:
     """One line a person can act on, from a pydantic validation error."""
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "input"
         message = item["msg"].removeprefix("Value error, ")
+        if len(message) > EXPLAIN_AT_MOST:
+            message = message[: EXPLAIN_AT_MOST - 1] + "…"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

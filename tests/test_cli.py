@@ -234,6 +234,11 @@ def test_invalid_arguments_are_one_line_and_write_nothing(
     assert snapshot(filled) == before
 
 
+def test_a_huge_bad_value_makes_a_short_error_line(filled: Home, fails: Callable[..., str]) -> None:
+    line = fails("tag", "add", "x y" * 50_000, "")
+    assert "tag" in line and len(line) < 400
+
+
 def test_no_passphrase_and_no_terminal_is_one_line(
     filled: Home, fails: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
