@@ -234,6 +234,27 @@ def test_invalid_arguments_are_one_line_and_write_nothing(
     assert snapshot(filled) == before
 
 
+@pytest.mark.parametrize("damage", ["garbage", "emptied"])
+def test_a_damaged_or_replaced_event_log_is_one_line(
+    home: Home,
+    mbox: Path,
+    run: Run,
+    fails: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+) -> None:
+    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    run("init")
+    run("import", str(mbox))
+    for path in home.path.glob("events.sqlite3*"):
+        path.unlink()
+    home.events_db.write_bytes(os.urandom(8192) if damage == "garbage" else b"")
+    says = "the database refused" if damage == "garbage" else "the log was replaced or cut"
+    for args in (["search", "x"], ["tag", "add", "x", ""], ["verify"], ["rebuild"]):
+        assert says in fails(*args), args
+
+
 def test_a_huge_bad_value_makes_a_short_error_line(filled: Home, fails: Callable[..., str]) -> None:
     line = fails("tag", "add", "x y" * 50_000, "")
     assert "tag" in line and len(line) < 400

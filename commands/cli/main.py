@@ -55,7 +55,18 @@ def _explain(error: Exception) -> str:
         return explain(error)
     if isinstance(error, StoreError | CommandFailed | Conflict | ValueError | OSError):
         return str(error)
+    if isinstance(error, _database_errors()):
+        return f"the database refused: {error} (is the home damaged, or not writable?)"
     return f"internal error: {type(error).__name__}: {error} (EVENTPILE_DEBUG=1 shows where)"
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The database drivers' own errors, of those this process loaded."""
+    import sqlite3
+
+    drivers = (("sqlcipher3.dbapi2", "DatabaseError"), ("psycopg", "Error"))
+    loaded = [getattr(sys.modules[m], name) for m, name in drivers if m in sys.modules]
+    return (sqlite3.DatabaseError, *loaded)
 
 
 def run() -> None:
