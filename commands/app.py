@@ -41,7 +41,7 @@ from commands.context import Context, ProgressCallback
 from commands.operations import WorkerLost, next_attempt_at, retry_policy
 from domain.aggregate import Aggregate, DomainError, fold
 from domain.events import DomainEvent, operation_scope, utcnow, uuid7
-from domain.operation import Operation, OperationRequested
+from domain.operation import Operation, OperationRequested, Status
 from projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from projections.db import ViewDB, view_store
 from projections.feed import Feed
@@ -401,7 +401,11 @@ class Application(LibraryApplication[uuid.UUID]):
                 try:
                     outcome = handler(command, ctx)
                     self._write_ending(ctx, self._ending(ctx, outcome, started))
-                    return ctx.operation
+                except KeyboardInterrupt:  # Ctrl-C: the attempt ends now, not with its lease
+                    if ctx.operation.status is Status.RUNNING:
+                        stopped = KeyboardInterrupt("interrupted")
+                        self._record_end(ctx, ctx.operation.fail(stopped, _since(started)))
+                    raise
                 except Conflict as error:
                     if self._taken_over(ctx):
                         raise Conflict(
@@ -426,6 +430,9 @@ class Application(LibraryApplication[uuid.UUID]):
                         return ctx.operation
                     self._record_end(ctx, ctx.operation.fail(error, _since(started)))
                     raise CommandFailed(operation_id, str(error)) from error
+                else:  # written: a view failing to catch up now is that view's error
+                    self.catch_up()
+                    return ctx.operation
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -445,7 +452,7 @@ class Application(LibraryApplication[uuid.UUID]):
         running = ctx.operation
         ctx.record_operation(ending)
         try:
-            ctx.flush()
+            ctx.flush(catch_up=False)
         except BaseException:
             if ctx.pending and ctx.pending[-1] is ending:  # not written
                 ctx.pending.pop()

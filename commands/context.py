@@ -105,8 +105,9 @@ class Context:
         self.operation = self.operation.apply(event)
         self.pending.append(event)
 
-    def flush(self) -> None:
-        """Write what is recorded so far, renewing the lease, and bring the views up to date."""
+    def flush(self, *, catch_up: bool = True) -> None:
+        """Write what is recorded so far, renewing the lease, and bring the views up to date
+        (unless not ``catch_up``)."""
         running = self.operation.status is Status.RUNNING
         if running and not any(
             e.originator_id == self.operation_id for e in reversed(self.pending)
@@ -117,7 +118,8 @@ class Context:
             self.pending.clear()
             self._unsaved.clear()
             self.flushed = True
-            self.app.catch_up()
+            if catch_up:
+                self.app.catch_up()
 
 
 def _follow_up(command: Command) -> FollowUp:

@@ -12,16 +12,22 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from commands import mailparse
 from commands.app import Eventpile
 from commands.mail import FLUSH_EVERY, ImportMailbox, TagMessages
 from commands.synthetic import write_mbox
+from domain.events import DomainEvent
 from domain.message import MessageIndexed, MessageTagged
 from domain.operation import Operation, OperationRequested, Status
+from domain.tag import TagCreated
+from projections.base import Projection
+from projections.db import ViewDB
 from projections.messages_query import parse_query, search
 from store.errors import StoreError
 from store.home import Home
@@ -280,5 +286,64 @@ def test_views_ahead_of_the_log_say_it_was_replaced_and_nothing_is_written(
                 attempt()
         assert app.max_position() == 0
         assert {name: view.digest() for name, view in app.views.items()} == before
+    finally:
+        app.close()
+
+
+# failures after the write, and Ctrl-C -----------------------------------------------------
+
+
+class _Breaks(Projection):
+    """A view whose fold fails on new tags."""
+
+    name: ClassVar[str] = "breaks"
+    topics: ClassVar[tuple[type[DomainEvent], ...]] = (TagCreated,)
+
+    def create(self, db: ViewDB) -> None:
+        db.script("CREATE TABLE IF NOT EXISTS broken (x INTEGER)")
+
+    def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
+        raise RuntimeError("this view cannot fold a new tag")
+
+    def content_queries(self) -> Sequence[str]:
+        return ("SELECT x FROM broken",)
+
+
+def _statuses(app: Eventpile) -> list[Status]:
+    ids = {e.originator_id for _, e in app.read(0, app.max_position(), (OperationRequested,), 99)}
+    return [state.status for i in ids if (state := app.load(Operation, i)) is not None]
+
+
+def test_a_view_failing_after_the_write_says_so_and_the_command_stays_done(
+    initialised: tuple[Home, Keyring], tmp_path: Path
+) -> None:
+    home, keyring = initialised
+    app = Eventpile(home, keyring, projections=[_Breaks])
+    try:
+        app.execute(ImportMailbox(path=write_mbox(tmp_path / "box.mbox", 10, seed=4)))
+        with pytest.raises(RuntimeError, match="cannot fold a new tag"):
+            app.execute(TagMessages(action="add", tag="seen", query=""))
+        assert _statuses(app) == [Status.COMPLETE, Status.COMPLETE]
+        assert total(app, "tag:seen") == 10
+    finally:
+        app.close()
+
+
+def test_ctrl_c_ends_the_attempt_as_interrupted(
+    initialised: tuple[Home, Keyring], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, keyring = initialised
+    app = Eventpile(home, keyring)
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        monkeypatch.setattr(mailparse, "read_mailbox", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            app.execute(ImportMailbox(path=write_mbox(tmp_path / "box.mbox", 10, seed=4)))
+        (status,) = _statuses(app)
+        assert status is Status.FAILED
+        assert app.max_position() > 0 and total(app, "") == 0
     finally:
         app.close()
