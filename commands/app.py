@@ -107,6 +107,10 @@ class Application(LibraryApplication[uuid.UUID]):
     Its views are the framework's (:data:`PROJECTIONS`) plus the application's own:
     the ``projections`` class attribute of a subclass, then the ``projections``
     argument.
+
+    Give each thread its own instance: its view connections and the events it keeps
+    in memory for catching up are not guarded for use by several threads at once.
+    (Any number of instances and processes may share one home.)
     """
 
     name = "eventpile"
