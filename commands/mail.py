@@ -13,7 +13,7 @@ from commands.base import Command, Outcome, handles
 from commands.context import Context
 from domain.aggregate import DomainError
 from domain.events import Private
-from domain.message import Message, MessageContent, message_uuid
+from domain.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
 from domain.tag import Tag, TagName
 from projections.messages_query import QueryError, matching_ids, parse_query, senders, tag_ids
 
@@ -231,6 +231,8 @@ class RenameTag(Command):
 def _tag(ctx: Context, name: str) -> Tag:
     index = ctx.app.current("messages")
     for tag_hex in tag_ids(index, name):
+        if tag_hex == TRASH_TAG_ID.hex:
+            raise DomainError(f"the tag {name!r} is reserved: it cannot be renamed or removed")
         tag = ctx.load(Tag, uuid.UUID(tag_hex))
         if tag is not None and not tag.removed:
             return tag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, ClassVar, Self
 
 from pydantic import AfterValidator
@@ -14,6 +15,9 @@ _TAG_NAME = re.compile(r"^[\w.+/-]{1,64}$")
 
 
 def check_tag_name(name: str) -> str:
+    """The name in composed Unicode (NFC: "e" and a combining accent become "é"), if it
+    is a tag name."""
+    name = unicodedata.normalize("NFC", name)
     if not _TAG_NAME.match(name):
         raise ValueError(
             f"{name!r} is not a tag name: use 1-64 letters, digits or . _ + / - (no spaces)"

@@ -323,6 +323,28 @@ def test_tag_add_and_remove_report_what_they_changed(imported: Eventpile) -> Non
     assert len(untagged) == some and all(len(e.dots) == 1 for e in untagged)
 
 
+def test_trash_is_reserved_it_cannot_be_renamed_or_removed(imported: Eventpile) -> None:
+    imported.execute(TagMessages(action="add", tag="trash", query="patch"))
+    before = digests(imported), imported.max_position()
+    for command in (RenameTag(tag="trash", new_name="bin"), RemoveTag(tag="trash")):
+        with pytest.raises(DomainError) as refused:
+            imported.execute(command)
+        assert str(refused.value) == "the tag 'trash' is reserved: it cannot be renamed or removed"
+    assert (digests(imported), imported.max_position()) == before
+
+
+def test_a_tag_named_in_decomposed_unicode_is_found_by_its_composed_name(
+    imported: Eventpile,
+) -> None:
+    imported.execute(TagMessages(action="add", tag="cafe\u0301", query="patch"))
+    tagged = total(imported, "tag:caf\u00e9")
+    assert tagged > 0
+    assert imported.execute(TagMessages(action="add", tag="caf\u00e9", query="")).result == {
+        "changed": MESSAGES - tagged,
+        "created_tag": False,
+    }
+
+
 def test_rename_and_remove_a_tag(imported: Eventpile) -> None:
     imported.execute(TagMessages(action="add", tag="old", query=""))
     imported.execute(RenameTag(tag="old", new_name="new"))

@@ -305,6 +305,17 @@ def test_a_bad_tag_name_is_a_validation_error(name: str) -> None:
         fold(Tag, [created]).rename(name)  # type: ignore[union-attr]
 
 
+def test_a_tag_name_in_decomposed_unicode_is_the_same_name_composed() -> None:
+    """Typed as "cafe" and a combining accent (NFD), a name is "café" (NFC): one name,
+    whichever a keyboard or file system gives."""
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    assert Tag.create(decomposed).name == composed
+    state = fold(Tag, [created])
+    assert state is not None
+    [renamed] = state.rename(decomposed)
+    assert isinstance(renamed, TagRenamed) and renamed.new_name == composed
+
+
 @given(st.lists(st.one_of(st.just(None), st.from_regex(r"\A[a-z]{1,8}\Z")), max_size=8))
 def test_tag_state_is_the_fold_of_its_decisions(steps: list[str | None]) -> None:
     """Rename to each name (None: remove); the state is the fold of what was decided."""
