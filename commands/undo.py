@@ -7,7 +7,8 @@ and the outcome says so (``skipped``, with reasons). Nothing is deleted. An undo
 is an operation like any other, and undoing it is a ``Redo``; once redone, an
 operation's changes are the redo's events, so undoing it again reverts those.
 Without an id, ``Undo`` takes the latest operation that changed something and can
-be undone (not an undo or a redo), ``Redo`` the most recently undone one.
+be undone (not an undo or a redo), and refuses while that one is not finished (an
+import waiting for an answer, say); ``Redo`` takes the most recently undone one.
 
 Each event's aggregate decides what reverts it (:meth:`Aggregate.compensate`).
 An event that is still the last of its stream needs no state: its ``inverse``
@@ -26,7 +27,7 @@ from commands.base import Command, Outcome, handles, registered
 from commands.context import Context
 from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
-from domain.operation import Operation
+from domain.operation import Operation, Status
 from projections.base import gc_paused
 from projections.db import ViewDB
 from projections.operations import redo_candidates, undo_candidates, written_by
@@ -60,6 +61,8 @@ def _which(operation_id: uuid.UUID | None, default: str) -> str:
 
 
 _UNDO_COMMANDS = frozenset({Undo.__name__, Redo.__name__})
+_UNFINISHED = {Status.WAITING: "answer or cancel it", Status.RUNNING: "let it finish"}
+"""What to do first about an unfinished operation before a plain undo, by its status."""
 
 
 @handles(Undo)
@@ -166,13 +169,22 @@ def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
 
 
 def _latest(
-    ctx: Context, candidates: Callable[[ViewDB], Iterator[tuple[str, str]]], verb: str
+    ctx: Context, candidates: Callable[[ViewDB], Iterator[tuple[str, str, str]]], verb: str
 ) -> uuid.UUID:
-    """The first candidate operation that ran an ordinary undoable command."""
-    for operation_hex, command in candidates(ctx.app.current("operations")):
+    """The first candidate operation that ran an ordinary undoable command; refused if it
+    is not finished."""
+    for operation_hex, command, status in candidates(ctx.app.current("operations")):
         command_class = registered(command)
-        if command not in _UNDO_COMMANDS and command_class is not None and command_class.undoable:
-            return uuid.UUID(operation_hex)
+        if command in _UNDO_COMMANDS or command_class is None or not command_class.undoable:
+            continue
+        if not (state := Status(status)).finished:
+            todo = _UNFINISHED.get(state, "let it finish or cancel it")
+            raise DomainError(
+                f"the latest operation that changed something, {uuid.UUID(operation_hex)} "
+                f"({command}), is {status}: {todo} first, or give the id of the operation "
+                f"to {verb}"
+            )
+        return uuid.UUID(operation_hex)
     raise DomainError(f"there is nothing to {verb}")
 
 

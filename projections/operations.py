@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from domain.events import DomainEvent
-from domain.operation import FINISHED, Operation, OperationEvent, Status
+from domain.operation import Operation, OperationEvent
 from projections.db import ViewDB
 from projections.queue import OperationRows
 
@@ -179,22 +179,19 @@ def written_by(db: ViewDB, operation_id: str) -> list[tuple[int, int]]:
     ).fetchall()
 
 
-_UNDOABLE = tuple(sorted(s.value for s in FINISHED - {Status.UNDONE}))
-
-
-def undo_candidates(db: ViewDB) -> Iterator[tuple[str, str]]:
-    """``(id, command)`` of finished operations that wrote events, not undone, newest first."""
+def undo_candidates(db: ViewDB) -> Iterator[tuple[str, str, str]]:
+    """``(id, command, status)`` of operations that wrote events and are not undone (some
+    may not be finished), newest first."""
     yield from db.execute(
-        f"SELECT id, command FROM operations o WHERE status IN ({', '.join('?' * len(_UNDOABLE))})"
+        "SELECT id, command, status FROM operations o WHERE status <> 'undone'"
         " AND EXISTS (SELECT 1 FROM operation_events e WHERE e.operation = o.id)"
-        " ORDER BY position DESC",
-        _UNDOABLE,
+        " ORDER BY position DESC"
     )
 
 
-def redo_candidates(db: ViewDB) -> Iterator[tuple[str, str]]:
-    """``(id, command)`` of undone operations, the most recently undone first."""
+def redo_candidates(db: ViewDB) -> Iterator[tuple[str, str, str]]:
+    """``(id, command, status)`` of undone operations, the most recently undone first."""
     yield from db.execute(
-        "SELECT o.id, o.command FROM operations o JOIN operations u ON u.id = o.undone_by"
+        "SELECT o.id, o.command, o.status FROM operations o JOIN operations u ON u.id = o.undone_by"
         " WHERE o.status = 'undone' ORDER BY u.position DESC"
     )

@@ -4,6 +4,7 @@ helpers (command strategies, given/when/then)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from commands.base import Command, Outcome, handles
 from commands.cli.main import main
 from commands.context import Context
 from commands.mail import ImportMailbox, RemoveTag, RenameTag, ResolveDuplicates, TagMessages
+from commands.operations import cancel
 from commands.synthetic import write_mbox
 from commands.undo import Redo, Undo
 from domain.aggregate import DomainError, aggregate_of
@@ -297,6 +299,32 @@ def test_what_cannot_be_undone_is_refused_and_nothing_is_written(imported: Event
     refused(imported, Undo(operation_id=tagging.id), "already undone")
     imported.execute(Undo())  # then the import
     refused(imported, Undo(), "there is nothing to undo")
+
+
+def test_a_plain_undo_refuses_while_the_latest_operation_waits_for_an_answer(
+    imported: Eventpile, mbox: Path, tmp_path: Path
+) -> None:
+    """An import of new mail and of a known message changed indexes the new mail and asks
+    what to do with the changed one: a plain undo neither reverts it (it is not finished)
+    nor passes over it to the operation before."""
+    tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
+    changed = mbox.read_bytes().replace(b"\n\n", b"\n\nEdited.\n", 1)
+    mixed = tmp_path / "mixed.mbox"
+    mixed.write_bytes(changed + write_mbox(tmp_path / "new.mbox", 3, seed=99).read_bytes())
+    waiting = imported.execute(ImportMailbox(path=mixed))
+    assert waiting.status is Status.WAITING and waiting.result["indexed"] == 3
+    refused(
+        imported,
+        Undo(),
+        re.escape(
+            f"the latest operation that changed something, {waiting.id} (ImportMailbox), is "
+            "waiting: answer or cancel it first, or give the id of the operation to undo"
+        ),
+    )
+    assert imported.execute(Undo(operation_id=tagging.id)).result["undid"] == str(tagging.id)
+    cancel(imported, waiting.id)
+    assert imported.execute(Undo()).result["undid"] == str(waiting.id)
+    assert total(imported, "") == MESSAGES
 
 
 def test_undoing_an_undo_explicitly_is_a_redo(imported: Eventpile) -> None:
