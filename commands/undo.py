@@ -14,6 +14,10 @@ Each event's aggregate decides what reverts it (:meth:`Aggregate.compensate`).
 An event that is still the last of its stream needs no state: its ``inverse``
 reverts it. So a large undo reads the operation's events and writes their
 inverses, without loading an aggregate per event.
+
+Tag changes are also checked against the message index, which sees beyond one tag's
+stream: a tag does not get back a name another tag holds now, and undoing the
+creation of a tag removes it only when no message keeps it (:class:`_TagChecks`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from commands.base import Command, Outcome, handles, registered
 from commands.context import Context
 from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
+from domain.message import MessageUntagged
 from domain.operation import Operation, Status
+from domain.tag import TagCreated, TagRemoved, TagRenamed
 from projections.base import gc_paused
 from projections.db import ViewDB
-from projections.operations import redo_candidates, undo_candidates, written_by
+from projections.messages_query import Query, matching_ids, tag_ids
+from projections.operations import events_of, redo_candidates, undo_candidates, written_by
 
 READ_PAGE = 2000
 LOAD_PAGE = 2000
@@ -71,7 +78,7 @@ def undo(command: Undo, ctx: Context) -> Outcome:
     carrier = target
     while carrier.redone_by is not None:  # a redo's events carry its changes now
         carrier = _operation(ctx, carrier.redone_by)
-    reverted, reasons = revert(ctx, carrier)
+    reverted, reasons = revert(ctx, carrier, target)
     return _outcome(f"Undid {_label(target)}", target.id, reverted, reasons)
 
 
@@ -81,13 +88,16 @@ def redo(command: Redo, ctx: Context) -> Outcome:
     if target.undone_by is None:
         raise DomainError(f"operation {target.id} is {target.status}, not undone: nothing to redo")
     the_undo = _operation(ctx, target.undone_by)
-    reverted, reasons = revert(ctx, the_undo)
+    reverted, reasons = revert(ctx, the_undo, target)
     outcome = _outcome(f"Redid {_label(target)}", the_undo.id, reverted, reasons)
     return Outcome(outcome.message, {**outcome.result, "redid": str(target.id)})
 
 
-def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
+def revert(ctx: Context, target: Operation, named: Operation) -> tuple[int, Counter[str]]:
     """Record what reverts ``target``'s changes and mark it undone by this operation.
+
+    ``named`` is the operation this undo or redo was asked for (``target``, or the one
+    whose changes ``target`` undid or carries now).
 
     Returns how many of its changes were reverted, and why the others were not
     (the undo marks an undo made on operations are not counted). A
@@ -100,15 +110,18 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
         raise DomainError(f"operation {target.id} changed nothing: there is nothing to undo")
     with gc_paused():  # many acyclic events: the collector would scan them again and again
         events = _read(ctx, [position for position, _ in written])
-        return _compensate(ctx, list(zip(events, (last for _, last in written), strict=True)))
+        pairs = list(zip(events, (last for _, last in written), strict=True))
+        return _compensate(ctx, pairs, _TagChecks(ctx, named))
 
 
-def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[int, Counter[str]]:
+def _compensate(
+    ctx: Context, written: list[tuple[DomainEvent, int]], tags: _TagChecks
+) -> tuple[int, Counter[str]]:
     """Record what reverts each event (with its stream's last version), newest first.
 
     An event is reverted by its inverse while it is the last of its stream, this
     undo included; any other is decided on its aggregate's state. Those states are
-    loaded together first.
+    loaded together first. ``tags`` may skip a tag change, with its reason.
     """
     _preload(ctx, written)
     touched: set[uuid.UUID] = set()
@@ -124,8 +137,11 @@ def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[i
             state = ctx.load(aggregate, stream)
             assert state is not None, f"{event!r} is in the log, so its stream is not empty"
             compensation = state.compensate(event)
+        if isinstance(compensation, list):
+            compensation = tags.refusal(compensation) or compensation
         if isinstance(compensation, list) and compensation:
             ctx.record(*compensation)
+            tags.note(compensation)
             touched.add(stream)
             reverted += a_change
         elif a_change:
@@ -133,6 +149,65 @@ def _compensate(ctx: Context, written: list[tuple[DomainEvent, int]]) -> tuple[i
         if done % PROGRESS_EVERY == 0:
             ctx.progress(done, len(written), f"Reverting: {done:,} of {len(written):,} changes")
     return reverted, reasons
+
+
+class _TagChecks:
+    """What undo checks of tag changes in the message index, as this undo leaves it (the
+    view plus what it has recorded): a tag gets back a name only if no other tag holds it
+    now, and a tag that the undone or redone command created is removed only if no
+    message keeps it once this undo's own untaggings are counted (not so a tag that
+    command removed: redoing its removal removes it from its messages)."""
+
+    def __init__(self, ctx: Context, named: Operation) -> None:
+        self._ctx, self._named = ctx, named
+        self._index = ctx.app.current("messages")
+        self._holders: dict[str, set[str]] = {}
+        """Tag name: the ids of the tags that hold it."""
+        self._untagged: dict[uuid.UUID, set[str]] = {}
+        """Tag id: the messages this undo took it from."""
+        self._created: set[str] | None = None
+
+    def refusal(self, events: list[DomainEvent]) -> str | None:
+        """Why ``events``, what reverts a change, must not be recorded; None if they may."""
+        for event in events:
+            tag = event.originator_id.hex
+            match event:
+                case TagCreated(name=name) | TagRenamed(new_name=name) if self._held(name) - {tag}:
+                    return "another tag has this name now"
+                case TagRemoved(name=name) if tag in self._created_by_command() and (
+                    set(matching_ids(self._index, Query(tags=(name,))))
+                    - self._untagged.get(event.originator_id, set())
+                ):
+                    return "the tag is still on messages tagged since"
+        return None
+
+    def note(self, events: list[DomainEvent]) -> None:
+        """Count ``events``, just recorded, in the names and untaggings to come."""
+        for event in events:
+            stream = event.originator_id.hex
+            match event:
+                case MessageUntagged(tag_id=tag_id):
+                    self._untagged.setdefault(tag_id, set()).add(stream)
+                case TagCreated(name=name):
+                    self._held(name).add(stream)
+                case TagRenamed(old_name=old, new_name=new):
+                    self._held(old).discard(stream)
+                    self._held(new).add(stream)
+                case TagRemoved(name=name):
+                    self._held(name).discard(stream)
+
+    def _held(self, name: str) -> set[str]:
+        if name not in self._holders:
+            self._holders[name] = set(tag_ids(self._index, name))
+        return self._holders[name]
+
+    def _created_by_command(self) -> set[str]:
+        """The tags created by the ordinary command whose changes are undone or redone."""
+        if self._created is None:
+            root = _root(self._ctx, self._named)
+            written = events_of(self._ctx.app.current("operations"), root.id.hex)
+            self._created = {e["stream"] for e in written if e["type"] == TagCreated.__name__}
+        return self._created
 
 
 def _by_inverse(event: DomainEvent, last: int) -> TypeGuard[Invertible]:
@@ -166,6 +241,15 @@ def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
     if state is None:
         raise DomainError(f"there is no operation {operation_id}")
     return state
+
+
+def _root(ctx: Context, operation: Operation) -> Operation:
+    """The operation of an ordinary command whose changes ``operation``, an undo or a
+    redo, undid or redid, at any depth (``operation`` itself if it ran one)."""
+    while operation.command in _UNDO_COMMANDS:
+        result = operation.result
+        operation = _operation(ctx, uuid.UUID(result.get("redid") or result["undid"]))
+    return operation
 
 
 def _latest(

@@ -36,7 +36,7 @@ from domain.message import (
 from domain.operation import Operation, OperationRedone, OperationUndone, Status
 from domain.tag import Tag, TagCreated, TagRemoved, TagRenamed
 from eventpile import testing
-from projections.messages_query import parse_query, search
+from projections.messages_query import parse_query, search, tag_ids
 from projections.operations import find
 from store.home import Home
 
@@ -260,6 +260,130 @@ def test_a_rename_renamed_again_since_is_not_reverted(imported: Eventpile) -> No
     assert (undo.result["reverted"], undo.result["skipped"]) == (0, 1)
     assert undo.result["reasons"] == {"the tag was renamed again since": 1}
     assert tag_names(imported) == ["c", "trash"]
+
+
+@pytest.mark.parametrize("freed_by", ["rename", "removal"])
+def test_undo_does_not_give_back_a_name_another_tag_took_since(
+    imported: Eventpile, freed_by: str
+) -> None:
+    imported.execute(TagMessages(action="add", tag="red", query="patch"))
+    on_red = total(imported, "tag:red")
+    freeing = imported.execute(
+        RenameTag(tag="red", new_name="blue") if freed_by == "rename" else RemoveTag(tag="red")
+    )
+    taking = imported.execute(TagMessages(action="add", tag="red", query="*"))
+    assert taking.result["created_tag"]
+    before = tag_names(imported)
+    undo = imported.execute(Undo(operation_id=freeing.id))
+    assert (undo.result["reverted"], undo.result["skipped"]) == (0, 1)
+    assert undo.result["reasons"] == {"another tag has this name now": 1}
+    assert (
+        undo.message
+        == ("Undid “Renamed a tag”" if freed_by == "rename" else "Undid “Removed a tag”")
+        + ": 0 changes reverted, 1 not in effect any more (another tag has this name now (1))"
+    )
+    assert tag_names(imported) == before and before.count("red") == 1
+    assert total(imported, "tag:red") == MESSAGES
+    if freed_by == "rename":
+        assert total(imported, "tag:blue") == on_red
+    imported.execute(Redo())  # the undo changed nothing: neither does its redo
+    assert tag_names(imported) == before
+
+
+class RenameTags(Command):
+    """Renames tags one after another, in one operation."""
+
+    renames: tuple[tuple[str, str], ...]
+
+
+@handles(RenameTags)
+def _rename_tags(command: RenameTags, ctx: Context) -> Outcome:
+    renamed: dict[str, uuid.UUID] = {}  # (the view does not see this operation's renames)
+    for old, new in command.renames:
+        tag_id = renamed.pop(old, None) or uuid.UUID(*tag_ids(ctx.app.current("messages"), old))
+        tag = ctx.load(Tag, tag_id)
+        assert tag is not None
+        ctx.record(*tag.rename(new))
+        renamed[new] = tag_id
+    return Outcome("Renamed tags")
+
+
+def test_a_name_an_undo_frees_can_be_given_back_by_the_same_undo(imported: Eventpile) -> None:
+    """Undoing a swap of two names frees each name before giving it back; a name the undo
+    cannot free (another tag took the other one since) is not given back either."""
+    for name in ("a", "b"):
+        imported.execute(TagMessages(action="add", tag=name, query=name))
+    names = [(name, total(imported, f"tag:{name}")) for name in ("a", "b")]
+    swap = RenameTags(renames=(("a", "c"), ("b", "a"), ("c", "b")))
+    swapped = imported.execute(swap)
+    undo = imported.execute(Undo())
+    assert (undo.result["reverted"], undo.result["skipped"]) == (3, 0)
+    assert [(name, total(imported, f"tag:{name}")) for name in ("a", "b")] == names
+    imported.execute(Redo())
+    imported.execute(TagMessages(action="add", tag="c", query="*"))
+    undo = imported.execute(Undo(operation_id=swapped.id))
+    assert (undo.result["reverted"], undo.result["skipped"]) == (0, 3)
+    assert undo.result["reasons"] == {  # "c" is taken, so "b" is not freed, nor then "a"
+        "another tag has this name now": 2,
+        "the tag was renamed again since": 1,
+    }
+    assert tag_names(imported) == ["a", "b", "c", "trash"]
+
+
+def test_undoing_a_tag_creation_keeps_the_tag_on_messages_tagged_since(
+    imported: Eventpile,
+) -> None:
+    creating = imported.execute(TagMessages(action="add", tag="red", query="patch"))
+    first = creating.result["changed"]
+    imported.execute(TagMessages(action="add", tag="red", query="*"))
+    undo = imported.execute(Undo(operation_id=creating.id))
+    assert (undo.result["reverted"], undo.result["skipped"]) == (first, 1)
+    assert undo.result["reasons"] == {"the tag is still on messages tagged since": 1}
+    assert undo.message == (
+        f"Undid “Tagged {first} messages”: {first} changes reverted, 1 not in effect any more"
+        " (the tag is still on messages tagged since (1))"
+    )
+    assert tag_names(imported) == ["red", "trash"]
+    assert total(imported, "tag:red") == MESSAGES - first
+    imported.execute(Redo())
+    assert total(imported, "tag:red") == MESSAGES and tag_names(imported) == ["red", "trash"]
+    again = imported.execute(Undo(operation_id=creating.id))  # the redo's: no tag event
+    assert (again.result["reverted"], again.result["skipped"]) == (first, 0)
+    assert total(imported, "tag:red") == MESSAGES - first
+    assert imported.view("messages").verify(imported)
+
+
+def test_undoing_a_tag_creation_removes_the_tag_when_this_undo_untags_its_last_messages(
+    imported: Eventpile,
+) -> None:
+    """Messages keep a tag only through adds the undo does not revert: here a later add,
+    after the first one was removed, keeps it on one message."""
+    creating = imported.execute(TagMessages(action="add", tag="red", query="*"))
+    undo = imported.execute(Undo())
+    assert (undo.result["reverted"], tag_names(imported)) == (MESSAGES + 1, ["trash"])
+    imported.execute(Redo())
+    imported.execute(TagMessages(action="remove", tag="red", query="patch"))
+    readded = imported.execute(TagMessages(action="add", tag="red", query="patch")).result
+    undo = imported.execute(Undo(operation_id=creating.id))
+    assert undo.result["reasons"] == {
+        "the tag was removed since": readded["changed"],
+        "the tag is still on messages tagged since": 1,
+    }
+    assert total(imported, "tag:red") == readded["changed"]
+
+
+@pytest.mark.parametrize("by", ["redo", "undo of the undo"])
+def test_redoing_a_tag_removal_removes_it_from_every_message(imported: Eventpile, by: str) -> None:
+    """Unlike the undo of a creation: the tag was on its messages when it was removed."""
+    imported.execute(TagMessages(action="add", tag="red", query="patch"))
+    removing = imported.execute(RemoveTag(tag="red"))
+    undo = imported.execute(Undo())
+    imported.execute(TagMessages(action="add", tag="red", query="*"))
+    redo = imported.execute(
+        Redo(operation_id=removing.id) if by == "redo" else Undo(operation_id=undo.id)
+    )
+    assert (redo.result["reverted"], redo.result["skipped"]) == (1, 0)
+    assert tag_names(imported) == ["trash"]
 
 
 # refusals: nothing written ---------------------------------------------------------------
