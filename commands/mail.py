@@ -84,7 +84,7 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
             elif not state.indexed:
                 ctx.record(*state.reindex(content))
                 indexed += 1
-            elif _differs(ctx, key, state, content):
+            elif _differs(ctx, key, state, item):
                 differing.append(content.fingerprint)
             else:
                 skipped += 1
@@ -126,17 +126,24 @@ def _content(item: ParsedMail) -> MessageContent:
     )
 
 
-def _copy_id(key: bytes, content: MessageContent) -> uuid.UUID:
+def _copy_id(key: bytes, header_id: str, fingerprint: str) -> uuid.UUID:
     """The id of the second copy of a message kept beside a different one ("keep both")."""
-    return message_uuid(key, f"{content.header_id}\0{content.fingerprint}")
+    return message_uuid(key, f"{header_id}\0{fingerprint}")
 
 
-def _differs(ctx: Context, key: bytes, state: Message, content: MessageContent) -> bool:
-    """Is ``content`` new for an indexed message with the same Message-ID?"""
-    if not state.fingerprint or state.fingerprint == content.fingerprint:
+def _fingerprints(item: ParsedMail) -> set[str]:
+    """What a message indexed from ``item`` may hold as fingerprint: its own or, if indexed by
+    an earlier version, the digest of its bytes as stored in the mailbox."""
+    return {item.fingerprint, item.raw_fingerprint}
+
+
+def _differs(ctx: Context, key: bytes, state: Message, item: ParsedMail) -> bool:
+    """Is ``item`` new for an indexed message with the same Message-ID (nor a kept copy)?"""
+    known = _fingerprints(item)
+    if not state.fingerprint or state.fingerprint in known:
         return False
-    copy = ctx.load(Message, _copy_id(key, content))
-    return copy is None or not copy.indexed
+    copies = (ctx.load(Message, _copy_id(key, item.message_id, f)) for f in known)
+    return not any(copy is not None and copy.indexed for copy in copies)
 
 
 DuplicateAction = Literal["keep-existing", "replace", "keep-both"]
@@ -165,14 +172,14 @@ def resolve_duplicates(command: ResolveDuplicates, ctx: Context) -> Outcome:
     key = ctx.app.keyring.purpose_key("message-id")
     changed = 0
     for item in read_mailbox(command.path):
-        if not isinstance(item, ParsedMail) or item.fingerprint not in wanted:
-            continue
-        wanted.discard(item.fingerprint)
+        if not isinstance(item, ParsedMail) or not (found := wanted & _fingerprints(item)):
+            continue  # a question of an earlier version holds raw fingerprints
+        wanted -= found
         content = _content(item)
         if command.action == "replace":
             message_id = message_uuid(key, item.message_id)
         else:
-            message_id = _copy_id(key, content)
+            message_id = _copy_id(key, item.message_id, item.fingerprint)
         state = ctx.load(Message, message_id)
         events = [Message.index(message_id, content)] if state is None else state.reindex(content)
         ctx.record(*events)

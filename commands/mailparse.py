@@ -57,6 +57,24 @@ _LOGICAL_LINE = re.compile(r"\n(?![ \t])")  # a line break that is not followed 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ":"
 # C0 control characters and DEL become spaces (then folded with the other whitespace).
 _CONTROLS = bytes.maketrans(bytes([*range(32), 127]), b" " * 33)
+# Header fields that hold mailbox state, not content: read/answered flags, keywords and IMAP
+# UIDs that mail clients and IMAP servers write into mbox files (Status to X-Evolution; X-IMAP
+# and X-IMAPbase hold a mailbox's UID counters, which change as mail arrives), and the body
+# sizes of mboxcl files (Content-Length, Lines), which depend on the mailbox's From_ quoting.
+_STATE_FIELDS = frozenset(
+    {
+        *("status", "x-status", "x-keywords", "x-uid", "x-imap", "x-imapbase"),
+        *("x-mozilla-status", "x-mozilla-status2", "x-mozilla-keys", "x-evolution"),
+        *("content-length", "lines"),
+    }
+)
+_STATE_FIELD = re.compile(  # after a line break, so that the search looks for "\n" first
+    rb"\n(?:%b):[^\n]*(?:\n[ \t][^\n]*)*" % b"|".join(n.encode() for n in sorted(_STATE_FIELDS)),
+    re.IGNORECASE,
+)
+_QUOTED_FROM = re.compile(rb">From ")  # searches faster than bytes.find
+_MBOX_QUOTE = re.compile(rb"^>(>*From )", re.MULTILINE)  # one level of mboxo/mboxrd quoting
+_ANY_QUOTES = re.compile(rb"^>+From ", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +92,9 @@ class ParsedMail:
     size: int
     location: str
     fingerprint: str
+    """SHA-256 of the message in a normal form, the same for every copy of it (`_normal_form`)."""
+    raw_fingerprint: str
+    """SHA-256 of its bytes as stored in the mailbox: what earlier versions took as fingerprint."""
 
 
 class MalformedMail(ValueError):
@@ -89,11 +110,19 @@ class MailboxError(ValueError):
     """A path that cannot be read as a mailbox."""
 
 
-def parse_message(raw: bytes, location: str) -> ParsedMail:
-    """Parse one raw message; raise `MalformedMail` if it is not an RFC 5322 message."""
+def parse_message(raw: bytes, location: str, mbox: bool = False) -> ParsedMail:
+    """Parse one raw message; raise `MalformedMail` if it is not an RFC 5322 message.
+
+    ``mbox``: the bytes come from an mbox file, whose lines starting with "From " are quoted as
+    ">From " (and ">From " as ">>From " in mboxrd files): one level of quoting is removed.
+    """
     if not raw.strip():
         raise MalformedMail("empty message", location)
-    body_start = _body_start(raw)
+    stored, body_start = raw, _body_start(raw)
+    quoted = _QUOTED_FROM.search(raw, body_start) is not None
+    if mbox and quoted:
+        raw = _MBOX_QUOTE.sub(rb"\1", raw)
+        body_start = _body_start(raw)
     fields = _header_fields(raw[:body_start])
     if fields and (content := _content_headers(fields)).get_content_maintype() != "multipart":
         encoding = fields.get("content-transfer-encoding", "")
@@ -110,7 +139,8 @@ def parse_message(raw: bytes, location: str) -> ParsedMail:
         raise MalformedMail("no header fields (does not start with 'Name: value' lines)", location)
     if _MAIL_FIELDS.isdisjoint(fields):
         raise MalformedMail("no From, To, Subject, Date or Message-ID header field", location)
-    fingerprint = hashlib.sha256(raw).hexdigest()
+    normal = _normal_form(raw, fields, quoted)
+    fingerprint = hashlib.sha256(normal).hexdigest()
     return ParsedMail(
         message_id=_message_id(fields.get("message-id", "")) or f"sha256:{fingerprint}",
         subject=_header_text(fields.get("subject", "")),
@@ -123,7 +153,35 @@ def parse_message(raw: bytes, location: str) -> ParsedMail:
         size=len(raw),
         location=location,
         fingerprint=fingerprint,
+        raw_fingerprint=fingerprint if normal == stored else hashlib.sha256(stored).hexdigest(),
     )
+
+
+def _normal_form(raw: bytes, fields: dict[str, str], quoted: bool) -> bytes:
+    """What the fingerprint hashes: the message with LF line breaks, without a leading From_ line
+    or the header fields of mailbox state (`_STATE_FIELDS`; ``fields`` maps the names it has),
+    with body lines quoted as ">From " (any number of ">"; ``quoted`` if there may be some)
+    unquoted, and ending with one line break.
+
+    A copy in an mbox file (whatever its quoting) or in a Maildir, marked read or not, has the
+    same normal form; an ordinary message (LF, unquoted, no state fields) is its own, unchanged.
+    """
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    state = not _STATE_FIELDS.isdisjoint(fields)
+    if state or quoted or raw.startswith(_FROM_LINE):
+        split = raw.find(b"\n\n") + 1 or len(raw)
+        head, body = raw[:split], raw[split:]
+        if head.startswith(_FROM_LINE):
+            head = head.partition(b"\n")[2]
+        if state:
+            head = _STATE_FIELD.sub(b"", b"\n" + head)[1:]
+        if quoted:
+            body = _ANY_QUOTES.sub(_FROM_LINE, body)
+        raw = head + body
+    if raw.endswith(b"\n") and not raw.endswith(b"\n\n"):
+        return raw
+    return raw.rstrip(b"\n") + b"\n"
 
 
 def read_mailbox(path: Path) -> Iterator[ParsedMail | MalformedMail]:
@@ -327,7 +385,7 @@ def _split_mbox(data: mmap.mmap | bytes) -> Iterator[bytes]:
 def _read_mbox(data: mmap.mmap | bytes, location: str) -> Iterator[ParsedMail | MalformedMail]:
     try:
         for key, raw in enumerate(_split_mbox(data)):
-            yield _parse_or_error(raw, f"{location}#{key}")
+            yield _parse_or_error(raw, f"{location}#{key}", mbox=True)
     finally:
         if isinstance(data, mmap.mmap):
             data.close()
@@ -345,9 +403,9 @@ def _read_maildir(path: Path) -> Iterator[ParsedMail | MalformedMail]:
         yield _parse_or_error(raw, location)
 
 
-def _parse_or_error(raw: bytes, location: str) -> ParsedMail | MalformedMail:
+def _parse_or_error(raw: bytes, location: str, mbox: bool = False) -> ParsedMail | MalformedMail:
     try:
-        return parse_message(raw, location)
+        return parse_message(raw, location, mbox)
     except MalformedMail as exc:
         return exc.with_traceback(None)  # keep no parser frames alive
 

@@ -6,14 +6,18 @@ import hashlib
 import mailbox
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from commands import mailparse
+from commands.app import Eventpile
+from commands.mail import ImportMailbox
 from commands.mailparse import (
     EXCERPT_CHARS,
     MailboxError,
@@ -23,7 +27,9 @@ from commands.mailparse import (
     parse_message,
     read_mailbox,
 )
+from commands.operations import answer
 from commands.synthetic import BASE_DATE, SPAN, synthetic_messages, write_mbox
+from domain.operation import Status
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/linux-mips-2000.mbox.gz"
 
@@ -77,7 +83,8 @@ def test_plain_message_fields() -> None:
     assert parsed.excerpt == "First line second line"
     assert parsed.size == len(raw)
     assert parsed.location == "test#0"
-    assert parsed.fingerprint == hashlib.sha256(raw).hexdigest()
+    # An ordinary message (LF, no mailbox state fields) is its own normal form.
+    assert parsed.fingerprint == parsed.raw_fingerprint == hashlib.sha256(raw).hexdigest()
 
 
 def test_encoded_words_are_decoded() -> None:
@@ -123,11 +130,13 @@ def test_sender_forms(value: str, expected: str) -> None:
     assert parse(mail(f"From: {value}", "Subject: x")).sender == expected
 
 
-def test_missing_message_id_is_the_sha256_of_the_raw_bytes() -> None:
+def test_missing_message_id_is_the_fingerprint() -> None:
     for raw in (mail("From: a@example.org", "Subject: x"), mail("Message-ID: <>", "To: b@x")):
         parsed = parse(raw)
         assert parsed.message_id == f"sha256:{hashlib.sha256(raw).hexdigest()}"
         assert parsed.message_id == f"sha256:{parsed.fingerprint}"
+        marked_read = raw.replace(b"\n\n", b"\nStatus: RO\n\n", 1)
+        assert parse(marked_read).message_id == parsed.message_id
 
 
 @pytest.mark.parametrize(
@@ -305,7 +314,8 @@ def check_parsed(parsed: ParsedMail, raw: bytes) -> None:
     assert parsed.message_id
     assert all(parsed.references)
     assert parsed.size == len(raw)
-    assert parsed.fingerprint == hashlib.sha256(raw).hexdigest()
+    assert parsed.raw_fingerprint == hashlib.sha256(raw).hexdigest()
+    assert len(parsed.fingerprint) == 64 and int(parsed.fingerprint, 16) >= 0
 
 
 @given(st.binary(max_size=2000))
@@ -390,7 +400,7 @@ def test_mbox_edge_cases_match_the_stdlib(tmp_path: Path) -> None:
     for key, item in zip(stdlib.iterkeys(), got, strict=True):
         raw = stdlib.get_bytes(key)
         if isinstance(item, ParsedMail):
-            assert item.fingerprint == hashlib.sha256(raw).hexdigest()
+            assert item.raw_fingerprint == hashlib.sha256(raw).hexdigest()
         else:
             assert not raw.strip()
     assert [type(item).__name__ for item in got] == [
@@ -499,6 +509,212 @@ def test_bad_paths_raise_mailbox_error_up_front(tmp_path: Path) -> None:
             count_messages(path)
 
 
+# --- fingerprints: every copy of a message has the same ----------------------------------------
+
+# Header fields that mail clients and IMAP servers write into mailboxes, and mboxcl body sizes.
+STATE_FIELDS = (
+    *("Status", "X-Status", "X-Keywords", "X-UID", "X-IMAP", "X-IMAPbase", "X-Evolution"),
+    *("X-Mozilla-Status", "X-Mozilla-Status2", "X-Mozilla-Keys", "Content-Length", "Lines"),
+)
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=0x17F, exclude_characters="\x7f"))
+_BODY_LINE = _TEXT | st.sampled_from(["", "From here on", ">From there", ">>From afar", "X-UID: 1"])
+# A state field, in any case, its value folded or not: its lines.
+_STATE_LINES = st.builds(
+    lambda name, case, value, folded: [f"{case(name)}: {value}", *(["\t1"] if folded else [])],
+    st.sampled_from(STATE_FIELDS),
+    st.sampled_from([str, str.lower, str.upper]),
+    _TEXT,
+    st.booleans(),
+)
+# How an mbox file quotes a body line: mboxo quotes "From " lines, mboxrd also quoted ones.
+_QUOTING = {
+    "maildir": lambda line: line,
+    "mboxo": lambda line: ">" + line if line.startswith("From ") else line,
+    "mboxrd": lambda line: ">" + line if line.lstrip(">").startswith("From ") else line,
+}
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[list[str], list[str]]:
+    """The header lines and body lines of an ordinary message."""
+    names = ("Message-ID", "From", "To", "Subject", "Date")
+    return [f"{name}: {draw(_TEXT)}" for name in names], draw(st.lists(_BODY_LINE, max_size=8))
+
+
+def join(headers: list[str], body: list[str], eol: str = "\n") -> bytes:
+    return eol.join([*headers, "", *body, ""]).encode()
+
+
+@given(
+    messages(),
+    st.lists(st.tuples(st.integers(0, 5), _STATE_LINES), max_size=4),
+    st.sampled_from(sorted(_QUOTING)),
+    st.sampled_from(["\n", "\r\n"]),
+    st.integers(0, 2),
+)
+def test_state_fields_line_breaks_and_mbox_quoting_keep_the_fingerprint(
+    message: tuple[list[str], list[str]],
+    state: list[tuple[int, list[str]]],
+    storage: str,
+    eol: str,
+    blank_lines: int,
+) -> None:
+    headers, body = message
+    original = parse(join(headers, body))
+    copy_headers = list(headers)
+    for at, lines in state:
+        copy_headers[at:at] = lines
+    quoted = [_QUOTING[storage](line) for line in body]
+    raw = join(copy_headers, quoted, eol) + eol.encode() * blank_lines
+    copy = parse_message(raw, "copy#0", mbox=storage != "maildir")
+    assert copy.fingerprint == original.fingerprint
+    assert copy.raw_fingerprint == hashlib.sha256(raw).hexdigest()
+    assert (copy.message_id, copy.subject, copy.sender) == (
+        original.message_id,
+        original.subject,
+        original.sender,
+    )
+    if storage != "mboxo":  # which mboxo leaves ambiguous: ">From" may have been "From"
+        assert copy.excerpt == original.excerpt
+
+
+@given(messages(), st.sampled_from(["From", "Subject", "Date"]), _TEXT)
+def test_a_changed_header_changes_the_fingerprint(
+    message: tuple[list[str], list[str]], name: str, value: str
+) -> None:
+    headers, body = message
+    changed = [f"{name}: {value}" if line.startswith(f"{name}:") else line for line in headers]
+    assume(changed != headers)
+    assert parse(join(changed, body)).fingerprint != parse(join(headers, body)).fingerprint
+
+
+@given(messages(), st.data())
+def test_a_changed_body_byte_changes_the_fingerprint(
+    message: tuple[list[str], list[str]], data: st.DataObject
+) -> None:
+    """Any byte but a line break or the ">" of a quoted "From " line, which are not content."""
+    raw = join(*message)
+    start = raw.index(b"\n\n") + 2
+    assume(start < len(raw) - 1)
+    at = data.draw(st.integers(start, len(raw) - 2))  # the last byte is the final line break
+    assume(raw[at] not in b"\r\n>")
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != raw[at] and b not in b"\r\n>"))
+    changed = raw[:at] + bytes([byte]) + raw[at + 1 :]
+    assert parse(changed).fingerprint != parse(raw).fingerprint
+
+
+def test_what_is_not_content() -> None:
+    raw = mail("From: a@x", "Subject: s", "Message-ID: <m@x>", body="From here\n")
+    same = {
+        b"From a@x Mon Jan  1 00:00:00 2001\n" + raw,  # an envelope From_ line
+        raw.replace(b"Subject: s\n", b"X-IMAP: 1 2\n  3\nSubject: s\nlines: 2\n"),
+        raw.replace(b"\nFrom here", b"\n>>From here"),  # a quoting the mailbox added
+        raw.replace(b"\n", b"\r\n") + b"\r\n\r\n",
+    }
+    assert {parse(copy).fingerprint for copy in same} == {parse(raw).fingerprint}
+    # A body line or a field that looks like mailbox state is content all the same.
+    other = {raw + b"Status: RO\n", raw.replace(b"Subject:", b"X-Status-Note: 1\nSubject:")}
+    assert parse(raw).fingerprint not in {parse(copy).fingerprint for copy in other}
+
+
+def test_mbox_and_maildir_copies_from_the_stdlib(tmp_path: Path) -> None:
+    raw = mail(
+        "From: a@x",
+        "Subject: quoting",
+        "Message-ID: <q@x>",
+        body="hello\nFrom here on\n>From there\nend\n",
+    )
+    mbox = mailbox.mbox(tmp_path / "box.mbox")  # writes mboxo quoting
+    mbox.add(raw)
+    mbox.add(raw.replace(b"Subject:", b"Status: RO\nX-Status: A\nSubject:"))
+    mbox.close()
+    assert b"\n>From here on" in (tmp_path / "box.mbox").read_bytes()
+    maildir = mailbox.Maildir(tmp_path / "Mail")
+    maildir.add(raw)
+    from_mbox, read = items(tmp_path / "box.mbox")
+    [from_maildir] = items(tmp_path / "Mail")
+    assert from_mbox.fingerprint == read.fingerprint == from_maildir.fingerprint
+    assert from_maildir.excerpt == "hello From here on >From there end"
+    assert from_mbox.excerpt == "hello From here on From there end"  # mboxo is ambiguous
+    stored = mailbox.mbox(tmp_path / "box.mbox").get_bytes(0)
+    assert from_mbox.raw_fingerprint == hashlib.sha256(stored).hexdigest()
+    rd = tmp_path / "rd.mbox"  # mboxrd quoting, as other mail programs write it
+    quoted = raw.replace(b"\n>From", b"\n>>From").replace(b"\nFrom here", b"\n>From here")
+    rd.write_bytes(b"From a@x Mon Jan  1 00:00:00 2001\n" + quoted)
+    [from_mboxrd] = items(rd)
+    assert from_mboxrd.excerpt == from_maildir.excerpt
+    assert from_mboxrd.fingerprint == from_maildir.fingerprint
+
+
+# --- re-import ---------------------------------------------------------------------------------
+
+
+def _maildir(path: Path, *raws: bytes) -> Path:
+    box = mailbox.Maildir(path)
+    for raw in raws:
+        box.add(raw)
+    return path
+
+
+_READ = mail("From: a@x", "Subject: one", "Message-ID: <1@x>", "Status: RO", body="From me\n")
+_NEW = mail("From: a@x", "Subject: two", "Message-ID: <2@x>", body="text\n")
+
+
+def test_reimport_skips_copies_marked_read_or_in_another_mailbox(
+    app: Eventpile, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.mbox"
+    first.write_bytes(
+        b"From a@x Mon Jan  1 00:00:00 2001\n"
+        + _READ.replace(b"Status: RO\n", b"").replace(b"\nFrom me", b"\n>From me")
+        + b"\nFrom a@x Mon Jan  1 00:00:00 2001\n"
+        + _NEW.replace(b"Subject:", b"X-UID: 7\nSubject:")
+    )
+    assert app.execute(ImportMailbox(path=first)).result["indexed"] == 2
+    moved = _maildir(tmp_path / "Mail", _READ, _NEW.replace(b"\n", b"\r\n"))
+    again = app.execute(ImportMailbox(path=moved))
+    assert again.status is Status.COMPLETE
+    assert again.result == {"indexed": 0, "skipped": 2, "failed": 0, "differing": 0}
+
+
+@contextmanager
+def earlier_version(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fingerprints as earlier versions took them: the digest of the bytes as stored."""
+    with monkeypatch.context() as patch:
+        patch.setattr(mailparse, "_normal_form", lambda raw, *_: raw)
+        yield
+
+
+def test_a_home_indexed_by_an_earlier_version_knows_its_messages(
+    app: Eventpile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edited = _READ.replace(b"From me", b"From me, edited")
+    first = _maildir(tmp_path / "first", _READ)
+    second = _maildir(tmp_path / "second", edited)
+    with earlier_version(monkeypatch):
+        app.execute(ImportMailbox(path=first))
+        asking = app.execute(ImportMailbox(path=second))
+        assert asking.status is Status.WAITING
+        answer(app, asking.id, "keep-both")
+    for mailbox_path in (first, second):  # the message and its kept copy
+        again = app.execute(ImportMailbox(path=mailbox_path))
+        assert again.result == {"indexed": 0, "skipped": 1, "failed": 0, "differing": 0}
+    marked = _maildir(tmp_path / "marked", _READ.replace(b"Status: RO", b"Status: O"))
+    # Changed since: the digest stored by an earlier version cannot tell state from content.
+    assert app.execute(ImportMailbox(path=marked)).result["differing"] == 1
+
+
+def test_a_question_asked_by_an_earlier_version_is_answered(
+    app: Eventpile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edited = _maildir(tmp_path / "edited", _READ.replace(b"From me", b"From me, edited"))
+    with earlier_version(monkeypatch):
+        app.execute(ImportMailbox(path=_maildir(tmp_path / "first", _READ)))
+        asking = app.execute(ImportMailbox(path=edited))
+    _, replaced = answer(app, asking.id, "replace")
+    assert replaced is not None and replaced.result == {"changed": 1, "missing": 0}
+
+
 # --- synthetic mail ----------------------------------------------------------------------------
 
 
@@ -583,4 +799,8 @@ def test_real_corpus() -> None:
             item.location for item in parsed
         ]
         digests = [hashlib.sha256(stdlib.get_bytes(key)).hexdigest() for key in keys]
-        assert digests == [item.fingerprint for item in parsed]
+        assert digests == [item.raw_fingerprint for item in parsed]
+    # Only the 8 messages with a body line quoted as ">From " have a fingerprint of their own.
+    quoted = [item for item in parsed if item.fingerprint != item.raw_fingerprint]
+    assert len(quoted) == 8
+    assert "kswapd) From what I see" in quoted[1].excerpt
