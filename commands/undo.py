@@ -33,11 +33,11 @@ from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
 from domain.events import DomainEvent
 from domain.message import MessageUntagged
 from domain.operation import Operation, Status
-from domain.tag import TagCreated, TagRemoved, TagRenamed
+from domain.tag import Tag, TagCreated, TagRemoved, TagRenamed
 from projections.base import gc_paused
 from projections.db import ViewDB
 from projections.messages_query import Query, matching_ids, tag_ids
-from projections.operations import events_of, redo_candidates, undo_candidates, written_by
+from projections.operations import redo_candidates, undo_candidates, written_by
 
 READ_PAGE = 2000
 LOAD_PAGE = 2000
@@ -137,11 +137,10 @@ def _compensate(
             state = ctx.load(aggregate, stream)
             assert state is not None, f"{event!r} is in the log, so its stream is not empty"
             compensation = state.compensate(event)
-        if isinstance(compensation, list):
-            compensation = tags.refusal(compensation) or compensation
+        if aggregate is Tag and isinstance(compensation, list):
+            compensation = tags.check(compensation)
         if isinstance(compensation, list) and compensation:
             ctx.record(*compensation)
-            tags.note(compensation)
             touched.add(stream)
             reverted += a_change
         elif a_change:
@@ -163,51 +162,54 @@ class _TagChecks:
         self._index = ctx.app.current("messages")
         self._holders: dict[str, set[str]] = {}
         """Tag name: the ids of the tags that hold it."""
-        self._untagged: dict[uuid.UUID, set[str]] = {}
-        """Tag id: the messages this undo took it from."""
-        self._created: set[str] | None = None
 
-    def refusal(self, events: list[DomainEvent]) -> str | None:
-        """Why ``events``, what reverts a change, must not be recorded; None if they may."""
+    def check(self, events: list[DomainEvent]) -> list[DomainEvent] | str:
+        """``events``, what reverts a change of a tag, counted as recorded; or why they
+        must not be recorded."""
         for event in events:
-            tag = event.originator_id.hex
+            tag = event.originator_id
             match event:
-                case TagCreated(name=name) | TagRenamed(new_name=name) if self._held(name) - {tag}:
+                case TagCreated(name=name) | TagRenamed(new_name=name) if self._taken(name, tag):
                     return "another tag has this name now"
-                case TagRemoved(name=name) if tag in self._created_by_command() and (
-                    set(matching_ids(self._index, Query(tags=(name,))))
-                    - self._untagged.get(event.originator_id, set())
-                ):
+                case TagRemoved(name=name) if self._kept(tag, name):
                     return "the tag is still on messages tagged since"
-        return None
-
-    def note(self, events: list[DomainEvent]) -> None:
-        """Count ``events``, just recorded, in the names and untaggings to come."""
         for event in events:
-            stream = event.originator_id.hex
+            held = event.originator_id.hex
             match event:
-                case MessageUntagged(tag_id=tag_id):
-                    self._untagged.setdefault(tag_id, set()).add(stream)
                 case TagCreated(name=name):
-                    self._held(name).add(stream)
+                    self._held(name).add(held)
                 case TagRenamed(old_name=old, new_name=new):
-                    self._held(old).discard(stream)
-                    self._held(new).add(stream)
+                    self._held(old).discard(held)
+                    self._held(new).add(held)
                 case TagRemoved(name=name):
-                    self._held(name).discard(stream)
+                    self._held(name).discard(held)
+        return events
+
+    def _taken(self, name: str, tag_id: uuid.UUID) -> bool:
+        """Does another tag than ``tag_id`` hold ``name``?"""
+        return bool(self._held(name) - {tag_id.hex})
 
     def _held(self, name: str) -> set[str]:
         if name not in self._holders:
             self._holders[name] = set(tag_ids(self._index, name))
         return self._holders[name]
 
-    def _created_by_command(self) -> set[str]:
-        """The tags created by the ordinary command whose changes are undone or redone."""
-        if self._created is None:
-            root = _root(self._ctx, self._named)
-            written = events_of(self._ctx.app.current("operations"), root.id.hex)
-            self._created = {e["stream"] for e in written if e["type"] == TagCreated.__name__}
-        return self._created
+    def _kept(self, tag_id: uuid.UUID, name: str) -> bool:
+        """Was the tag created by the command undone or redone, and do messages keep it
+        once this undo's untaggings are counted?"""
+        if not self._created_by_command(tag_id):
+            return False
+        untagged = {
+            e.originator_id.hex
+            for e in self._ctx.pending
+            if isinstance(e, MessageUntagged) and e.tag_id == tag_id
+        }
+        return bool(set(matching_ids(self._index, Query(tags=(name,)))) - untagged)
+
+    def _created_by_command(self, tag_id: uuid.UUID) -> bool:
+        """Did the ordinary command whose changes are undone or redone create the tag?"""
+        created = next(iter(self._ctx.app.stream(tag_id)))
+        return created.operation_id == _root(self._ctx, self._named).id
 
 
 def _by_inverse(event: DomainEvent, last: int) -> TypeGuard[Invertible]:
