@@ -158,7 +158,7 @@ def parse_query(text: str) -> Query:
         if name in _COLUMNS:
             matches.append(_term(value, _COLUMNS[name]))
         elif name == "tag":
-            tags.append(value)
+            tags.append(unicodedata.normalize("NFC", value))  # as tag names are kept
         elif name == "after":
             after = _day(name, value)
         else:
