@@ -159,10 +159,12 @@ def parse_query(text: str) -> Query:
             matches.append(_term(value, _COLUMNS[name]))
         elif name == "tag":
             tags.append(unicodedata.normalize("NFC", value))  # as tag names are kept
-        elif name == "after":
-            after = _day(name, value)
+        elif name == "after":  # each bound holds: the latest after, the earliest before
+            day = _day(name, value)
+            after = day if after is None else max(after, day)
         else:
-            before = _day(name, value)
+            day = _day(name, value)
+            before = day if before is None else min(before, day)
     return Query(tuple(matches), tuple(tags), after, before, text)
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -476,6 +476,23 @@ def test_tags_and_date_bounds() -> None:
     assert query.tags == ("todo", "work")
     assert (query.after, query.before) == (day("2015-01-01"), day("2016-02-29"))
     assert query.terms == ()
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["after", "before"]), st.dates(date(1971, 1, 1))),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_every_date_bound_holds_the_latest_after_and_the_earliest_before(
+    bounds: list[tuple[str, date]],
+) -> None:
+    query = parse_query(" ".join(f"{name}:{when.isoformat()}" for name, when in bounds))
+    afters = [day(w.isoformat()) for n, w in bounds if n == "after"]
+    befores = [day(w.isoformat()) for n, w in bounds if n == "before"]
+    assert query.after == (max(afters) if afters else None)
+    assert query.before == (min(befores) if befores else None)
 
 
 @pytest.mark.parametrize("text", ["", "   ", "*", "**"])
