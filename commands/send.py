@@ -25,18 +25,18 @@ from domain.events import Private, utcnow
 SMTP_TIMEOUT_S = 30.0
 
 
-def _address(value: str) -> str:
-    address = parseaddr(value)[1]
-    local, _, domain = address.rpartition("@")
-    if not local or not domain or any(c.isspace() for c in address):
-        raise ValueError(f"{value!r} is not a mail address")
-    return value.strip()
-
-
 def _one_line(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError("must be a single line")
     return value
+
+
+def _address(value: str) -> str:
+    address = parseaddr(_one_line(value))[1]
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or any(c.isspace() for c in address):
+        raise ValueError(f"{value!r} is not a mail address")
+    return value.strip()
 
 
 Address = Annotated[str, AfterValidator(_address)]
