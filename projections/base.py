@@ -80,6 +80,8 @@ class View:
         self.projection = projection
         self.store = store
         self._db: ViewDB | None = None
+        self.remade: str | None = None
+        """Why the live file could not be opened, if it was made anew from the log here."""
 
     @property
     def name(self) -> str:
@@ -90,8 +92,9 @@ class View:
         if self._db is None:
             try:
                 db = self._open(self.store.open(self.name))
-            except WrongPassphrase:  # the key opened the log: the view is damaged, and
-                self.store.drop(self.name)  # made anew from the log, like a changed one
+            except WrongPassphrase as damaged:  # the key opened the log: the view is
+                self.remade = str(damaged)  # damaged, and made anew from the log
+                self.store.drop(self.name)
                 db = self._open(self.store.open(self.name))
             tracked = read_position(db, self.name)
             if tracked is not None and tracked[1] != self.projection.schema:
@@ -122,8 +125,11 @@ class View:
         return rebuild_together([self], source, progress)[self.name]
 
     def verify(self, source: EventSource) -> bool:
-        """Is the live view equal to a fresh fold of the log up to its position?"""
+        """Is the live view equal to a fresh fold of the log up to its position? Not if
+        its file was found damaged (and made anew)."""
         self.catch_up(source)
+        if self.remade is not None:
+            return False
         fresh = self._open(self.store.open_fresh(self.name, "verify"))
         try:
             _fold([(fresh, self.projection)], source, self.position, None)
@@ -161,6 +167,7 @@ def rebuild_together(
     for db, view in zip(fresh, views, strict=True):
         view.close()
         view.store.swap(db, view.name, "rebuild")
+        view.remade = None  # whatever the live file was, it is a fresh fold now
     return {view.name: report for view, report in zip(views, reports, strict=True)}
 
 

@@ -19,7 +19,7 @@ from commands.app import Eventpile
 from commands.cli.main import main
 from commands.synthetic import write_mbox
 from store.home import Home
-from tests.conftest import PASSPHRASE
+from tests.conftest import PASSPHRASE, cli
 
 MESSAGES = 12
 Run = Callable[..., Any]
@@ -253,6 +253,34 @@ def test_a_damaged_or_replaced_event_log_is_one_line(
     says = "the database refused" if damage == "garbage" else "the log was replaced or cut"
     for args in (["search", "x"], ["tag", "add", "x", ""], ["verify"], ["rebuild"]):
         assert says in fails(*args), args
+
+
+def test_a_tampered_view_is_made_anew_and_said_so_and_verify_fails_once(
+    home: Home,
+    mbox: Path,
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SQLite view files (PostgreSQL's views are tables, not files)."""
+    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    run("init")
+    run("import", str(mbox))
+    results = run("search", "")
+    for name, args, code in (("messages", ["search", ""], 0), ("operations", ["verify"], 1)):
+        path = home.views / f"{name}.db"
+        data = bytearray(path.read_bytes())
+        data[100] ^= 0xFF  # in the first page: the file no longer opens with the key
+        path.write_bytes(data)
+        done, out, err = cli(args, capsys)
+        assert done == code
+        assert err.count("\n") == 1 and err.endswith(
+            f"{name}.db cannot be opened with this key (damaged or foreign): "
+            "made anew from the log\n"
+        )
+        assert out == results if name == "messages" else out["projections"][name] is False
+    assert run("verify")["ok"] is True  # the views made anew are whole
 
 
 def test_a_huge_bad_value_makes_a_short_error_line(filled: Home, fails: Callable[..., str]) -> None:

@@ -92,16 +92,20 @@ def unlock(s: Settings) -> tuple[Home, Keyring]:
 
 
 @contextmanager
-def opened(s: Settings) -> Iterator[Eventpile]:
-    """The application on an unlocked home, closed afterwards."""
+def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterator[Eventpile]:
+    """The application on an unlocked home, closed afterwards (saying which views it
+    found damaged and made anew)."""
     from commands.app import Eventpile
 
-    home, keyring = unlock(s)
+    home, keyring = unlocked or unlock(s)
     application = Eventpile(home, keyring)
     try:
         yield application
     finally:
         application.close()
+        for view in application.views.values():
+            if view.remade is not None:
+                print(f"eventpile: {view.remade}: made anew from the log", file=sys.stderr)
 
 
 def emit(s: Settings, data: Any, human: Callable[[], None] | str) -> None:

@@ -58,21 +58,20 @@ def index_db(s: Any) -> Any:
     """
     from projections.db import SQLCipherViewStore, read_position, view_store
     from projections.messages_query import INDEX_SCHEMA
+    from store.errors import WrongPassphrase
 
     home, keyring = unlock(s)
     store = view_store(home, keyring)
-    if not isinstance(store, SQLCipherViewStore) or store.path("messages").exists():
-        db = store.open("messages")
-        if read_position(db, "messages") == (home.log_end(), INDEX_SCHEMA):
-            return db
-        db.close()
-    from commands.app import Eventpile
-
-    application = Eventpile(home, keyring)
     try:
+        if not isinstance(store, SQLCipherViewStore) or store.path("messages").exists():
+            db = store.open("messages")
+            if read_position(db, "messages") == (home.log_end(), INDEX_SCHEMA):
+                return db
+            db.close()
+    except WrongPassphrase:  # the key opened the log: the view is damaged, made anew below
+        pass
+    with opened(s, (home, keyring)) as application:
         application.view("messages").catch_up(application)
-    finally:
-        application.close()
     return store.open("messages")
 
 
