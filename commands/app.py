@@ -135,6 +135,7 @@ class Application(LibraryApplication[uuid.UUID]):
         self.keyring = keyring
         self.clock = clock
         self.lease_s = LEASE_S
+        home.check_log()
         settings = {**backend_settings(home), **(env or {})}
         super().__init__(settings)
         store = view_store(home, keyring)

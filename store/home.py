@@ -99,6 +99,15 @@ class Home:
             raise NotInitialised(f"no eventpile home at {self.path}: run `eventpile init`")
         return open_key_file(self.key_file, passphrase)
 
+    def check_log(self) -> None:
+        """Refuse a home whose event log file is gone while views of it remain (opening
+        the store would make a new, empty log beside them)."""
+        if self.database is None and not self.events_db.exists() and any(self.views.glob("*.db")):
+            raise StoreError(
+                f"{self.events_db} is missing but the views hold what it had: restore it; to "
+                "start again with an empty log, delete the views directory"
+            )
+
     def log_end(self) -> int:
         """The last notification id in the event log (0 if empty), read cheaply."""
         import sqlite3

@@ -234,7 +234,7 @@ def test_invalid_arguments_are_one_line_and_write_nothing(
     assert snapshot(filled) == before
 
 
-@pytest.mark.parametrize("damage", ["garbage", "emptied"])
+@pytest.mark.parametrize("damage", ["garbage", "emptied", "deleted"])
 def test_a_damaged_or_replaced_event_log_is_one_line(
     home: Home,
     mbox: Path,
@@ -249,10 +249,16 @@ def test_a_damaged_or_replaced_event_log_is_one_line(
     run("import", str(mbox))
     for path in home.path.glob("events.sqlite3*"):
         path.unlink()
-    home.events_db.write_bytes(os.urandom(8192) if damage == "garbage" else b"")
-    says = "the database refused" if damage == "garbage" else "the log was replaced or cut"
+    if damage != "deleted":
+        home.events_db.write_bytes(os.urandom(8192) if damage == "garbage" else b"")
+    says = {
+        "garbage": "the database refused",
+        "emptied": "the log was replaced or cut",
+        "deleted": "events.sqlite3 is missing",
+    }[damage]
     for args in (["search", "x"], ["tag", "add", "x", ""], ["verify"], ["rebuild"]):
         assert says in fails(*args), args
+    assert home.events_db.exists() == (damage != "deleted")
 
 
 def test_a_tampered_view_is_made_anew_and_said_so_and_verify_fails_once(

@@ -271,13 +271,17 @@ def test_a_rebuild_replaces_a_damaged_view(
         app.close()
 
 
-def test_views_ahead_of_the_log_say_it_was_replaced_and_nothing_is_written(
+def test_views_ahead_of_a_missing_or_replaced_log_say_so_and_nothing_is_written(
     initialised: tuple[Home, Keyring], tmp_path: Path
 ) -> None:
     home, keyring = initialised
     before = _views(home, keyring, write_mbox(tmp_path / "box.mbox", 30, seed=4))
     for path in home.path.glob("events.sqlite3*"):
         path.unlink()
+    with pytest.raises(StoreError, match=r"events\.sqlite3 is missing but the views hold"):
+        Eventpile(home, keyring)
+    assert not home.events_db.exists()  # not made anew, empty, by opening the store
+    home.events_db.touch()  # replaced: by an empty file
     app = Eventpile(home, keyring)
     try:
         for attempt in (
