@@ -404,7 +404,9 @@ def test_demo_runs_the_tour_in_a_throwaway_home(
 ) -> None:
     monkeypatch.setenv("EVENTPILE_PASSPHRASE", "restored after the test")  # the demo sets it
     assert main(["--json", "demo", "--messages", "40"]) == 0
-    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    steps = json.loads(capsys.readouterr().out)["steps"]  # one document
+    assert all(step["command"][0] == "eventpile" and step["title"] for step in steps)
+    documents = [step["result"] for step in steps]
     imported, again = (d for d in documents if "indexed" in d)
     assert (imported["indexed"], again["indexed"], again["skipped"]) == (40, 0, 40)
     tagged = next(d for d in documents if "changed" in d)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import tempfile
 import time
@@ -150,9 +153,17 @@ def demo(
         ]
         from commands.cli.main import main
 
+        done: list[dict[str, Any]] = []
         for title, argv in steps:
             if not s.json:
                 out.rule(f"[bold]{title}[/]  eventpile {' '.join(argv)}")
-            code = main([*(["--json"] if s.json else []), "--home", str(home), *argv])
+                code = main(["--home", str(home), *argv])
+            else:  # one document in all: each step's, in a list
+                with contextlib.redirect_stdout(io.StringIO()) as printed:
+                    code = main(["--json", "--home", str(home), *argv])
+                result = json.loads(printed.getvalue()) if not code else None
+                done.append({"title": title, "command": ["eventpile", *argv], "result": result})
             if code:
                 raise typer.Exit(code)
+        if s.json:
+            emit(s, {"steps": done}, "")
