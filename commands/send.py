@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import format_datetime, getaddresses, make_msgid, parseaddr
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, Field
@@ -32,7 +32,10 @@ def _one_line(value: str) -> str:
 
 
 def _address(value: str) -> str:
-    address = parseaddr(_one_line(value))[1]
+    found = getaddresses([_one_line(value)])
+    if len(found) != 1:
+        raise ValueError(f"{value!r} is not one mail address (give each its own --to)")
+    address = found[0][1]
     local, _, domain = address.rpartition("@")
     if not local or not domain or any(c.isspace() for c in address):
         raise ValueError(f"{value!r} is not a mail address")

@@ -268,6 +268,7 @@ def test_send_from_the_command_line(
         (["--to", "bob@example.org"], {"EVENTPILE_SMTP": ""}, "set EVENTPILE_SMTP"),
         (["--to", "bob@example.org", "--subject", "a\nb"], {}, "single line"),
         (["--to", "bob@example.org\nBcc: eve@example.org"], {}, "single line"),
+        (["--to", "bob@example.org, eve@example.org"], {}, "not one mail address"),
     ],
 )
 def test_bad_send_arguments_write_nothing(
