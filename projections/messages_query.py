@@ -106,12 +106,17 @@ def _term(value: str, column: str | None = None) -> Term:
     return Term(value.rstrip("*") if prefix else value, column, prefix)
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
 def _day(name: str, value: str) -> int:
     try:
-        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+        day = datetime.strptime(value, "%Y-%m-%d") if _DATE.fullmatch(value) else None
     except ValueError:
-        raise QueryError(f"{name}: wants a date as YYYY-MM-DD, not {value!r}") from None
-    return int(day.timestamp())
+        day = None
+    if day is None:
+        raise QueryError(f"{name}: wants a date as YYYY-MM-DD, not {value!r}")
+    return int(day.replace(tzinfo=UTC).timestamp())
 
 
 _TOKEN = re.compile(r'(?:([^\s":]+):)?(?:"([^"]*)"|([^\s"]*))\s*')

@@ -508,6 +508,7 @@ def test_an_empty_query_matches_everything(text: str) -> None:
         ("after:2015-13-01", "YYYY-MM-DD"),
         ("before:yesterday", "YYYY-MM-DD"),
         ("after:2015/01/01", "YYYY-MM-DD"),
+        ("after:2015-1-3", "YYYY-MM-DD"),
         ("from:", "needs a value"),
         ('"unbalanced', "double quote is not closed"),
         ('from:"unbalanced', "double quote is not closed"),
