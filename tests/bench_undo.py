@@ -30,7 +30,6 @@ spent waiting for another process.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -46,7 +45,7 @@ from commands.mail import ImportMailbox, TagMessages
 from commands.synthetic import write_mbox
 from commands.undo import Redo, Undo
 from store.home import Home
-from tests.bench import PASSPHRASE, Sample, cli, opened, report, timed
+from tests.bench import PASSPHRASE, Sample, cli, header, opened, report, timed
 
 TARGET_S = 1.0
 
@@ -132,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=10_000, help="messages (default 10,000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    print(f"-- undo (load average {load:.1f} on {os.cpu_count()} cores)", flush=True)
+    header("undo")
     run(args.size, args.runs)
     return 0
 
