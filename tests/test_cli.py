@@ -234,61 +234,6 @@ def test_invalid_arguments_are_one_line_and_write_nothing(
     assert snapshot(filled) == before
 
 
-@pytest.mark.parametrize("damage", ["garbage", "emptied", "deleted"])
-def test_a_damaged_or_replaced_event_log_is_one_line(
-    home: Home,
-    mbox: Path,
-    run: Run,
-    fails: Callable[..., str],
-    monkeypatch: pytest.MonkeyPatch,
-    damage: str,
-) -> None:
-    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
-    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
-    run("init")
-    run("import", str(mbox))
-    for path in home.path.glob("events.sqlite3*"):
-        path.unlink()
-    if damage != "deleted":
-        home.events_db.write_bytes(os.urandom(8192) if damage == "garbage" else b"")
-    says = {
-        "garbage": "the database refused",
-        "emptied": "the log was replaced or cut",
-        "deleted": "events.sqlite3 is missing",
-    }[damage]
-    for args in (["search", "x"], ["tag", "add", "x", ""], ["verify"], ["rebuild"]):
-        assert says in fails(*args), args
-    assert home.events_db.exists() == (damage != "deleted")
-
-
-def test_a_tampered_view_is_made_anew_and_said_so_and_verify_fails_once(
-    home: Home,
-    mbox: Path,
-    run: Run,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """SQLite view files (PostgreSQL's views are tables, not files)."""
-    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
-    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
-    run("init")
-    run("import", str(mbox))
-    results = run("search", "")
-    for name, args, code in (("messages", ["search", ""], 0), ("operations", ["verify"], 1)):
-        path = home.views / f"{name}.db"
-        data = bytearray(path.read_bytes())
-        data[100] ^= 0xFF  # in the first page: the file no longer opens with the key
-        path.write_bytes(data)
-        done, out, err = cli(args, capsys)
-        assert done == code
-        assert err.count("\n") == 1 and err.endswith(
-            f"{name}.db cannot be opened with this key (damaged or foreign): "
-            "made anew from the log\n"
-        )
-        assert out == results if name == "messages" else out["projections"][name] is False
-    assert run("verify")["ok"] is True  # the views made anew are whole
-
-
 def test_a_huge_bad_value_makes_a_short_error_line(filled: Home, fails: Callable[..., str]) -> None:
     line = fails("tag", "add", "x y" * 50_000, "")
     assert "tag" in line and len(line) < 400
@@ -322,6 +267,46 @@ def sqlite_home(home: Home, monkeypatch: pytest.MonkeyPatch, run: Run, mbox: Pat
     run("init")
     run("import", str(mbox))
     return home
+
+
+@pytest.mark.parametrize("damage", ["garbage", "emptied", "deleted"])
+def test_a_damaged_or_replaced_event_log_is_one_line(
+    sqlite_home: Home, fails: Callable[..., str], damage: str
+) -> None:
+    home = sqlite_home
+    for path in home.path.glob("events.sqlite3*"):
+        path.unlink()
+    if damage != "deleted":
+        home.events_db.write_bytes(os.urandom(8192) if damage == "garbage" else b"")
+    says = {
+        "garbage": "the database refused",
+        "emptied": "the log was replaced or cut",
+        "deleted": "events.sqlite3 is missing",
+    }[damage]
+    for args in (["search", "x"], ["tag", "add", "x", ""], ["verify"], ["rebuild"]):
+        assert says in fails(*args), args
+    assert home.events_db.exists() == (damage != "deleted")
+
+
+def test_a_tampered_view_is_made_anew_and_said_so_and_verify_fails_once(
+    sqlite_home: Home, run: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite view files (PostgreSQL's views are tables, not files)."""
+    home = sqlite_home
+    results = run("search", "")
+    for name, args, code in (("messages", ["search", ""], 0), ("operations", ["verify"], 1)):
+        path = home.views / f"{name}.db"
+        data = bytearray(path.read_bytes())
+        data[100] ^= 0xFF  # in the first page: the file no longer opens with the key
+        path.write_bytes(data)
+        done, out, err = cli(args, capsys)
+        assert done == code
+        assert err.count("\n") == 1 and err.endswith(
+            f"{name}.db cannot be opened with this key (damaged or foreign): "
+            "made anew from the log\n"
+        )
+        assert out == results if name == "messages" else out["projections"][name] is False
+    assert run("verify")["ok"] is True  # the views made anew are whole
 
 
 def _message_rows(home: Home) -> list[tuple[int, bytes]]:
