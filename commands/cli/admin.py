@@ -111,13 +111,15 @@ def verify(ctx: typer.Context) -> None:
         damaged = {name for name, view in application.views.items() if view.remade}
     ok = all(views.values())
     data = {"ok": ok, "events": events, "projections": views}
-    label = {True: "ok", False: "DIFFERS"}
     emit(
         s,
         data,
         lambda: console().print(
             f"{events:,} events decrypt; "
-            + ", ".join(f"{n}: {'DAMAGED' if n in damaged else label[v]}" for n, v in views.items())
+            + ", ".join(
+                f"{n}: {'DAMAGED' if n in damaged else 'ok' if v else 'DIFFERS'}"
+                for n, v in views.items()
+            )
         ),
     )
     if not ok:
