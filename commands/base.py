@@ -1,4 +1,4 @@
-"""Commands are pydantic models; handlers are registered for them.
+"""Commands are pydantic models, each run by its handler (see :func:`handles`).
 
 A command is validated when it is built, so bad input is refused before anything
 is written. Its fields are public or private like event fields
@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from domain.events import private_fields_of
+from eventpile.domain.events import private_fields_of
+from eventpile.projections.feed import DEFAULT_RENDERER, Renderer
 
 if TYPE_CHECKING:
-    from commands.context import Context
-    from commands.operations import RetryPolicy
+    from eventpile.commands.context import Context
+    from eventpile.commands.operations import RetryPolicy
 
 
 class Command(BaseModel):
@@ -28,6 +29,8 @@ class Command(BaseModel):
     undoable: ClassVar[bool] = True
     retry: ClassVar[RetryPolicy | None] = None
     """Back-off for :class:`Retryable` failures (None: the default policy)."""
+    renderer: ClassVar[Renderer] = DEFAULT_RENDERER
+    """How the feed shows this command's operations."""
 
     def describe(self) -> str:
         return type(self).__name__
@@ -60,43 +63,30 @@ class Outcome:
 
 
 C = TypeVar("C", bound=Command)
-Handler = Callable[[Any, "Context"], Outcome]
-
-_registry: dict[str, tuple[type[Command], Handler]] = {}
 
 
-def handles(command_class: type[C]) -> Callable[[Callable[[C, Context], Outcome]], Handler]:
-    """Register the decorated function as the handler of ``command_class``."""
+@dataclass(frozen=True)
+class Handler(Generic[C]):
+    """A command class and the function that runs its commands (made by :func:`handles`).
 
-    def register(handler: Callable[[C, Context], Outcome]) -> Handler:
-        name = command_class.__name__
-        if name in _registry and _registry[name][0] is not command_class:
-            raise TypeError(f"two command classes are named {name}")
-        _registry[name] = (command_class, handler)
-        return handler
+    An application lists its handlers in its ``handlers`` class attribute: that is
+    what it can run, and nothing else is.
+    """
 
-    return register
+    command: type[C]
+    run: Callable[[C, Context], Outcome]
 
-
-def handler_for(command: Command) -> Handler:
-    try:
-        return _registry[type(command).__name__][1]
-    except KeyError:
-        raise TypeError(f"no handler is registered for {type(command).__name__}") from None
+    def __call__(self, command: C, ctx: Context) -> Outcome:
+        return self.run(command, ctx)
 
 
-def registered(name: str) -> type[Command] | None:
-    """The command class of that type name, if a handler is registered for it here."""
-    entry = _registry.get(name)
-    return None if entry is None else entry[0]
+def handles(command_class: type[C]) -> Callable[[Callable[[C, Context], Outcome]], Handler[C]]:
+    """Make the decorated function the :class:`Handler` of ``command_class``."""
 
+    def wrap(run: Callable[[C, Context], Outcome]) -> Handler[C]:
+        return Handler(command_class, run)
 
-def command_from_record(name: str, args: dict[str, Any]) -> Command:
-    """Rebuild a command from an operation record (type name and arguments)."""
-    command_class = registered(name)
-    if command_class is None:
-        raise TypeError(f"unknown command type {name!r}")
-    return command_class.model_validate(args)
+    return wrap
 
 
 EXPLAIN_AT_MOST = 200

@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from commands.base import Command, handler_for
-from domain.aggregate import Aggregate, fold
-from domain.events import DomainEvent
-from domain.operation import FollowUp, Operation, Question, Status
+from eventpile.commands.base import Command
+from eventpile.domain.aggregate import Aggregate, DomainError, fold
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import FollowUp, Operation, Question, Status
 
 if TYPE_CHECKING:
-    from commands.app import Application
+    from eventpile.commands.dispatcher import Dispatcher
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -38,7 +38,7 @@ class Context:
 
     def __init__(
         self,
-        app: Application,
+        app: Dispatcher,
         operation: Operation,
         pending: list[DomainEvent],
         on_progress: ProgressCallback | None = None,
@@ -56,6 +56,13 @@ class Context:
     @property
     def operation_id(self) -> uuid.UUID:
         return self.operation.id
+
+    def require(self, cls: type[A], aggregate_id: uuid.UUID, what: str = "") -> A:
+        """The state of an aggregate that must exist (refused with "there is no …" if not)."""
+        state = self.load(cls, aggregate_id)
+        if state is None:
+            raise DomainError(f"there is no {what or cls.__name__.lower()} {aggregate_id}")
+        return state
 
     def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
         if aggregate_id not in self._states:
@@ -98,7 +105,7 @@ class Context:
         """
         if self.question is not None:
             raise RuntimeError("an operation asks at most one question")
-        follow_ups = {k: None if c is None else _follow_up(c) for k, c in choices.items()}
+        follow_ups = {k: None if c is None else self._follow_up(c) for k, c in choices.items()}
         self.question = Question(prompt=prompt, detail=detail, choices=follow_ups)
 
     def record_operation(self, event: DomainEvent) -> None:
@@ -121,8 +128,7 @@ class Context:
             if catch_up:
                 self.app.catch_up()
 
-
-def _follow_up(command: Command) -> FollowUp:
-    handler_for(command)  # a command nobody handles is refused now, not when answered
-    public, private = command.split_args()
-    return FollowUp(command=type(command).__name__, args=public, private_args=private)
+    def _follow_up(self, command: Command) -> FollowUp:
+        self.app.registry.handler(command)  # one nobody handles is refused now, not when answered
+        public, private = command.split_args()
+        return FollowUp(command=type(command).__name__, args=public, private_args=private)

@@ -4,29 +4,26 @@
 ``retry`` and ``answer`` are the user's actions on a recorded operation; each one
 decides against the operation's current state and writes nothing when refused.
 ``find_operation`` resolves the id (or a unique prefix of it) the user typed.
-A :class:`Renderer` shows feed entries as text, JSON or HTML; a command type can
-register its own with :func:`renders`.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from commands.base import Command, command_from_record
-from commands.context import ProgressCallback
-from domain.aggregate import DomainError
-from domain.events import DomainEvent, operation_scope
-from domain.operation import Operation, Status
-from projections.operations import find
+from eventpile.commands.base import Command
+from eventpile.commands.context import ProgressCallback
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, Status
+from eventpile.projections.operations import find
 
 if TYPE_CHECKING:
-    from commands.app import Application
+    from eventpile.commands.app import Application
 
 DECIDE_RETRIES = 5
 
@@ -119,7 +116,9 @@ def retry(
     """
     state = _load(app, operation_id)
     if state.status is Status.FAILED:
-        command = command_from_record(state.command, {**state.args, **state.private_args})
+        command = app.registry.command_from_record(
+            state.command, {**state.args, **state.private_args}
+        )
         again = app.submit(command, parent_id=state.id)
         return app.run(again.id, on_progress=on_progress)
     if state.status in (Status.PENDING, Status.SCHEDULED, Status.RETRYING) or (
@@ -148,7 +147,7 @@ def answer(
         spec = state.question.choices[choice]
         if spec is None or answered.follow_up_id is None:
             return [answered]
-        command = command_from_record(spec.command, {**spec.args, **spec.private_args})
+        command = app.registry.command_from_record(spec.command, {**spec.args, **spec.private_args})
         return [answered, app.request(command, answered.follow_up_id, parent_id=state.id)]
 
     answered = _decide(app, operation_id, decide)
@@ -170,11 +169,11 @@ def _decide(
     decide: Callable[[Operation], list[DomainEvent]],
 ) -> Operation:
     """Append what ``decide`` makes of the current state, deciding again on a conflict."""
-    from commands.app import Conflict
+    from eventpile.commands.eventlog import Conflict
 
     for attempt in range(DECIDE_RETRIES):
         state = _load(app, operation_id)
-        with operation_scope(operation_id, app.keyring.installation_id):
+        with app.scope(operation_id):
             events = decide(state)
         try:
             app.append(events)
@@ -188,73 +187,3 @@ def _decide(
                 state = state.apply(event)
         return state
     raise AssertionError("unreachable")
-
-
-# rendering the feed ---------------------------------------------------------
-
-
-class Renderer:
-    """How the feed shows the entries of one source (command type).
-
-    An entry is a dict from :mod:`projections.feed`; it holds ``private`` only
-    when private data was asked for.
-    """
-
-    def headline(self, entry: dict[str, Any]) -> str:
-        """One line: the message, the progress, the question and its choices."""
-        line = entry["message"]
-        progress = entry["progress"]
-        if progress is not None:
-            line += f" [{progress['done']:,}/{progress['total'] or '?'}]"
-        question = entry["question"]
-        if question is not None and entry["status"] == "waiting":
-            line += f" — {question['prompt']} ({' / '.join(question['choices'])})"
-        return line
-
-    def text(self, entry: dict[str, Any]) -> str:
-        when = datetime.fromtimestamp(entry["ts"]).strftime("%Y-%m-%d %H:%M:%S")
-        return f"{when}  {entry['id']}  {entry['flags']:<2}  {self.headline(entry)}"
-
-    def json(self, entry: dict[str, Any]) -> dict[str, Any]:
-        return {**entry, "text": self.headline(entry)}
-
-    def html(self, entry: dict[str, Any]) -> str:
-        status = html.escape(entry["status"])
-        parts = [
-            f'<li class="operation {status}" id="op-{entry["id"]}">',
-            f'<time datetime="{_iso(entry["ts"])}">{html.escape(entry["date"])}</time>',
-            f'<span class="message">{html.escape(self.headline(entry))}</span>',
-        ]
-        progress = entry["progress"]
-        if progress is not None and progress["total"]:
-            done, total = progress["done"], progress["total"]
-            parts.append(f'<progress value="{done}" max="{total}"></progress>')
-        question = entry["question"]
-        if question is not None and entry["status"] == "waiting":
-            for choice in map(html.escape, question["choices"]):
-                parts.append(f'<button name="answer" value="{choice}">{choice}</button>')
-        parts.append("</li>")
-        return "".join(parts)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
-DEFAULT_RENDERER = Renderer()
-_renderers: dict[str, Renderer] = {}
-R = TypeVar("R", bound=type[Renderer])
-
-
-def renders(command_class: type[Command]) -> Callable[[R], R]:
-    """Register the decorated :class:`Renderer` subclass for ``command_class``'s entries."""
-
-    def register(renderer: R) -> R:
-        _renderers[command_class.__name__] = renderer()
-        return renderer
-
-    return register
-
-
-def renderer_for(source: str) -> Renderer:
-    return _renderers.get(source, DEFAULT_RENDERER)

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from domain.events import DomainEvent
-from domain.operation import Operation, redact
-from projections.feed import states
-from store.errors import StoreError
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, redact
+from eventpile.projections.feed import states
+from eventpile.store.errors import StoreError
 
 if TYPE_CHECKING:
-    from commands.app import Application
+    from eventpile.commands.app import Application
 
 BUNDLE_FORMAT = 1
 

@@ -15,9 +15,9 @@ An event that is still the last of its stream needs no state: its ``inverse``
 reverts it. So a large undo reads the operation's events and writes their
 inverses, without loading an aggregate per event.
 
-Tag changes are also checked against the message index, which sees beyond one tag's
-stream: a tag does not get back a name another tag holds now, and undoing the
-creation of a tag removes it only when no message keeps it (:class:`_TagChecks`).
+What reverts an event may also depend on more than its own stream (a name another
+aggregate holds now, a reference to an aggregate that was removed): the event's
+aggregate checks it in ``still_possible``, with what :class:`_Undoing` lets it read.
 """
 
 from __future__ import annotations
@@ -25,24 +25,25 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
-from commands.base import Command, Outcome, handles, registered
-from commands.context import Context
-from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of
-from domain.events import DomainEvent
-from domain.message import MessageUntagged
-from domain.operation import Operation, Status
-from domain.tag import Tag, TagCreated, TagRemoved, TagRenamed
-from projections.base import gc_paused
-from projections.db import ViewDB
-from projections.messages_query import Query, matching_ids, tag_ids
-from projections.operations import redo_candidates, undo_candidates, written_by
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.commands.registry import Registry
+from eventpile.domain.aggregate import Aggregate, DomainError, Invertible
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, Status
+from eventpile.projections.base import gc_paused
+from eventpile.projections.db import ViewDB
+from eventpile.projections.operations import redo_candidates, undo_candidates, written_by
 
 READ_PAGE = 2000
 LOAD_PAGE = 2000
 """Aggregates whose states are loaded at once (their events decoded together)."""
 PROGRESS_EVERY = 1000
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 
 class Undo(Command):
@@ -103,7 +104,7 @@ def revert(ctx: Context, target: Operation, named: Operation) -> tuple[int, Coun
     (the undo marks an undo made on operations are not counted). A
     :class:`DomainError` (nothing written) if ``target`` cannot be undone.
     """
-    _check_undoable(target)
+    _check_undoable(ctx.app.registry, target)
     ctx.record(target.undo())
     written = written_by(ctx.app.current("operations"), target.id.hex)
     if not written:
@@ -111,34 +112,37 @@ def revert(ctx: Context, target: Operation, named: Operation) -> tuple[int, Coun
     with gc_paused():  # many acyclic events: the collector would scan them again and again
         events = _read(ctx, [position for position, _ in written])
         pairs = list(zip(events, (last for _, last in written), strict=True))
-        return _compensate(ctx, pairs, _TagChecks(ctx, named))
+        return _compensate(ctx, pairs, _Undoing(ctx, named))
 
 
 def _compensate(
-    ctx: Context, written: list[tuple[DomainEvent, int]], tags: _TagChecks
+    ctx: Context, written: list[tuple[DomainEvent, int]], undoing: _Undoing
 ) -> tuple[int, Counter[str]]:
     """Record what reverts each event (with its stream's last version), newest first.
 
     An event is reverted by its inverse while it is the last of its stream, this
     undo included; any other is decided on its aggregate's state. Those states are
-    loaded together first. ``tags`` may skip a tag change, with its reason.
+    loaded together first. The aggregate's ``still_possible`` then checks (and may
+    change, or refuse with its reason) the compensation against what lies beyond
+    the stream.
     """
-    _preload(ctx, written)
+    registry = ctx.app.registry
+    _preload(ctx, registry, written)
     touched: set[uuid.UUID] = set()
     reverted, reasons = 0, Counter[str]()
     for done, (event, last) in enumerate(reversed(written), 1):
         stream = event.originator_id
-        aggregate = aggregate_of(type(event))
+        aggregate = registry.aggregate_of(type(event))
         a_change = aggregate is not Operation  # not an undo mark
         compensation: list[DomainEvent] | str
-        if _by_inverse(event, last) and stream not in touched:
+        if _by_inverse(event, last, registry) and stream not in touched:
             compensation = [event.inverse(event.originator_version + 1)]
         else:
             state = ctx.load(aggregate, stream)
             assert state is not None, f"{event!r} is in the log, so its stream is not empty"
             compensation = state.compensate(event)
-        if aggregate is Tag and isinstance(compensation, list):
-            compensation = tags.check(compensation)
+        if isinstance(compensation, list) and compensation:
+            compensation = aggregate.still_possible(compensation, undoing)
         if isinstance(compensation, list) and compensation:
             ctx.record(*compensation)
             touched.add(stream)
@@ -150,78 +154,43 @@ def _compensate(
     return reverted, reasons
 
 
-class _TagChecks:
-    """What undo checks of tag changes in the message index, as this undo leaves it (the
-    view plus what it has recorded): a tag gets back a name only if no other tag holds it
-    now, and a tag that the undone or redone command created is removed only if no
-    message keeps it once this undo's own untaggings are counted (not so a tag that
-    command removed: redoing its removal removes it from its messages)."""
+class _Undoing:
+    """What an aggregate's ``still_possible`` reads while this undo is decided."""
 
     def __init__(self, ctx: Context, named: Operation) -> None:
         self._ctx, self._named = ctx, named
-        self._index = ctx.app.current("messages")
-        self._holders: dict[str, set[str]] = {}
-        """Tag name: the ids of the tags that hold it."""
+        self._memo: dict[object, Any] = {}
 
-    def check(self, events: list[DomainEvent]) -> list[DomainEvent] | str:
-        """``events``, what reverts a change of a tag, counted as recorded; or why they
-        must not be recorded."""
-        for event in events:
-            tag = event.originator_id
-            match event:
-                case TagCreated(name=name) | TagRenamed(new_name=name) if self._taken(name, tag):
-                    return "another tag has this name now"
-                case TagRemoved(name=name) if self._kept(tag, name):
-                    return "the tag is still on messages tagged since"
-        for event in events:
-            held = event.originator_id.hex
-            match event:
-                case TagCreated(name=name):
-                    self._held(name).add(held)
-                case TagRenamed(old_name=old, new_name=new):
-                    self._held(old).discard(held)
-                    self._held(new).add(held)
-                case TagRemoved(name=name):
-                    self._held(name).discard(held)
-        return events
+    @property
+    def pending(self) -> list[DomainEvent]:
+        return self._ctx.pending
 
-    def _taken(self, name: str, tag_id: uuid.UUID) -> bool:
-        """Does another tag than ``tag_id`` hold ``name``?"""
-        return bool(self._held(name) - {tag_id.hex})
+    def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
+        return self._ctx.load(cls, aggregate_id)
 
-    def _held(self, name: str) -> set[str]:
-        if name not in self._holders:
-            self._holders[name] = set(tag_ids(self._index, name))
-        return self._holders[name]
+    def view(self, name: str) -> ViewDB:
+        return self._ctx.app.current(name)
 
-    def _kept(self, tag_id: uuid.UUID, name: str) -> bool:
-        """Was the tag created by the command undone or redone, and do messages keep it
-        once this undo's untaggings are counted?"""
-        if not self._created_by_command(tag_id):
-            return False
-        untagged = {
-            e.originator_id.hex
-            for e in self._ctx.pending
-            if isinstance(e, MessageUntagged) and e.tag_id == tag_id
-        }
-        return bool(set(matching_ids(self._index, Query(tags=(name,)))) - untagged)
+    def started_by_command(self, stream: uuid.UUID) -> bool:
+        first = next(iter(self._ctx.app.stream(stream)), None)
+        return first is not None and first.operation_id == _root(self._ctx, self._named).id
 
-    def _created_by_command(self, tag_id: uuid.UUID) -> bool:
-        """Did the ordinary command whose changes are undone or redone create the tag?"""
-        created = next(iter(self._ctx.app.stream(tag_id)))
-        return created.operation_id == _root(self._ctx, self._named).id
+    def memo(self, key: object, make: Callable[[], T]) -> T:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
 
-def _by_inverse(event: DomainEvent, last: int) -> TypeGuard[Invertible]:
+def _by_inverse(event: DomainEvent, last: int, registry: Registry) -> TypeGuard[Invertible]:
     """Can ``event`` be reverted by its inverse, if nothing touched its stream since?"""
     return (
         isinstance(event, Invertible)
-        and aggregate_of(type(event)) is not Operation  # (its lifecycle is not in the log)
+        and registry.aggregate_of(type(event)) is not Operation  # (its lifecycle is not in the log)
         and last == event.originator_version
     )
 
 
-def _preload(ctx: Context, written: list[tuple[DomainEvent, int]]) -> None:
+def _preload(ctx: Context, registry: Registry, written: list[tuple[DomainEvent, int]]) -> None:
     """Load together the states :func:`_compensate` will ask for, one by one, as it goes:
     those of the events not reverted by their inverse, and those of the streams the
     operation wrote more than once (all but their newest event are decided on state)."""
@@ -229,8 +198,8 @@ def _preload(ctx: Context, written: list[tuple[DomainEvent, int]]) -> None:
     wanted: dict[type[Aggregate], set[uuid.UUID]] = {}
     for event, last in written:
         stream = event.originator_id
-        if stream in seen or not _by_inverse(event, last):
-            wanted.setdefault(aggregate_of(type(event)), set()).add(stream)
+        if stream in seen or not _by_inverse(event, last, registry):
+            wanted.setdefault(registry.aggregate_of(type(event)), set()).add(stream)
         seen.add(stream)
     for aggregate, streams in wanted.items():
         ids = list(streams)
@@ -239,10 +208,7 @@ def _preload(ctx: Context, written: list[tuple[DomainEvent, int]]) -> None:
 
 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
-    state = ctx.load(Operation, operation_id)
-    if state is None:
-        raise DomainError(f"there is no operation {operation_id}")
-    return state
+    return ctx.require(Operation, operation_id)
 
 
 def _root(ctx: Context, operation: Operation) -> Operation:
@@ -260,7 +226,7 @@ def _latest(
     """The first candidate operation that ran an ordinary undoable command; refused if it
     is not finished."""
     for operation_hex, command, status in candidates(ctx.app.current("operations")):
-        command_class = registered(command)
+        command_class = ctx.app.registry.command_class(command)
         if command in _UNDO_COMMANDS or command_class is None or not command_class.undoable:
             continue
         if not (state := Status(status)).finished:
@@ -274,8 +240,8 @@ def _latest(
     raise DomainError(f"there is nothing to {verb}")
 
 
-def _check_undoable(operation: Operation) -> None:
-    command_class = registered(operation.command)
+def _check_undoable(registry: Registry, operation: Operation) -> None:
+    command_class = registry.command_class(operation.command)
     if command_class is None:
         raise DomainError(
             f"operation {operation.id} ran {operation.command}, a command unknown here: "

@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-from commands.app import Application, Claim, CommandFailed, Conflict, NotClaimable
-from commands.base import registered
-from domain.aggregate import DomainError
-from domain.operation import Operation
-from projections.queue import due_operations, next_due
+from eventpile.commands.app import Application
+from eventpile.commands.claims import Claim, NotClaimable
+from eventpile.commands.dispatcher import CommandFailed
+from eventpile.commands.eventlog import Conflict
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.operation import Operation
+from eventpile.projections.queue import due_operations, next_due
 
 BATCH = 100
 CLAIM_AT_ONCE = 16
@@ -65,7 +67,9 @@ class Worker:
             # an operation tried already may still be due (its retry, say)
             found = due_operations(queue.db, self.app.clock(), BATCH + len(tried))
             # one whose command is not registered here is another application's: left pending
-            tried.update(op.id for op in found if registered(op.command) is None)
+            tried.update(
+                op.id for op in found if self.app.registry.command_class(op.command) is None
+            )
             todo = deque(op for op in found if op.id not in tried)
             if not todo:
                 return ran

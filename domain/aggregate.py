@@ -8,7 +8,10 @@ Undo appends, never deletes. An :class:`Invertible` event knows the event that
 reverts it right after it happened (its ``inverse``, from the delta it recorded);
 an aggregate's ``compensate`` says what reverts one of its past events now, given
 its current state: only what is still in effect (``not_in_effect`` says why not).
-``event_types`` tells undo which aggregate an event belongs to.
+What the compensation refers to beyond its own stream (another aggregate, a name
+held in a view) is checked by the aggregate's ``still_possible``, which undo calls
+with what it can read. ``event_types`` tells an application which aggregate an
+event belongs to.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterable
-from functools import cache
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.events import DomainEvent
+from eventpile.domain.events import DomainEvent
+
+if TYPE_CHECKING:
+    from eventpile.domain.undoing import Undoing
 
 
 class DomainError(ValueError):
@@ -43,9 +48,6 @@ class Invertible(DomainEvent):
         return event_class(originator_id=self.originator_id, originator_version=version, **fields)
 
 
-_AGGREGATES: dict[type[DomainEvent], type[Aggregate]] = {}
-
-
 class Aggregate(BaseModel):
     """Base class of aggregate states."""
 
@@ -59,10 +61,9 @@ class Aggregate(BaseModel):
     version: int = 0
 
     @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        for event_type in cls.__dict__.get("event_types", ()):
-            _AGGREGATES[event_type] = cls
+    def declares(cls, event_type: type[DomainEvent]) -> bool:
+        """Is ``event_type`` (or one of its bases) among this aggregate's ``event_types``?"""
+        return any(issubclass(event_type, declared) for declared in cls.event_types)
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
@@ -108,17 +109,20 @@ class Aggregate(BaseModel):
         reason = self.not_in_effect(event)
         return reason if reason is not None else [event.inverse(self.version + 1)]
 
+    @classmethod
+    def still_possible(
+        cls, compensation: list[DomainEvent], undoing: Undoing
+    ) -> list[DomainEvent] | str:
+        """What of ``compensation`` (events that revert a change of one of this aggregate's
+        streams) may be recorded now, given what lies beyond the stream: other aggregates
+        it refers to, names held in a view, as ``undoing`` shows them with what this undo
+        has recorded so far. The events to record (the same, or changed), or why none may
+        be (public words, as for ``not_in_effect``). The default: all of them.
+        """
+        return compensation
+
 
 A = TypeVar("A", bound=Aggregate)
-
-
-@cache
-def aggregate_of(event_type: type[DomainEvent]) -> type[Aggregate]:
-    """The aggregate whose ``event_types`` hold ``event_type`` or one of its bases."""
-    for base in event_type.__mro__:
-        if base in _AGGREGATES:
-            return _AGGREGATES[base]
-    raise DomainError(f"no aggregate declares {event_type.__name__} among its event_types")
 
 
 def fold(cls: type[A], events: Iterable[DomainEvent], state: A | None = None) -> A | None:

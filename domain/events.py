@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -57,23 +57,34 @@ def uuid7() -> uuid.UUID:
 
 
 def utcnow() -> datetime:
+    """Now, in UTC: the default clock of applications and event timestamps."""
     return datetime.now(UTC)
 
 
+Clock = Callable[[], datetime]
+
 _operation: ContextVar[uuid.UUID | None] = ContextVar("operation", default=None)
 _origin: ContextVar[uuid.UUID | None] = ContextVar("origin", default=None)
+_clock: ContextVar[Clock] = ContextVar("clock", default=utcnow)
 
 
 @contextmanager
-def operation_scope(operation_id: uuid.UUID, origin: uuid.UUID | None) -> Iterator[None]:
-    """Stamp every event created inside with this operation id and origin."""
-    op_token = _operation.set(operation_id)
-    origin_token = _origin.set(origin)
+def operation_scope(
+    operation_id: uuid.UUID, origin: uuid.UUID | None, clock: Clock = utcnow
+) -> Iterator[None]:
+    """Stamp every event created inside with this operation id and origin, and the time
+    of ``clock`` (the application's, which also times leases and retries)."""
+    tokens = (_operation.set(operation_id), _origin.set(origin), _clock.set(clock))
     try:
         yield
     finally:
-        _operation.reset(op_token)
-        _origin.reset(origin_token)
+        _operation.reset(tokens[0])
+        _origin.reset(tokens[1])
+        _clock.reset(tokens[2])
+
+
+def _now() -> datetime:
+    return _clock.get()()
 
 
 def current_operation_id() -> uuid.UUID | None:
@@ -99,7 +110,7 @@ class DomainEvent(BaseModel):
     originator_id: uuid.UUID
     originator_version: int = Field(ge=1)
     event_id: uuid.UUID = Field(default_factory=uuid7)
-    timestamp: AwareDatetime = Field(default_factory=utcnow)
+    timestamp: AwareDatetime = Field(default_factory=_now)
     origin: uuid.UUID | None = Field(default_factory=_current_origin)
     operation_id: uuid.UUID | None = Field(default_factory=current_operation_id)
 

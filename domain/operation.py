@@ -29,8 +29,8 @@ from typing import Annotated, Any, ClassVar, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
 
-from domain.aggregate import Aggregate, DomainError, Invertible, first_event
-from domain.events import DomainEvent, Private, private_fields_of, uuid7
+from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event
+from eventpile.domain.events import DomainEvent, Private, private_fields_of, uuid7
 
 JSONDict = dict[str, Any]
 

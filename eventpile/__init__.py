@@ -5,11 +5,13 @@ An application defines its own events (:class:`DomainEvent`, with fields marked
 (:class:`Aggregate`: state folded from events, decisions that return new events
 or raise :class:`DomainError`, and what of a past event is still in effect),
 commands (:class:`Command` models with a handler registered by :func:`handles`)
-and projections (:class:`Projection` over a :class:`ViewDB`), and runs them in an
-:class:`Application` configured with its projections. It gets the encrypted
-store, operation records, :class:`Undo` and :class:`Redo`, rebuild and the
-testing kit (:mod:`eventpile.testing`) from the framework. Everything outside
-this module and :mod:`eventpile.testing` is internal.
+and projections (:class:`Projection` over a :class:`ViewDB`), and lists them in
+an :class:`Application` subclass. It gets the encrypted store, operation records,
+:class:`Undo` and :class:`Redo`, rebuild, a command line
+(:mod:`eventpile.cli`) and the testing kit (:mod:`eventpile.testing`) from the
+framework. Everything outside this module, :mod:`eventpile.cli` and
+:mod:`eventpile.testing` is internal; the mail application (:mod:`eventpile.mail`)
+is built on them alone.
 
 Importing this module is cheap: each name is loaded when first used.
 """
@@ -20,56 +22,60 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from commands.app import Application, CommandFailed, Conflict
-    from commands.app import Eventpile as MailApplication
-    from commands.base import Command, Outcome, explain, handles
-    from commands.context import Context
-    from commands.mail import message_senders
-    from commands.undo import Redo, Undo
-    from domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
-    from domain.events import DomainEvent, Private, uuid7
-    from eventpile import testing
-    from projections.base import Projection
-    from projections.db import ViewDB
-    from store.errors import StoreError
-    from store.home import Home, default_home
-    from store.keys import Keyring
+    from eventpile import cli, testing
+    from eventpile.commands.app import Application
+    from eventpile.commands.base import Command, Handler, Outcome, Retryable, explain, handles
+    from eventpile.commands.context import Context
+    from eventpile.commands.dispatcher import CommandFailed
+    from eventpile.commands.eventlog import Conflict
+    from eventpile.commands.operations import RetryPolicy
+    from eventpile.commands.undo import Redo, Undo
+    from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
+    from eventpile.domain.events import DomainEvent, Private, utcnow, uuid7
+    from eventpile.domain.undoing import Undoing
+    from eventpile.projections.base import Projection
+    from eventpile.projections.db import ViewDB, read_position
+    from eventpile.projections.feed import Renderer
+    from eventpile.store.errors import DamagedView, StoreError
+    from eventpile.store.home import Home, default_home
+    from eventpile.store.keys import Keyring
 
 _WHERE = {
-    # events
-    "DomainEvent": ("domain.events", "DomainEvent"),
-    "Private": ("domain.events", "Private"),
-    "uuid7": ("domain.events", "uuid7"),
-    # aggregates
-    "Aggregate": ("domain.aggregate", "Aggregate"),
-    "DomainError": ("domain.aggregate", "DomainError"),
-    "Invertible": ("domain.aggregate", "Invertible"),
-    "first_event": ("domain.aggregate", "first_event"),
-    "fold": ("domain.aggregate", "fold"),
-    # commands
-    "Command": ("commands.base", "Command"),
-    "Outcome": ("commands.base", "Outcome"),
-    "handles": ("commands.base", "handles"),
-    "explain": ("commands.base", "explain"),
-    "Context": ("commands.context", "Context"),
-    "Undo": ("commands.undo", "Undo"),
-    "Redo": ("commands.undo", "Redo"),
-    # projections
-    "Projection": ("projections.base", "Projection"),
-    "ViewDB": ("projections.db", "ViewDB"),
-    # the application
-    "Application": ("commands.app", "Application"),
-    "MailApplication": ("commands.app", "Eventpile"),
-    "CommandFailed": ("commands.app", "CommandFailed"),
-    "Conflict": ("commands.app", "Conflict"),
-    "Home": ("store.home", "Home"),
-    "default_home": ("store.home", "default_home"),
-    "Keyring": ("store.keys", "Keyring"),
-    "StoreError": ("store.errors", "StoreError"),
-    # reading the mail domain
-    "message_senders": ("commands.mail", "message_senders"),
-    # the testing kit (a module)
+    "DomainEvent": ("eventpile.domain.events", "DomainEvent"),
+    "Private": ("eventpile.domain.events", "Private"),
+    "uuid7": ("eventpile.domain.events", "uuid7"),
+    "utcnow": ("eventpile.domain.events", "utcnow"),
+    "Aggregate": ("eventpile.domain.aggregate", "Aggregate"),
+    "DomainError": ("eventpile.domain.aggregate", "DomainError"),
+    "Invertible": ("eventpile.domain.aggregate", "Invertible"),
+    "first_event": ("eventpile.domain.aggregate", "first_event"),
+    "fold": ("eventpile.domain.aggregate", "fold"),
+    "Undoing": ("eventpile.domain.undoing", "Undoing"),
+    "Command": ("eventpile.commands.base", "Command"),
+    "Outcome": ("eventpile.commands.base", "Outcome"),
+    "Handler": ("eventpile.commands.base", "Handler"),
+    "handles": ("eventpile.commands.base", "handles"),
+    "explain": ("eventpile.commands.base", "explain"),
+    "Retryable": ("eventpile.commands.base", "Retryable"),
+    "RetryPolicy": ("eventpile.commands.operations", "RetryPolicy"),
+    "Context": ("eventpile.commands.context", "Context"),
+    "Undo": ("eventpile.commands.undo", "Undo"),
+    "Redo": ("eventpile.commands.undo", "Redo"),
+    "Projection": ("eventpile.projections.base", "Projection"),
+    "ViewDB": ("eventpile.projections.db", "ViewDB"),
+    "read_position": ("eventpile.projections.db", "read_position"),
+    "Renderer": ("eventpile.projections.feed", "Renderer"),
+    "Application": ("eventpile.commands.app", "Application"),
+    "CommandFailed": ("eventpile.commands.dispatcher", "CommandFailed"),
+    "Conflict": ("eventpile.commands.eventlog", "Conflict"),
+    "Home": ("eventpile.store.home", "Home"),
+    "default_home": ("eventpile.store.home", "default_home"),
+    "Keyring": ("eventpile.store.keys", "Keyring"),
+    "StoreError": ("eventpile.store.errors", "StoreError"),
+    "DamagedView": ("eventpile.store.errors", "DamagedView"),
+    # the testing kit and the command-line kit (modules)
     "testing": ("eventpile.testing", ""),
+    "cli": ("eventpile.cli", ""),
 }
 
 __all__ = [
@@ -79,26 +85,33 @@ __all__ = [
     "CommandFailed",
     "Conflict",
     "Context",
+    "DamagedView",
     "DomainError",
     "DomainEvent",
+    "Handler",
     "Home",
     "Invertible",
     "Keyring",
-    "MailApplication",
     "Outcome",
     "Private",
     "Projection",
     "Redo",
+    "Renderer",
+    "RetryPolicy",
+    "Retryable",
     "StoreError",
     "Undo",
+    "Undoing",
     "ViewDB",
+    "cli",
     "default_home",
     "explain",
     "first_event",
     "fold",
     "handles",
-    "message_senders",
+    "read_position",
     "testing",
+    "utcnow",
     "uuid7",
 ]
 

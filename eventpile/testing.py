@@ -41,16 +41,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pydantic import ValidationError
 
-import commands.undo  # noqa: F401  (registers Undo and Redo)
-from commands.app import Application
-from commands.base import Command
-from commands.undo import Redo, Undo
-from domain.aggregate import Aggregate, DomainError, Invertible, aggregate_of, fold
-from domain.events import ENVELOPE, DomainEvent
-from projections.operations import events_of
-from store.home import Home
-from store.keys import Keyring
-from store.postgres import connect
+from eventpile.commands.app import Application
+from eventpile.commands.base import Command
+from eventpile.commands.undo import Redo, Undo
+from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, fold
+from eventpile.domain.events import ENVELOPE, DomainEvent
+from eventpile.projections.operations import events_of
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
+from eventpile.store.postgres import connect
 
 __all__ = [
     "ApplicationLaws",
@@ -200,8 +199,24 @@ def given(*history: DomainEvent, aggregate: type[A] | None = None) -> Given[Any]
     if aggregate is None:
         if not history:
             raise TypeError("given() without events needs aggregate=")
-        aggregate = cast(type[A], aggregate_of(type(history[0])))
+        aggregate = cast(type[A], _declaring(type(history[0])))
     return Given(aggregate, list(history))
+
+
+def _declaring(event_type: type[DomainEvent]) -> type[Aggregate]:
+    """The one aggregate class (of those defined) that declares ``event_type``."""
+    found: list[type[Aggregate]] = []
+    todo = list(Aggregate.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.declares(event_type):
+            found.append(cls)
+    if len(found) != 1:
+        raise TypeError(
+            f"{len(found)} aggregate classes declare {event_type.__name__}: name it with aggregate="
+        )
+    return found[0]
 
 
 def all_aggregates(app: Application, aggregate: type[A]) -> dict[uuid.UUID, A]:
@@ -209,7 +224,7 @@ def all_aggregates(app: Application, aggregate: type[A]) -> dict[uuid.UUID, A]:
     streams: dict[uuid.UUID, list[DomainEvent]] = {}
     for _position, event in app.all_events():
         try:
-            if aggregate_of(type(event)) is aggregate:
+            if app.registry.aggregate_of(type(event)) is aggregate:
                 streams.setdefault(event.originator_id, []).append(event)
         except DomainError:  # an event no aggregate declares
             continue

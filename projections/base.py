@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from domain.events import DomainEvent
-from projections.db import ViewDB, ViewStore, read_position, write_position
-from store.errors import StoreError, WrongPassphrase
+from eventpile.domain.events import DomainEvent
+from eventpile.projections.db import ViewDB, ViewStore, read_position, write_position
+from eventpile.store.errors import DamagedView, StoreError
 
 PAGE = 2000
 Page = list[tuple[int, DomainEvent]]
@@ -92,7 +92,7 @@ class View:
         if self._db is None:
             try:
                 db = self._open(self.store.open(self.name))
-            except WrongPassphrase as damaged:  # the key opened the log: the view is
+            except DamagedView as damaged:  # the key opened the log: the view is
                 self.remade = str(damaged)  # damaged, and made anew from the log
                 self.store.drop(self.name)
                 db = self._open(self.store.open(self.name))

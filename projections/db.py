@@ -16,13 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from store.errors import WrongPassphrase
-
-if TYPE_CHECKING:
-    from store.home import Home
-    from store.keys import Keyring
+from eventpile.store.errors import DamagedView
 
 TRACKING = (
     "CREATE TABLE IF NOT EXISTS tracking ("
@@ -76,6 +72,10 @@ class ViewStore(ABC):
     def drop(self, name: str) -> None:
         """Delete the live database (its schema changed; it is rebuilt from the log)."""
 
+    def exists(self, name: str) -> bool:
+        """Is there a live database of view ``name`` (opening it would not make one)?"""
+        return True
+
 
 def read_position(db: ViewDB, name: str) -> tuple[int, int] | None:
     """``(position, schema)`` of projection ``name``, or None if it never ran."""
@@ -107,7 +107,7 @@ class SQLCipherDB(ViewDB):
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlcipher3.DatabaseError:
             db.close()
-            raise WrongPassphrase(
+            raise DamagedView(
                 f"{path} cannot be opened with this key (damaged or foreign)"
             ) from None
         if bulk:
@@ -152,6 +152,9 @@ class SQLCipherViewStore(ViewStore):
     def path(self, name: str, purpose: str = "") -> Path:
         return self.directory / (f"{name}.db.{purpose}" if purpose else f"{name}.db")
 
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
     def open(self, name: str) -> SQLCipherDB:
         self.directory.mkdir(mode=0o700, exist_ok=True)
         return SQLCipherDB(self.path(name), self._key)
@@ -169,7 +172,7 @@ class SQLCipherViewStore(ViewStore):
         assert isinstance(fresh, SQLCipherDB)
         try:
             live = self.open(name)
-        except WrongPassphrase:  # damaged, so nobody reads it: the fresh file takes its place
+        except DamagedView:  # damaged, so nobody reads it: the fresh file takes its place
             fresh.close()
             _remove(self.path(name))
             os.replace(self.path(name, purpose), self.path(name))
@@ -187,15 +190,6 @@ class SQLCipherViewStore(ViewStore):
     def drop(self, name: str) -> None:
         """Empty the live database, in place (see :meth:`swap`)."""
         self.swap(self.open_fresh(name, "drop"), name, "drop")
-
-
-def view_store(home: Home, keyring: Keyring) -> ViewStore:
-    """Where a home's views live: its PostgreSQL database if it has one, else SQLCipher files."""
-    if home.database:
-        from projections.postgres import PostgresViewStore
-
-        return PostgresViewStore(home.database)
-    return SQLCipherViewStore(home.views, keyring.purpose_key("views"))
 
 
 def _remove(path: Path) -> None:

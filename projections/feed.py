@@ -7,23 +7,28 @@ data; its private data is kept apart and shown only when asked for. The feed
 serves the recent entries plus every incomplete one from two index-backed
 queries, without touching the log.
 
+A :class:`Renderer` shows entries as text, JSON or HTML; a command class names
+its own in its ``renderer`` attribute.
+
 Flags: ``c`` finished or ``i`` incomplete, then ``s`` scheduled, ``r`` running,
 ``q`` waiting for an answer, ``e`` an error (retrying, or failed), ``x`` cancelled.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, ClassVar
 
 from pydantic_core import to_jsonable_python
 
-from domain.events import DomainEvent, private_fields_of
-from domain.operation import Operation, Status, redact
-from projections.db import ViewDB
-from projections.queue import OperationRows
+from eventpile.domain.events import DomainEvent, private_fields_of
+from eventpile.domain.operation import Operation, Status, redact
+from eventpile.projections.db import ViewDB
+from eventpile.projections.queue import OperationRows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feed (
@@ -173,3 +178,57 @@ def states(db: ViewDB) -> Iterator[Operation]:
     """The state of every operation, oldest first."""
     for (state,) in db.execute("SELECT state FROM feed ORDER BY position"):
         yield Operation.model_validate_json(state)
+
+
+# rendering ------------------------------------------------------------------
+
+
+class Renderer:
+    """How the feed shows the entries of one source (command type).
+
+    An entry is a dict from :mod:`projections.feed`; it holds ``private`` only
+    when private data was asked for.
+    """
+
+    def headline(self, entry: dict[str, Any]) -> str:
+        """One line: the message, the progress, the question and its choices."""
+        line = entry["message"]
+        progress = entry["progress"]
+        if progress is not None:
+            line += f" [{progress['done']:,}/{progress['total'] or '?'}]"
+        question = entry["question"]
+        if question is not None and entry["status"] == "waiting":
+            line += f" — {question['prompt']} ({' / '.join(question['choices'])})"
+        return line
+
+    def text(self, entry: dict[str, Any]) -> str:
+        when = datetime.fromtimestamp(entry["ts"]).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{when}  {entry['id']}  {entry['flags']:<2}  {self.headline(entry)}"
+
+    def json(self, entry: dict[str, Any]) -> dict[str, Any]:
+        return {**entry, "text": self.headline(entry)}
+
+    def html(self, entry: dict[str, Any]) -> str:
+        status = html.escape(entry["status"])
+        parts = [
+            f'<li class="operation {status}" id="op-{entry["id"]}">',
+            f'<time datetime="{_iso(entry["ts"])}">{html.escape(entry["date"])}</time>',
+            f'<span class="message">{html.escape(self.headline(entry))}</span>',
+        ]
+        progress = entry["progress"]
+        if progress is not None and progress["total"]:
+            done, total = progress["done"], progress["total"]
+            parts.append(f'<progress value="{done}" max="{total}"></progress>')
+        question = entry["question"]
+        if question is not None and entry["status"] == "waiting":
+            for choice in map(html.escape, question["choices"]):
+                parts.append(f'<button name="answer" value="{choice}">{choice}</button>')
+        parts.append("</li>")
+        return "".join(parts)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+DEFAULT_RENDERER = Renderer()

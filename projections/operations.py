@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from domain.events import DomainEvent
-from domain.operation import Operation, OperationEvent
-from projections.db import ViewDB
-from projections.queue import OperationRows
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, OperationEvent
+from eventpile.projections.db import ViewDB
+from eventpile.projections.queue import OperationRows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (

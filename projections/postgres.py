@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from psycopg.pq import TransactionStatus
 
-from projections.db import TRACKING, ViewDB, ViewStore
-from store.postgres import LOCK_KEY, connect
+from eventpile.projections.db import TRACKING, ViewDB, ViewStore
+from eventpile.store.postgres import LOCK_KEY, connect
 
 
 @lru_cache(maxsize=512)

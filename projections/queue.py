@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import ClassVar
 
-from domain.aggregate import fold
-from domain.events import DomainEvent
-from domain.operation import Operation, OperationEvent, OperationRequested
-from projections.base import Projection
-from projections.db import ViewDB
+from eventpile.domain.aggregate import fold
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, OperationEvent, OperationRequested
+from eventpile.projections.base import Projection
+from eventpile.projections.db import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (

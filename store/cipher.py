@@ -16,8 +16,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from store.errors import TamperedData
-from store.keys import Keyring
+from eventpile.store.errors import TamperedData
+from eventpile.store.keys import Keyring
 
 HEADER: Final = struct.Struct(">BBHI")
 ENVELOPE_FORMAT: Final = 1

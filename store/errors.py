@@ -19,3 +19,7 @@ class NotInitialised(StoreError):
 
 class UnknownEvent(StoreError):
     """An authentic stored event whose class this program does not have."""
+
+
+class DamagedView(StoreError):
+    """A view's file does not open with the key that opened the log: it is made anew."""

@@ -15,9 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from store.errors import NotInitialised, StoreError
-from store.keys import Keyring, create_key_file, open_key_file
+from eventpile.store.errors import NotInitialised, StoreError
+from eventpile.store.keys import Keyring, create_key_file, open_key_file
+
+if TYPE_CHECKING:
+    from eventpile.store.backend import Backend
 
 
 def default_home() -> Path:
@@ -64,6 +68,14 @@ class Home:
         except FileNotFoundError:
             return None
 
+    def backend(self) -> Backend:
+        """Where this home's events and views are: its database if it names one, else
+        SQLite files in the home (the only place that asks which)."""
+        from eventpile.store.backend import PostgresBackend, SQLiteBackend
+
+        url = self.database
+        return SQLiteBackend(self) if url is None else PostgresBackend(self, url)
+
     def exists(self) -> bool:
         return self.key_file.exists()
 
@@ -73,55 +85,14 @@ class Home:
             raise StoreError(f"{self.path} is already an eventpile home")
         if not passphrase:
             raise StoreError("the passphrase must not be empty")
-        if self.events_db.exists() or (self.views.is_dir() and any(self.views.iterdir())):
-            raise StoreError(
-                f"{self.path} holds an event log or views but no keys.json: restore its "
-                "keys.json (a new key could not read what is there)"
-            )
-        if self.database_url:
-            from store.postgres import log_end
-
-            if log_end(self.database_url):  # also checks that the URL is usable
-                raise StoreError(
-                    "that database already holds an event log: to share it, copy keys.json "
-                    "and database.url from a home that uses it (its keys read its events)"
-                )
+        backend = self.backend()
+        backend.check_new()
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.views.mkdir(exist_ok=True, mode=0o700)
-        if self.database_url:
-            fd = os.open(self.database_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(self.database_url + "\n")
+        backend.created()
         return create_key_file(self.key_file, passphrase)
 
     def unlock(self, passphrase: str) -> Keyring:
         if not self.path.is_dir():
             raise NotInitialised(f"no eventpile home at {self.path}: run `eventpile init`")
         return open_key_file(self.key_file, passphrase)
-
-    def check_log(self) -> None:
-        """Refuse a home whose event log file is gone while views of it remain (opening
-        the store would make a new, empty log beside them)."""
-        if self.database is None and not self.events_db.exists() and any(self.views.glob("*.db")):
-            raise StoreError(
-                f"{self.events_db} is missing but the views hold what it had: restore it; to "
-                "start again with an empty log, delete the views directory"
-            )
-
-    def log_end(self) -> int:
-        """The last notification id in the event log (0 if empty), read cheaply."""
-        import sqlite3
-
-        if self.database:
-            from store.postgres import log_end
-
-            return log_end(self.database)
-        if not self.events_db.exists():
-            return 0
-        db = sqlite3.connect(f"file:{self.events_db}?mode=ro", uri=True)
-        try:
-            return int(db.execute("SELECT max(rowid) FROM stored_events").fetchone()[0] or 0)
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            db.close()

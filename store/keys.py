@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from store.errors import NotInitialised, StoreError, WrongPassphrase
+from eventpile.store.errors import NotInitialised, StoreError, WrongPassphrase
 
 KEY_FILE_FORMAT = 1
 SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import cache
 from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
-from eventsourcing.utils import TopicError, get_topic, resolve_topic
+from eventsourcing.utils import get_topic
 from pydantic_core import from_json
 
-from domain.events import DomainEvent
-from store.cipher import COMPRESSED, EventCipher
-from store.errors import TamperedData, UnknownEvent
+from eventpile.domain.events import DomainEvent
+from eventpile.store.cipher import COMPRESSED, EventCipher
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
 # message here and saves ~45%: more than the whole budget of an append (33 µs) or a
@@ -35,7 +34,10 @@ Row = tuple[int, str, int, str, bytes]
 
 
 class RowReader(Protocol):
-    """Our recorders: notifications as :data:`Row` tuples, no object per row."""
+    """Our recorders: notifications as :data:`Row` tuples, no object per row, and the
+    events of many streams in one query."""
+
+    def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]: ...
 
     def select_rows(
         self, after: int, upto: int, topics: Sequence[str], limit: int
@@ -57,25 +59,16 @@ def topic_of(cls: type[DomainEvent]) -> str:
     return get_topic(cls)
 
 
-@cache
-def event_class(topic: str) -> type[DomainEvent]:
-    """The event class of a stored topic (resolving it imports its module: call this
-    only for a topic the cipher has authenticated, never on a row's word alone)."""
-    try:
-        cls = resolve_topic(topic)
-    except TopicError:
-        raise UnknownEvent(
-            f"stored events of type {topic!r} are unknown here (written by another "
-            "application or a newer version)"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, DomainEvent)):
-        raise TamperedData(f"stored topic {topic!r} is not a domain event class")
-    return cls
+EventClasses = Callable[[str], type[DomainEvent]]
+"""The event class of a stored topic (an application's registry; raises :class:`UnknownEvent`)."""
 
 
 class PydanticMapper(Mapper[uuid.UUID]):
-    def __init__(self, cipher: EventCipher | None = None):
+    """Stored events of the classes ``event_class`` knows (a topic never imports a module)."""
+
+    def __init__(self, event_class: EventClasses, cipher: EventCipher | None = None):
         super().__init__(transcoder=_Unused())
+        self.event_class = event_class
         self.event_cipher = cipher
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
@@ -117,7 +110,8 @@ class PydanticMapper(Mapper[uuid.UUID]):
     ) -> DomainEvent:
         """The event of a stored row (its id a UUID or its text: pydantic converts it).
 
-        The row is authenticated before its topic is resolved to a class."""
+        The row is authenticated before its topic is resolved to a class, and the
+        topic names one of the classes this mapper knows or the event is refused."""
         flags, class_version = 0, 1
         if self.event_cipher is not None:
             flags, class_version, state = self.event_cipher.open(
@@ -125,7 +119,7 @@ class PydanticMapper(Mapper[uuid.UUID]):
             )
         elif state[:1] == b"\xff":
             flags, class_version, state = state[1], int.from_bytes(state[2:4], "big"), state[4:]
-        cls = event_class(topic)
+        cls = self.event_class(topic)
         if flags & COMPRESSED:
             state = zlib.decompress(state)
         data: dict[str, Any] = from_json(state)

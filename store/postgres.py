@@ -15,7 +15,7 @@ from __future__ import annotations
 import getpass
 from typing import Any, Final
 
-from store.errors import StoreError
+from eventpile.store.errors import StoreError
 
 SCHEMES: Final = ("postgresql://", "postgres://")
 EVENTS_TABLE: Final = "eventpile_events"
@@ -67,7 +67,7 @@ def settings(url: str) -> dict[str, str]:
     params.setdefault("password", "")  # libpq then reads ~/.pgpass
     params.setdefault("connect_timeout", "5")  # also how long to wait for a pooled connection
     return {
-        "PERSISTENCE_MODULE": "store.postgres_factory:Factory",
+        "PERSISTENCE_MODULE": "eventpile.store.postgres_factory:Factory",
         # one thread uses the store: no pool of five connections opened at start
         "POSTGRES_POOL_SIZE": "1",
         "POSTGRES_MAX_OVERFLOW": "4",

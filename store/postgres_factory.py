@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
@@ -14,9 +15,9 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
-from store.errors import StoreError
-from store.mapper import Row
-from store.postgres import LOCK_KEY
+from eventpile.store.errors import StoreError
+from eventpile.store.mapper import Row
+from eventpile.store.postgres import LOCK_KEY
 
 
 class Recorder(PostgresApplicationRecorder):
@@ -55,6 +56,16 @@ class Recorder(PostgresApplicationRecorder):
 
     def _fetch_ids_after_insert_events(self, curs: Any, *args: Any, **kwargs: Any) -> list[int]:
         return [row[0] for row in curs.fetchall()]
+
+    def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
+        """As :meth:`eventpile.store.sqlite.Recorder.select_streams`, in one query."""
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, (list(originator_ids),))
+            return [StoredEvent(*row) for row in curs.fetchall()]
 
     def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
         """As :meth:`store.sqlite.Recorder.select_rows`: tuples, the ids as text."""

@@ -19,7 +19,7 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from store.mapper import Row
+from eventpile.store.mapper import Row
 
 STREAMS_PER_QUERY = 500
 

@@ -36,16 +36,16 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from commands.app import Eventpile
-from commands.mail import ImportMailbox, TagMessages
-from commands.mailparse import ParsedMail, read_mailbox
-from commands.synthetic import write_mbox
-from domain.events import DomainEvent, operation_scope, uuid7
-from domain.message import Message, MessageContent, MessageTagged
-from projections.base import PAGE, gc_paused, rebuild_together
-from projections.messages_query import matching_ids, parse_query, search
-from store.home import Home
-from store.keys import Keyring
+from eventpile.domain.events import DomainEvent, operation_scope, uuid7
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.mailparse import ParsedMail, read_mailbox
+from eventpile.mail.message import Message, MessageContent, MessageTagged
+from eventpile.mail.query import matching_ids, parse_query, search
+from eventpile.mail.synthetic import write_mbox
+from eventpile.projections.base import PAGE, gc_paused, rebuild_together
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "linux-mips-2000.mbox.gz"
 PASSPHRASE = "bench"
@@ -147,8 +147,8 @@ def fresh_home(copy_of: Path | None = None) -> Iterator[tuple[Home, Keyring]]:
 
 
 @contextmanager
-def opened(home: Home, keyring: Keyring) -> Iterator[Eventpile]:
-    app = Eventpile(home, keyring)
+def opened(home: Home, keyring: Keyring) -> Iterator[MailApplication]:
+    app = MailApplication(home, keyring)
     try:
         yield app
     finally:
@@ -305,7 +305,7 @@ def bench_append(runs: int, big: BigHome, count: int = 20_000, batch: int = 500)
         rate(f"append: {label}", count, seconds, 30_000 if kind == "mixed" else None)
 
 
-def _append(app: Eventpile, events: list[DomainEvent], batch: int) -> None:
+def _append(app: MailApplication, events: list[DomainEvent], batch: int) -> None:
     for start in range(0, len(events), batch):
         app.append(events[start : start + batch])
 
@@ -332,7 +332,7 @@ def bench_rebuild(runs: int, big: BigHome) -> None:
     rate(f"read + decrypt + validate {log:,} events, no view", log, decoding, 90_000)
 
 
-def _decode_all(app: Eventpile, upto: int) -> None:
+def _decode_all(app: MailApplication, upto: int) -> None:
     position = 0
     with gc_paused():
         while position < upto:
@@ -397,7 +397,7 @@ def bench_search(runs: int, big: BigHome) -> None:
         )
         env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
         probe = (
-            "import sys; from commands.cli.main import main; main(['--json', 'search', 'kernel']);"
+            "import sys; from eventpile.mail.cli import main; main(['--json', 'search', 'kernel']);"
             "print(' '.join(m for m in ('pydantic', 'eventsourcing') if m in sys.modules))"
         )
         loaded = subprocess.run(

@@ -7,8 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from commands.mailparse import ParsedMail, read_mailbox
-from commands.synthetic import write_mbox
+from eventpile.mail.mailparse import ParsedMail, read_mailbox
+from eventpile.mail.synthetic import write_mbox
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/linux-mips-2000.mbox.gz"
 SYNTHETIC = 20_000

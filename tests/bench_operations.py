@@ -37,13 +37,13 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from commands.app import Eventpile
-from commands.base import Command, Outcome, handles
-from commands.context import Context
-from commands.send import SendMail
-from domain.events import DomainEvent
-from projections.feed import feed
-from store.home import Home
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.domain.events import DomainEvent
+from eventpile.mail.app import MailApplication
+from eventpile.mail.send import SendMail
+from eventpile.projections.feed import feed
+from eventpile.store.home import Home
 from tests.bench import chosen, fresh_home
 from tests.bench_postgres import queue_rates
 
@@ -53,14 +53,14 @@ BATCH = 5000
 STARTUP = """
 import json, sys, time
 t0 = time.perf_counter()
-from commands.app import Eventpile
-from projections.queue import pending
-from store.home import Home
+from eventpile.mail.app import MailApplication
+from eventpile.projections.queue import pending
+from eventpile.store.home import Home
 t1 = time.perf_counter()
 home = Home(__import__("pathlib").Path(sys.argv[1]))
 keyring = home.unlock(sys.argv[2])
 t2 = time.perf_counter()
-app = Eventpile(home, keyring)
+app = App(home, keyring)
 queue = app.view("queue")
 report = queue.catch_up(app)
 ops = pending(queue.db)
@@ -89,7 +89,7 @@ def run_noop(command: Noop, ctx: Context) -> Outcome:
 def build(path: Path, events: int, done: int, pending: int) -> Home:
     home = Home(path)
     keyring = home.init(PASSPHRASE)
-    app = Eventpile(home, keyring)
+    app = App(home, keyring)
     try:
         started = time.perf_counter()
         for _ in range(done):
@@ -148,7 +148,7 @@ def startup(home: Home, runs: int) -> None:
 
 
 def feed_query(home: Home, queries: int) -> None:
-    app = Eventpile(home, home.unlock(PASSPHRASE))
+    app = App(home, home.unlock(PASSPHRASE))
     try:
         db = app.view("feed").db
         shown = feed(db, 50)
@@ -197,3 +197,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class App(MailApplication):
+    """The mail application with this module's own test commands."""
+
+    handlers = (run_noop,)

@@ -30,17 +30,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from commands.app import Eventpile
-from commands.mail import ImportMailbox, TagMessages
-from commands.synthetic import write_mbox
-from domain.events import DomainEvent, operation_scope, uuid7
-from domain.message import Message, MessageTagged
-from domain.operation import Operation, Status
-from projections.base import rebuild_together
-from projections.messages_query import matching_ids, parse_query
-from store.home import Home
-from store.keys import Keyring
-from store.postgres import connect
+from eventpile.domain.events import DomainEvent, operation_scope, uuid7
+from eventpile.domain.operation import Operation, Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.message import Message, MessageTagged
+from eventpile.mail.query import matching_ids, parse_query
+from eventpile.mail.synthetic import write_mbox
+from eventpile.projections.base import rebuild_together
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
+from eventpile.store.postgres import connect
 from tests.bench import (
     CORPUS,
     PASSPHRASE,
@@ -85,7 +85,7 @@ class Databases:
             self.server.stop()
 
 
-def _one_message_queries(app: Eventpile, count: int) -> list[str]:
+def _one_message_queries(app: MailApplication, count: int) -> list[str]:
     """Words each found in one message only (one word per message)."""
     db = app.view("messages").db
     found: dict[str, str] = {}
@@ -120,7 +120,7 @@ def bench_append(runs: int, dbs: Databases, size: int, count: int = 20_000) -> N
         for _ in range(runs):
             with dbs.home() as (home, keyring), opened(home, keyring) as app:
 
-                def append_all(app: Eventpile = app, batch: int = batch) -> None:
+                def append_all(app: MailApplication = app, batch: int = batch) -> None:
                     for i in range(0, count, batch):
                         app.append(events[i : i + batch])
 
@@ -183,10 +183,10 @@ def bench_tag(runs: int, dbs: Databases, size: int, samples: int = 200) -> None:
 
 
 def _drain(home_path: str, url: str | None, start: Any, finished: Any) -> None:
-    from commands.worker import Worker
+    from eventpile.commands.worker import Worker
 
     home = Home(Path(home_path), url)
-    app = Eventpile(home, home.unlock(PASSPHRASE))
+    app = MailApplication(home, home.unlock(PASSPHRASE))
     start.wait()
     Worker(app).drain()
     finished.put(time.time())
@@ -235,7 +235,7 @@ def bench_queue(runs: int, dbs: Databases, size: int) -> None:
 
 def _follow(home_path: str, url: str, ready: Any, seen: Any, count: int) -> None:
     home = Home(Path(home_path), url)
-    app = Eventpile(home, home.unlock(PASSPHRASE))
+    app = MailApplication(home, home.unlock(PASSPHRASE))
     position = app.max_position()
     app.wait_for_events(position, 0)  # LISTEN before saying ready
     ready.set()

@@ -39,19 +39,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from commands.app import Eventpile
-from commands.base import Command
-from commands.mail import ImportMailbox, TagMessages
-from commands.synthetic import write_mbox
-from commands.undo import Redo, Undo
-from store.home import Home
+from eventpile.commands.base import Command
+from eventpile.commands.undo import Redo, Undo
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.synthetic import write_mbox
+from eventpile.store.home import Home
 from tests.bench import PASSPHRASE, Sample, cli, header, opened, report, timed
 
 TARGET_S = 1.0
 
 
 @contextmanager
-def copy_of(home: Path) -> Iterator[Eventpile]:
+def copy_of(home: Path) -> Iterator[MailApplication]:
     """The application on a fresh copy of ``home``, its views current."""
     with tempfile.TemporaryDirectory(prefix="eventpile-bench-undo-") as tmp:
         shutil.copytree(home, Path(tmp) / "home")
@@ -88,7 +88,7 @@ def run(size: int, runs: int) -> None:
         samples: dict[str, list[Sample]] = {}
 
         def sample(
-            label: str, home: Path, *before: Command, action: Callable[[Eventpile], object]
+            label: str, home: Path, *before: Command, action: Callable[[MailApplication], object]
         ) -> None:
             with copy_of(home) as app:
                 for command in before:
@@ -110,9 +110,9 @@ def run(size: int, runs: int) -> None:
             figure(f"{label}, {size:,} messages", values, TARGET_S if size == 10_000 else None)
 
 
-def _first(app: Eventpile) -> uuid.UUID:
+def _first(app: MailApplication) -> uuid.UUID:
     """The first operation: the import."""
-    from projections.operations import recent
+    from eventpile.projections.operations import recent
 
     return uuid.UUID(recent(app.view("operations").db, 100)[-1]["id"])
 

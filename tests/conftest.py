@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from commands.app import Eventpile
-from commands.cli.main import main
-from store.home import Home
-from store.keys import Keyring
+from eventpile.mail.app import MailApplication
+from eventpile.mail.cli import main
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
 
 settings.register_profile(
     "ci",
@@ -88,8 +88,11 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def app(home: Home, keyring: Keyring, backend: str) -> Iterator[Eventpile]:
-    application = Eventpile(home, keyring)
+def app(
+    request: pytest.FixtureRequest, home: Home, keyring: Keyring, backend: str
+) -> Iterator[MailApplication]:
+    """The mail application, with the test module's own commands if it has an ``App``."""
+    application = getattr(request.module, "App", MailApplication)(home, keyring)
     yield application
     application.close()
 
@@ -111,7 +114,7 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, 
 
 def log_end(home: Home) -> int:
     """How many events the log of ``home`` holds (to check that nothing was written)."""
-    app = Eventpile(home, home.unlock(PASSPHRASE))
+    app = MailApplication(home, home.unlock(PASSPHRASE))
     try:
         return app.max_position()
     finally:

@@ -23,9 +23,10 @@ import annotated_types
 from hypothesis import strategies as st
 from pydantic import AfterValidator, AwareDatetime, BaseModel
 
-import domain
-from domain.events import DomainEvent
-from domain.tag import check_tag_name
+import eventpile.domain
+import eventpile.mail
+from eventpile.domain.events import DomainEvent
+from eventpile.mail.tag import check_tag_name
 
 ZONES = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
@@ -47,15 +48,18 @@ def aware_datetimes() -> st.SearchStrategy[datetime]:
 
 
 def event_classes() -> list[type[DomainEvent]]:
-    """Every concrete event class defined in the ``domain`` package."""
-    for module in pkgutil.iter_modules(domain.__path__):
-        importlib.import_module(f"domain.{module.name}")
+    """Every concrete event class of the framework and the mail application."""
+    for package in (eventpile.domain, eventpile.mail):
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
     found: list[type[DomainEvent]] = []
     todo = list(DomainEvent.__subclasses__())
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.__module__.startswith("domain.") and not inspect.isabstract(cls):
+        if cls.__module__.startswith(
+            ("eventpile.domain.", "eventpile.mail.")
+        ) and not inspect.isabstract(cls):
             found.append(cls)
     return sorted(set(found), key=lambda c: (c.__module__, c.__qualname__))
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from commands.app import Eventpile
-from commands.cli.main import main
-from commands.synthetic import write_mbox
-from store.home import Home
+from eventpile.mail.app import MailApplication
+from eventpile.mail.cli import main
+from eventpile.mail.synthetic import write_mbox
+from eventpile.store.home import Home
 from tests.conftest import PASSPHRASE, cli
 
 MESSAGES = 12
@@ -70,7 +70,7 @@ def snapshot(home: Home) -> tuple[int, dict[str, str], set[str]]:
     """What a command may have written: the log's end, each view's content, the file names."""
     files = {str(p.relative_to(home.path)) for p in home.path.rglob("*")}
     files = {f for f in files if not f.endswith(("-wal", "-shm"))}
-    app = Eventpile(home, home.unlock(PASSPHRASE))
+    app = MailApplication(home, home.unlock(PASSPHRASE))
     try:
         return app.max_position(), {n: v.digest() for n, v in app.views.items()}, files
     finally:

@@ -12,23 +12,24 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from commands.app import CommandFailed, Eventpile
-from commands.base import Command, Outcome, explain, handles
-from commands.context import Context
-from commands.mail import ImportMailbox, RemoveTag, RenameTag, TagMessages
-from commands.synthetic import write_mbox
-from domain.aggregate import DomainError
-from domain.events import DomainEvent, operation_scope, uuid7
-from domain.message import MessageIndexed, MessageTagged, MessageUntagged
-from domain.operation import (
+from eventpile.commands.base import Command, Outcome, explain, handles
+from eventpile.commands.context import Context
+from eventpile.commands.dispatcher import CommandFailed
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.events import DomainEvent, operation_scope, uuid7
+from eventpile.domain.operation import (
     OperationCompleted,
     OperationFailed,
     OperationRequested,
     OperationStarted,
     Status,
 )
-from domain.tag import Tag, TagCreated, TagRenamed
-from projections.messages_query import parse_query, search
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
+from eventpile.mail.message import MessageIndexed, MessageTagged, MessageUntagged
+from eventpile.mail.query import parse_query, search
+from eventpile.mail.synthetic import write_mbox
+from eventpile.mail.tag import Tag, TagCreated, TagRenamed
 
 MESSAGES = 24
 
@@ -49,7 +50,7 @@ def mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def imported(app: Eventpile, mbox: Path) -> Eventpile:
+def imported(app: MailApplication, mbox: Path) -> MailApplication:
     app.execute(ImportMailbox(path=mbox))
     return app
 
@@ -58,23 +59,23 @@ def counts(result: dict[str, Any]) -> tuple[int, int, int]:
     return result["indexed"], result["skipped"], result["failed"]
 
 
-def new_events(app: Eventpile, after: int) -> list[tuple[int, DomainEvent]]:
+def new_events(app: MailApplication, after: int) -> list[tuple[int, DomainEvent]]:
     return app.read(after, app.max_position(), (), 100_000)
 
 
-def total(app: Eventpile, query: str) -> int:
+def total(app: MailApplication, query: str) -> int:
     index = app.view("messages")
     index.catch_up(app)
     return int(search(index.db, parse_query(query), 1)["total"])
 
 
-def digests(app: Eventpile) -> dict[str, str]:
+def digests(app: MailApplication) -> dict[str, str]:
     app.catch_up()
     return {name: view.digest() for name, view in app.views.items()}
 
 
 @pytest.fixture
-def appends(app: Eventpile, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def appends(app: MailApplication, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many events each write transaction of the event store carried."""
     sizes: list[int] = []
     insert = app.recorder.insert_events
@@ -91,7 +92,7 @@ def appends(app: Eventpile, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_an_immediate_command_is_one_transaction_of_its_lifecycle_and_domain_events(
-    imported: Eventpile, appends: list[int]
+    imported: MailApplication, appends: list[int]
 ) -> None:
     before = imported.max_position()
     operation = imported.execute(TagMessages(action="add", tag="all", query=""))
@@ -112,7 +113,7 @@ def test_an_immediate_command_is_one_transaction_of_its_lifecycle_and_domain_eve
     assert operation.result["changed"] == MESSAGES
 
 
-def test_the_views_have_caught_up_when_a_command_returns(imported: Eventpile) -> None:
+def test_the_views_have_caught_up_when_a_command_returns(imported: MailApplication) -> None:
     imported.execute(TagMessages(action="add", tag="seen", query=""))
     for view in imported.views.values():
         assert view.position == imported.max_position()
@@ -135,7 +136,7 @@ INVALID: list[tuple[type[Command], dict[str, Any], str]] = [
 ]
 
 
-def test_invalid_arguments_are_refused_before_anything_is_written(app: Eventpile) -> None:
+def test_invalid_arguments_are_refused_before_anything_is_written(app: MailApplication) -> None:
     before = digests(app), app.max_position()
     for command, args, field in INVALID:
         with pytest.raises(ValidationError) as caught:
@@ -155,7 +156,7 @@ def test_invalid_arguments_are_refused_before_anything_is_written(app: Eventpile
     ],
     ids=["untag-unknown", "rename-unknown", "remove-unknown", "rename-onto-existing"],
 )
-def test_a_refused_command_writes_nothing(imported: Eventpile, command: Command) -> None:
+def test_a_refused_command_writes_nothing(imported: MailApplication, command: Command) -> None:
     for name in ("first", "second"):
         imported.execute(TagMessages(action="add", tag=name, query="patch"))
     before = digests(imported), imported.max_position()
@@ -165,7 +166,7 @@ def test_a_refused_command_writes_nothing(imported: Eventpile, command: Command)
 
 
 def test_a_rename_onto_a_tag_made_moments_before_is_refused_even_while_views_wait(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     """A worker defers catching its views up between operations: the rename still sees
     the tag the previous operation created."""
@@ -192,7 +193,7 @@ def _crash(command: CrashAfterRecording, ctx: Context) -> Outcome:
 
 
 def test_a_crashing_handler_leaves_a_failed_operation_and_no_domain_events(
-    app: Eventpile,
+    app: MailApplication,
 ) -> None:
     before = app.max_position()
     with pytest.raises(CommandFailed, match="the handler broke") as caught:
@@ -202,7 +203,7 @@ def test_a_crashing_handler_leaves_a_failed_operation_and_no_domain_events(
     assert isinstance(written[-1], OperationFailed)
     assert {e.originator_id for e in written} == {caught.value.operation_id}
     assert (written[-1].error_type, written[-1].error) == ("RuntimeError", "the handler broke")
-    from projections.operations import find
+    from eventpile.projections.operations import find
 
     app.catch_up()
     (record,) = find(app.view("operations").db, caught.value.operation_id.hex)
@@ -237,7 +238,7 @@ def _rename_racing(command: RenameWhileRacing, ctx: Context) -> Outcome:
 
 
 @pytest.fixture
-def racing(app: Eventpile) -> Iterator[uuid.UUID]:
+def racing(app: MailApplication) -> Iterator[uuid.UUID]:
     seen_versions.clear()
     created = Tag.create("racing")
     app.append([created])
@@ -246,7 +247,7 @@ def racing(app: Eventpile) -> Iterator[uuid.UUID]:
 
 
 def test_a_conflicting_write_is_decided_again_on_fresh_state(
-    app: Eventpile, racing: uuid.UUID
+    app: MailApplication, racing: uuid.UUID
 ) -> None:
     operation = app.execute(RenameWhileRacing(tag_id=racing, new_name="mine", races=2))
     assert operation.status is Status.COMPLETE
@@ -262,7 +263,7 @@ def test_a_conflicting_write_is_decided_again_on_fresh_state(
 
 
 def test_a_conflict_that_persists_fails_the_operation_without_its_domain_events(
-    app: Eventpile, racing: uuid.UUID
+    app: MailApplication, racing: uuid.UUID
 ) -> None:
     with pytest.raises(CommandFailed, match="concurrent") as caught:
         app.execute(RenameWhileRacing(tag_id=racing, new_name="mine", races=100))
@@ -277,7 +278,7 @@ def test_a_conflict_that_persists_fails_the_operation_without_its_domain_events(
 
 
 def test_import_indexes_each_message_once_and_reimport_skips_them_all(
-    app: Eventpile, mbox: Path
+    app: MailApplication, mbox: Path
 ) -> None:
     first = app.execute(ImportMailbox(path=mbox))
     assert counts(first.result) == (MESSAGES, 0, 0)
@@ -289,7 +290,7 @@ def test_import_indexes_each_message_once_and_reimport_skips_them_all(
 
 
 def test_malformed_and_duplicate_messages_are_counted_and_never_abort(
-    app: Eventpile, mbox: Path, tmp_path: Path
+    app: MailApplication, mbox: Path, tmp_path: Path
 ) -> None:
     mixed = tmp_path / "mixed.mbox"
     original = mbox.read_bytes()
@@ -300,7 +301,7 @@ def test_malformed_and_duplicate_messages_are_counted_and_never_abort(
     assert total(app, "") == MESSAGES
 
 
-def test_tag_add_and_remove_report_what_they_changed(imported: Eventpile) -> None:
+def test_tag_add_and_remove_report_what_they_changed(imported: MailApplication) -> None:
     subset = "patch"
     some = total(imported, subset)
     assert 0 < some < MESSAGES
@@ -323,7 +324,7 @@ def test_tag_add_and_remove_report_what_they_changed(imported: Eventpile) -> Non
     assert len(untagged) == some and all(len(e.dots) == 1 for e in untagged)
 
 
-def test_trash_is_reserved_it_cannot_be_renamed_or_removed(imported: Eventpile) -> None:
+def test_trash_is_reserved_it_cannot_be_renamed_or_removed(imported: MailApplication) -> None:
     imported.execute(TagMessages(action="add", tag="trash", query="patch"))
     before = digests(imported), imported.max_position()
     for command in (RenameTag(tag="trash", new_name="bin"), RemoveTag(tag="trash")):
@@ -334,7 +335,7 @@ def test_trash_is_reserved_it_cannot_be_renamed_or_removed(imported: Eventpile) 
 
 
 def test_a_tag_named_in_decomposed_unicode_is_found_by_its_composed_name(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     imported.execute(TagMessages(action="add", tag="cafe\u0301", query="patch"))
     tagged = total(imported, "tag:caf\u00e9")
@@ -346,7 +347,7 @@ def test_a_tag_named_in_decomposed_unicode_is_found_by_its_composed_name(
     }
 
 
-def test_rename_and_remove_a_tag(imported: Eventpile) -> None:
+def test_rename_and_remove_a_tag(imported: MailApplication) -> None:
     imported.execute(TagMessages(action="add", tag="old", query=""))
     imported.execute(RenameTag(tag="old", new_name="new"))
     assert (total(imported, "tag:old"), total(imported, "tag:new")) == (0, MESSAGES)
@@ -355,3 +356,12 @@ def test_rename_and_remove_a_tag(imported: Eventpile) -> None:
     again = imported.execute(TagMessages(action="add", tag="new", query="patch"))
     assert again.result["created_tag"] is True
     assert total(imported, "tag:new") == total(imported, "patch")
+
+
+class App(MailApplication):
+    """The mail application with this module's own test commands."""
+
+    handlers = (
+        _crash,
+        _rename_racing,
+    )

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from commands.app import Eventpile
-from commands.mail import ImportMailbox, TagMessages
-from domain.operation import Operation
-from projections.messages_query import parse_query, search
-from store.home import Home
+from eventpile.domain.operation import Operation
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.query import parse_query, search
+from eventpile.store.home import Home
 from tests.conftest import CORPUS, PASSPHRASE
 
 pytestmark = pytest.mark.corpus
@@ -89,7 +89,7 @@ def mails(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Mail]]:
 
 @dataclass
 class Imported:
-    app: Eventpile
+    app: MailApplication
     home: Home
     first: Operation
     again: Operation
@@ -100,7 +100,7 @@ def imported(
     tmp_path_factory: pytest.TempPathFactory, mails: tuple[Path, list[Mail]]
 ) -> Iterator[Imported]:
     home = Home(tmp_path_factory.mktemp("corpus-home") / "home")
-    app = Eventpile(home, home.init(PASSPHRASE))
+    app = MailApplication(home, home.init(PASSPHRASE))
     first = app.execute(ImportMailbox(path=mails[0]))
     again = app.execute(ImportMailbox(path=CORPUS))  # the gzipped original: all known
     state = Imported(app, home, first, again)
@@ -108,7 +108,7 @@ def imported(
     state.app.close()
 
 
-def total(app: Eventpile, query: str) -> int:
+def total(app: MailApplication, query: str) -> int:
     return int(search(app.view("messages").db, parse_query(query), 1)["total"])
 
 
@@ -193,6 +193,6 @@ def test_no_subject_or_sender_in_plaintext_anywhere_under_the_home(
     assert _plaintext_under(imported.home.path, sample) == {}  # live, write-ahead logs too
     imported.app.close()
     assert _plaintext_under(imported.home.path, sample) == {}  # after close
-    reopened = Eventpile(imported.home, imported.home.unlock(PASSPHRASE))
+    reopened = MailApplication(imported.home, imported.home.unlock(PASSPHRASE))
     imported.app = reopened
     assert total(reopened, "") == len({m.message_id for m in mails[1]})

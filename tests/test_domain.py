@@ -16,9 +16,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from domain.aggregate import Aggregate, DomainError, first_event, fold
-from domain.events import ENVELOPE, DomainEvent, operation_scope, private_fields_of, uuid7
-from domain.message import (
+from eventpile.domain.aggregate import Aggregate, DomainError, first_event, fold
+from eventpile.domain.events import ENVELOPE, DomainEvent, operation_scope, private_fields_of, uuid7
+from eventpile.domain.operation import (
+    Operation,
+    OperationCompleted,
+    OperationFailed,
+    OperationProgressed,
+    OperationRequested,
+    OperationStarted,
+    Status,
+)
+from eventpile.mail.message import (
     TRASH_TAG_ID,
     Message,
     MessageContent,
@@ -28,16 +37,7 @@ from domain.message import (
     MessageUntagged,
     message_uuid,
 )
-from domain.operation import (
-    Operation,
-    OperationCompleted,
-    OperationFailed,
-    OperationProgressed,
-    OperationRequested,
-    OperationStarted,
-    Status,
-)
-from domain.tag import Tag, TagCreated, TagRemoved, TagRenamed
+from eventpile.mail.tag import Tag, TagCreated, TagRemoved, TagRenamed
 from tests.strategies import aware_datetimes, event_classes, model_strategy
 
 A = TypeVar("A", bound=Aggregate)

@@ -18,20 +18,20 @@ from typing import ClassVar
 
 import pytest
 
-from commands import mailparse
-from commands.app import Eventpile
-from commands.mail import FLUSH_EVERY, ImportMailbox, TagMessages
-from commands.synthetic import write_mbox
-from domain.events import DomainEvent
-from domain.message import MessageIndexed, MessageTagged
-from domain.operation import Operation, OperationRequested, Status
-from domain.tag import TagCreated
-from projections.base import Projection
-from projections.db import ViewDB
-from projections.messages_query import parse_query, search
-from store.errors import StoreError
-from store.home import Home
-from store.keys import Keyring
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, OperationRequested, Status
+from eventpile.mail import mailparse
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import FLUSH_EVERY, ImportMailbox, TagMessages
+from eventpile.mail.message import MessageIndexed, MessageTagged
+from eventpile.mail.query import parse_query, search
+from eventpile.mail.synthetic import write_mbox
+from eventpile.mail.tag import TagCreated
+from eventpile.projections.base import Projection
+from eventpile.projections.db import ViewDB
+from eventpile.store.errors import StoreError
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
 from tests.conftest import PASSPHRASE
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -39,11 +39,11 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 OPEN = """
 import sys
 from pathlib import Path
-from commands.app import Eventpile
-from commands.mail import ImportMailbox, TagMessages
-from store.home import Home
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.store.home import Home
 home = Home(Path(sys.argv[1]))
-app = Eventpile(home, home.unlock(sys.argv[2]))
+app = MailApplication(home, home.unlock(sys.argv[2]))
 mailbox = Path(sys.argv[3])
 """
 IMPORT_AND_TAG = (
@@ -150,11 +150,11 @@ def initialised(home: Home) -> tuple[Home, Keyring]:
     return home, home.init(PASSPHRASE)
 
 
-def count(app: Eventpile, event_type: type) -> int:
+def count(app: MailApplication, event_type: type) -> int:
     return len(app.read(0, app.max_position(), (event_type,), 1_000_000))
 
 
-def total(app: Eventpile, query: str) -> int:
+def total(app: MailApplication, query: str) -> int:
     index = app.view("messages")
     index.catch_up(app)
     return int(search(index.db, parse_query(query), 1)["total"])
@@ -172,7 +172,7 @@ def test_a_committed_command_survives_kill_9(
     assert wal.stat().st_size > 0  # the commits are in the write-ahead log
     kill_9(process)
 
-    app = Eventpile(home, keyring)
+    app = MailApplication(home, keyring)
     try:
         for operation_id in (imported_id, tagged_id):
             state = app.load(Operation, uuid.UUID(operation_id))
@@ -197,7 +197,7 @@ def test_a_process_killed_during_an_import_leaves_a_store_that_reimport_complete
     kill_9(process)
     assert no_process_left(process.pid), "a process of the killed import is still running"
 
-    app = Eventpile(home, keyring)
+    app = MailApplication(home, keyring)
     try:
         written = count(app, MessageIndexed)
         assert 0 < written < messages and written % FLUSH_EVERY == 0
@@ -219,7 +219,7 @@ def test_a_process_killed_during_an_import_leaves_a_store_that_reimport_complete
 
 def _views(home: Home, keyring: Keyring, mbox: Path) -> dict[str, str]:
     """Import and tag ``mbox``; the digest of every view."""
-    app = Eventpile(home, keyring)
+    app = MailApplication(home, keyring)
     try:
         app.execute(ImportMailbox(path=mbox))
         app.execute(TagMessages(action="add", tag="seen", query="patch"))
@@ -245,7 +245,7 @@ def test_a_damaged_view_is_made_anew_from_the_log(
     before = _views(home, keyring, write_mbox(tmp_path / "box.mbox", 30, seed=4))
     _damage(home, how)
     for found_damaged in (how == "garbled", False):  # the first application says it once
-        app = Eventpile(home, keyring)
+        app = MailApplication(home, keyring)
         try:
             app.catch_up()
             assert {name: view.digest() for name, view in app.views.items()} == before
@@ -261,7 +261,7 @@ def test_a_rebuild_replaces_a_damaged_view(
 ) -> None:
     home, keyring = initialised
     before = _views(home, keyring, write_mbox(tmp_path / "box.mbox", 30, seed=4))
-    app = Eventpile(home, keyring)
+    app = MailApplication(home, keyring)
     try:
         view = app.view("messages")
         _damage(home, "garbled")  # after the app opened, before the view did
@@ -279,10 +279,10 @@ def test_views_ahead_of_a_missing_or_replaced_log_say_so_and_nothing_is_written(
     for path in home.path.glob("events.sqlite3*"):
         path.unlink()
     with pytest.raises(StoreError, match=r"events\.sqlite3 is missing but the views hold"):
-        Eventpile(home, keyring)
+        MailApplication(home, keyring)
     assert not home.events_db.exists()  # not made anew, empty, by opening the store
     home.events_db.touch()  # replaced: by an empty file
-    app = Eventpile(home, keyring)
+    app = MailApplication(home, keyring)
     try:
         for attempt in (
             app.catch_up,
@@ -316,7 +316,7 @@ class _Breaks(Projection):
         return ("SELECT x FROM broken",)
 
 
-def _statuses(app: Eventpile) -> list[Status]:
+def _statuses(app: MailApplication) -> list[Status]:
     ids = {e.originator_id for _, e in app.read(0, app.max_position(), (OperationRequested,), 99)}
     return [state.status for i in ids if (state := app.load(Operation, i)) is not None]
 
@@ -325,7 +325,7 @@ def test_a_view_failing_after_the_write_says_so_and_the_command_stays_done(
     initialised: tuple[Home, Keyring], tmp_path: Path
 ) -> None:
     home, keyring = initialised
-    app = Eventpile(home, keyring, projections=[_Breaks])
+    app = MailApplication(home, keyring, projections=[_Breaks])
     try:
         app.execute(ImportMailbox(path=write_mbox(tmp_path / "box.mbox", 10, seed=4)))
         with pytest.raises(RuntimeError, match="cannot fold a new tag"):
@@ -340,7 +340,7 @@ def test_ctrl_c_ends_the_attempt_as_interrupted(
     initialised: tuple[Home, Keyring], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home, keyring = initialised
-    app = Eventpile(home, keyring)
+    app = MailApplication(home, keyring)
 
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

@@ -16,19 +16,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands import mail
-from commands.app import Eventpile
-from commands.mail import ImportMailbox, TagMessages
-from commands.mailparse import MailboxError, read_mailbox, read_mailbox_aside
-from commands.synthetic import write_mbox
-from domain.events import DomainEvent, operation_scope, uuid7
-from domain.message import Message, MessageContent, MessageIndexed, MessageRemoved, MessageTagged
-from projections import messages_query
-from projections.base import View, catch_up_together, gc_paused
-from projections.db import SQLCipherViewStore
-from projections.messages import MessageIndex
-from projections.messages_query import _matching, matching_ids, parse_query, search
-from store.sqlite import STREAMS_PER_QUERY
+from eventpile.domain.events import DomainEvent, operation_scope, uuid7
+from eventpile.mail import commands as mail
+from eventpile.mail import query as messages_query
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.index import MessageIndex
+from eventpile.mail.mailparse import MailboxError, read_mailbox, read_mailbox_aside
+from eventpile.mail.message import (
+    Message,
+    MessageContent,
+    MessageIndexed,
+    MessageRemoved,
+    MessageTagged,
+)
+from eventpile.mail.query import _matching, matching_ids, parse_query, search
+from eventpile.mail.synthetic import write_mbox
+from eventpile.projections.base import View, catch_up_together, gc_paused
+from eventpile.projections.db import SQLCipherViewStore
+from eventpile.store.sqlite import STREAMS_PER_QUERY
 
 DAY = 86400
 MALFORMED = b"From a@b Mon Jan  1 00:00:00 2024\njust text, no header\n\n"
@@ -42,7 +48,7 @@ def mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_load_many_equals_one_load_each(app: Eventpile) -> None:
+def test_load_many_equals_one_load_each(app: MailApplication) -> None:
     ids = [uuid.uuid4() for _ in range(STREAMS_PER_QUERY + 7)]
     tag_id = uuid.uuid4()
     with operation_scope(uuid7(), None):
@@ -84,7 +90,7 @@ def test_reading_aside_raises_the_readers_error_and_stops_early(mbox: Path, tmp_
 
 @pytest.mark.parametrize("aside_from", [1, 10**9], ids=["aside", "here"])
 def test_import_parsing_aside_or_here(
-    app: Eventpile, mbox: Path, monkeypatch: pytest.MonkeyPatch, aside_from: int
+    app: MailApplication, mbox: Path, monkeypatch: pytest.MonkeyPatch, aside_from: int
 ) -> None:
     monkeypatch.setattr(mail, "PARSE_ASIDE_FROM", aside_from)
     monkeypatch.setattr(mail, "FLUSH_EVERY", 25)  # several batches of preloaded states
@@ -181,7 +187,7 @@ def test_sqlite_rowids_sort_and_filter_like_dates(
         view.close()
 
 
-def test_views_caught_up_together_equal_their_rebuilds(app: Eventpile, mbox: Path) -> None:
+def test_views_caught_up_together_equal_their_rebuilds(app: MailApplication, mbox: Path) -> None:
     """Views at different positions, with different topics, read the log once, exactly once."""
     app.execute(ImportMailbox(path=mbox))
     app.execute(TagMessages(action="add", tag="t", query="patch"))
@@ -228,7 +234,7 @@ def test_a_daemonic_process_reads_in_place(mbox: Path) -> None:
     ],
 )
 def test_tag_searches_find_the_same_however_they_are_led(
-    app: Eventpile, mbox: Path, text: str, monkeypatch: pytest.MonkeyPatch
+    app: MailApplication, mbox: Path, text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whether the tag's index leads (few tagged) or each message is tested newest first
     (many tagged), a search finds the same messages in the same order."""

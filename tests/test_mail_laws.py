@@ -17,12 +17,13 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from commands.app import Application, Eventpile
-from commands.base import Command
-from commands.mail import ImportMailbox, RemoveTag, RenameTag, TagMessages
-from commands.synthetic import synthetic_messages
-from domain.message import TRASH_TAG_ID, Message
-from domain.tag import Tag
+from eventpile.commands.app import Application
+from eventpile.commands.base import Command
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
+from eventpile.mail.message import TRASH_TAG_ID, Message
+from eventpile.mail.synthetic import synthetic_messages
+from eventpile.mail.tag import Tag
 from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
 from tests.pg import Server
 
@@ -38,7 +39,7 @@ STEPS = 40 if LONG else 12
 
 
 class MailLaws(ApplicationLaws):
-    application = Eventpile
+    application = MailApplication
 
     def prepare(self, files: Path) -> None:
         for name, raw in MAILBOXES.items():

@@ -15,10 +15,12 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from commands import mailparse
-from commands.app import Eventpile
-from commands.mail import ImportMailbox
-from commands.mailparse import (
+from eventpile.commands.operations import answer
+from eventpile.domain.operation import Status
+from eventpile.mail import mailparse
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox
+from eventpile.mail.mailparse import (
     EXCERPT_CHARS,
     MailboxError,
     MalformedMail,
@@ -27,9 +29,7 @@ from commands.mailparse import (
     parse_message,
     read_mailbox,
 )
-from commands.operations import answer
-from commands.synthetic import BASE_DATE, SPAN, synthetic_messages, write_mbox
-from domain.operation import Status
+from eventpile.mail.synthetic import BASE_DATE, SPAN, synthetic_messages, write_mbox
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/linux-mips-2000.mbox.gz"
 
@@ -661,7 +661,7 @@ _NEW = mail("From: a@x", "Subject: two", "Message-ID: <2@x>", body="text\n")
 
 
 def test_reimport_skips_copies_marked_read_or_in_another_mailbox(
-    app: Eventpile, tmp_path: Path
+    app: MailApplication, tmp_path: Path
 ) -> None:
     first = tmp_path / "first.mbox"
     first.write_bytes(
@@ -686,7 +686,7 @@ def earlier_version(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_a_home_indexed_by_an_earlier_version_knows_its_messages(
-    app: Eventpile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: MailApplication, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     edited = _READ.replace(b"From me", b"From me, edited")
     first = _maildir(tmp_path / "first", _READ)
@@ -705,7 +705,7 @@ def test_a_home_indexed_by_an_earlier_version_knows_its_messages(
 
 
 def test_a_question_asked_by_an_earlier_version_is_answered(
-    app: Eventpile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: MailApplication, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     edited = _maildir(tmp_path / "edited", _READ.replace(b"From me", b"From me, edited"))
     with earlier_version(monkeypatch):

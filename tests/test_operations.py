@@ -18,12 +18,11 @@ import pytest
 from hypothesis import given as for_all
 from hypothesis import strategies as st
 
-from commands.app import CommandFailed, Conflict, Eventpile
-from commands.base import Command, Outcome, Retryable, handles
-from commands.cli.main import main
-from commands.context import Context
-from commands.mail import ImportMailbox
-from commands.operations import (
+from eventpile.commands.base import Command, Outcome, Retryable, handles
+from eventpile.commands.context import Context
+from eventpile.commands.dispatcher import CommandFailed
+from eventpile.commands.eventlog import Conflict
+from eventpile.commands.operations import (
     DEFAULT_RETRY,
     RetryPolicy,
     answer,
@@ -32,11 +31,10 @@ from commands.operations import (
     next_attempt_at,
     retry,
 )
-from commands.worker import Worker
-from domain.aggregate import DomainError, fold
-from domain.events import DomainEvent, Private, utcnow
-from domain.message import Message, MessageIndexed, message_uuid
-from domain.operation import (
+from eventpile.commands.worker import Worker
+from eventpile.domain.aggregate import DomainError, fold
+from eventpile.domain.events import DomainEvent, Private, utcnow
+from eventpile.domain.operation import (
     FollowUp,
     Operation,
     OperationAnswered,
@@ -46,9 +44,13 @@ from domain.operation import (
     Question,
     Status,
 )
-from projections.queue import pending
-from store.home import Home
-from store.keys import Keyring
+from eventpile.mail.app import MailApplication
+from eventpile.mail.cli import main
+from eventpile.mail.commands import ImportMailbox
+from eventpile.mail.message import Message, MessageIndexed, message_uuid
+from eventpile.projections.queue import pending
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
 from tests.conftest import cli, log_end
 
 # shared test kit ------------------------------------------------------------------
@@ -123,14 +125,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ops_app(home: Home, keyring: Keyring, backend: str, clock: Clock) -> Iterator[Eventpile]:
-    """An application on a fresh home whose clock the test moves."""
-    application = Eventpile(home, keyring, clock=clock)
+def ops_app(
+    request: pytest.FixtureRequest, home: Home, keyring: Keyring, backend: str, clock: Clock
+) -> Iterator[MailApplication]:
+    """An application on a fresh home whose clock the test moves, with this module's test
+    commands and those of the test module using it."""
+    here: type[MailApplication] = getattr(request.module, "App", App)
+    both = here if issubclass(here, App) else type("App", (here, App), {})
+    application = both(home, keyring, clock=clock)
     yield application
     application.close()
 
 
-def written(app: Eventpile, operation_id: uuid.UUID) -> list[DomainEvent]:
+def written(app: MailApplication, operation_id: uuid.UUID) -> list[DomainEvent]:
     """The domain events an operation wrote (not its own lifecycle)."""
     return [
         e
@@ -139,7 +146,7 @@ def written(app: Eventpile, operation_id: uuid.UUID) -> list[DomainEvent]:
     ]
 
 
-def state(app: Eventpile, operation_id: uuid.UUID) -> Operation:
+def state(app: MailApplication, operation_id: uuid.UUID) -> Operation:
     found = app.load(Operation, operation_id)
     assert found is not None
     return found
@@ -407,7 +414,7 @@ def test_a_policy_that_makes_no_sense_is_refused(bad: dict[str, Any]) -> None:
 
 
 def test_commands_without_their_own_policy_use_the_default() -> None:
-    from commands.operations import retry_policy
+    from eventpile.commands.operations import retry_policy
 
     assert retry_policy(ImportMailbox) is DEFAULT_RETRY
     assert retry_policy(Job) == RetryPolicy(max_attempts=3, base_s=10, max_delay_s=100)
@@ -417,7 +424,7 @@ def test_commands_without_their_own_policy_use_the_default() -> None:
 
 
 def test_a_retryable_error_schedules_a_retry_and_writes_none_of_the_attempts_events(
-    ops_app: Eventpile, clock: Clock
+    ops_app: MailApplication, clock: Clock
 ) -> None:
     op = ops_app.execute(Job(behaviour="retryable"))
     assert (op.status, op.attempts, op.error_type, op.error) == (
@@ -432,7 +439,9 @@ def test_a_retryable_error_schedules_a_retry_and_writes_none_of_the_attempts_eve
     assert (queued.id, queued.due_at) == (op.id, op.retry_at)
 
 
-def test_retries_back_off_then_fail_with_the_last_error(ops_app: Eventpile, clock: Clock) -> None:
+def test_retries_back_off_then_fail_with_the_last_error(
+    ops_app: MailApplication, clock: Clock
+) -> None:
     op = ops_app.execute(Job(behaviour="retryable"))
     worker = Worker(ops_app)
     assert worker.drain() == []  # not due yet
@@ -454,7 +463,7 @@ def test_retries_back_off_then_fail_with_the_last_error(ops_app: Eventpile, cloc
 
 
 def test_a_submitted_operation_waits_for_a_worker_and_its_run_after(
-    ops_app: Eventpile, clock: Clock
+    ops_app: MailApplication, clock: Clock
 ) -> None:
     soon = ops_app.submit(Job(), run_after=clock.now + timedelta(minutes=10))
     now = ops_app.submit(Job())
@@ -469,7 +478,9 @@ def test_a_submitted_operation_waits_for_a_worker_and_its_run_after(
     assert len(written(ops_app, soon.id)) == 1
 
 
-def test_a_crash_is_recorded_and_the_attempts_events_are_not_written(ops_app: Eventpile) -> None:
+def test_a_crash_is_recorded_and_the_attempts_events_are_not_written(
+    ops_app: MailApplication,
+) -> None:
     with pytest.raises(CommandFailed, match="broken: hush"):
         ops_app.execute(Job(behaviour="crash"))
     [op] = _all_operations(ops_app)
@@ -478,7 +489,7 @@ def test_a_crash_is_recorded_and_the_attempts_events_are_not_written(ops_app: Ev
 
 
 def test_a_refusal_writes_nothing_now_but_is_recorded_for_a_queued_operation(
-    ops_app: Eventpile,
+    ops_app: MailApplication,
 ) -> None:
     end = ops_app.max_position()
     with pytest.raises(DomainError, match="refused"):
@@ -494,7 +505,7 @@ def test_a_refusal_writes_nothing_now_but_is_recorded_for_a_queued_operation(
 
 
 def test_a_recorded_command_that_no_longer_validates_fails_its_operation(
-    ops_app: Eventpile,
+    ops_app: MailApplication,
 ) -> None:
     requested = Operation.request(uuid.uuid4(), "Job", {"behaviour": "dance"}, {}, "Job")
     ops_app.append([requested])
@@ -503,7 +514,7 @@ def test_a_recorded_command_that_no_longer_validates_fails_its_operation(
     assert state(ops_app, requested.originator_id).status is Status.FAILED
 
 
-def test_of_two_claims_at_the_same_version_the_second_conflicts(ops_app: Eventpile) -> None:
+def test_of_two_claims_at_the_same_version_the_second_conflicts(ops_app: MailApplication) -> None:
     op = ops_app.submit(Job())
     now = ops_app.clock()
     first, second = (op.claim(w, now, now + LEASE) for w in ("w1", "w2"))
@@ -527,7 +538,7 @@ def run_hijacked(command: Hijacked, ctx: Context) -> Outcome:
     return Outcome("never written")
 
 
-def test_a_run_that_loses_its_claim_stops_without_writing(ops_app: Eventpile) -> None:
+def test_a_run_that_loses_its_claim_stops_without_writing(ops_app: MailApplication) -> None:
     queued = ops_app.submit(Hijacked())
     with pytest.raises(Conflict, match="another process"):
         ops_app.run(queued.id)
@@ -540,7 +551,7 @@ def test_a_run_that_loses_its_claim_stops_without_writing(ops_app: Eventpile) ->
 
 
 def test_cancel_stops_a_scheduled_operation_and_refuses_a_finished_one(
-    ops_app: Eventpile, clock: Clock
+    ops_app: MailApplication, clock: Clock
 ) -> None:
     op = ops_app.submit(Job(), run_after=clock.now + timedelta(minutes=5))
     cancelled = cancel(ops_app, op.id)
@@ -554,13 +565,13 @@ def test_cancel_stops_a_scheduled_operation_and_refuses_a_finished_one(
     assert ops_app.max_position() == end
 
 
-def test_retry_runs_a_retrying_operation_now(ops_app: Eventpile) -> None:
+def test_retry_runs_a_retrying_operation_now(ops_app: MailApplication) -> None:
     op = ops_app.execute(Job(behaviour="retryable"))
     again = retry(ops_app, op.id)
     assert (again.status, again.attempts) == (Status.RETRYING, 2)
 
 
-def test_retry_runs_a_failed_operation_again_as_a_new_linked_one(ops_app: Eventpile) -> None:
+def test_retry_runs_a_failed_operation_again_as_a_new_linked_one(ops_app: MailApplication) -> None:
     with pytest.raises(CommandFailed):
         ops_app.execute(Job(behaviour="crash"))
     [failed] = _all_operations(ops_app)
@@ -570,7 +581,7 @@ def test_retry_runs_a_failed_operation_again_as_a_new_linked_one(ops_app: Eventp
     assert [(o.parent_id, o.private_args) for o in again] == [(failed.id, {"secret": "hush"})]
 
 
-def test_retry_refuses_a_complete_operation(ops_app: Eventpile) -> None:
+def test_retry_refuses_a_complete_operation(ops_app: MailApplication) -> None:
     op = ops_app.execute(Job())
     end = ops_app.max_position()
     with pytest.raises(DomainError, match="nothing to retry"):
@@ -578,7 +589,7 @@ def test_retry_refuses_a_complete_operation(ops_app: Eventpile) -> None:
     assert ops_app.max_position() == end
 
 
-def test_an_answer_runs_the_chosen_command_as_a_linked_operation(ops_app: Eventpile) -> None:
+def test_an_answer_runs_the_chosen_command_as_a_linked_operation(ops_app: MailApplication) -> None:
     asking = ops_app.execute(Job(behaviour="ask", secret="s3"))
     assert (asking.status, asking.message, asking.result) == (
         Status.WAITING,
@@ -598,13 +609,13 @@ def test_an_answer_runs_the_chosen_command_as_a_linked_operation(ops_app: Eventp
     assert [e.choice for e in stored] == ["again"]
 
 
-def test_an_answer_without_a_command_cancels(ops_app: Eventpile) -> None:
+def test_an_answer_without_a_command_cancels(ops_app: MailApplication) -> None:
     asking = ops_app.execute(Job(behaviour="ask"))
     answered, follow_up = answer(ops_app, asking.id, "stop")
     assert (answered.status, follow_up) == (Status.CANCELLED, None)
 
 
-def test_a_wrong_answer_or_a_second_one_writes_nothing(ops_app: Eventpile) -> None:
+def test_a_wrong_answer_or_a_second_one_writes_nothing(ops_app: MailApplication) -> None:
     asking = ops_app.execute(Job(behaviour="ask"))
     end = ops_app.max_position()
     with pytest.raises(DomainError, match="not one of the choices"):
@@ -617,7 +628,7 @@ def test_a_wrong_answer_or_a_second_one_writes_nothing(ops_app: Eventpile) -> No
     assert ops_app.max_position() == end
 
 
-def test_operation_ids_are_found_by_a_unique_prefix(ops_app: Eventpile) -> None:
+def test_operation_ids_are_found_by_a_unique_prefix(ops_app: MailApplication) -> None:
     op = ops_app.execute(Job())
     assert find_operation(ops_app, str(op.id)[:13]).id == op.id
     assert find_operation(ops_app, op.id.hex.upper()).id == op.id
@@ -629,7 +640,7 @@ def test_operation_ids_are_found_by_a_unique_prefix(ops_app: Eventpile) -> None:
         answer(ops_app, uuid.uuid4(), "again")
 
 
-def _all_operations(app: Eventpile) -> list[Operation]:
+def _all_operations(app: MailApplication) -> list[Operation]:
     streams = {e.originator_id for _, e in app.all_events() if isinstance(e, OperationRequested)}
     return sorted((state(app, s) for s in streams), key=lambda o: o.requested_at)
 
@@ -652,7 +663,7 @@ def _mbox(path: Path, messages: Sequence[tuple[str, str]]) -> Path:
 
 
 @pytest.fixture
-def duplicates(tmp_path: Path, ops_app: Eventpile) -> tuple[Eventpile, Operation, Path]:
+def duplicates(tmp_path: Path, ops_app: MailApplication) -> tuple[MailApplication, Operation, Path]:
     """A mailbox imported, then a second one: one message changed, one new, one same."""
     first = _mbox(tmp_path / "a.mbox", [("one@x", "first text"), ("two@x", "second text")])
     ops_app.execute(ImportMailbox(path=first))
@@ -664,14 +675,14 @@ def duplicates(tmp_path: Path, ops_app: Eventpile) -> tuple[Eventpile, Operation
     return ops_app, asking, second
 
 
-def _message(app: Eventpile, message_id: str, copy_of: str = "") -> Message | None:
+def _message(app: MailApplication, message_id: str, copy_of: str = "") -> Message | None:
     key = app.keyring.purpose_key("message-id")
     header = f"{message_id}\0{copy_of}" if copy_of else message_id
     return app.load(Message, message_uuid(key, header))
 
 
 def test_an_import_finishes_the_rest_then_asks_about_changed_known_messages(
-    duplicates: tuple[Eventpile, Operation, Path],
+    duplicates: tuple[MailApplication, Operation, Path],
 ) -> None:
     app, asking, _ = duplicates
     assert asking.status is Status.WAITING
@@ -684,7 +695,7 @@ def test_an_import_finishes_the_rest_then_asks_about_changed_known_messages(
 
 @pytest.mark.parametrize("choice", ["keep-existing", "replace", "keep-both"])
 def test_each_answer_to_the_duplicate_question(
-    duplicates: tuple[Eventpile, Operation, Path], choice: str
+    duplicates: tuple[MailApplication, Operation, Path], choice: str
 ) -> None:
     app, asking, second = duplicates
     before = _message(app, "one@x")
@@ -709,7 +720,7 @@ def test_each_answer_to_the_duplicate_question(
 
 
 def _fingerprint_in(mbox: Path, text: str) -> str:
-    from commands.mailparse import ParsedMail, read_mailbox
+    from eventpile.mail.mailparse import ParsedMail, read_mailbox
 
     [found] = [m for m in read_mailbox(mbox) if isinstance(m, ParsedMail) and text in m.excerpt]
     return found.fingerprint
@@ -760,3 +771,12 @@ def test_the_operations_commands(
     refused(["answer", asking, "replace"], "not waiting for an answer")
     _, queued, _ = cli(["ops"], capsys)
     assert queued["operations"] == []
+
+
+class App(MailApplication):
+    """The mail application with this module's own test commands."""
+
+    handlers = (
+        run_job,
+        run_hijacked,
+    )

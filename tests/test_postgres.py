@@ -24,15 +24,17 @@ from typing import Any
 
 import pytest
 
-from commands.app import CommandFailed, Conflict, Eventpile
-from commands.mail import ImportMailbox, TagMessages
-from commands.synthetic import write_mbox
-from domain.message import Message, MessageIndexed
-from domain.operation import Operation, OperationRequested, OperationStarted, Status
-from domain.tag import TagCreated
-from projections.messages_query import parse_query, search
-from store.errors import StoreError
-from store.home import Home
+from eventpile.commands.dispatcher import CommandFailed
+from eventpile.commands.eventlog import Conflict
+from eventpile.domain.operation import Operation, OperationRequested, OperationStarted, Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.message import Message, MessageIndexed
+from eventpile.mail.query import parse_query, search
+from eventpile.mail.synthetic import write_mbox
+from eventpile.mail.tag import TagCreated
+from eventpile.store.errors import StoreError
+from eventpile.store.home import Home
 from tests.conftest import PASSPHRASE
 
 SPAWN: SpawnContext = multiprocessing.get_context("spawn")
@@ -40,9 +42,9 @@ WAIT_S = 60.0
 """A bound on every wait for another process (it is never reached when all is well)."""
 
 
-def _open(home_path: str) -> Eventpile:
+def _open(home_path: str) -> MailApplication:
     home = Home(Path(home_path))
-    return Eventpile(home, home.unlock(PASSPHRASE))
+    return MailApplication(home, home.unlock(PASSPHRASE))
 
 
 @contextmanager
@@ -71,7 +73,7 @@ def _wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-def _indexed(app: Eventpile, tmp_path: Path, count: int) -> list[uuid.UUID]:
+def _indexed(app: MailApplication, tmp_path: Path, count: int) -> list[uuid.UUID]:
     mbox = write_mbox(tmp_path / "mail.mbox", count, seed=5)
     app.execute(ImportMailbox(path=mbox))
     return [e.originator_id for _, e in app.all_events() if isinstance(e, MessageIndexed)]
@@ -101,7 +103,7 @@ def _tagger(home_path: str, prefix: str, count: int, barrier: Any, conflicts: An
 
 
 def test_two_processes_tagging_the_same_messages_lose_no_update(
-    app: Eventpile, home: Home, tmp_path: Path
+    app: MailApplication, home: Home, tmp_path: Path
 ) -> None:
     """Every command that completed holds on every message, whatever ran beside it.
 
@@ -137,10 +139,10 @@ def test_two_processes_tagging_the_same_messages_lose_no_update(
 
 
 def test_a_stale_append_is_a_conflict_for_another_connection(
-    app: Eventpile, home: Home, keyring: Any
+    app: MailApplication, home: Home, keyring: Any
 ) -> None:
     """The recorder's uniqueness violation on (stream, version) is our ``Conflict``."""
-    other = Eventpile(home, keyring)
+    other = MailApplication(home, keyring)
     try:
         tag = TagCreated(originator_id=uuid.uuid4(), originator_version=1, name="x")
         other.append([tag])
@@ -168,7 +170,7 @@ def _reader(home_path: str, after: int, ready: Any, results: Any) -> None:
 
 
 def test_a_reader_process_sees_another_process_write(
-    app: Eventpile, home: Home, tmp_path: Path
+    app: MailApplication, home: Home, tmp_path: Path
 ) -> None:
     _indexed(app, tmp_path, 10)
     ready, results = SPAWN.Event(), SPAWN.Queue()
@@ -187,7 +189,7 @@ def test_a_reader_process_sees_another_process_write(
 
 
 def _worker(home_path: str, lease_s: float, barrier: Any, stop: Any, ran: Any) -> None:
-    from commands.worker import Worker
+    from eventpile.commands.worker import Worker
 
     app = _open(home_path)
     app.lease_s = lease_s
@@ -198,13 +200,13 @@ def _worker(home_path: str, lease_s: float, barrier: Any, stop: Any, ran: Any) -
     app.close()
 
 
-def _runs(app: Eventpile) -> Counter[uuid.UUID]:
+def _runs(app: MailApplication) -> Counter[uuid.UUID]:
     """How many attempts each operation's stream records."""
     return Counter(e.originator_id for _, e in app.all_events() if isinstance(e, OperationStarted))
 
 
 def test_two_worker_processes_run_each_due_operation_exactly_once(
-    app: Eventpile, home: Home
+    app: MailApplication, home: Home
 ) -> None:
     submitted = [
         app.submit(TagMessages(action="add", tag=f"t{i}", query="*")).id for i in range(200)
@@ -229,7 +231,7 @@ def test_two_worker_processes_run_each_due_operation_exactly_once(
 
 
 def test_an_operation_of_a_killed_worker_is_run_by_the_other(
-    app: Eventpile, home: Home, tmp_path: Path
+    app: MailApplication, home: Home, tmp_path: Path
 ) -> None:
     mbox = write_mbox(tmp_path / "big.mbox", 3000, seed=9)
     op = app.submit(ImportMailbox(path=mbox)).id
@@ -263,7 +265,7 @@ def test_an_operation_of_a_killed_worker_is_run_by_the_other(
 def test_the_cli_keeps_a_home_in_the_database_given_at_init(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from commands.cli.main import main
+    from eventpile.mail.cli import main
 
     home = Home(tmp_path / "home")
     monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
@@ -279,7 +281,7 @@ def test_the_cli_keeps_a_home_in_the_database_given_at_init(
     assert not home.events_db.exists() and not list(home.views.iterdir())
     reopened = _open(str(home.path))
     try:
-        assert home.log_end() == reopened.max_position() > 0
+        assert home.backend().log_end() == reopened.max_position() > 0
     finally:
         reopened.close()
 
@@ -301,7 +303,7 @@ def test_an_unusable_database_url_is_one_line_and_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from commands.cli.main import main
+    from eventpile.mail.cli import main
 
     monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
     monkeypatch.setenv("EVENTPILE_DATABASE_URL", url)
@@ -314,7 +316,7 @@ def test_an_unusable_database_url_is_one_line_and_writes_nothing(
 @pytest.mark.postgres
 def test_init_refuses_a_database_that_holds_an_event_log(pg_url: str, tmp_path: Path) -> None:
     first = Home(tmp_path / "first", pg_url)
-    app = Eventpile(first, first.init(PASSPHRASE))
+    app = MailApplication(first, first.init(PASSPHRASE))
     app.execute(TagMessages(action="add", tag="x", query="*"))
     app.close()
     second = Home(tmp_path / "second", pg_url)

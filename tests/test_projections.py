@@ -23,18 +23,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from commands.app import Eventpile
-from commands.base import Command, Outcome, handles
-from commands.context import Context
-from commands.mail import ImportMailbox, RemoveTag, RenameTag, TagMessages
-from commands.synthetic import write_mbox
-from domain.aggregate import DomainError
-from domain.events import operation_scope, uuid7
-from domain.message import Message, MessageContent, MessageIndexed, MessageRemoved
-from projections import base, messages
-from projections.base import Page, Topics, View, rebuild_together
-from projections.messages import MessageIndex
-from projections.messages_query import (
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.events import operation_scope, uuid7
+from eventpile.mail import index as messages
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
+from eventpile.mail.index import MessageIndex
+from eventpile.mail.message import Message, MessageContent, MessageIndexed, MessageRemoved
+from eventpile.mail.query import (
     MAX_TERMS,
     QueryError,
     Term,
@@ -44,8 +42,11 @@ from projections.messages_query import (
     search,
     words,
 )
-from store.home import Home
-from store.keys import Keyring
+from eventpile.mail.synthetic import write_mbox
+from eventpile.projections import base
+from eventpile.projections.base import Page, Topics, View, rebuild_together
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
 from tests.pg import empty_database
 
 QUERIES = (
@@ -87,16 +88,16 @@ def mailboxes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [write_mbox(where / f"{n}-{seed}.mbox", n, seed) for n, seed in ((6, 1), (6, 2), (9, 3))]
 
 
-def total(app: Eventpile, query: str) -> int:
+def total(app: MailApplication, query: str) -> int:
     return int(search(app.view("messages").db, parse_query(query), 1)["total"])
 
 
-def results(app: Eventpile) -> dict[str, Any]:
+def results(app: MailApplication) -> dict[str, Any]:
     db = app.view("messages").db
     return {q: search(db, parse_query(q), 100) for q in QUERIES}
 
 
-def test_tags_count_only_the_messages_in_the_index(imported: Eventpile) -> None:
+def test_tags_count_only_the_messages_in_the_index(imported: MailApplication) -> None:
     tagged = total(imported, "tag:a")
     assert 0 < tagged < total(imported, "")
     imported.execute(UnindexMatching(query="patch after:2023-06-01"))
@@ -109,13 +110,13 @@ def test_tags_count_only_the_messages_in_the_index(imported: Eventpile) -> None:
 
 
 @pytest.fixture
-def imported(app: Eventpile, mailboxes: list[Path]) -> Eventpile:
+def imported(app: MailApplication, mailboxes: list[Path]) -> MailApplication:
     app.execute(ImportMailbox(path=mailboxes[2]))
     app.execute(TagMessages(action="add", tag="a", query="patch"))
     return app
 
 
-def test_catching_up_twice_applies_nothing_new(imported: Eventpile) -> None:
+def test_catching_up_twice_applies_nothing_new(imported: MailApplication) -> None:
     view = imported.view("messages")
     digest, position = view.digest(), view.position
     assert position == imported.max_position()
@@ -124,7 +125,7 @@ def test_catching_up_twice_applies_nothing_new(imported: Eventpile) -> None:
 
 
 def test_a_command_s_views_take_its_events_from_memory_unless_another_wrote_between(
-    imported: Eventpile, monkeypatch: pytest.MonkeyPatch
+    imported: MailApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[int] = []
     read = imported.read
@@ -134,7 +135,7 @@ def test_a_command_s_views_take_its_events_from_memory_unless_another_wrote_betw
     imported.execute(TagMessages(action="add", tag="b", query="patch"))
     assert reads == [] and all(v.verify(imported) for v in imported.views.values())
 
-    other = Eventpile(imported.home, imported.keyring)
+    other = App(imported.home, imported.keyring)
     try:  # another application writes between our two commands, leaving the views behind
         before = imported.max_position()
         other.append([other.request(TagMessages(action="add", tag="c", query="patch"))])
@@ -149,7 +150,7 @@ def test_a_command_s_views_take_its_events_from_memory_unless_another_wrote_betw
 
 
 def test_a_second_view_on_the_same_files_does_not_apply_again(
-    imported: Eventpile, mailboxes: list[Path]
+    imported: MailApplication, mailboxes: list[Path]
 ) -> None:
     live = imported.view("messages")
     other = View(MessageIndex(), live.store)
@@ -171,7 +172,7 @@ def test_a_second_view_on_the_same_files_does_not_apply_again(
         other.close()
 
 
-def test_rebuild_and_verify_agree_with_the_live_views(imported: Eventpile) -> None:
+def test_rebuild_and_verify_agree_with_the_live_views(imported: MailApplication) -> None:
     before = {name: view.digest() for name, view in imported.views.items()}
     found = results(imported)
     for view in imported.views.values():
@@ -183,7 +184,7 @@ def test_rebuild_and_verify_agree_with_the_live_views(imported: Eventpile) -> No
 
 
 def test_views_rebuilt_together_read_each_page_once_and_equal_the_live_views(
-    imported: Eventpile, monkeypatch: pytest.MonkeyPatch
+    imported: MailApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(base, "PAGE", 5)  # many pages
     before = {name: view.digest() for name, view in imported.views.items()}
@@ -203,7 +204,7 @@ def test_views_rebuilt_together_read_each_page_once_and_equal_the_live_views(
     assert reports["operations"].events == imported.max_position()
 
 
-def test_a_rebuild_is_swapped_in_for_whoever_has_the_view_open(imported: Eventpile) -> None:
+def test_a_rebuild_is_swapped_in_for_whoever_has_the_view_open(imported: MailApplication) -> None:
     """Another connection to the view (another process's) reads the rebuilt view, not a
     file taken from under it, and a connection opened later agrees."""
     live = imported.view("messages")
@@ -222,7 +223,7 @@ def test_a_rebuild_is_swapped_in_for_whoever_has_the_view_open(imported: Eventpi
         other.close()
 
 
-def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: Eventpile) -> None:
+def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: MailApplication) -> None:
     view = imported.view("messages")
     with view.db.transaction():
         view.db.execute("UPDATE messages SET size = size + 1")
@@ -248,7 +249,7 @@ MESSAGES = [uuid.UUID(int=n) for n in range(3)]
     batch=st.integers(1, 3),
 )
 def test_a_page_of_index_changes_equals_its_events_applied_one_by_one(
-    app: Eventpile,
+    app: MailApplication,
     monkeypatch: pytest.MonkeyPatch,
     steps: list[tuple[bool, int, int]],
     split: int,
@@ -320,7 +321,7 @@ class Views(RuleBasedStateMachine):
         if self.database:
             empty_database(self.database)
         self.home = Home(self.where, self.database)
-        self.app = Eventpile(self.home, self.keyring)
+        self.app = App(self.home, self.keyring)
         self.expected_total = 0
         self.import_mailbox(0)  # start with some mail, some of it tagged
         self.tag_messages("add", TAGS[0], "patch")
@@ -381,7 +382,7 @@ class Views(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.app.close()
-        self.app = Eventpile(self.home, self.keyring)
+        self.app = App(self.home, self.keyring)
 
     @rule(name=st.sampled_from(["messages", "operations"]))
     def rebuild(self, name: str) -> None:
@@ -465,7 +466,7 @@ def test_only_double_quotes_quote_and_quoted_text_is_never_a_field(
     assert parse_query(text).terms == tuple(Term(t) for t in terms)
 
 
-def test_an_apostrophe_is_a_word_break_as_in_the_index(imported: Eventpile) -> None:
+def test_an_apostrophe_is_a_word_break_as_in_the_index(imported: MailApplication) -> None:
     subject = search(imported.view("messages").db, parse_query("*"), 1)["results"][0]["subject"]
     first, second = words(subject)[:2]
     assert total(imported, f"{first}'{second}") == total(imported, f'"{first} {second}"') > 0
@@ -520,14 +521,14 @@ def test_bad_queries_are_query_errors(text: str, says: str) -> None:
         parse_query(text)
 
 
-def test_a_query_of_as_many_terms_as_allowed_runs(imported: Eventpile) -> None:
+def test_a_query_of_as_many_terms_as_allowed_runs(imported: MailApplication) -> None:
     most = " ".join(f"tag:t{n}" for n in range(MAX_TERMS))
     assert search(imported.view("messages").db, parse_query(most))["total"] == 0
     with pytest.raises(QueryError, match="more than"):
         parse_query(most + " one")
 
 
-def test_date_bounds_are_after_inclusive_before_exclusive(imported: Eventpile) -> None:
+def test_date_bounds_are_after_inclusive_before_exclusive(imported: MailApplication) -> None:
     """Counted independently from the events' own dates."""
     events = imported.read(0, imported.max_position(), (MessageIndexed,), 1000)
     sent = [e.sent for _, e in events if isinstance(e, MessageIndexed)]
@@ -540,7 +541,7 @@ def test_date_bounds_are_after_inclusive_before_exclusive(imported: Eventpile) -
     assert total(imported, f"after:{middle} before:{middle}") == 0
 
 
-def test_prefixes_phrases_and_fields_narrow_as_they_should(imported: Eventpile) -> None:
+def test_prefixes_phrases_and_fields_narrow_as_they_should(imported: MailApplication) -> None:
     assert total(imported, "patch*") >= total(imported, "patch") > 0
     assert total(imported, '"status update"') <= total(imported, "status update")
     assert total(imported, "subject:patch") <= total(imported, "patch")
@@ -549,3 +550,9 @@ def test_prefixes_phrases_and_fields_narrow_as_they_should(imported: Eventpile) 
     first = search(imported.view("messages").db, parse_query(""), 1)["results"][0]
     address = first["from"].rpartition("<")[2].rstrip(">")
     assert total(imported, f'from:"{address}"') >= 1
+
+
+class App(MailApplication):
+    """The mail application with this module's own test commands."""
+
+    handlers = (_unindex,)

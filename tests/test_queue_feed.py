@@ -13,19 +13,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import commands.context
-from commands.app import Application, CommandFailed, Conflict, Eventpile
-from commands.base import Command, Outcome, handles
-from commands.context import Context
-from commands.operations import DEFAULT_RENDERER, answer, cancel, renderer_for, retry
-from commands.send import SendMail
-from commands.worker import Worker
-from domain.aggregate import DomainError, fold
-from domain.operation import Operation, OperationProgressed, OperationRequested, Status
-from projections.feed import all_entries, entry, feed
-from projections.queue import due_operations, pending
-from store.home import Home
-from store.keys import Keyring
+import eventpile.commands
+import eventpile.commands.context
+from eventpile.commands.app import Application
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.commands.dispatcher import CommandFailed
+from eventpile.commands.eventlog import Conflict
+from eventpile.commands.operations import answer, cancel, retry
+from eventpile.commands.worker import Worker
+from eventpile.domain.aggregate import DomainError, fold
+from eventpile.domain.operation import Operation, OperationProgressed, OperationRequested, Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.send import SendMail
+from eventpile.projections.feed import DEFAULT_RENDERER, all_entries, entry, feed
+from eventpile.projections.queue import due_operations, pending
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
+from tests.test_operations import App as OperationsApp
 from tests.test_operations import Clock, Job
 
 pytest_plugins = ["tests.test_operations"]  # its fixtures: clock, ops_app
@@ -37,7 +42,7 @@ def feed_db(app: Application) -> Any:
     return view.db
 
 
-def unfinished_in_log(app: Eventpile) -> dict[uuid.UUID, Operation]:
+def unfinished_in_log(app: MailApplication) -> dict[uuid.UUID, Operation]:
     """Every operation not finished, folded from the log itself."""
     streams: dict[uuid.UUID, list[Any]] = {}
     for _, event in app.all_events():
@@ -53,13 +58,13 @@ def unfinished_in_log(app: Eventpile) -> dict[uuid.UUID, Operation]:
 def test_the_queue_loads_at_start_without_reading_the_log(
     home: Home, keyring: Keyring, clock: Clock, backend: str
 ) -> None:
-    first = Eventpile(home, keyring, clock=clock)
+    first = App(home, keyring, clock=clock)
     for _ in range(5):
         first.execute(Job())
     waiting = first.submit(Job(), run_after=clock.now + timedelta(hours=1))
     retrying = first.execute(Job(behaviour="retryable"))
     first.close()
-    again = Eventpile(home, keyring, clock=clock)
+    again = App(home, keyring, clock=clock)
     try:
         queue = again.view("queue")
         assert queue.catch_up(again).events == 0
@@ -94,9 +99,9 @@ def run_watched(command: Watched, ctx: Context) -> Outcome:
 
 
 def test_a_feed_entry_is_updated_in_place_while_its_operation_runs(
-    ops_app: Eventpile, monkeypatch: pytest.MonkeyPatch
+    ops_app: MailApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(commands.context, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(eventpile.commands.context, "PROGRESS_EVERY_S", 0.0)
     SEEN.clear()
     op = ops_app.execute(Watched())
     assert [(e["id"], e["status"], e["flags"]) for e in SEEN if e] == [
@@ -127,10 +132,10 @@ def run_busy(command: Busy, ctx: Context) -> Outcome:
 
 
 def test_progress_is_throttled_to_one_event_a_second(
-    ops_app: Eventpile, monkeypatch: pytest.MonkeyPatch
+    ops_app: MailApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ticks = iter(range(1000, 10**6))
-    monkeypatch.setattr(commands.context.time, "monotonic", lambda: next(ticks) / 100)
+    monkeypatch.setattr(eventpile.commands.context.time, "monotonic", lambda: next(ticks) / 100)
     op = ops_app.execute(Busy())  # 1,000 reports 10 ms apart: 10 s
     reports = [e for e in ops_app.stream(op.id) if isinstance(e, OperationProgressed)]
     assert 10 <= len(reports) <= 12
@@ -138,7 +143,7 @@ def test_progress_is_throttled_to_one_event_a_second(
 
 
 def test_the_feed_is_the_recent_entries_plus_every_incomplete_one(
-    ops_app: Eventpile, clock: Clock
+    ops_app: MailApplication, clock: Clock
 ) -> None:
     old_waiting = ops_app.execute(Job(behaviour="ask"))
     old_scheduled = ops_app.submit(Job(), run_after=clock.now + timedelta(days=1))
@@ -160,7 +165,7 @@ def test_the_feed_is_the_recent_entries_plus_every_incomplete_one(
     assert len(all_entries(feed_db(ops_app))) == 6
 
 
-def test_private_data_appears_only_when_asked_for(ops_app: Eventpile) -> None:
+def test_private_data_appears_only_when_asked_for(ops_app: MailApplication) -> None:
     with pytest.raises(CommandFailed):
         ops_app.execute(Job(behaviour="crash", secret="s3cret"))
     [public] = feed(feed_db(ops_app))
@@ -171,7 +176,7 @@ def test_private_data_appears_only_when_asked_for(ops_app: Eventpile) -> None:
     assert private["private"]["error"] == "broken: s3cret"
 
 
-def test_the_feed_queries_use_their_indexes(ops_app: Eventpile) -> None:
+def test_the_feed_queries_use_their_indexes(ops_app: MailApplication) -> None:
     db = feed_db(ops_app)
     if db.dialect != "sqlite":
         pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
@@ -186,10 +191,10 @@ def test_the_feed_queries_use_their_indexes(ops_app: Eventpile) -> None:
 # rendering -----------------------------------------------------------------------------------
 
 
-def test_the_default_rendering_as_text_json_and_html(ops_app: Eventpile) -> None:
+def test_the_default_rendering_as_text_json_and_html(ops_app: MailApplication) -> None:
     ops_app.execute(Job(behaviour="ask"))
     [shown] = feed(feed_db(ops_app))
-    renderer = renderer_for(shown["source"])
+    renderer = ops_app.registry.renderer(shown["source"])
     assert renderer is DEFAULT_RENDERER
     assert renderer.text(shown).endswith("iq  Job done (ask) — Go on? (again / stop)")
     assert renderer.json(shown)["text"] == "Job done (ask) — Go on? (again / stop)"
@@ -199,7 +204,7 @@ def test_the_default_rendering_as_text_json_and_html(ops_app: Eventpile) -> None
     assert '<button name="answer" value="again">again</button>' in html
 
 
-def test_a_command_type_renders_its_own_entries() -> None:
+def test_a_command_type_renders_its_own_entries(ops_app: MailApplication) -> None:
     entry = {
         "message": "Sent",
         "status": "complete",
@@ -207,7 +212,7 @@ def test_a_command_type_renders_its_own_entries() -> None:
         "question": None,
         "private": {"private_args": {"to": ["bob@example.org"], "subject": "Hi"}},
     }
-    renderer = renderer_for(SendMail.__name__)
+    renderer = ops_app.registry.renderer(SendMail.__name__)
     assert renderer is not DEFAULT_RENDERER
     assert renderer.headline(entry) == "Sent: 'Hi' to bob@example.org"
     assert renderer.headline({k: v for k, v in entry.items() if k != "private"}) == "Sent"
@@ -234,7 +239,7 @@ actions = st.lists(
 
 @given(steps=actions)
 def test_after_any_actions_queue_and_feed_equal_their_rebuild(
-    ops_app: Eventpile, clock: Clock, steps: list[tuple[str, Any]]
+    ops_app: MailApplication, clock: Clock, steps: list[tuple[str, Any]]
 ) -> None:
     ops: list[uuid.UUID] = [op.id for op in pending(ops_app.view("queue").db)]
     for action, arg in steps:
@@ -267,3 +272,12 @@ def test_after_any_actions_queue_and_feed_equal_their_rebuild(
         assert state is not None and entries[op_id.hex]["status"] == state.status.value
     assert queue.verify(ops_app)
     assert ops_app.view("feed").verify(ops_app)
+
+
+class App(OperationsApp):
+    """The mail application with this module's own test commands."""
+
+    handlers = (
+        run_watched,
+        run_busy,
+    )

@@ -1,8 +1,8 @@
 """The ``eventsourcing`` library's own recorder test suites, run against our store.
 
 Each suite of ``eventsourcing.tests.persistence`` runs on both of our backends,
-configured exactly as the application configures them (:func:`backend_settings`
-of a home): our tuned SQLite factory on a file, and our PostgreSQL factory on a
+configured exactly as the application configures them (the settings of a
+home's backend): our tuned SQLite factory on a file, and our PostgreSQL factory on a
 fresh database of the test server.
 """
 
@@ -23,8 +23,8 @@ from eventsourcing.tests.persistence import (
 )
 from eventsourcing.utils import Environment
 
-from commands.app import Application, backend_settings
-from store.home import Home
+from eventpile.commands.app import Application
+from eventpile.store.home import Home
 
 
 class OurStore:
@@ -35,7 +35,7 @@ class OurStore:
     """The factory method that makes the suite's recorder."""
 
     def create_recorder(self) -> Any:
-        env = Environment(Application.name, backend_settings(self.home))
+        env = Environment(Application.name, self.home.backend().settings())
         factory: Any = InfrastructureFactory.construct(env)
         self.addCleanup(factory.close)  # type: ignore[attr-defined]
         recorder = getattr(factory, self.make)()

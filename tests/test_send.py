@@ -14,13 +14,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from commands.app import Eventpile
-from commands.cli.main import main
-from commands.operations import answer
-from commands.send import SendMail
-from commands.worker import Worker
-from domain.operation import Status
-from store.home import Home
+from eventpile.commands.operations import answer
+from eventpile.commands.worker import Worker
+from eventpile.domain.operation import Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.cli import main
+from eventpile.mail.send import SendMail
+from eventpile.store.home import Home
 from tests.test_operations import Clock
 
 pytest_plugins = ["tests.test_operations"]  # its fixtures: clock, ops_app
@@ -93,7 +93,7 @@ def mail(*to: str) -> SendMail:
 
 
 def test_server_down_then_up_delivers_exactly_once(
-    ops_app: Eventpile, clock: Clock, smtp: Server
+    ops_app: MailApplication, clock: Clock, smtp: Server
 ) -> None:
     command = mail()
     op = ops_app.execute(command)
@@ -126,7 +126,7 @@ def test_server_down_then_up_delivers_exactly_once(
     )
 
 
-def test_a_4xx_reply_is_retried(ops_app: Eventpile, clock: Clock, smtp: Server) -> None:
+def test_a_4xx_reply_is_retried(ops_app: MailApplication, clock: Clock, smtp: Server) -> None:
     smtp.start()
     smtp.inbox.reply = "451 4.3.0 try again later"
     op = ops_app.execute(mail())
@@ -139,7 +139,7 @@ def test_a_4xx_reply_is_retried(ops_app: Eventpile, clock: Clock, smtp: Server) 
 
 @pytest.mark.parametrize("refusal", ["data", "recipient"])
 def test_a_5xx_reply_asks_whether_to_try_again(
-    ops_app: Eventpile, smtp: Server, refusal: str
+    ops_app: MailApplication, smtp: Server, refusal: str
 ) -> None:
     smtp.start()
     if refusal == "data":
@@ -163,7 +163,7 @@ def test_a_5xx_reply_asks_whether_to_try_again(
     assert len(smtp.inbox.received) == 1
 
 
-def test_cancelling_a_refused_message_sends_nothing(ops_app: Eventpile, smtp: Server) -> None:
+def test_cancelling_a_refused_message_sends_nothing(ops_app: MailApplication, smtp: Server) -> None:
     smtp.start()
     smtp.inbox.reply = "554 5.7.1 message rejected"
     op = ops_app.execute(mail())
@@ -171,7 +171,9 @@ def test_cancelling_a_refused_message_sends_nothing(ops_app: Eventpile, smtp: Se
     assert (answered.status, follow_up, smtp.inbox.received) == (Status.CANCELLED, None, [])
 
 
-def test_recipients_refused_among_others_are_reported(ops_app: Eventpile, smtp: Server) -> None:
+def test_recipients_refused_among_others_are_reported(
+    ops_app: MailApplication, smtp: Server
+) -> None:
     smtp.start()
     smtp.inbox.refuse = {"carol@example.org"}
     op = ops_app.execute(mail("bob@example.org", "carol@example.org"))
@@ -194,7 +196,7 @@ class Accounts:
 
 @pytest.mark.parametrize("password", [PASSWORD, "wrong"])
 def test_login_when_configured(
-    ops_app: Eventpile, monkeypatch: pytest.MonkeyPatch, password: str
+    ops_app: MailApplication, monkeypatch: pytest.MonkeyPatch, password: str
 ) -> None:
     server = Server(free_port(), authenticator=Accounts(), auth_require_tls=False)
     monkeypatch.setenv("EVENTPILE_SMTP", f"127.0.0.1:{server.port}")
@@ -333,7 +335,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 def test_starttls_and_login_when_configured(
-    ops_app: Eventpile, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ops_app: MailApplication, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import ssl
 
@@ -355,9 +357,9 @@ def test_starttls_and_login_when_configured(
 
 
 def test_starttls_the_server_lacks_fails_without_retrying(
-    ops_app: Eventpile, smtp: Server, monkeypatch: pytest.MonkeyPatch
+    ops_app: MailApplication, smtp: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from commands.app import CommandFailed
+    from eventpile.commands.dispatcher import CommandFailed
 
     monkeypatch.setenv("EVENTPILE_SMTP_STARTTLS", "1")
     smtp.start()

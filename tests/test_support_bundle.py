@@ -15,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from commands.cli.main import main
-from commands.support import Pseudonyms, write_records
-from domain.events import DomainEvent, private_fields_of
-from domain.operation import Operation
-from store.home import Home
+from eventpile.commands.support import Pseudonyms, write_records
+from eventpile.domain.events import DomainEvent, private_fields_of
+from eventpile.domain.operation import Operation
+from eventpile.mail.cli import main
+from eventpile.store.home import Home
 from tests.strategies import event_classes, model_strategy
 from tests.test_operations import _mbox
 

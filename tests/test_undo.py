@@ -13,17 +13,25 @@ import pytest
 from hypothesis import given as hypothesis_given
 from hypothesis import strategies as st
 
-from commands.app import Eventpile
-from commands.base import Command, Outcome, handles
-from commands.cli.main import main
-from commands.context import Context
-from commands.mail import ImportMailbox, RemoveTag, RenameTag, ResolveDuplicates, TagMessages
-from commands.operations import cancel
-from commands.synthetic import write_mbox
-from commands.undo import Redo, Undo
-from domain.aggregate import DomainError, aggregate_of
-from domain.events import DomainEvent
-from domain.message import (
+from eventpile import testing
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.commands.eventlog import registry_of
+from eventpile.commands.operations import cancel
+from eventpile.commands.undo import Redo, Undo
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.events import DomainEvent
+from eventpile.domain.operation import Operation, OperationRedone, OperationUndone, Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.cli import main
+from eventpile.mail.commands import (
+    ImportMailbox,
+    RemoveTag,
+    RenameTag,
+    ResolveDuplicates,
+    TagMessages,
+)
+from eventpile.mail.message import (
     TRASH_TAG_ID,
     Message,
     MessageContent,
@@ -33,12 +41,11 @@ from domain.message import (
     MessageTagged,
     MessageUntagged,
 )
-from domain.operation import Operation, OperationRedone, OperationUndone, Status
-from domain.tag import Tag, TagCreated, TagRemoved, TagRenamed
-from eventpile import testing
-from projections.messages_query import parse_query, search, tag_ids
-from projections.operations import find
-from store.home import Home
+from eventpile.mail.query import parse_query, search, tag_ids
+from eventpile.mail.synthetic import write_mbox
+from eventpile.mail.tag import Tag, TagCreated, TagRemoved, TagRenamed
+from eventpile.projections.operations import find
+from eventpile.store.home import Home
 
 from .conftest import cli, log_end
 
@@ -51,25 +58,25 @@ def mbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def imported(app: Eventpile, mbox: Path) -> Eventpile:
+def imported(app: MailApplication, mbox: Path) -> MailApplication:
     app.execute(ImportMailbox(path=mbox))
     return app
 
 
-def total(app: Eventpile, query: str) -> int:
+def total(app: MailApplication, query: str) -> int:
     return int(search(app.view("messages").db, parse_query(query), 1)["total"])
 
 
-def tag_names(app: Eventpile) -> list[str]:
+def tag_names(app: MailApplication) -> list[str]:
     rows = app.view("messages").db.execute("SELECT name FROM tags ORDER BY name")
     return [name for (name,) in rows]
 
 
-def written(app: Eventpile, operation_id: uuid.UUID) -> list[DomainEvent]:
+def written(app: MailApplication, operation_id: uuid.UUID) -> list[DomainEvent]:
     return [e for _, e in app.all_events() if e.operation_id == operation_id]
 
 
-def record(app: Eventpile, operation_id: uuid.UUID) -> dict[str, Any]:
+def record(app: MailApplication, operation_id: uuid.UUID) -> dict[str, Any]:
     [found] = find(app.view("operations").db, operation_id.hex)
     return found
 
@@ -78,7 +85,7 @@ def record(app: Eventpile, operation_id: uuid.UUID) -> dict[str, Any]:
 
 
 def test_undo_appends_the_inverses_newest_first_as_a_linked_operation(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
     before = imported.max_position()
@@ -107,7 +114,7 @@ def test_undo_appends_the_inverses_newest_first_as_a_linked_operation(
     assert state is not None and (state.status, state.undone_by) == (Status.UNDONE, undo.id)
 
 
-def test_redo_is_the_undo_of_the_undo(imported: Eventpile) -> None:
+def test_redo_is_the_undo_of_the_undo(imported: MailApplication) -> None:
     tagging = imported.execute(TagMessages(action="add", tag="t", query="patch"))
     tagged = total(imported, "tag:t")
     undo = imported.execute(Undo(operation_id=tagging.id))
@@ -125,7 +132,9 @@ def test_redo_is_the_undo_of_the_undo(imported: Eventpile) -> None:
     assert imported.execute(Undo()).result["undid"] == str(uuid.UUID(importing))
 
 
-def test_undo_and_redo_walk_back_and_forth_through_the_operations(imported: Eventpile) -> None:
+def test_undo_and_redo_walk_back_and_forth_through_the_operations(
+    imported: MailApplication,
+) -> None:
     states = [(total(imported, "tag:a"), total(imported, "tag:b"), tag_names(imported))]
     for command in (
         TagMessages(action="add", tag="a", query="*"),
@@ -146,7 +155,7 @@ def test_undo_and_redo_walk_back_and_forth_through_the_operations(imported: Even
 
 
 def test_undo_of_an_older_operation_reverts_only_what_is_still_in_effect(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
     removed = imported.execute(TagMessages(action="remove", tag="t", query="patch")).result
@@ -159,7 +168,7 @@ def test_undo_of_an_older_operation_reverts_only_what_is_still_in_effect(
 
 
 def test_an_add_brought_back_by_undoing_its_removal_is_undone_with_the_add(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     imported.execute(TagMessages(action="add", tag="t", query="*"))
     imported.execute(TagMessages(action="remove", tag="t", query="*"))
@@ -183,7 +192,7 @@ def test_an_add_brought_back_by_undoing_its_removal_is_undone_with_the_add(
 
 
 def test_undo_of_an_import_leaves_the_index_and_redo_brings_the_messages_back(
-    imported: Eventpile, mbox: Path
+    imported: MailApplication, mbox: Path
 ) -> None:
     imported.execute(TagMessages(action="add", tag="t", query="patch"))
     tagged = total(imported, "tag:t")
@@ -200,13 +209,13 @@ def test_undo_of_an_import_leaves_the_index_and_redo_brings_the_messages_back(
     assert imported.view("messages").verify(imported)
 
 
-def _terms(app: Eventpile) -> list[Any]:
+def _terms(app: MailApplication) -> list[Any]:
     """What the full-text index holds, word by word."""
     return app.view("messages").db.execute("SELECT * FROM messages_terms").fetchall()
 
 
 def test_a_replaced_message_gets_its_old_content_back(
-    imported: Eventpile, mbox: Path, tmp_path: Path
+    imported: MailApplication, mbox: Path, tmp_path: Path
 ) -> None:
     message_id = next(
         e.originator_id for _, e in imported.all_events() if isinstance(e, MessageIndexed)
@@ -230,19 +239,19 @@ def test_a_replaced_message_gets_its_old_content_back(
 
 
 def _fingerprints(mbox: Path) -> tuple[str, ...]:
-    from commands.mailparse import ParsedMail, read_mailbox
+    from eventpile.mail.mailparse import ParsedMail, read_mailbox
 
     return tuple(m.fingerprint for m in read_mailbox(mbox) if isinstance(m, ParsedMail))[:1]
 
 
-def _log(app: Eventpile) -> list[dict[str, Any]]:
-    from projections.operations import recent
+def _log(app: MailApplication) -> list[dict[str, Any]]:
+    from eventpile.projections.operations import recent
 
     return recent(app.view("operations").db, 1000)
 
 
 def test_undo_of_a_tag_creation_after_a_rename_removes_it_by_its_name_now(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     tagging = imported.execute(TagMessages(action="add", tag="old", query="*"))
     imported.execute(RenameTag(tag="old", new_name="new"))
@@ -252,7 +261,7 @@ def test_undo_of_a_tag_creation_after_a_rename_removes_it_by_its_name_now(
     assert tag_names(imported) == ["new", "trash"] and total(imported, "tag:new") == MESSAGES
 
 
-def test_a_rename_renamed_again_since_is_not_reverted(imported: Eventpile) -> None:
+def test_a_rename_renamed_again_since_is_not_reverted(imported: MailApplication) -> None:
     imported.execute(TagMessages(action="add", tag="a", query="*"))
     first = imported.execute(RenameTag(tag="a", new_name="b"))
     imported.execute(RenameTag(tag="b", new_name="c"))
@@ -264,7 +273,7 @@ def test_a_rename_renamed_again_since_is_not_reverted(imported: Eventpile) -> No
 
 @pytest.mark.parametrize("freed_by", ["rename", "removal"])
 def test_undo_does_not_give_back_a_name_another_tag_took_since(
-    imported: Eventpile, freed_by: str
+    imported: MailApplication, freed_by: str
 ) -> None:
     imported.execute(TagMessages(action="add", tag="red", query="patch"))
     on_red = total(imported, "tag:red")
@@ -308,7 +317,7 @@ def _rename_tags(command: RenameTags, ctx: Context) -> Outcome:
     return Outcome("Renamed tags")
 
 
-def test_a_name_an_undo_frees_can_be_given_back_by_the_same_undo(imported: Eventpile) -> None:
+def test_a_name_an_undo_frees_can_be_given_back_by_the_same_undo(imported: MailApplication) -> None:
     """Undoing a swap of two names frees each name before giving it back; a name the undo
     cannot free (another tag took the other one since) is not given back either."""
     for name in ("a", "b"):
@@ -331,7 +340,7 @@ def test_a_name_an_undo_frees_can_be_given_back_by_the_same_undo(imported: Event
 
 
 def test_undoing_a_tag_creation_keeps_the_tag_on_messages_tagged_since(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     creating = imported.execute(TagMessages(action="add", tag="red", query="patch"))
     first = creating.result["changed"]
@@ -354,7 +363,7 @@ def test_undoing_a_tag_creation_keeps_the_tag_on_messages_tagged_since(
 
 
 def test_undoing_a_tag_creation_removes_the_tag_when_this_undo_untags_its_last_messages(
-    imported: Eventpile,
+    imported: MailApplication,
 ) -> None:
     """Messages keep a tag only through adds the undo does not revert: here a later add,
     after the first one was removed, keeps it on one message."""
@@ -373,7 +382,9 @@ def test_undoing_a_tag_creation_removes_the_tag_when_this_undo_untags_its_last_m
 
 
 @pytest.mark.parametrize("by", ["redo", "undo of the undo"])
-def test_redoing_a_tag_removal_removes_it_from_every_message(imported: Eventpile, by: str) -> None:
+def test_redoing_a_tag_removal_removes_it_from_every_message(
+    imported: MailApplication, by: str
+) -> None:
     """Unlike the undo of a creation: the tag was on its messages when it was removed."""
     imported.execute(TagMessages(action="add", tag="red", query="patch"))
     removing = imported.execute(RemoveTag(tag="red"))
@@ -402,14 +413,14 @@ def _mark_and_send(command: MarkAndSend, ctx: Context) -> Outcome:
     return Outcome("Sent")
 
 
-def refused(app: Eventpile, command: Command, match: str) -> None:
+def refused(app: MailApplication, command: Command, match: str) -> None:
     end = app.max_position()
     with pytest.raises(DomainError, match=match):
         app.execute(command)
     assert app.max_position() == end
 
 
-def test_what_cannot_be_undone_is_refused_and_nothing_is_written(imported: Eventpile) -> None:
+def test_what_cannot_be_undone_is_refused_and_nothing_is_written(imported: MailApplication) -> None:
     tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
     nothing = imported.execute(TagMessages(action="add", tag="t", query="*"))
     sent = imported.execute(MarkAndSend())
@@ -426,7 +437,7 @@ def test_what_cannot_be_undone_is_refused_and_nothing_is_written(imported: Event
 
 
 def test_a_plain_undo_refuses_while_the_latest_operation_waits_for_an_answer(
-    imported: Eventpile, mbox: Path, tmp_path: Path
+    imported: MailApplication, mbox: Path, tmp_path: Path
 ) -> None:
     """An import of new mail and of a known message changed indexes the new mail and asks
     what to do with the changed one: a plain undo neither reverts it (it is not finished)
@@ -451,7 +462,7 @@ def test_a_plain_undo_refuses_while_the_latest_operation_waits_for_an_answer(
     assert total(imported, "") == MESSAGES
 
 
-def test_undoing_an_undo_explicitly_is_a_redo(imported: Eventpile) -> None:
+def test_undoing_an_undo_explicitly_is_a_redo(imported: MailApplication) -> None:
     tagging = imported.execute(TagMessages(action="add", tag="t", query="*"))
     undo = imported.execute(Undo())
     imported.execute(Undo(operation_id=undo.id))
@@ -503,11 +514,12 @@ indexed = Message.index(MESSAGE, CONTENT)
 
 
 def test_every_event_belongs_to_the_aggregate_that_declares_it() -> None:
-    assert aggregate_of(MessageTagged) is Message
-    assert aggregate_of(TagRenamed) is Tag
-    assert aggregate_of(OperationUndone) is Operation  # through its base, OperationEvent
-    with pytest.raises(DomainError, match="no aggregate declares DomainEvent"):
-        aggregate_of(DomainEvent)
+    registry = registry_of(MailApplication)
+    assert registry.aggregate_of(MessageTagged) is Message
+    assert registry.aggregate_of(TagRenamed) is Tag
+    assert registry.aggregate_of(OperationUndone) is Operation  # through its base
+    with pytest.raises(DomainError, match="no aggregate of this application declares DomainEvent"):
+        registry.aggregate_of(DomainEvent)
 
 
 def test_given_when_then_checks_events_and_that_each_one_is_undone_by_its_inverse() -> None:
@@ -575,3 +587,12 @@ def test_command_strategy_draws_valid_commands_from_the_model(command: TagMessag
 def test_command_strategy_refuses_a_field_the_model_lacks() -> None:
     with pytest.raises(TypeError, match="has no field colour"):
         testing.command_strategy(TagMessages, colour=st.just("red"))
+
+
+class App(MailApplication):
+    """The mail application with this module's own test commands."""
+
+    handlers = (
+        _rename_tags,
+        _mark_and_send,
+    )

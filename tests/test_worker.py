@@ -16,21 +16,25 @@ from typing import ClassVar, cast
 
 import pytest
 
-from commands.app import Eventpile, NotClaimable
-from commands.base import Command, Outcome, handles
-from commands.cli.main import main
-from commands.context import Context
-from commands.mail import ImportMailbox
-from commands.operations import RetryPolicy, cancel, retry
-from commands.synthetic import write_mbox
-from commands.worker import Ran, Worker
-from domain.aggregate import DomainError
-from domain.message import MessageIndexed
-from domain.operation import Operation, Status
-from projections.queue import pending
-from store.home import Home
-from store.keys import Keyring
+from eventpile.cli import command_line
+from eventpile.cli import main as run_cli
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.claims import NotClaimable
+from eventpile.commands.context import Context
+from eventpile.commands.operations import RetryPolicy, cancel, retry
+from eventpile.commands.worker import Ran, Worker
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.operation import Operation, Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.cli import main
+from eventpile.mail.commands import ImportMailbox
+from eventpile.mail.message import MessageIndexed
+from eventpile.mail.synthetic import write_mbox
+from eventpile.projections.queue import pending
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
 from tests.conftest import PASSPHRASE
+from tests.test_operations import App as OperationsApp
 from tests.test_operations import Clock, Job, written
 
 pytest_plugins = ["tests.test_operations"]  # its fixtures: clock, ops_app
@@ -42,14 +46,14 @@ def test_a_new_process_picks_up_pending_and_due_scheduled_work(
     cli_env: Home, keyring: Keyring, tmp_path: Path
 ) -> None:
     mbox = write_mbox(tmp_path / "a.mbox", 30, seed=3)
-    app = Eventpile(cli_env, keyring)
+    app = App(cli_env, keyring)
     now = app.clock()
     queued = app.submit(ImportMailbox(path=mbox))
     due = app.submit(ImportMailbox(path=mbox), run_after=now - timedelta(minutes=1))
     later = app.submit(ImportMailbox(path=mbox), run_after=now + timedelta(days=1))
     app.close()
     worker = subprocess.run(
-        [sys.executable, "-c", "from commands.cli.main import run; run()", *WORKER_ONCE],
+        [sys.executable, "-c", "from eventpile.mail.cli import run; run()", *WORKER_ONCE],
         env={**os.environ, "EVENTPILE_HOME": str(cli_env.path), "EVENTPILE_PASSPHRASE": PASSPHRASE},
         capture_output=True,
         text=True,
@@ -61,7 +65,7 @@ def test_a_new_process_picks_up_pending_and_due_scheduled_work(
         (str(due.id), "complete"),
         (str(queued.id), "complete"),
     ]
-    app = Eventpile(cli_env, keyring)
+    app = App(cli_env, keyring)
     try:
         first = app.load(Operation, due.id)
         assert first is not None and first.result["indexed"] == 30
@@ -87,7 +91,7 @@ def run_dies(command: Dies, ctx: Context) -> Outcome:
     return Outcome("Survived")
 
 
-def killed(app: Eventpile, command: Command) -> Operation:
+def killed(app: MailApplication, command: Command) -> Operation:
     """An operation whose worker died while running it."""
     op = app.submit(command)
     with pytest.raises(SystemExit):
@@ -100,8 +104,8 @@ def killed(app: Eventpile, command: Command) -> Operation:
 def test_a_dead_workers_operation_runs_again_once_its_lease_expired(
     home: Home, keyring: Keyring, backend: str, clock: Clock
 ) -> None:
-    first = Eventpile(home, keyring, clock=clock)
-    other = Eventpile(home, keyring, clock=clock)
+    first = App(home, keyring, clock=clock)
+    other = App(home, keyring, clock=clock)
     other.worker = "other:1"
     try:
         op = killed(first, Dies())
@@ -123,7 +127,7 @@ def test_a_dead_workers_operation_runs_again_once_its_lease_expired(
 def test_two_workers_run_each_operation_once_and_report_only_their_own(
     home: Home, keyring: Keyring, backend: str
 ) -> None:
-    first, second = Eventpile(home, keyring), Eventpile(home, keyring)
+    first, second = App(home, keyring), App(home, keyring)
     second.worker = "other:1"
     try:
         ops = [first.submit(Job()).id for _ in range(4)]
@@ -157,7 +161,7 @@ def run_takes_long(command: TakesLong, ctx: Context) -> Outcome:
 
 
 def test_operations_claimed_with_a_slow_one_start_only_while_their_lease_holds(
-    ops_app: Eventpile, clock: Clock
+    ops_app: MailApplication, clock: Clock
 ) -> None:
     first = ops_app.submit(Job())  # claimed alone; quick, so the rest are claimed at once
     slow = ops_app.submit(TakesLong())
@@ -188,7 +192,9 @@ def run_spends(command: Spends, ctx: Context) -> Outcome:
     return Outcome("Spent")
 
 
-def test_each_operation_claimed_in_a_batch_starts_with_a_whole_lease(ops_app: Eventpile) -> None:
+def test_each_operation_claimed_in_a_batch_starts_with_a_whole_lease(
+    ops_app: MailApplication,
+) -> None:
     STARTS.clear()
     ops = [ops_app.submit(Spends()).id for _ in range(3)]  # one alone, then two in one write
     assert [r.operation_id for r in Worker(ops_app).drain()] == ops
@@ -200,7 +206,7 @@ class Overtaken(Command):
     """Writes in two steps; between them, its first attempt loses its lease to another worker."""
 
 
-OTHER: list[Eventpile] = []
+OTHER: list[MailApplication] = []
 """The other worker's application, for Overtaken."""
 
 
@@ -224,8 +230,8 @@ def step_marker(ctx: Context, step: int) -> MessageIndexed:
 def test_an_attempt_whose_lease_was_taken_over_writes_nothing_more(
     home: Home, keyring: Keyring, backend: str, clock: Clock
 ) -> None:
-    first = Eventpile(home, keyring, clock=clock)
-    other = Eventpile(home, keyring, clock=clock)
+    first = App(home, keyring, clock=clock)
+    other = App(home, keyring, clock=clock)
     other.worker = "other:1"
     OTHER[:] = [other]
     try:
@@ -257,8 +263,8 @@ def run_writes(command: Writes, ctx: Context) -> Outcome:
 def test_each_write_of_an_attempt_renews_its_lease(
     home: Home, keyring: Keyring, backend: str, clock: Clock
 ) -> None:
-    first = Eventpile(home, keyring, clock=clock)
-    other = Eventpile(home, keyring, clock=clock)
+    first = App(home, keyring, clock=clock)
+    other = App(home, keyring, clock=clock)
     OTHER[:] = [other]
     try:
         op = first.submit(Writes())
@@ -272,7 +278,7 @@ def test_each_write_of_an_attempt_renews_its_lease(
 def test_another_applications_operation_is_left_pending_for_its_workers(
     home: Home, keyring: Keyring, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = Eventpile(home, keyring)
+    app = App(home, keyring)
     try:
         foreign = Operation.request(uuid.uuid4(), "Unregistered", {}, {}, "Not ours")
         app.append([foreign])
@@ -305,7 +311,7 @@ def test_another_applications_operation_is_left_pending_for_its_workers(
 
 
 def test_after_its_last_attempt_a_dead_workers_operation_fails(
-    ops_app: Eventpile, clock: Clock
+    ops_app: MailApplication, clock: Clock
 ) -> None:
     op = killed(ops_app, Dies(survive_from=3))
     clock.past(op.lease_until)
@@ -323,7 +329,7 @@ def test_after_its_last_attempt_a_dead_workers_operation_fails(
     )
 
 
-def test_an_abandoned_operation_can_be_cancelled(ops_app: Eventpile, clock: Clock) -> None:
+def test_an_abandoned_operation_can_be_cancelled(ops_app: MailApplication, clock: Clock) -> None:
     op = killed(ops_app, Dies())
     with pytest.raises(DomainError, match="cannot be cancelled"):
         cancel(ops_app, op.id)
@@ -335,7 +341,7 @@ def test_an_abandoned_operation_can_be_cancelled(ops_app: Eventpile, clock: Cloc
 def test_serve_takes_up_work_another_process_submits_without_waiting_to_poll(
     home: Home, keyring: Keyring, backend: str
 ) -> None:
-    serving, submitting = Eventpile(home, keyring), Eventpile(home, keyring)
+    serving, submitting = App(home, keyring), App(home, keyring)
     stop, started = threading.Event(), threading.Event()
     ran: list[Ran] = []
 
@@ -368,15 +374,28 @@ def test_worker_once_from_the_command_line(
 ) -> None:
     assert main(["init"]) == 0
     keyring = cli_env.unlock(PASSPHRASE)
-    app = Eventpile(cli_env, keyring)
+    app = App(cli_env, keyring)
     ok, crash = app.submit(Job()), app.submit(Job(behaviour="crash"))
     app.close()
     capsys.readouterr()
-    assert main(["--json", "worker", "--once"]) == 0
+    cli = command_line(App, about="The mail application with test commands.")
+    assert run_cli(cli, ["--json", "worker", "--once"]) == 0
     ran = json.loads(capsys.readouterr().out)["ran"]
     assert [(r["operation_id"], r["status"]) for r in ran] == [
         (str(ok.id), "complete"),
         (str(crash.id), "failed"),
     ]
-    assert main(["--json", "worker", "--once"]) == 0
+    assert run_cli(cli, ["--json", "worker", "--once"]) == 0
     assert json.loads(capsys.readouterr().out)["ran"] == []
+
+
+class App(OperationsApp):
+    """The mail application with this module's own test commands."""
+
+    handlers = (
+        run_dies,
+        run_takes_long,
+        run_spends,
+        run_overtaken,
+        run_writes,
+    )

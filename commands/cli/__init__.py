@@ -1,5 +1,3 @@
-"""The ``eventpile`` command line. Heavy modules are imported inside commands."""
-
-from commands.cli.main import main
-
-__all__ = ["main"]
+"""The framework's command line: an application's is built by
+:func:`~eventpile.commands.cli.core.command_line`. Heavy modules are imported inside
+commands."""

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from commands.cli.core import MAX_COUNT, app, console, emit, opened, progress_bar, settings
+from eventpile.commands.cli.core import (
+    MAX_COUNT,
+    console,
+    emit,
+    opened,
+    passphrase,
+    progress_bar,
+    settings,
+)
+
+commands = typer.Typer()
+"""Its commands, for :func:`eventpile.commands.cli.core.command_line`."""
 
 
-@app.command()
+@commands.command()
 def log(
     ctx: typer.Context,
     limit: int = typer.Option(
@@ -24,7 +29,7 @@ def log(
     ),
 ) -> None:
     """The most recent operations, newest first."""
-    from projections.operations import recent
+    from eventpile.projections.operations import recent
 
     s = settings(ctx)
     with opened(s) as application:
@@ -47,15 +52,15 @@ def _print_log(records: list[dict[str, Any]]) -> None:
     console().print(table)
 
 
-@app.command()
+@commands.command()
 def show(
     ctx: typer.Context,
     operation_id: str,
     private: bool = typer.Option(False, "--private", help="Show private data too."),
 ) -> None:
     """One operation: how it was invoked, its result or error, the events it wrote."""
-    from commands.operations import find_operation
-    from projections.operations import events_of, find
+    from eventpile.commands.operations import find_operation
+    from eventpile.projections.operations import events_of, find
 
     s = settings(ctx)
     with opened(s) as application:
@@ -66,13 +71,13 @@ def show(
     emit(s, record, lambda: console().print_json(data=record, default=str))
 
 
-@app.command()
+@commands.command()
 def rebuild(
     ctx: typer.Context,
     name: str = typer.Argument("", help="One projection (default: all)."),
 ) -> None:
     """Rebuild projections from the log, side by side, then swap them in."""
-    from projections.base import rebuild_together
+    from eventpile.projections.base import rebuild_together
 
     s = settings(ctx)
     with opened(s) as application:
@@ -101,7 +106,7 @@ def rebuild(
     emit(s, data, show_reports)
 
 
-@app.command()
+@commands.command()
 def verify(ctx: typer.Context) -> None:
     """Check that every event decrypts and every projection equals its rebuild."""
     s = settings(ctx)
@@ -126,46 +131,12 @@ def verify(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
-def demo(
-    ctx: typer.Context,
-    messages: int = typer.Option(2000, "--messages", min=1, help="Synthetic messages to import."),
-) -> None:
-    """A tour in a throwaway home: import, search, tag, the operation log."""
-    from commands.synthetic import write_mbox
+@commands.command()
+def init(ctx: typer.Context) -> None:
+    """Create an encrypted home: a new data key, wrapped by your passphrase."""
+    from eventpile.store.home import Home
 
     s = settings(ctx)
-    out = console()
-    with tempfile.TemporaryDirectory(prefix="eventpile-demo-") as tmp:
-        os.environ["EVENTPILE_PASSPHRASE"] = "demo passphrase"
-        home = Path(tmp) / "home"
-        mbox = write_mbox(Path(tmp) / "demo.mbox", messages, seed=1)
-        steps: list[tuple[str, list[str]]] = [
-            ("Create an encrypted home", ["init"]),
-            (f"Import {messages:,} synthetic messages", ["import", str(mbox)]),
-            ("Import again: every message is known", ["import", str(mbox)]),
-            ("Search", ["search", "-n", "5", "kernel"]),
-            ("Tag what matched", ["tag", "add", "kernel", "kernel"]),
-            ("Search by tag and date", ["search", "-n", "3", "tag:kernel after:2024-06-01"]),
-            ("Undo the tagging: compensating events, as an operation", ["undo"]),
-            ("Search by tag again: the tag is gone", ["search", "-n", "3", "tag:kernel"]),
-            ("The operation log", ["log", "-n", "5"]),
-            ("The notification feed: one entry per operation", ["feed"]),
-            ("Verify: every event decrypts, every view equals its rebuild", ["verify"]),
-        ]
-        from commands.cli.main import main
-
-        done: list[dict[str, Any]] = []
-        for title, argv in steps:
-            if not s.json:
-                out.rule(f"[bold]{title}[/]  eventpile {' '.join(argv)}")
-                code = main(["--home", str(home), *argv])
-            else:  # one document in all: each step's, in a list
-                with contextlib.redirect_stdout(io.StringIO()) as printed:
-                    code = main(["--json", "--home", str(home), *argv])
-                result = json.loads(printed.getvalue()) if not code else None
-                done.append({"title": title, "command": ["eventpile", *argv], "result": result})
-            if code:
-                raise typer.Exit(code)
-        if s.json:
-            emit(s, {"steps": done}, "")
+    keyring = Home(s.home, s.database_url).init(passphrase(confirm=True))
+    data = {"home": str(s.home), "installation_id": str(keyring.installation_id)}
+    emit(s, data, f"Initialised {s.home}")

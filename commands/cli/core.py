@@ -15,18 +15,9 @@ import click
 import typer
 
 if TYPE_CHECKING:
-    from commands.app import Eventpile
-    from store.home import Home
-    from store.keys import Keyring
-
-app = typer.Typer(
-    name="eventpile",
-    help="An encrypted, event-sourced mail index: every change is a recorded operation.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
+    from eventpile.commands.app import Application
+    from eventpile.store.home import Home
+    from eventpile.store.keys import Keyring
 
 MAX_COUNT = 2**63 - 1
 """The largest ``--limit``: what SQLite and PostgreSQL take in a LIMIT clause."""
@@ -44,29 +35,51 @@ def utf8(value: Any) -> Any:
 
 @dataclass
 class Settings:
+    """The global options, and the application the command line runs."""
+
+    application: type[Application]
     home: Path
     json: bool
     database_url: str | None = None
 
 
-@app.callback()
-def options(
-    ctx: typer.Context,
-    home: Path | None = typer.Option(
-        None, "--home", envvar="EVENTPILE_HOME", help="Data directory (default: per-user)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
-    database_url: str | None = typer.Option(
-        None,
-        "--database-url",
-        envvar="EVENTPILE_DATABASE_URL",
-        help="postgresql://user@host/dbname: keep the events and views in PostgreSQL "
-        "(saved by init; the keys stay in the home).",
-    ),
-) -> None:
-    from store.home import default_home
+def command_line(application: type[Application], *parts: typer.Typer, about: str) -> typer.Typer:
+    """The command line of ``application``: the framework's commands (operations, undo,
+    the log, rebuild, verify) and those of ``parts``, each a Typer of commands."""
+    from eventpile.commands.cli import admin, operations, undo
 
-    ctx.obj = Settings(home=home or default_home(), json=as_json, database_url=database_url)
+    cli = typer.Typer(
+        help=about, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+    )
+
+    @cli.callback()
+    def options(
+        ctx: typer.Context,
+        home: Path | None = typer.Option(
+            None, "--home", envvar="EVENTPILE_HOME", help="Data directory (default: per-user)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+        database_url: str | None = typer.Option(
+            None,
+            "--database-url",
+            envvar="EVENTPILE_DATABASE_URL",
+            help="postgresql://user@host/dbname: keep the events and views in PostgreSQL "
+            "(saved by init; the keys stay in the home).",
+        ),
+    ) -> None:
+        from eventpile.store.home import default_home
+
+        ctx.obj = Settings(
+            application=application,
+            home=home or default_home(),
+            json=as_json,
+            database_url=database_url,
+        )
+
+    for part in (admin.commands, operations.commands, undo.commands, *parts):
+        cli.registered_commands += part.registered_commands
+        cli.registered_groups += part.registered_groups
+    return cli
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -85,20 +98,18 @@ def passphrase(*, confirm: bool = False) -> str:
 
 
 def unlock(s: Settings) -> tuple[Home, Keyring]:
-    from store.home import Home
+    from eventpile.store.home import Home
 
     home = Home(s.home, s.database_url)
     return home, home.unlock(passphrase())
 
 
 @contextmanager
-def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterator[Eventpile]:
+def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterator[Application]:
     """The application on an unlocked home, closed afterwards (saying which views it
     found damaged and made anew)."""
-    from commands.app import Eventpile
-
     home, keyring = unlocked or unlock(s)
-    application = Eventpile(home, keyring)
+    application = s.application(home, keyring)
     try:
         yield application
     finally:

@@ -1,4 +1,4 @@
-"""Entry point: run the Typer app; every error is one line on stderr."""
+"""Running a command line: every error is one line on stderr."""
 
 from __future__ import annotations
 
@@ -6,33 +6,32 @@ import os
 import sys
 
 import click
-
-from commands.cli import admin, mail, operations, undo  # noqa: F401  (they register their commands)
-from commands.cli.core import app
+import typer
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; every error, a usage error too, is one line on stderr."""
+def main(cli: typer.Typer, argv: list[str] | None = None, prog_name: str = "eventpile") -> int:
+    """Run ``cli`` (see :func:`~eventpile.commands.cli.core.command_line`) on ``argv``; every
+    error, a usage error too, is one line on stderr. The exit status."""
     try:
-        code = app(args=argv, prog_name="eventpile", standalone_mode=False)
+        code = cli(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:  # Typer has printed the help
         return e.exit_code
     except click.ClickException as e:
-        sys.stderr.write(f"eventpile: {_usage(e)}\n")
+        sys.stderr.write(f"{prog_name}: {_usage(e)}\n")
         return e.exit_code
     except click.Abort:
-        sys.stderr.write("eventpile: aborted\n")
+        sys.stderr.write(f"{prog_name}: aborted\n")
         return EXIT_ERROR
     except Exception as e:
-        sys.stderr.write(f"eventpile: {_explain(e)}\n")
+        sys.stderr.write(f"{prog_name}: {_explain(e)}\n")
         if os.environ.get("EVENTPILE_DEBUG"):
             raise
         return EXIT_ERROR
     if code == EXIT_INTERRUPTED:
-        sys.stderr.write("eventpile: interrupted (what was written before stays written)\n")
+        sys.stderr.write(f"{prog_name}: interrupted (what was written before stays written)\n")
     return code if isinstance(code, int) else 0
 
 
@@ -47,9 +46,10 @@ def _explain(error: Exception) -> str:
     """The one-line message of an error; unexpected ones say so."""
     from pydantic import ValidationError
 
-    from commands.app import CommandFailed, Conflict
-    from commands.base import explain
-    from store.errors import StoreError
+    from eventpile.commands.base import explain
+    from eventpile.commands.dispatcher import CommandFailed
+    from eventpile.commands.eventlog import Conflict
+    from eventpile.store.errors import StoreError
 
     if isinstance(error, ValidationError):
         return explain(error)
@@ -67,7 +67,3 @@ def _database_errors() -> tuple[type[Exception], ...]:
     drivers = (("sqlcipher3.dbapi2", "DatabaseError"), ("psycopg", "Error"))
     loaded = [getattr(sys.modules[m], name) for m, name in drivers if m in sys.modules]
     return (sqlite3.DatabaseError, *loaded)
-
-
-def run() -> None:
-    sys.exit(main())

@@ -4,29 +4,33 @@ and ``support-bundle``."""
 from __future__ import annotations
 
 import contextlib
-import math
-import socket
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from commands.cli.core import MAX_COUNT, app, console, emit, opened, progress_bar, settings, utf8
+from eventpile.commands.cli.core import (
+    MAX_COUNT,
+    console,
+    emit,
+    opened,
+    progress_bar,
+    settings,
+)
 
 if TYPE_CHECKING:
-    from domain.operation import Operation
+    from eventpile.domain.operation import Operation
 
 
-def _summary(operation: Operation) -> dict[str, Any]:
+def summary(operation: Operation) -> dict[str, Any]:
     """The public facts of an operation, for ``--json``."""
-    from domain.operation import redact
+    from eventpile.domain.operation import redact
 
     return redact(operation)
 
 
-def _line(operation: Operation) -> str:
+def line(operation: Operation) -> str:
     """How an operation stands, in one line."""
     line = f"{operation.id}  {operation.status}: {operation.message}"
     if operation.retry_at is not None:
@@ -37,7 +41,11 @@ def _line(operation: Operation) -> str:
     return line
 
 
-@app.command()
+commands = typer.Typer()
+"""Its commands, for :func:`eventpile.commands.cli.core.command_line`."""
+
+
+@commands.command()
 def feed(
     ctx: typer.Context,
     show_all: bool = typer.Option(False, "--all", help="Every entry, not just recent ones."),
@@ -48,9 +56,8 @@ def feed(
     ),
 ) -> None:
     """What the program is doing and did: recent operations plus every incomplete one."""
-    from commands.operations import renderer_for
-    from projections.feed import all_entries
-    from projections.feed import feed as feed_entries
+    from eventpile.projections.feed import all_entries
+    from eventpile.projections.feed import feed as feed_entries
 
     s = settings(ctx)
     with opened(s) as application:
@@ -60,22 +67,22 @@ def feed(
         else:
             entries = feed_entries(db, recent, private=private)
     if as_html and not s.json:
-        items = "\n".join(renderer_for(e["source"]).html(e) for e in entries)
+        items = "\n".join(application.registry.renderer(e["source"]).html(e) for e in entries)
         typer.echo(f'<ul class="feed">\n{items}\n</ul>')
         return
 
     def show() -> None:
         out = console()
         for e in entries:
-            out.print(renderer_for(e["source"]).text(e), markup=False)
+            out.print(application.registry.renderer(e["source"]).text(e), markup=False)
 
-    emit(s, {"feed": [renderer_for(e["source"]).json(e) for e in entries]}, show)
+    emit(s, {"feed": [application.registry.renderer(e["source"]).json(e) for e in entries]}, show)
 
 
-@app.command()
+@commands.command()
 def ops(ctx: typer.Context) -> None:
     """The queue: every unfinished operation, with when it is due."""
-    from projections.queue import pending
+    from eventpile.projections.queue import pending
 
     s = settings(ctx)
     with opened(s) as application:
@@ -91,53 +98,53 @@ def ops(ctx: typer.Context) -> None:
             table.add_row(op.id.hex, op.command, op.status, when, str(op.attempts), op.message)
         console().print(table)
 
-    emit(s, {"operations": [_summary(op) for op in queued]}, show)
+    emit(s, {"operations": [summary(op) for op in queued]}, show)
 
 
-@app.command()
+@commands.command()
 def answer(ctx: typer.Context, operation_id: str, choice: str) -> None:
     """Answer an operation's question: its choice's command runs as a new operation."""
-    from commands.operations import answer as answer_operation
-    from commands.operations import find_operation
+    from eventpile.commands.operations import answer as answer_operation
+    from eventpile.commands.operations import find_operation
 
     s = settings(ctx)
     with opened(s) as application, progress_bar(s, "Running") as update:
         target = find_operation(application, operation_id)
         answered, follow_up = answer_operation(application, target.id, choice, update)
     data = {
-        "operation": _summary(answered),
-        "follow_up": None if follow_up is None else _summary(follow_up),
+        "operation": summary(answered),
+        "follow_up": None if follow_up is None else summary(follow_up),
     }
-    human = _line(answered) + ("" if follow_up is None else "\n" + _line(follow_up))
+    human = line(answered) + ("" if follow_up is None else "\n" + line(follow_up))
     emit(s, data, lambda: console().print(human, markup=False))
 
 
-@app.command()
+@commands.command()
 def cancel(ctx: typer.Context, operation_id: str) -> None:
     """Cancel a pending, scheduled, retrying or waiting operation."""
-    from commands.operations import cancel as cancel_operation
-    from commands.operations import find_operation
+    from eventpile.commands.operations import cancel as cancel_operation
+    from eventpile.commands.operations import find_operation
 
     s = settings(ctx)
     with opened(s) as application:
         state = cancel_operation(application, find_operation(application, operation_id).id)
-    emit(s, {"operation": _summary(state)}, lambda: console().print(_line(state), markup=False))
+    emit(s, {"operation": summary(state)}, lambda: console().print(line(state), markup=False))
 
 
-@app.command()
+@commands.command()
 def retry(ctx: typer.Context, operation_id: str) -> None:
     """Run a scheduled or retrying operation now; run a failed one again."""
-    from commands.operations import find_operation
-    from commands.operations import retry as retry_operation
+    from eventpile.commands.operations import find_operation
+    from eventpile.commands.operations import retry as retry_operation
 
     s = settings(ctx)
     with opened(s) as application, progress_bar(s, "Running") as update:
         target = find_operation(application, operation_id)
         state = retry_operation(application, target.id, update)
-    emit(s, {"operation": _summary(state)}, lambda: console().print(_line(state), markup=False))
+    emit(s, {"operation": summary(state)}, lambda: console().print(line(state), markup=False))
 
 
-@app.command()
+@commands.command()
 def worker(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run what is due now, then exit."),
@@ -146,7 +153,7 @@ def worker(
     """Run due operations (scheduled, retrying, abandoned by a dead worker) until stopped."""
     import threading
 
-    from commands.worker import Ran, Worker
+    from eventpile.commands.worker import Ran, Worker
 
     s = settings(ctx)
     ran: list[Ran] = []
@@ -169,76 +176,10 @@ def worker(
         emit(s, {"ran": [asdict(r) for r in ran]}, "")
 
 
-MAX_DELAY_MIN = 60 * 24 * 366 * 100
-"""The longest ``send --after``: a hundred years, in minutes."""
-
-
-def _all_utf8(values: list[str]) -> list[str]:
-    return [utf8(value) for value in values]
-
-
-def _a_number(minutes: float) -> float:
-    if math.isnan(minutes):
-        raise typer.BadParameter(f"{minutes} is not a number")
-    return minutes
-
-
-@app.command()
-def send(
-    ctx: typer.Context,
-    to: list[str] = typer.Option(
-        ..., "--to", help="A recipient (repeat for more).", callback=_all_utf8
-    ),
-    subject: str = typer.Option(..., "--subject", help="The subject line.", callback=utf8),
-    body_file: Path = typer.Option(..., "--body-file", help="The text of the message (UTF-8)."),
-    sender: str = typer.Option(
-        "",
-        "--from",
-        envvar="EVENTPILE_FROM",
-        help="The sender (default: you@this host).",
-        callback=utf8,
-    ),
-    after: float = typer.Option(
-        0.0,
-        "--after",
-        min=0.0,
-        max=MAX_DELAY_MIN,
-        help="Send after this many minutes (the worker sends it).",
-        callback=_a_number,
-    ),
-) -> None:
-    """Compose a message and send it over SMTP (EVENTPILE_SMTP=host:port).
-
-    A failure to connect, or a temporary refusal, is retried by the worker.
-    """
-    from commands.send import SendMail, SmtpConfig
-
-    s = settings(ctx)
-    SmtpConfig.from_env()
-    try:
-        body = body_file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{body_file} is not UTF-8 text (byte {e.start})") from None
-    command = SendMail.compose(sender or _default_sender(), to, subject, body)
-    with opened(s) as application:
-        if after:
-            when = application.clock() + timedelta(minutes=after)
-            state = application.submit(command, run_after=when)
-        else:
-            state = application.execute(command)
-    emit(s, {"operation": _summary(state)}, lambda: console().print(_line(state), markup=False))
-
-
-def _default_sender() -> str:
-    import getpass
-
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-@app.command("support-bundle")
+@commands.command("support-bundle")
 def support_bundle(ctx: typer.Context, file: Path) -> None:
     """Write what tech support needs, every private value replaced by a pseudonym."""
-    from commands.support import write_bundle
+    from eventpile.commands.support import write_bundle
 
     s = settings(ctx)
     with opened(s) as application:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from commands.cli.core import app, emit, opened, progress_bar, settings
+from eventpile.commands.cli.core import emit, opened, progress_bar, settings
 
 _ID_HELP = "An operation id, or its first hex digits"
 
 
-@app.command()
+commands = typer.Typer()
+"""Its commands, for :func:`eventpile.commands.cli.core.command_line`."""
+
+
+@commands.command()
 def undo(
     ctx: typer.Context,
     operation_id: str = typer.Argument(
@@ -20,7 +24,7 @@ def undo(
     _revert(ctx, "undo", operation_id)
 
 
-@app.command()
+@commands.command()
 def redo(
     ctx: typer.Context,
     operation_id: str = typer.Argument(
@@ -32,10 +36,10 @@ def redo(
 
 
 def _revert(ctx: typer.Context, verb: str, prefix: str) -> None:
-    import commands.mail
-    import commands.send  # noqa: F401  (they register their commands: undo must know them)
-    from commands.operations import find_operation
-    from commands.undo import Redo, Undo
+    import eventpile.mail.commands
+    import eventpile.mail.send  # noqa: F401  (they register their eventpile.commands: undo must know them)
+    from eventpile.commands.operations import find_operation
+    from eventpile.commands.undo import Redo, Undo
 
     s = settings(ctx)
     with opened(s) as application, progress_bar(s, verb.capitalize() + "ing") as update:

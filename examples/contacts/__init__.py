@@ -1,15 +1,16 @@
-"""An address book built on eventpile's public API only.
+"""An address book built on eventpile's public API only: a plain application, no mail.
 
 ``domain`` (the ``Contact`` aggregate and its events), ``commands`` (validated
-commands and their handlers), ``directory`` (the lookup projection), ``app``
-(the application) and ``__main__`` (``python -m examples.contacts``).
+commands and their handlers, among them the import of a file of contacts),
+``directory`` (the lookup projection), ``app`` (the application, wiring the three)
+and ``__main__`` (``python -m examples.contacts``).
 """
 
 from .app import AddressBook
 from .commands import (
     AddEmail,
     CreateContact,
-    ImportSenders,
+    ImportContacts,
     MergeContacts,
     RemoveEmail,
     RenameContact,
@@ -23,7 +24,7 @@ __all__ = [
     "Contact",
     "ContactDirectory",
     "CreateContact",
-    "ImportSenders",
+    "ImportContacts",
     "MergeContacts",
     "RemoveEmail",
     "RenameContact",

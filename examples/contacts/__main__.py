@@ -1,12 +1,16 @@
 """``python -m examples.contacts``: the address book from the command line.
 
-Opens the home the ``eventpile`` command uses (``EVENTPILE_HOME``, passphrase
-from ``EVENTPILE_PASSPHRASE`` or a prompt)::
+Uses the home the ``eventpile`` commands use (``EVENTPILE_HOME``, passphrase from
+``EVENTPILE_PASSPHRASE`` or a prompt)::
 
-    python -m examples.contacts import ['from:ralf']   # contacts from mail senders
-    python -m examples.contacts find ralf               # by name prefix or address
-    python -m examples.contacts undo [OPERATION_ID]     # the latest operation by default
+    python -m examples.contacts init                   # a new home
+    python -m examples.contacts import FILE            # a contact a line: Name <address>
+    python -m examples.contacts find ralf              # by name prefix or address
+    python -m examples.contacts undo [OPERATION_ID]    # the latest operation by default
     python -m examples.contacts redo [OPERATION_ID]
+
+``FILE`` is UTF-8 text with one contact a line, ``Name <address>`` or a bare
+address; blank lines and lines starting with ``#`` are skipped.
 """
 
 from __future__ import annotations
@@ -32,18 +36,23 @@ from eventpile import (
     explain,
 )
 
-from . import AddressBook, ImportSenders
+from . import AddressBook, ImportContacts
 
-COMMANDS: dict[str, type[Command]] = {"import": ImportSenders, "undo": Undo, "redo": Redo}
+COMMANDS: dict[str, type[Command]] = {"import": ImportContacts, "undo": Undo, "redo": Redo}
 """The actions that run a command (their arguments are its fields)."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m examples.contacts", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.contacts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     actions = parser.add_subparsers(dest="action", required=True)
-    senders = actions.add_parser("import", help="a contact for each sender without one")
-    senders.add_argument("query", nargs="?", default="", help="only senders of matching mail")
+    actions.add_parser("init", help="make a new home (EVENTPILE_HOME)")
+    contacts = actions.add_parser("import", help="a contact for each new address of a file")
+    contacts.add_argument("path", help="UTF-8 text, a contact a line: 'Name <address>'")
     find = actions.add_parser("find", help="contacts by name prefix or email address")
     find.add_argument("text")
     for verb in ("undo", "redo"):
@@ -52,21 +61,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open() -> AddressBook:
-    home = Home(default_home())
+def _passphrase() -> str:
     passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
-    if passphrase is None:
-        passphrase = getpass.getpass("Passphrase: ")
-    return AddressBook(home, home.unlock(passphrase))
+    return getpass.getpass("Passphrase: ") if passphrase is None else passphrase
 
 
 def run(args: argparse.Namespace) -> tuple[Any, str]:
     """The JSON document and the line for people that the action produces."""
-    book = _open()
+    home = Home(default_home())
+    if args.action == "init":
+        home.init(_passphrase())
+        return {"home": str(home.path)}, f"Made a new home in {home.path}"
+    command = None
+    if args.action in COMMANDS:  # built first: bad input is refused before the home opens
+        fields = {k: v for k, v in vars(args).items() if k not in ("action", "json")}
+        command = COMMANDS[args.action](**fields)
+    book = AddressBook(home, home.unlock(_passphrase()))
     try:
-        if args.action in COMMANDS:
-            fields = {k: v for k, v in vars(args).items() if k not in ("action", "json")}
-            operation = book.execute(COMMANDS[args.action](**fields))
+        if command is not None:
+            operation = book.execute(command)
             return {"operation_id": str(operation.id), **operation.result}, operation.message
         found = book.find(args.text)
         lines = [f"{c['id'][:12]}  {c['name']}  {', '.join(c['emails'])}" for c in found]

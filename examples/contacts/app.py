@@ -1,18 +1,40 @@
-"""The address book: the mail application plus the contact directory."""
+"""The address book: a plain eventpile application of contacts and their directory."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from eventpile import MailApplication
+from eventpile import Aggregate, Application, Handler, Projection
 
+from .commands import (
+    add_email,
+    create_contact,
+    import_contacts,
+    merge_contacts,
+    remove_email,
+    rename_contact,
+)
 from .directory import ContactDirectory, by_email, by_name_prefix, directory
+from .domain import Contact
 
 
-class AddressBook(MailApplication):
-    """Contacts beside the mail index, in the same encrypted home."""
+class AddressBook(Application):
+    """Contacts in an encrypted home: create, change, merge, import; undo any of it.
 
-    projections = (*MailApplication.projections, ContactDirectory)
+    What it lists adds to the framework's own (operations, undo and redo, the
+    operation log, the queue and the feed); it knows nothing of mail.
+    """
+
+    aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Contact,)
+    handlers: ClassVar[tuple[Handler[Any], ...]] = (
+        create_contact,
+        add_email,
+        remove_email,
+        rename_contact,
+        merge_contacts,
+        import_contacts,
+    )
+    projections: ClassVar[tuple[type[Projection], ...]] = (ContactDirectory,)
 
     def find(self, text: str) -> list[dict[str, Any]]:
         """Contacts by email address (when ``text`` has an ``@``), else by name prefix."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from eventpile import (
     Command,
@@ -22,7 +24,6 @@ from eventpile import (
     Private,
     ViewDB,
     handles,
-    message_senders,
     uuid7,
 )
 
@@ -129,37 +130,77 @@ def merge_contacts(command: MergeContacts, ctx: Context) -> Outcome:
     return Outcome("Merged two contacts")
 
 
-class ImportSenders(Command):
-    """A contact for each sender of the indexed mail matching ``query`` who has none."""
+class ImportContacts(Command):
+    """A contact for each address of a text file that no contact has yet.
 
-    query: Annotated[str, Private] = ""
+    The file is UTF-8 text with one contact a line, ``Name <address>`` or a bare
+    ``address``; blank lines and lines starting with ``#`` are skipped. The path is
+    checked when the command is built (a missing file, or one that is not UTF-8, is
+    refused before anything is written) and kept absolute, so the operation record
+    names the same file wherever it is read.
+    """
+
+    path: Annotated[Path, Private]
+
+    @field_validator("path")
+    @classmethod
+    def _readable_text(cls, path: Path) -> Path:
+        path = path.expanduser().absolute()
+        read_lines(path)
+        return path
 
     def describe(self) -> str:
-        return "Import contacts from mail senders"
+        return "Import contacts from a file"
 
 
-_SENDER = re.compile(r"(.*?)\s*<([^<>]*)>")
+ENCODING = "utf-8-sig"
+"""UTF-8, with or without the byte-order mark some editors write."""
 
 
-def split_sender(sender: str) -> tuple[str, str]:
+def read_lines(path: Path) -> list[str]:
+    """The lines of the contacts file at ``path`` (ValueError: it cannot be read)."""
+    try:
+        return path.read_bytes().decode(ENCODING).splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"there is no file {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a file of contacts") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start:,} cannot be decoded)") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+_CONTACT = re.compile(r"(.*?)\s*<([^<>]*)>")
+
+
+def split_contact(line: str) -> tuple[str, str]:
     """``("Name", "address")`` from ``"Name <address>"`` (or a bare address)."""
-    match = _SENDER.fullmatch(sender.strip())
+    match = _CONTACT.fullmatch(line.strip())
     if match is None:
-        return "", sender.strip()
+        return "", line.strip()
     return match.group(1).strip("\"' "), match.group(2)
 
 
-@handles(ImportSenders)
-def import_senders(command: ImportSenders, ctx: Context) -> Outcome:
+def contact_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines that name a contact: not blank, not a ``#`` comment."""
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+@handles(ImportContacts)
+def import_contacts(command: ImportContacts, ctx: Context) -> Outcome:
     try:
-        senders = message_senders(ctx.app, command.query)
+        lines = read_lines(command.path)  # again: the file may have changed since
     except ValueError as e:
         raise DomainError(str(e)) from None
     db = directory(ctx.app)
     seen: set[str] = set()
     created = known = unreadable = 0
-    for sender, _messages in senders:  # the most frequent spelling of a name comes first
-        name, address = split_sender(sender)
+    for line in contact_lines(lines):  # of an address given twice, the first line counts
+        name, address = split_contact(line)
         try:
             address = check_address(address)
         except ValueError:
@@ -171,7 +212,7 @@ def import_senders(command: ImportSenders, ctx: Context) -> Outcome:
         if by_email(db, address):
             known += 1
             continue
-        name = " ".join(name.split())[:200] or address.partition("@")[0]
+        name = (" ".join(name.split()) or address.partition("@")[0])[:200]
         ctx.record(*Contact.create(uuid7(), name, (address,)))
         created += 1
     result = {"created": created, "known": known, "unreadable": unreadable}

@@ -7,9 +7,9 @@ PostgreSQL share (``?`` placeholders, ``INSERT … ON CONFLICT``, ``TEXT``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from eventpile import Application, DomainEvent, Projection, ViewDB
+from eventpile import DomainEvent, Projection, ViewDB
 
 from .domain import (
     ContactCreated,
@@ -96,11 +96,15 @@ class ContactDirectory(Projection):
         )
 
 
-def directory(app: Application) -> ViewDB:
+class Views(Protocol):
+    """What has the application's views: the application, or ``ctx.app`` in a handler."""
+
+    def current(self, name: str) -> ViewDB: ...
+
+
+def directory(app: Views) -> ViewDB:
     """The contact directory of ``app``, up to date."""
-    view = app.view(ContactDirectory.name)
-    view.catch_up(app)
-    return view.db
+    return app.current(ContactDirectory.name)
 
 
 def _contacts(db: ViewDB, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:

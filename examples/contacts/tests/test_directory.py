@@ -10,7 +10,6 @@ from eventpile import Application, DomainError, Home, Keyring
 from examples.contacts import (
     AddEmail,
     AddressBook,
-    ContactDirectory,
     CreateContact,
     MergeContacts,
     RemoveEmail,
@@ -74,12 +73,22 @@ def test_an_address_belongs_to_one_contact(book: AddressBook) -> None:
     assert names(book.find("ralf@linux-mips.org")) == ["Ralf"]
 
 
-def test_the_directory_runs_without_the_mail_domain(home: Home, keyring: Keyring) -> None:
-    book = Application(home, keyring, projections=[ContactDirectory])
+def test_the_address_book_is_a_plain_application(home: Home, keyring: Keyring) -> None:
+    """Its views are the framework's and the directory, no mail index; a bare application
+    knows no contact command (handlers are listed by an application, not registered)."""
+    book = AddressBook(home, keyring)
     try:
-        assert "contacts" in book.views and "operations" in book.views
-        assert "messages" not in book.views
+        assert set(book.views) == {"operations", "queue", "feed", "contacts"}
         create(book, "Ralf", "ralf@linux-mips.org")
         assert book.view("contacts").verify(book)
     finally:
         book.close()
+    bare = Application(home, keyring)
+    try:
+        assert "contacts" not in bare.views
+        end = bare.max_position()
+        with pytest.raises(TypeError, match="no handler is registered for CreateContact"):
+            bare.execute(CreateContact(name="Maciej"))
+        assert bare.max_position() == end
+    finally:
+        bare.close()

@@ -18,8 +18,8 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel
 
-from domain.aggregate import Aggregate, DomainError, Invertible, first_event
-from domain.events import DomainEvent, Private
+from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event
+from eventpile.domain.events import DomainEvent, Private
 
 TRASH_TAG_ID = uuid.UUID("00000000-0000-8000-8000-000000000001")
 

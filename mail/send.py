@@ -17,10 +17,11 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from commands.base import Command, Outcome, Retryable, handles
-from commands.context import Context
-from commands.operations import Renderer, RetryPolicy, renders
-from domain.events import Private, utcnow
+from eventpile.commands.base import Command, Outcome, Retryable, handles
+from eventpile.commands.context import Context
+from eventpile.commands.operations import RetryPolicy
+from eventpile.domain.events import Private, utcnow
+from eventpile.projections.feed import Renderer
 
 SMTP_TIMEOUT_S = 30.0
 
@@ -45,11 +46,23 @@ def _address(value: str) -> str:
 Address = Annotated[str, AfterValidator(_address)]
 
 
+class SendMailRenderer(Renderer):
+    """Mail entries name their recipients, when private data is asked for."""
+
+    def headline(self, entry: dict[str, Any]) -> str:
+        private = entry.get("private")
+        if private is None:
+            return super().headline(entry)
+        to = ", ".join(private["private_args"].get("to", []))
+        return f"{entry['message']}: {private['private_args'].get('subject', '')!r} to {to}"
+
+
 class SendMail(Command):
     """Deliver one composed message over SMTP (retried; it cannot be undone)."""
 
     undoable: ClassVar[bool] = False
     retry: ClassVar[RetryPolicy | None] = RetryPolicy(max_attempts=8, base_s=60.0)
+    renderer: ClassVar[Renderer] = SendMailRenderer()
 
     sender: Annotated[Address, Private]
     to: Annotated[tuple[Address, ...], Field(min_length=1), Private]
@@ -178,15 +191,3 @@ def send_mail(command: SendMail, ctx: Context) -> Outcome:
         {"delivered": True, "accepted": accepted, "refused": len(refused)},
         {"refused": {k: [v[0], _text(v[1])] for k, v in refused.items()}},
     )
-
-
-@renders(SendMail)
-class SendMailRenderer(Renderer):
-    """Mail entries name their recipients, when private data is asked for."""
-
-    def headline(self, entry: dict[str, Any]) -> str:
-        private = entry.get("private")
-        if private is None:
-            return super().headline(entry)
-        to = ", ".join(private["private_args"].get("to", []))
-        return f"{entry['message']}: {private['private_args'].get('subject', '')!r} to {to}"

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from domain.events import DomainEvent
-from domain.message import (
+from eventpile.domain.events import DomainEvent
+from eventpile.mail.message import (
     TRASH_TAG_ID,
     MessageIndexed,
     MessageRemoved,
@@ -21,10 +21,7 @@ from domain.message import (
     MessageTagged,
     MessageUntagged,
 )
-from domain.tag import TagCreated, TagRemoved, TagRenamed
-from projections.base import Projection
-from projections.db import ViewDB
-from projections.messages_query import (
+from eventpile.mail.query import (
     DATE_BITS,
     INDEX_SCHEMA,
     UNDATED,
@@ -32,6 +29,9 @@ from projections.messages_query import (
     WEIGHTS,
     words,
 )
+from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
+from eventpile.projections.base import Projection
+from eventpile.projections.db import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

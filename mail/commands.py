@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator
 
-from commands.base import Command, Outcome, handles
-from commands.context import Context
-from domain.aggregate import DomainError
-from domain.events import Private
-from domain.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
-from domain.tag import Tag, TagName
-from projections.messages_query import QueryError, matching_ids, parse_query, senders, tag_ids
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.events import Private
+from eventpile.mail.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
+from eventpile.mail.query import QueryError, matching_ids, parse_query, tag_ids
+from eventpile.mail.tag import Tag, TagName
 
 if TYPE_CHECKING:
-    from commands.app import Application
-    from commands.mailparse import ParsedMail
+    from eventpile.mail.mailparse import ParsedMail
 
 FLUSH_EVERY = 500
 PARSE_ASIDE_FROM = 1000
@@ -27,7 +26,7 @@ PARSE_ASIDE_FROM = 1000
 
 
 def _mailbox(path: Path) -> Path:
-    from commands.mailparse import check_mailbox
+    from eventpile.mail.mailparse import check_mailbox
 
     return check_mailbox(path)
 
@@ -52,7 +51,7 @@ class ImportMailbox(Command):
 @handles(ImportMailbox)
 def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
     """Index what is new; ask once about known messages whose content differs."""
-    from commands.mailparse import (
+    from eventpile.mail.mailparse import (
         MalformedMail,
         ParsedMail,
         count_messages,
@@ -163,7 +162,7 @@ class ResolveDuplicates(Command):
 
 @handles(ResolveDuplicates)
 def resolve_duplicates(command: ResolveDuplicates, ctx: Context) -> Outcome:
-    from commands.mailparse import ParsedMail, read_mailbox
+    from eventpile.mail.mailparse import ParsedMail, read_mailbox
 
     wanted = set(command.fingerprints)
     if command.action == "keep-existing":
@@ -265,14 +264,3 @@ class RemoveTag(Command):
 def remove_tag(command: RemoveTag, ctx: Context) -> Outcome:
     ctx.record(*_tag(ctx, command.tag).remove())
     return Outcome("Removed a tag")
-
-
-def message_senders(app: Application, query: str = "") -> list[tuple[str, int]]:
-    """Who wrote the indexed messages matching ``query`` (the search syntax).
-
-    Each sender as ``"Name <address>"`` (or the bare address) with its number of
-    messages, most frequent first. ``app`` must keep the message index.
-    """
-    if "messages" not in app.views:
-        raise TypeError(f"{type(app).__name__} has no message index (see MailApplication)")
-    return senders(app.current("messages"), parse_query(query))

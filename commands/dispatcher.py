@@ -1,0 +1,226 @@
+"""The dispatcher: a command runs as a recorded operation.
+
+``execute`` runs a command as an operation: the operation's lifecycle events and
+the command's domain events are written together, in one transaction for a
+command that finishes at once, and the views catch up before it returns
+(read-your-writes). ``submit`` only records a command as an operation, for a
+worker to run when it is due (see :mod:`eventpile.commands.claims`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta
+from functools import cached_property
+
+from eventpile.commands.base import Command, Outcome, Retryable
+from eventpile.commands.context import Context, ProgressCallback
+from eventpile.commands.eventlog import Conflict, EventLog
+from eventpile.commands.operations import next_attempt_at, retry_policy
+from eventpile.domain.aggregate import DomainError, fold
+from eventpile.domain.events import DomainEvent, uuid7
+from eventpile.domain.operation import Operation, OperationRequested, Status
+from eventpile.store.errors import StoreError
+
+CONFLICT_RETRIES = 5
+CONFLICT_BACKOFF_S = 0.01
+"""The longest pause before the first retry after a conflict; it doubles each time."""
+LEASE_S = 300.0
+"""How long a started attempt holds its operation; each write of the attempt renews it."""
+
+
+class CommandFailed(Exception):
+    """The command ran and failed; its operation record says so."""
+
+    def __init__(self, operation_id: uuid.UUID, message: str):
+        super().__init__(message)
+        self.operation_id = operation_id
+
+
+class Dispatcher(EventLog):
+    """Runs commands as operations, with the handlers of the application's registry."""
+
+    lease_s = LEASE_S
+
+    @cached_property
+    def worker(self) -> str:
+        """Who runs attempts here, as recorded in them: this host and process."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def lease_end(self) -> datetime:
+        """Until when an attempt started (or renewed) now holds its operation."""
+        return self.clock() + timedelta(seconds=self.lease_s)
+
+    def request(
+        self,
+        command: Command,
+        operation_id: uuid.UUID | None = None,
+        *,
+        run_after: datetime | None = None,
+        parent_id: uuid.UUID | None = None,
+    ) -> OperationRequested:
+        """The (unwritten) event that records ``command`` as a new operation."""
+        self.registry.handler(command)
+        operation_id = operation_id or uuid7()
+        public, private = command.split_args()
+        with self.scope(operation_id):
+            return Operation.request(
+                operation_id,
+                type(command).__name__,
+                public,
+                private,
+                command.describe(),
+                run_after=run_after,
+                parent_id=parent_id,
+            )
+
+    def submit(
+        self,
+        command: Command,
+        *,
+        run_after: datetime | None = None,
+        parent_id: uuid.UUID | None = None,
+    ) -> Operation:
+        """Record ``command`` as an operation for a worker to run (not before ``run_after``)."""
+        requested = self.request(command, run_after=run_after, parent_id=parent_id)
+        self.append([requested])
+        self.catch_up()
+        return _first_state(requested)
+
+    def execute(
+        self,
+        command: Command,
+        *,
+        parent_id: uuid.UUID | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Operation:
+        """Run ``command`` now as a recorded operation and return its state.
+
+        A :class:`DomainError` (the command is refused) writes nothing, nor does a
+        :class:`StoreError` (tampered data: nothing is added to it). A
+        :class:`Retryable` error leaves the operation retrying (a worker takes it
+        from there), a question leaves it waiting for an answer. Any other
+        exception is recorded as the operation's failure and raised as
+        :class:`CommandFailed`.
+        """
+        requested = self.request(command, parent_id=parent_id)
+        initial = _first_state(requested)
+        with self.scope(initial.id):
+            started = initial.begin(self.worker, self.lease_end())
+        return self._perform(command, initial.apply(started), [requested, started], on_progress)
+
+    def _perform(
+        self,
+        command: Command,
+        initial: Operation,
+        head: list[DomainEvent],
+        on_progress: ProgressCallback | None,
+    ) -> Operation:
+        """Run the handler from ``initial`` (``head``: its events not yet written).
+
+        Records how the attempt ended. A conflict on other streams before anything
+        was written runs the handler again on fresh state.
+        """
+        handler = self.registry.handler(command)
+        operation_id = initial.id
+        with self.scope(operation_id):
+            for attempt in range(CONFLICT_RETRIES):
+                started = time.perf_counter()
+                ctx = Context(self, initial, list(head), on_progress)
+                try:
+                    outcome = handler(command, ctx)
+                    self._write_ending(ctx, self._ending(ctx, outcome, started))
+                except KeyboardInterrupt:  # Ctrl-C: the attempt ends now, not with its lease
+                    if ctx.operation.status is Status.RUNNING:
+                        stopped = KeyboardInterrupt("interrupted")
+                        self._record_end(ctx, ctx.operation.fail(stopped, _since(started)))
+                    raise
+                except Conflict as error:
+                    if self._taken_over(ctx):
+                        raise Conflict(
+                            f"operation {operation_id} was changed by another process"
+                        ) from error
+                    if not ctx.flushed and attempt < CONFLICT_RETRIES - 1:
+                        # nothing written yet: decide again on fresh state, after a random
+                        # pause, so that processes racing for the same streams fall out of step
+                        time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt))
+                        continue
+                    self._record_end(ctx, ctx.operation.fail(error, _since(started)))
+                    raise CommandFailed(operation_id, f"concurrent update: {error}") from error
+                except (DomainError, StoreError) as error:  # refused, or the store untrusted
+                    if self._stored_version(ctx):
+                        self._record_end(ctx, ctx.operation.fail(error, _since(started)))
+                    raise
+                except Exception as error:
+                    retry_at = self._retry_at(command, ctx.operation, error)
+                    if retry_at is not None:
+                        ending = ctx.operation.retry_later(error, retry_at, _since(started))
+                        self._record_end(ctx, ending)
+                        return ctx.operation
+                    self._record_end(ctx, ctx.operation.fail(error, _since(started)))
+                    raise CommandFailed(operation_id, str(error)) from error
+                else:  # written: a view failing to catch up now is that view's error
+                    self.catch_up()
+                    return ctx.operation
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _ending(ctx: Context, outcome: Outcome, started: float) -> DomainEvent:
+        """The handler returned: the operation is complete, or waits for an answer."""
+        if ctx.question is not None:
+            return ctx.operation.ask(
+                ctx.question, outcome.message, outcome.result, outcome.private, _since(started)
+            )
+        return ctx.operation.complete(
+            outcome.message, outcome.result, outcome.private, _since(started)
+        )
+
+    @staticmethod
+    def _write_ending(ctx: Context, ending: DomainEvent) -> None:
+        """Write the attempt with its ending; if the write fails, the attempt has not ended."""
+        running = ctx.operation
+        ctx.record_operation(ending)
+        try:
+            ctx.flush(catch_up=False)
+        except BaseException:
+            if ctx.pending and ctx.pending[-1] is ending:  # not written
+                ctx.pending.pop()
+                ctx.operation = running
+            raise
+
+    def _retry_at(self, command: Command, state: Operation, error: Exception) -> datetime | None:
+        if not isinstance(error, Retryable):
+            return None
+        policy = retry_policy(type(command))
+        return next_attempt_at(policy, state.attempts, self.clock(), random.random())
+
+    def _record_end(self, ctx: Context, event: DomainEvent) -> None:
+        """Record how the attempt ended, without the domain events not yet written."""
+        ctx.pending[:] = [e for e in ctx.pending if e.originator_id == ctx.operation_id]
+        ctx.record_operation(event)
+        ctx.flush()
+
+    @staticmethod
+    def _stored_version(ctx: Context) -> int:
+        """The operation's version in the store, as this attempt knows it."""
+        unwritten = sum(1 for e in ctx.pending if e.originator_id == ctx.operation_id)
+        return ctx.operation.version - unwritten
+
+    def _taken_over(self, ctx: Context) -> bool:
+        """Did another process write to the operation since this attempt last did?"""
+        stored = self.load(Operation, ctx.operation_id)
+        return (stored.version if stored else 0) != self._stored_version(ctx)
+
+
+def _first_state(requested: OperationRequested) -> Operation:
+    state = fold(Operation, [requested])
+    assert state is not None
+    return state
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

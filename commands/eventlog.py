@@ -1,0 +1,190 @@
+"""The store facade: one home's encrypted event log and its views.
+
+:class:`EventLog` is the ``eventsourcing`` Application underneath eventpile's: it
+writes events (sealed by our mapper, in one transaction per call), reads streams
+and pages of the log, folds aggregate states, and keeps the application's views
+caught up. The backend (SQLite or PostgreSQL) is the home's; this module does
+not ask which.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar, cast
+
+from eventsourcing.application import Application as LibraryApplication
+from eventsourcing.persistence import RecordConflictError
+
+from eventpile.commands.recent import RecentWrites
+from eventpile.commands.registry import Registry
+from eventpile.domain.aggregate import Aggregate, fold
+from eventpile.domain.events import DomainEvent, operation_scope, utcnow
+from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
+from eventpile.projections.db import ViewDB
+from eventpile.store.backend import Waiter
+from eventpile.store.cipher import EventCipher
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
+from eventpile.store.mapper import PydanticMapper, RowReader
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class Conflict(Exception):
+    """Another writer appended to one of the same streams first."""
+
+
+def registry_of(app_class: type[EventLog]) -> Registry:
+    """The registry of an application class, made from its class attributes once."""
+    found = app_class.__dict__.get("_registry")
+    if found is None:
+        found = app_class._registry = Registry(app_class)
+    return found
+
+
+class EventLog(LibraryApplication[uuid.UUID]):
+    """One home's event store and views, for the application class's registry.
+
+    Give each thread its own instance: its view connections and the events it keeps
+    in memory for catching up are not guarded for use by several threads at once.
+    (Any number of instances and processes may share one home.)
+    """
+
+    name = "eventpile"
+    _deferring = False
+    _registry: ClassVar[Registry | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every application shares one store, whose tables the name prefixes.
+        if "name" not in cls.__dict__:
+            cls.name = EventLog.name
+
+    def __init__(
+        self,
+        home: Home,
+        keyring: Keyring,
+        env: dict[str, str] | None = None,
+        *,
+        projections: Iterable[type[Projection]] = (),
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.home = home
+        self.keyring = keyring
+        self.clock = clock
+        self.registry = registry_of(type(self))
+        backend = home.backend()
+        backend.check_log()
+        super().__init__({**backend.settings(), **(env or {})})
+        store = backend.view_store(keyring)
+        self._backend = backend
+        self._waiter: Waiter | None = None
+        self.written = RecentWrites(self)
+        wanted = dict.fromkeys((*self.registry.projections, *projections))
+        self.views = {p.name: View(p(), store) for p in wanted}
+
+    def construct_mapper(self) -> PydanticMapper:
+        return PydanticMapper(self.registry.event_class, EventCipher(self.keyring))
+
+    def scope(self, operation_id: uuid.UUID) -> AbstractContextManager[None]:
+        """Events made inside belong to ``operation_id``, come from this installation and
+        are stamped with this application's clock."""
+        return operation_scope(operation_id, self.keyring.installation_id, self.clock)
+
+    def close(self) -> None:
+        for view in self.views.values():
+            view.close()
+        if self._waiter is not None:
+            self._waiter.close()
+        super().close()
+
+    # the event store ------------------------------------------------------
+
+    def append(self, events: Sequence[DomainEvent]) -> list[int]:
+        """Write events in one transaction; their notification ids (log positions)."""
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        try:
+            ids = self.recorder.insert_events(stored)
+        except RecordConflictError as e:
+            raise Conflict(str(e)) from None
+        positions = list(ids or ())
+        self.written.add(positions, events)
+        return positions
+
+    def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
+        """The events of one aggregate, oldest first."""
+        return cast(Iterator[DomainEvent], self.events.get(aggregate_id))
+
+    def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
+        return fold(cls, self.stream(aggregate_id))
+
+    def load_many(self, cls: type[A], ids: Collection[uuid.UUID]) -> dict[uuid.UUID, A | None]:
+        """The states of several aggregates, read in one query, not one each."""
+        streams: dict[uuid.UUID, list[DomainEvent]] = {aggregate_id: [] for aggregate_id in ids}
+        to_event = cast(PydanticMapper, self.mapper).to_domain_event
+        for stored in cast(RowReader, self.recorder).select_streams(ids):
+            streams[uuid.UUID(str(stored.originator_id))].append(to_event(stored))
+        return {aggregate_id: fold(cls, events) for aggregate_id, events in streams.items()}
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def wait_for_events(self, after: int, timeout: float) -> int:
+        """The log's end once it passes ``after`` (another process wrote), or after
+        ``timeout`` s (woken by the backend: a notification, or a look every so often)."""
+        deadline = time.monotonic() + timeout
+        if self._waiter is None:
+            self._waiter = self._backend.waiter()
+        while True:
+            position = self.max_position()
+            remaining = deadline - time.monotonic()
+            if position > after or remaining <= 0:
+                return position
+            self._waiter.wait(remaining)
+
+    def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
+        stored = [topic for t in topics for topic in self.registry.stored_topics(t)]
+        rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
+        decode = cast(PydanticMapper, self.mapper).decode
+        return [(row[0], decode(*row[1:])) for row in rows]
+
+    def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
+        position, upto = 0, self.max_position()
+        while position < upto:
+            page = self.read(position, upto, (), 1000)
+            yield from page
+            position = page[-1][0]
+
+    # the views ------------------------------------------------------------
+
+    def view(self, name: str) -> View:
+        return self.views[name]
+
+    def current(self, name: str) -> ViewDB:
+        """The database of view ``name``, caught up with the log first."""
+        view = self.views[name]
+        view.catch_up(self.written)
+        return view.db
+
+    def catch_up(self) -> dict[str, RunReport]:
+        """Bring every view up to date (nothing within :meth:`deferring_catch_up`)."""
+        if self._deferring:
+            return {}
+        reports = catch_up_together(list(self.views.values()), self.written)
+        self.written.clear()
+        return reports
+
+    @contextmanager
+    def deferring_catch_up(self) -> Iterator[None]:
+        """Within, :meth:`catch_up` does nothing, so commands return before the views
+        have their writes: for a worker, which catches every view up once per batch of
+        operations instead of twice per operation (a handler still catches up a view it
+        reads). The first catch-up after it brings every view up to date."""
+        self._deferring, deferring = True, self._deferring
+        try:
+            yield
+        finally:
+            self._deferring = deferring

@@ -1,0 +1,43 @@
+"""eventpile's command-line kit: what an application's own command line imports.
+
+:func:`command_line` makes an application's Typer command line: the framework's
+commands (``init``, ``log``, ``show``, ``feed``, ``ops``, ``answer``, ``cancel``,
+``retry``, ``worker``, ``undo``, ``redo``, ``rebuild``, ``verify``,
+``support-bundle``) and the application's own, each a Typer of commands; :func:`main`
+runs it with every error on one line. Inside a command, :func:`settings` gives the
+global options, :func:`opened` the application on the unlocked home, :func:`emit`
+prints JSON or text.
+"""
+
+from eventpile.commands.cli.core import (
+    MAX_COUNT,
+    Settings,
+    command_line,
+    console,
+    emit,
+    opened,
+    passphrase,
+    progress_bar,
+    settings,
+    unlock,
+    utf8,
+)
+from eventpile.commands.cli.main import main
+from eventpile.commands.cli.operations import line, summary
+
+__all__ = [
+    "MAX_COUNT",
+    "Settings",
+    "command_line",
+    "console",
+    "emit",
+    "line",
+    "main",
+    "opened",
+    "passphrase",
+    "progress_bar",
+    "settings",
+    "summary",
+    "unlock",
+    "utf8",
+]

@@ -1,0 +1,37 @@
+"""The mail application: the framework with messages, tags, the index and sending."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from eventpile import Aggregate, Application, Handler, Projection
+from eventpile.mail.commands import (
+    import_mailbox,
+    remove_tag,
+    rename_tag,
+    resolve_duplicates,
+    tag_messages,
+)
+from eventpile.mail.index import MessageIndex
+from eventpile.mail.message import Message
+from eventpile.mail.send import send_mail
+from eventpile.mail.tag import Tag
+
+
+class MailApplication(Application):
+    """Mail in an encrypted home: import, search, tag, send; undo any of it."""
+
+    aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Message, Tag)
+    handlers: ClassVar[tuple[Handler, ...]] = (
+        import_mailbox,
+        resolve_duplicates,
+        tag_messages,
+        rename_tag,
+        remove_tag,
+        send_mail,
+    )
+    projections: ClassVar[tuple[type[Projection], ...]] = (MessageIndex,)
+    topic_aliases: ClassVar[dict[str, str]] = {
+        "domain.message": "eventpile.mail.message",
+        "domain.tag": "eventpile.mail.tag",
+    }
