@@ -25,7 +25,7 @@ from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import FollowUp, Operation, Question, Status
 
 if TYPE_CHECKING:
-    from eventpile.commands.dispatcher import Dispatcher
+    from eventpile.commands.app import Application
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -38,7 +38,7 @@ class Context:
 
     def __init__(
         self,
-        app: Dispatcher,
+        app: Application,
         operation: Operation,
         pending: list[DomainEvent],
         on_progress: ProgressCallback | None = None,

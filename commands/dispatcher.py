@@ -16,6 +16,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING, cast
 
 from eventpile.commands.base import Command, Outcome, Retryable
 from eventpile.commands.context import Context, ProgressCallback
@@ -25,6 +26,9 @@ from eventpile.domain.aggregate import DomainError, fold
 from eventpile.domain.events import DomainEvent, uuid7
 from eventpile.domain.operation import Operation, OperationRequested, Status
 from eventpile.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from eventpile.commands.app import Application
 
 CONFLICT_RETRIES = 5
 CONFLICT_BACKOFF_S = 0.01
@@ -130,7 +134,7 @@ class Dispatcher(EventLog):
         with self.scope(operation_id):
             for attempt in range(CONFLICT_RETRIES):
                 started = time.perf_counter()
-                ctx = Context(self, initial, list(head), on_progress)
+                ctx = Context(cast("Application", self), initial, list(head), on_progress)
                 try:
                     outcome = handler(command, ctx)
                     self._write_ending(ctx, self._ending(ctx, outcome, started))

@@ -146,10 +146,12 @@ class EventLog(LibraryApplication[uuid.UUID]):
             self._waiter.wait(remaining)
 
     def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
+        """The notification log from ``after`` to ``upto``: every event (another
+        application's as a :class:`ForeignEvent`), or only those of ``topics``."""
         stored = [topic for t in topics for topic in self.registry.stored_topics(t)]
         rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
         decode = cast(PydanticMapper, self.mapper).decode
-        return [(row[0], decode(*row[1:])) for row in rows]
+        return [(row[0], decode(*row[1:], foreign=True)) for row in rows]
 
     def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
         position, upto = 0, self.max_position()

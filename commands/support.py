@@ -97,7 +97,7 @@ def write_records(
         _line(out, {"operation": redact(operation, pseudonyms)})
         written_operations += 1
     for position, event in events:
-        record = {"position": position, "type": type(event).__name__, **redact(event, pseudonyms)}
+        record = {"position": position, "type": event.type_name(), **redact(event, pseudonyms)}
         _line(out, {"event": record})
         written_events += 1
     return written_operations, written_events

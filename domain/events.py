@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import cache
-from typing import Any, ClassVar, Final, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Final, get_args, get_origin
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -131,7 +131,11 @@ class DomainEvent(BaseModel):
 
     def describe(self) -> str:
         """One human-readable line, built from public fields only."""
-        return _words(type(self).__name__)
+        return _words(self.type_name())
+
+    def type_name(self) -> str:
+        """The name of the event's class."""
+        return type(self).__name__
 
     @classmethod
     def private_fields(cls) -> frozenset[str]:
@@ -148,6 +152,19 @@ class DomainEvent(BaseModel):
 
 
 ENVELOPE: Final = frozenset(DomainEvent.model_fields)
+
+
+class ForeignEvent(DomainEvent):
+    """An authentic event of a class this application does not have: written by another
+    application sharing the home (or a newer version). The notification log passes it
+    on with its envelope, so that views of every event stay the same whichever
+    application folds them; no aggregate of this application can take it."""
+
+    topic: str
+    data: Annotated[dict[str, Any], Private] = Field(default_factory=dict)
+
+    def type_name(self) -> str:
+        return self.topic.rpartition(":")[2]
 
 
 @cache

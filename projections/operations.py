@@ -69,7 +69,7 @@ class OperationLog(OperationRows):
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
         """The events operations wrote go in with one statement, then the operations' rows."""
         written = [
-            (e.operation_id.hex, p, e.originator_id.hex, e.originator_version, type(e).__name__)
+            (e.operation_id.hex, p, e.originator_id.hex, e.originator_version, e.type_name())
             for p, e in events
             if e.operation_id is not None
             and not (isinstance(e, OperationEvent) and e.operation_id == e.originator_id)

@@ -20,8 +20,9 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 from pydantic_core import from_json
 
-from eventpile.domain.events import DomainEvent
+from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent
 from eventpile.store.cipher import COMPRESSED, EventCipher
+from eventpile.store.errors import UnknownEvent
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
 # message here and saves ~45%: more than the whole budget of an append (33 µs) or a
@@ -106,12 +107,19 @@ class PydanticMapper(Mapper[uuid.UUID]):
         )
 
     def decode(
-        self, originator_id: uuid.UUID | str, version: int, topic: str, state: bytes
+        self,
+        originator_id: uuid.UUID | str,
+        version: int,
+        topic: str,
+        state: bytes,
+        *,
+        foreign: bool = False,
     ) -> DomainEvent:
         """The event of a stored row (its id a UUID or its text: pydantic converts it).
 
-        The row is authenticated before its topic is resolved to a class, and the
-        topic names one of the classes this mapper knows or the event is refused."""
+        The row is authenticated before its topic is resolved to a class. A topic that
+        names none of the classes this mapper knows is refused (:class:`UnknownEvent`),
+        or with ``foreign`` passed on as a :class:`ForeignEvent`."""
         flags, class_version = 0, 1
         if self.event_cipher is not None:
             flags, class_version, state = self.event_cipher.open(
@@ -119,12 +127,20 @@ class PydanticMapper(Mapper[uuid.UUID]):
             )
         elif state[:1] == b"\xff":
             flags, class_version, state = state[1], int.from_bytes(state[2:4], "big"), state[4:]
-        cls = self.event_class(topic)
+        try:
+            cls = self.event_class(topic)
+        except UnknownEvent:
+            if not foreign:
+                raise
+            cls = ForeignEvent
         if flags & COMPRESSED:
             state = zlib.decompress(state)
         data: dict[str, Any] = from_json(state)
         data["originator_id"] = originator_id
         data["originator_version"] = version
+        if cls is ForeignEvent:
+            envelope = {k: data.pop(k) for k in ENVELOPE if k in data}
+            return ForeignEvent.model_validate({**envelope, "topic": topic, "data": data})
         while class_version < cls.class_version:
             getattr(cls, f"upcast_v{class_version}_v{class_version + 1}")(data)
             class_version += 1
