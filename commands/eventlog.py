@@ -24,12 +24,12 @@ from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, fold
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
-from eventpile.projections.db import ViewDB
 from eventpile.store.backend import Waiter
 from eventpile.store.cipher import EventCipher
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 from eventpile.store.mapper import PydanticMapper, RowReader
+from eventpile.store.views import ViewDB
 
 A = TypeVar("A", bound=Aggregate)
 

@@ -34,8 +34,8 @@ from eventpile.domain.aggregate import Aggregate, DomainError, Invertible
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import Operation, Status
 from eventpile.projections.base import gc_paused
-from eventpile.projections.db import ViewDB
 from eventpile.projections.operations import redo_candidates, undo_candidates, written_by
+from eventpile.store.views import ViewDB
 
 READ_PAGE = 2000
 LOAD_PAGE = 2000

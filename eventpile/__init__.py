@@ -34,11 +34,11 @@ if TYPE_CHECKING:
     from eventpile.domain.events import DomainEvent, Private, utcnow, uuid7
     from eventpile.domain.undoing import Undoing
     from eventpile.projections.base import Projection
-    from eventpile.projections.db import ViewDB, read_position
     from eventpile.projections.feed import Renderer
     from eventpile.store.errors import DamagedView, StoreError
     from eventpile.store.home import Home, default_home
     from eventpile.store.keys import Keyring
+    from eventpile.store.views import ViewDB, read_position
 
 _WHERE = {
     "DomainEvent": ("eventpile.domain.events", "DomainEvent"),
@@ -62,8 +62,8 @@ _WHERE = {
     "Undo": ("eventpile.commands.undo", "Undo"),
     "Redo": ("eventpile.commands.undo", "Redo"),
     "Projection": ("eventpile.projections.base", "Projection"),
-    "ViewDB": ("eventpile.projections.db", "ViewDB"),
-    "read_position": ("eventpile.projections.db", "read_position"),
+    "ViewDB": ("eventpile.store.views", "ViewDB"),
+    "read_position": ("eventpile.store.views", "read_position"),
     "Renderer": ("eventpile.projections.feed", "Renderer"),
     "Application": ("eventpile.commands.app", "Application"),
     "CommandFailed": ("eventpile.commands.dispatcher", "CommandFailed"),

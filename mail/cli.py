@@ -17,19 +17,20 @@ from typing import Any
 
 import typer
 
-from eventpile.commands.cli.core import (
+from eventpile.cli import (
     MAX_COUNT,
     command_line,
     console,
     emit,
+    line,
     opened,
     progress_bar,
     settings,
+    summary,
     unlock,
     utf8,
 )
-from eventpile.commands.cli.main import main as run_cli
-from eventpile.commands.cli.operations import line, summary
+from eventpile.cli import main as run_cli
 from eventpile.mail.app import MailApplication
 
 commands = typer.Typer()

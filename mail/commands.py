@@ -9,10 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator
 
-from eventpile.commands.base import Command, Outcome, handles
-from eventpile.commands.context import Context
-from eventpile.domain.aggregate import DomainError
-from eventpile.domain.events import Private
+from eventpile import Command, Context, DomainError, Outcome, Private, handles
 from eventpile.mail.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
 from eventpile.mail.query import QueryError, matching_ids, parse_query, tag_ids
 from eventpile.mail.tag import Tag, TagName

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from eventpile.domain.events import DomainEvent
+from eventpile import DomainEvent, Projection, ViewDB
 from eventpile.mail.message import (
     TRASH_TAG_ID,
     MessageIndexed,
@@ -30,8 +30,6 @@ from eventpile.mail.query import (
     words,
 )
 from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
-from eventpile.projections.base import Projection
-from eventpile.projections.db import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

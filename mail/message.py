@@ -18,8 +18,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel
 
-from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event
-from eventpile.domain.events import DomainEvent, Private
+from eventpile import Aggregate, DomainError, DomainEvent, Invertible, Private, first_event
 
 TRASH_TAG_ID = uuid.UUID("00000000-0000-8000-8000-000000000001")
 

@@ -17,11 +17,17 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from eventpile.commands.base import Command, Outcome, Retryable, handles
-from eventpile.commands.context import Context
-from eventpile.commands.operations import RetryPolicy
-from eventpile.domain.events import Private, utcnow
-from eventpile.projections.feed import Renderer
+from eventpile import (
+    Command,
+    Context,
+    Outcome,
+    Private,
+    Renderer,
+    Retryable,
+    RetryPolicy,
+    handles,
+    utcnow,
+)
 
 SMTP_TIMEOUT_S = 30.0
 

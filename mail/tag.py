@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Self
 
 from pydantic import AfterValidator
 
-from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event
-from eventpile.domain.events import DomainEvent, Private, uuid7
+from eventpile import Aggregate, DomainError, DomainEvent, Invertible, Private, first_event, uuid7
 from eventpile.mail.message import MessageUntagged
 from eventpile.mail.query import Query, matching_ids, tag_ids
 
 if TYPE_CHECKING:
-    from eventpile.domain.undoing import Undoing
+    from eventpile import Undoing
 
 _TAG_NAME = re.compile(r"^[\w.+/-]{1,64}$")
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from eventpile.domain.events import DomainEvent
-from eventpile.projections.db import ViewDB, ViewStore, read_position, write_position
 from eventpile.store.errors import DamagedView, StoreError
+from eventpile.store.views import ViewDB, ViewStore, read_position, write_position
 
 PAGE = 2000
 Page = list[tuple[int, DomainEvent]]

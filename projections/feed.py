@@ -27,8 +27,8 @@ from pydantic_core import to_jsonable_python
 
 from eventpile.domain.events import DomainEvent, private_fields_of
 from eventpile.domain.operation import Operation, Status, redact
-from eventpile.projections.db import ViewDB
 from eventpile.projections.queue import OperationRows
+from eventpile.store.views import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feed (

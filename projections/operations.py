@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import Operation, OperationEvent
-from eventpile.projections.db import ViewDB
 from eventpile.projections.queue import OperationRows
+from eventpile.store.views import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (

@@ -20,7 +20,7 @@ from eventpile.domain.aggregate import fold
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import Operation, OperationEvent, OperationRequested
 from eventpile.projections.base import Projection
-from eventpile.projections.db import ViewDB
+from eventpile.store.views import ViewDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 from eventpile.store.errors import StoreError
 
 if TYPE_CHECKING:
-    from eventpile.projections.db import ViewStore
     from eventpile.store.home import Home
     from eventpile.store.keys import Keyring
     from eventpile.store.postgres import Listener
+    from eventpile.store.views import ViewStore
 
 POLL_S = 0.05
 """How often a process looks at a SQLite log while it waits for another's writes."""
@@ -79,7 +79,7 @@ class SQLiteBackend(Backend):
         }
 
     def view_store(self, keyring: Keyring) -> ViewStore:
-        from eventpile.projections.db import SQLCipherViewStore
+        from eventpile.store.views import SQLCipherViewStore
 
         return SQLCipherViewStore(self.home.views, keyring.purpose_key("views"))
 
@@ -134,7 +134,7 @@ class PostgresBackend(Backend):
         return settings(self.url)
 
     def view_store(self, keyring: Keyring) -> ViewStore:
-        from eventpile.projections.postgres import PostgresViewStore
+        from eventpile.store.postgres_views import PostgresViewStore
 
         return PostgresViewStore(self.url)
 

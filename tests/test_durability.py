@@ -28,10 +28,10 @@ from eventpile.mail.query import parse_query, search
 from eventpile.mail.synthetic import write_mbox
 from eventpile.mail.tag import TagCreated
 from eventpile.projections.base import Projection
-from eventpile.projections.db import ViewDB
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
+from eventpile.store.views import ViewDB
 from tests.conftest import PASSPHRASE
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")

@@ -33,8 +33,8 @@ from eventpile.mail.message import (
 from eventpile.mail.query import _matching, matching_ids, parse_query, search
 from eventpile.mail.synthetic import write_mbox
 from eventpile.projections.base import View, catch_up_together, gc_paused
-from eventpile.projections.db import SQLCipherViewStore
 from eventpile.store.sqlite import STREAMS_PER_QUERY
+from eventpile.store.views import SQLCipherViewStore
 
 DAY = 86400
 MALFORMED = b"From a@b Mon Jan  1 00:00:00 2024\njust text, no header\n\n"

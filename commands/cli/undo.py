@@ -36,8 +36,6 @@ def redo(
 
 
 def _revert(ctx: typer.Context, verb: str, prefix: str) -> None:
-    import eventpile.mail.commands
-    import eventpile.mail.send  # noqa: F401  (they register their eventpile.commands: undo must know them)
     from eventpile.commands.operations import find_operation
     from eventpile.commands.undo import Redo, Undo
 

@@ -9,7 +9,8 @@ rebuild fills ``view_NAME_rebuild`` and swaps it in by renaming schemas in one
 transaction.
 
 The tables are plaintext to whoever can read the database (unlike SQLCipher
-files): see the README.
+files): see the README. The store of the views is the backend's to give
+(:mod:`eventpile.store.backend`); projections only write SQL against it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any, ClassVar
 
 from psycopg.pq import TransactionStatus
 
-from eventpile.projections.db import TRACKING, ViewDB, ViewStore
 from eventpile.store.postgres import LOCK_KEY, connect
+from eventpile.store.views import TRACKING, ViewDB, ViewStore
 
 
 @lru_cache(maxsize=512)
