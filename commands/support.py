@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from eventpile.domain.events import DomainEvent
-from eventpile.domain.operation import Operation, redact
+from eventpile.domain.events import DomainEvent, redact
+from eventpile.domain.operation import Operation
 from eventpile.projections.feed import states
 from eventpile.store.errors import StoreError
 

@@ -20,9 +20,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import cache
-from typing import Annotated, Any, ClassVar, Final, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_jsonable_python
 
 
 class _PrivateMarker:
@@ -141,15 +142,6 @@ class DomainEvent(BaseModel):
     def private_fields(cls) -> frozenset[str]:
         return _private_fields(cls)
 
-    def public_data(self) -> dict[str, Any]:
-        """The event's own (non-envelope) fields that are public, as JSON values.
-
-        Private fields of the models nested in it are left out too.
-        """
-        return self.model_dump(
-            mode="json", exclude={**dict.fromkeys(ENVELOPE, True), **_private_spec(type(self))}
-        )
-
 
 ENVELOPE: Final = frozenset(DomainEvent.model_fields)
 
@@ -181,25 +173,31 @@ def private_fields_of(model: type[BaseModel]) -> frozenset[str]:
     return _private_fields(model)
 
 
-@cache
-def _private_spec(cls: type[BaseModel]) -> dict[str, Any]:
-    """A pydantic ``exclude`` for the private fields of ``cls`` and of the models in it."""
-    spec: dict[str, Any] = dict.fromkeys(_private_fields(cls), True)
-    for name, info in cls.model_fields.items():
-        if name not in spec and (inner := _nested_spec(info.annotation)):
-            spec[name] = inner
-    return spec
+def redact(model: BaseModel, replace: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The model as JSON values, each ``Private`` field (in nested models too) replaced.
+
+    A private value becomes ``replace(value)`` (its JSON value), or is left out
+    when ``replace`` is None.
+    """
+    private = private_fields_of(type(model))
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name not in private:
+            out[name] = _redact_value(value, replace)
+        elif replace is not None:
+            out[name] = replace(to_jsonable_python(value))
+    return out
 
 
-def _nested_spec(tp: Any) -> dict[str, Any] | None:
-    """The ``exclude`` for a value of type ``tp`` (a model, a container or union of them)."""
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return _private_spec(tp) or None
-    args = [a for a in get_args(tp) if a is not Ellipsis]
-    if get_origin(tp) in (list, tuple, set, frozenset, dict):
-        inner = _nested_spec(args[-1]) if args else None
-        return {"__all__": inner} if inner else None
-    return next(filter(None, map(_nested_spec, args)), None)
+def _redact_value(value: Any, replace: Callable[[Any], Any] | None) -> Any:
+    if isinstance(value, BaseModel):
+        return redact(value, replace)
+    if isinstance(value, dict):
+        return {to_jsonable_python(k): _redact_value(v, replace) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, replace) for v in value]
+    return to_jsonable_python(value)
 
 
 def _words(name: str) -> str:

@@ -21,16 +21,14 @@ worker died).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
-from pydantic_core import to_jsonable_python
 
 from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event
-from eventpile.domain.events import DomainEvent, Private, private_fields_of, uuid7
+from eventpile.domain.events import DomainEvent, Private, uuid7
 
 JSONDict = dict[str, Any]
 
@@ -522,30 +520,3 @@ class Operation(Aggregate):
         if not self.status.finished:
             raise DomainError(f"operation {self.id} is {self.status}: it can be undone once done")
         return self.event(OperationUndone, previous=self.status)
-
-
-def redact(model: BaseModel, replace: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """The model as JSON values, each ``Private`` field (in nested models too) replaced.
-
-    A private value becomes ``replace(value)`` (its JSON value), or is left out
-    when ``replace`` is None.
-    """
-    private = private_fields_of(type(model))
-    out: dict[str, Any] = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if name not in private:
-            out[name] = _redact_value(value, replace)
-        elif replace is not None:
-            out[name] = replace(to_jsonable_python(value))
-    return out
-
-
-def _redact_value(value: Any, replace: Callable[[Any], Any] | None) -> Any:
-    if isinstance(value, BaseModel):
-        return redact(value, replace)
-    if isinstance(value, dict):
-        return {to_jsonable_python(k): _redact_value(v, replace) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_redact_value(v, replace) for v in value]
-    return to_jsonable_python(value)

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 from pydantic_core import to_jsonable_python
 
-from eventpile.domain.events import DomainEvent, private_fields_of
-from eventpile.domain.operation import Operation, Status, redact
+from eventpile.domain.events import DomainEvent, private_fields_of, redact
+from eventpile.domain.operation import Operation, Status
 from eventpile.projections.queue import OperationRows
 from eventpile.store.views import ViewDB
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from eventpile.domain.events import DomainEvent
+from eventpile.domain.events import DomainEvent, private_fields_of
 from eventpile.domain.operation import Operation, OperationEvent
 from eventpile.projections.queue import OperationRows
 from eventpile.store.views import ViewDB
@@ -135,28 +135,29 @@ def _store(db: ViewDB, op: Operation, position: int) -> None:
     )
 
 
-def _row(cursor: Any, row: Sequence[Any]) -> dict[str, Any]:
+def _row(cursor: Any, row: Sequence[Any], private: bool) -> dict[str, Any]:
+    """An operation's record; without its ``Private`` fields unless ``private``."""
     record = {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
     for column in _JSON_COLUMNS:
         record[column] = json.loads(record[column])
-    record.pop("position", None)
-    record.pop("state", None)
+    for column in ("position", "state", *([] if private else private_fields_of(Operation))):
+        record.pop(column, None)
     return record
 
 
-def recent(db: ViewDB, limit: int) -> list[dict[str, Any]]:
+def recent(db: ViewDB, limit: int, *, private: bool = False) -> list[dict[str, Any]]:
     cursor = db.execute("SELECT * FROM operations ORDER BY position DESC LIMIT ?", (limit,))
-    return [_row(cursor, row) for row in cursor.fetchall()]
+    return [_row(cursor, row, private) for row in cursor.fetchall()]
 
 
-def find(db: ViewDB, prefix: str) -> list[dict[str, Any]]:
+def find(db: ViewDB, prefix: str, *, private: bool = False) -> list[dict[str, Any]]:
     """Operations whose id starts with ``prefix`` (hex, dashes ignored)."""
     key = prefix.replace("-", "").lower()
     cursor = db.execute(
         "SELECT * FROM operations WHERE id >= ? AND id < ? ORDER BY position LIMIT 2",
         (key, key + "g"),
     )
-    return [_row(cursor, row) for row in cursor.fetchall()]
+    return [_row(cursor, row, private) for row in cursor.fetchall()]
 
 
 def events_of(db: ViewDB, operation_id: str) -> list[dict[str, Any]]:

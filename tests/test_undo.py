@@ -77,7 +77,7 @@ def written(app: MailApplication, operation_id: uuid.UUID) -> list[DomainEvent]:
 
 
 def record(app: MailApplication, operation_id: uuid.UUID) -> dict[str, Any]:
-    [found] = find(app.view("operations").db, operation_id.hex)
+    [found] = find(app.view("operations").db, operation_id.hex, private=True)
     return found
 
 
@@ -247,7 +247,7 @@ def _fingerprints(mbox: Path) -> tuple[str, ...]:
 def _log(app: MailApplication) -> list[dict[str, Any]]:
     from eventpile.projections.operations import recent
 
-    return recent(app.view("operations").db, 1000)
+    return recent(app.view("operations").db, 1000, private=True)
 
 
 def test_undo_of_a_tag_creation_after_a_rename_removes_it_by_its_name_now(

@@ -34,11 +34,7 @@ def log(
     s = settings(ctx)
     with opened(s) as application:
         records = recent(application.current("operations"), limit)
-    emit(s, {"operations": [_public(r) for r in records]}, lambda: _print_log(records))
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("private") and k != "error"}
+    emit(s, {"operations": records}, lambda: _print_log(records))
 
 
 def _print_log(records: list[dict[str, Any]]) -> None:
@@ -66,8 +62,7 @@ def show(
     with opened(s) as application:
         found = find_operation(application, operation_id).id.hex
         db = application.current("operations")
-        record = find(db, found)[0]
-        record = {**(record if private else _public(record)), "events": events_of(db, found)}
+        record = {**find(db, found, private=private)[0], "events": events_of(db, found)}
     emit(s, record, lambda: console().print_json(data=record, default=str))
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def summary(operation: Operation) -> dict[str, Any]:
     """The public facts of an operation, for ``--json``."""
-    from eventpile.domain.operation import redact
+    from eventpile.domain.events import redact
 
     return redact(operation)
 
