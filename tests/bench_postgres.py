@@ -41,6 +41,7 @@ from eventpile.projections.base import rebuild_together
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 from eventpile.store.postgres import connect
+from eventpile.testing.postgres import Server
 from tests.bench import (
     CORPUS,
     PASSPHRASE,
@@ -53,7 +54,6 @@ from tests.bench import (
     report,
     timed,
 )
-from tests.pg import Server
 
 SPAWN = multiprocessing.get_context("spawn")
 Homes = AbstractContextManager[tuple[Home, Keyring]]

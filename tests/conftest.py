@@ -34,11 +34,9 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-pytest_plugins = ["tests.pg"]  # the throwaway PostgreSQL server: pg_server, pg_url
-
 
 def pytest_report_header() -> str:
-    from tests.pg import MISSING, binaries
+    from eventpile.testing.postgres import MISSING, binaries
 
     found = binaries()
     return f"postgresql: {found} (a throwaway server per session)" if found else MISSING
@@ -83,7 +81,8 @@ def backend(request: pytest.FixtureRequest, home: Home) -> str:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """None (SQLite), then a fresh PostgreSQL database: for a test that makes its own homes
-    (a state machine empties it for each example, with ``tests.pg.empty_database``)."""
+    (a state machine empties it for each example, with
+    ``eventpile.testing.postgres.empty_database``)."""
     return request.getfixturevalue("pg_url") if request.param == "postgres" else None
 
 

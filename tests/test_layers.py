@@ -40,7 +40,9 @@ FORMER = frozenset({*LAYERS, APPLICATION})
 """Top-level names nothing may import: the folders are packaged as ``eventpile.<name>``."""
 OURS = frozenset({"eventpile", "examples", "tests", *FORMER})
 """The top-level names of the repository's own modules (the rest is third-party)."""
-PUBLIC = frozenset({"eventpile", "eventpile.cli", "eventpile.testing"})
+PUBLIC = frozenset(
+    {"eventpile", "eventpile.cli", "eventpile.testing", "eventpile.testing.postgres"}
+)
 """The framework's public modules: what an application (the mail one too) may import."""
 IGNORED = frozenset(
     {".git", ".venv", "build", "__pycache__", ".mypy_cache", ".ruff_cache", ".hypothesis"}

@@ -25,7 +25,7 @@ from eventpile.mail.message import TRASH_TAG_ID, Message
 from eventpile.mail.synthetic import synthetic_messages
 from eventpile.mail.tag import Tag
 from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
-from tests.pg import Server
+from eventpile.testing.postgres import Server
 
 MESSAGES = list(synthetic_messages(18, seed=5))
 MAILBOXES = {"a.mbox": MESSAGES[0:8], "b.mbox": MESSAGES[5:13], "c.mbox": MESSAGES[12:18]}

@@ -47,7 +47,7 @@ from eventpile.projections import base
 from eventpile.projections.base import Page, Topics, View, rebuild_together
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
-from tests.pg import empty_database
+from eventpile.testing.postgres import empty_database
 
 QUERIES = (
     "",

@@ -13,9 +13,12 @@ from examples.contacts import AddressBook
 PASSPHRASE = "contacts test passphrase"
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Home:
-    return Home(tmp_path / "home")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def home(request: pytest.FixtureRequest, tmp_path: Path) -> Home:
+    """A new home: SQLite files, or a fresh database of the kit's throwaway PostgreSQL
+    server (``pg_url``; the test skips without the server's binaries)."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    return Home(tmp_path / "home", url)
 
 
 @pytest.fixture

@@ -17,11 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from eventpile import Application, Command, Home
 from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
+from eventpile.testing.postgres import Server
 from examples.contacts import (
     AddEmail,
     AddressBook,
@@ -114,3 +116,18 @@ TestContactLaws.settings = settings(
     stateful_step_count=40 if LONG else 15,
     deadline=None,
 )
+
+
+class ContactLawsOnPostgres(ContactLaws):
+    """The same laws, each home in a fresh database of the session's server."""
+
+
+@pytest.mark.postgres
+class TestContactLawsOnPostgres(ContactLawsOnPostgres.TestCase):
+    settings = settings(
+        TestContactLaws.settings, max_examples=TestContactLaws.settings.max_examples // 2 or 1
+    )
+
+    @pytest.fixture(autouse=True)
+    def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(ContactLawsOnPostgres, "database_server", pg_server.url())

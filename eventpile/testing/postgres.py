@@ -1,4 +1,8 @@
-"""A throwaway PostgreSQL server for tests and benchmarks.
+"""The testing kit's throwaway PostgreSQL server, for tests and benchmarks.
+
+Use it as a pytest plugin (``pytest_plugins = ["eventpile.testing.postgres"]`` in
+the top ``conftest.py``): ``pg_server`` is the session's server, ``pg_url`` a fresh
+database for one test; or start a :class:`Server` yourself.
 
 One server per test session (``initdb`` + ``pg_ctl`` in a temp dir, on a free
 loopback port, its unix socket in the same temp dir), one fresh database per test
