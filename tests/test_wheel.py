@@ -191,7 +191,8 @@ def test_the_wheel_holds_every_module_under_eventpile(wheel: Path) -> None:
     named = {
         "eventpile/__init__.py",
         "eventpile/cli.py",
-        "eventpile/testing.py",
+        "eventpile/testing/__init__.py",
+        "eventpile/testing/postgres.py",
         "eventpile/domain/events.py",
         "eventpile/mail/cli.py",
         "eventpile/commands/app.py",
