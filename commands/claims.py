@@ -68,10 +68,7 @@ class Claims(Dispatcher):
         As :meth:`claim` then :meth:`perform`: otherwise as :meth:`execute`, except
         that a refusal is recorded too (the operation exists already).
         """
-        state = self.load(Operation, operation_id)
-        if state is None:
-            raise DomainError(f"there is no operation {operation_id}")
-        [claim] = self.claim([state], force=force)
+        [claim] = self.claim([self.require(Operation, operation_id)], force=force)
         return self.perform(claim, on_progress)
 
     def claim(self, states: Sequence[Operation], *, force: bool = False) -> list[Claim]:

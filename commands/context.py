@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from eventpile.commands.base import Command
-from eventpile.domain.aggregate import Aggregate, DomainError, fold
+from eventpile.domain.aggregate import Aggregate, fold, required
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import FollowUp, Operation, Question, Status
 
@@ -59,10 +59,7 @@ class Context:
 
     def require(self, cls: type[A], aggregate_id: uuid.UUID, what: str = "") -> A:
         """The state of an aggregate that must exist (refused with "there is no …" if not)."""
-        state = self.load(cls, aggregate_id)
-        if state is None:
-            raise DomainError(f"there is no {what or cls.__name__.lower()} {aggregate_id}")
-        return state
+        return required(self.load(cls, aggregate_id), cls, aggregate_id, what)
 
     def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
         if aggregate_id not in self._states:

@@ -21,7 +21,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from eventpile.commands.recent import RecentWrites
 from eventpile.commands.registry import Registry
-from eventpile.domain.aggregate import Aggregate, fold
+from eventpile.domain.aggregate import Aggregate, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from eventpile.store.backend import Waiter
@@ -120,6 +120,10 @@ class EventLog(LibraryApplication[uuid.UUID]):
 
     def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
         return fold(cls, self.stream(aggregate_id))
+
+    def require(self, cls: type[A], aggregate_id: uuid.UUID, what: str = "") -> A:
+        """The state of an aggregate that must exist (refused with "there is no …" if not)."""
+        return required(self.load(cls, aggregate_id), cls, aggregate_id, what)
 
     def load_many(self, cls: type[A], ids: Collection[uuid.UUID]) -> dict[uuid.UUID, A | None]:
         """The states of several aggregates, read in one query, not one each."""

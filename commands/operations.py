@@ -114,7 +114,7 @@ def retry(
 
     A failed operation runs again as a new operation, linked to it.
     """
-    state = _load(app, operation_id)
+    state = app.require(Operation, operation_id)
     if state.status is Status.FAILED:
         command = app.registry.command_from_record(
             state.command, {**state.args, **state.private_args}
@@ -156,13 +156,6 @@ def answer(
     return answered, app.run(answered.follow_up_id, on_progress=on_progress)
 
 
-def _load(app: Application, operation_id: uuid.UUID) -> Operation:
-    state = app.load(Operation, operation_id)
-    if state is None:
-        raise DomainError(f"there is no operation {operation_id}")
-    return state
-
-
 def _decide(
     app: Application,
     operation_id: uuid.UUID,
@@ -172,7 +165,7 @@ def _decide(
     from eventpile.commands.eventlog import Conflict
 
     for attempt in range(DECIDE_RETRIES):
-        state = _load(app, operation_id)
+        state = app.require(Operation, operation_id)
         with app.scope(operation_id):
             events = decide(state)
         try:

@@ -135,6 +135,14 @@ def fold(cls: type[A], events: Iterable[DomainEvent], state: A | None = None) ->
     return state
 
 
+def required(state: A | None, cls: type[A], aggregate_id: uuid.UUID, what: str = "") -> A:
+    """``state``, the state of an aggregate that must exist: refused (``DomainError``,
+    "there is no …", ``what`` or the class's name) when it does not."""
+    if state is None:
+        raise DomainError(f"there is no {what or cls.__name__.lower()} {aggregate_id}")
+    return state
+
+
 def first_event(cls: type[E], originator_id: uuid.UUID, **fields: Any) -> E:
     """The event that starts a new stream."""
     return cls(originator_id=originator_id, originator_version=1, **fields)

@@ -31,13 +31,6 @@ from .directory import by_email, directory
 from .domain import Contact, DisplayName, EmailAddress, check_address
 
 
-def _contact(ctx: Context, contact_id: uuid.UUID) -> Contact:
-    contact = ctx.load(Contact, contact_id)
-    if contact is None:
-        raise DomainError(f"there is no contact {contact_id}")
-    return contact
-
-
 def _check_free(db: ViewDB, address: str) -> None:
     owners = by_email(db, address)
     if owners:
@@ -81,7 +74,7 @@ class AddEmail(Command):
 @handles(AddEmail)
 def add_email(command: AddEmail, ctx: Context) -> Outcome:
     _check_free(directory(ctx.app), command.address)
-    ctx.record(*_contact(ctx, command.contact_id).add_email(command.address))
+    ctx.record(*ctx.require(Contact, command.contact_id).add_email(command.address))
     return Outcome("Added an email address")
 
 
@@ -95,7 +88,7 @@ class RemoveEmail(Command):
 
 @handles(RemoveEmail)
 def remove_email(command: RemoveEmail, ctx: Context) -> Outcome:
-    ctx.record(*_contact(ctx, command.contact_id).remove_email(command.address))
+    ctx.record(*ctx.require(Contact, command.contact_id).remove_email(command.address))
     return Outcome("Removed an email address")
 
 
@@ -109,7 +102,7 @@ class RenameContact(Command):
 
 @handles(RenameContact)
 def rename_contact(command: RenameContact, ctx: Context) -> Outcome:
-    ctx.record(*_contact(ctx, command.contact_id).rename(command.name))
+    ctx.record(*ctx.require(Contact, command.contact_id).rename(command.name))
     return Outcome("Changed a display name")
 
 
@@ -125,8 +118,8 @@ class MergeContacts(Command):
 
 @handles(MergeContacts)
 def merge_contacts(command: MergeContacts, ctx: Context) -> Outcome:
-    source = _contact(ctx, command.contact_id)
-    ctx.record(*source.merge_into(_contact(ctx, command.into_id)))
+    source = ctx.require(Contact, command.contact_id)
+    ctx.record(*source.merge_into(ctx.require(Contact, command.into_id)))
     return Outcome("Merged two contacts")
 
 
