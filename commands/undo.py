@@ -79,7 +79,7 @@ def undo(command: Undo, ctx: Context) -> Outcome:
     carrier = target
     while carrier.redone_by is not None:  # a redo's events carry its changes now
         carrier = _operation(ctx, carrier.redone_by)
-    reverted, reasons = revert(ctx, carrier, target)
+    reverted, reasons = revert(ctx, carrier)
     return _outcome(f"Undid {_label(target)}", target.id, reverted, reasons)
 
 
@@ -89,16 +89,13 @@ def redo(command: Redo, ctx: Context) -> Outcome:
     if target.undone_by is None:
         raise DomainError(f"operation {target.id} is {target.status}, not undone: nothing to redo")
     the_undo = _operation(ctx, target.undone_by)
-    reverted, reasons = revert(ctx, the_undo, target)
+    reverted, reasons = revert(ctx, the_undo)
     outcome = _outcome(f"Redid {_label(target)}", the_undo.id, reverted, reasons)
     return Outcome(outcome.message, {**outcome.result, "redid": str(target.id)})
 
 
-def revert(ctx: Context, target: Operation, named: Operation) -> tuple[int, Counter[str]]:
+def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
     """Record what reverts ``target``'s changes and mark it undone by this operation.
-
-    ``named`` is the operation this undo or redo was asked for (``target``, or the one
-    whose changes ``target`` undid or carries now).
 
     Returns how many of its changes were reverted, and why the others were not
     (the undo marks an undo made on operations are not counted). A
@@ -112,7 +109,7 @@ def revert(ctx: Context, target: Operation, named: Operation) -> tuple[int, Coun
     with gc_paused():  # many acyclic events: the collector would scan them again and again
         events = _read(ctx, [position for position, _ in written])
         pairs = list(zip(events, (last for _, last in written), strict=True))
-        return _compensate(ctx, pairs, _Undoing(ctx, named))
+        return _compensate(ctx, pairs, _Undoing(ctx))
 
 
 def _compensate(
@@ -157,8 +154,8 @@ def _compensate(
 class _Undoing:
     """What an aggregate's ``still_possible`` reads while this undo is decided."""
 
-    def __init__(self, ctx: Context, named: Operation) -> None:
-        self._ctx, self._named = ctx, named
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
         self._memo: dict[object, Any] = {}
 
     @property
@@ -170,10 +167,6 @@ class _Undoing:
 
     def view(self, name: str) -> ViewDB:
         return self._ctx.app.current(name)
-
-    def started_by_command(self, stream: uuid.UUID) -> bool:
-        first = next(iter(self._ctx.app.stream(stream)), None)
-        return first is not None and first.operation_id == _root(self._ctx, self._named).id
 
     def memo(self, key: object, make: Callable[[], T]) -> T:
         if key not in self._memo:
@@ -209,15 +202,6 @@ def _preload(ctx: Context, registry: Registry, written: list[tuple[DomainEvent, 
 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
     return ctx.require(Operation, operation_id)
-
-
-def _root(ctx: Context, operation: Operation) -> Operation:
-    """The operation of an ordinary command whose changes ``operation``, an undo or a
-    redo, undid or redid, at any depth (``operation`` itself if it ran one)."""
-    while operation.command in _UNDO_COMMANDS:
-        result = operation.result
-        operation = _operation(ctx, uuid.UUID(result.get("redid") or result["undid"]))
-    return operation
 
 
 def _latest(

@@ -32,10 +32,6 @@ class Undoing(Protocol):
         (without ``pending``)."""
         ...
 
-    def started_by_command(self, stream: uuid.UUID) -> bool:
-        """Did the ordinary command whose changes are undone or redone start ``stream``?"""
-        ...
-
     def memo(self, key: object, make: Callable[[], T]) -> T:
         """A value kept for the whole undo under ``key`` (made by ``make`` once)."""
         ...

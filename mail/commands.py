@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 
 from eventpile import Command, Context, DomainError, Outcome, Private, handles
 from eventpile.mail.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
-from eventpile.mail.query import QueryError, matching_ids, parse_query, tag_ids
+from eventpile.mail.query import QueryError, matching_ids, parse_query, tag_dots, tag_ids
 from eventpile.mail.tag import Tag, TagName
 
 if TYPE_CHECKING:
@@ -259,5 +259,16 @@ class RemoveTag(Command):
 
 @handles(RemoveTag)
 def remove_tag(command: RemoveTag, ctx: Context) -> Outcome:
-    ctx.record(*_tag(ctx, command.tag).remove())
-    return Outcome("Removed a tag")
+    """The tag leaves every message that has it, then the tag goes: no membership stays
+    behind on a removed tag (undo gives both back)."""
+    tag = _tag(ctx, command.tag)
+    messages = {uuid.UUID(m) for m, _dot in tag_dots(ctx.app.current("messages"), tag.id.hex)}
+    ctx.preload(Message, messages)
+    untagged = 0
+    for message_id in sorted(messages):
+        state = ctx.require(Message, message_id, "message")
+        events = state.untag(tag.id)
+        ctx.record(*events)
+        untagged += bool(events)
+    ctx.record(*tag.remove())
+    return Outcome(f"Removed a tag (from {untagged:,} messages)", {"untagged": untagged})

@@ -14,11 +14,14 @@ import hashlib
 import hmac
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel
 
 from eventpile import Aggregate, DomainError, DomainEvent, Invertible, Private, first_event
+
+if TYPE_CHECKING:
+    from eventpile import Undoing
 
 TRASH_TAG_ID = uuid.UUID("00000000-0000-8000-8000-000000000001")
 
@@ -176,15 +179,33 @@ class Message(MessageContent, Aggregate):
 
     def compensate(self, event: DomainEvent) -> list[DomainEvent] | str:
         """As the default, but an add is reverted by removing what stands for it now:
-        its dot, or the dots that brought it back after it was removed."""
-        if isinstance(event, MessageTagged) and (dots := self._standing_for(event)):
-            return [self.event(MessageUntagged, tag_id=event.tag_id, dots=tuple(sorted(dots)))]
+        its dot, or the dots that brought it back after it was removed (on its tag, or
+        on the tag of that name it was given back to)."""
+        if isinstance(event, MessageTagged) and (found := self._standing_for(event)):
+            return [
+                self.event(MessageUntagged, n, tag_id=tag, dots=tuple(sorted(dots)))
+                for n, (tag, dots) in enumerate(sorted(found.items()), 1)
+            ]
         return super().compensate(event)
 
-    def _standing_for(self, added: MessageTagged) -> frozenset[uuid.UUID]:
+    @classmethod
+    def still_possible(
+        cls, compensation: list[DomainEvent], undoing: Undoing
+    ) -> list[DomainEvent] | str:
+        """A membership is given back only to a live tag (see
+        :mod:`eventpile.mail.tag_rules`)."""
+        from eventpile.mail.tag_rules import TagNames
+
+        return TagNames.of(undoing).check_membership(compensation)
+
+    def _standing_for(self, added: MessageTagged) -> dict[uuid.UUID, frozenset[uuid.UUID]]:
+        """By tag, the dots that stand for ``added`` now."""
         dot = added.event_id
-        present = self.tags.get(added.tag_id, frozenset())
-        return frozenset(d for d in present if d == dot or dot in self.restored.get(d, ()))
+        found = {
+            tag: frozenset(d for d in dots if d == dot or dot in self.restored.get(d, ()))
+            for tag, dots in self.tags.items()
+        }
+        return {tag: dots for tag, dots in found.items() if dots}
 
     # decisions ----------------------------------------------------------
 

@@ -297,6 +297,13 @@ def tag_ids(db: Any, name: str) -> list[str]:
     return [row[0] for row in db.execute("SELECT id FROM tags WHERE name=?", (name,))]
 
 
+def tag_dots(db: Any, tag_id: str) -> list[tuple[str, str]]:
+    """``(message, dot)`` of every add of the tag ``tag_id`` that holds (messages in the
+    index or not)."""
+    rows = db.execute("SELECT message, dot FROM message_tags WHERE tag=?", (tag_id,))
+    return [(message, dot) for message, dot in rows]
+
+
 def all_tags(db: Any) -> list[dict[str, Any]]:
     """Every tag with the number of messages in the index that have it (a message out
     of the index keeps its tags, for when it comes back, but is not counted)."""
@@ -306,10 +313,3 @@ def all_tags(db: Any) -> list[dict[str, Any]]:
         "LEFT JOIN messages m ON m.id = mt.message GROUP BY t.id, t.name ORDER BY t.name"
     )
     return [{"name": name, "id": tag_id, "messages": count} for name, tag_id, count in rows]
-
-
-def senders(db: Any, query: Query) -> list[tuple[str, int]]:
-    """Each sender of the messages matching ``query``, with its count, most frequent first."""
-    source, params = _matching(db, query)
-    sql = f"SELECT m.sender, count(*) AS n{source} GROUP BY m.sender ORDER BY n DESC, m.sender"
-    return [(sender, count) for sender, count in _run(db, sql, params)]

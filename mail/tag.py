@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import uuid
 from typing import TYPE_CHECKING, Annotated, ClassVar, Self
 
 from pydantic import AfterValidator
 
 from eventpile import Aggregate, DomainError, DomainEvent, Invertible, Private, first_event, uuid7
-from eventpile.mail.message import MessageUntagged
-from eventpile.mail.query import Query, matching_ids, tag_ids
 
 if TYPE_CHECKING:
     from eventpile import Undoing
@@ -99,12 +96,11 @@ class Tag(Aggregate):
     def still_possible(
         cls, compensation: list[DomainEvent], undoing: Undoing
     ) -> list[DomainEvent] | str:
-        """Checked in the message index as this undo leaves it: a tag gets back a name only
-        if no other tag holds it now, and a tag that the undone or redone command created
-        is removed only if no message keeps it once this undo's own untaggings are
-        counted (not so a tag that command removed: redoing its removal removes it from
-        its messages)."""
-        return undoing.memo(_TagNames, lambda: _TagNames(undoing)).check(compensation)
+        """A tag gets back a name only if no other tag holds it now, and is removed only if
+        no message keeps it (see :mod:`eventpile.mail.tag_rules`)."""
+        from eventpile.mail.tag_rules import TagNames
+
+        return TagNames.of(undoing).check_tag(compensation)
 
     @staticmethod
     def create(name: str) -> TagCreated:
@@ -121,54 +117,3 @@ class Tag(Aggregate):
         if self.removed:
             raise DomainError(f"tag {self.name!r} was already removed")
         return [self.event(TagRemoved, name=self.name)]
-
-
-class _TagNames:
-    """The names tags hold, as one undo leaves them (the index plus what it recorded)."""
-
-    def __init__(self, undoing: Undoing) -> None:
-        self._undoing = undoing
-        self._index = undoing.view("messages")
-        self._holders: dict[str, set[str]] = {}
-        """Tag name: the ids of the tags that hold it."""
-
-    def check(self, events: list[DomainEvent]) -> list[DomainEvent] | str:
-        for event in events:
-            tag = event.originator_id
-            match event:
-                case TagCreated(name=name) | TagRenamed(new_name=name) if self._taken(name, tag):
-                    return "another tag has this name now"
-                case TagRemoved(name=name) if self._kept(tag, name):
-                    return "the tag is still on messages tagged since"
-        for event in events:
-            held = event.originator_id.hex
-            match event:
-                case TagCreated(name=name):
-                    self._held(name).add(held)
-                case TagRenamed(old_name=old, new_name=new):
-                    self._held(old).discard(held)
-                    self._held(new).add(held)
-                case TagRemoved(name=name):
-                    self._held(name).discard(held)
-        return events
-
-    def _taken(self, name: str, tag_id: uuid.UUID) -> bool:
-        """Does another tag than ``tag_id`` hold ``name``?"""
-        return bool(self._held(name) - {tag_id.hex})
-
-    def _held(self, name: str) -> set[str]:
-        if name not in self._holders:
-            self._holders[name] = set(tag_ids(self._index, name))
-        return self._holders[name]
-
-    def _kept(self, tag_id: uuid.UUID, name: str) -> bool:
-        """Was the tag created by the command undone or redone, and do messages keep it
-        once this undo's untaggings are counted?"""
-        if not self._undoing.started_by_command(tag_id):
-            return False
-        untagged = {
-            e.originator_id.hex
-            for e in self._undoing.pending
-            if isinstance(e, MessageUntagged) and e.tag_id == tag_id
-        }
-        return bool(set(matching_ids(self._index, Query(tags=(name,)))) - untagged)

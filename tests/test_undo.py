@@ -284,13 +284,19 @@ def test_undo_does_not_give_back_a_name_another_tag_took_since(
     assert taking.result["created_tag"]
     before = tag_names(imported)
     undo = imported.execute(Undo(operation_id=freeing.id))
-    assert (undo.result["reverted"], undo.result["skipped"]) == (0, 1)
-    assert undo.result["reasons"] == {"another tag has this name now": 1}
-    assert (
-        undo.message
-        == ("Undid “Renamed a tag”" if freed_by == "rename" else "Undid “Removed a tag”")
-        + ": 0 changes reverted, 1 not in effect any more (another tag has this name now (1))"
-    )
+    if freed_by == "rename":
+        assert (undo.result["reverted"], undo.result["skipped"]) == (0, 1)
+        assert undo.result["reasons"] == {"another tag has this name now": 1}
+        assert undo.message == (
+            "Undid “Renamed a tag”: 0 changes reverted, 1 not in effect any more "
+            "(another tag has this name now (1))"
+        )
+    else:  # its messages were given back to the red tag of now: they all have it
+        assert (undo.result["reverted"], undo.result["skipped"]) == (0, on_red + 1)
+        assert undo.result["reasons"] == {
+            "another tag has this name now": 1,
+            "the tag was added again since": on_red,
+        }
     assert tag_names(imported) == before and before.count("red") == 1
     assert total(imported, "tag:red") == MESSAGES
     if freed_by == "rename":
@@ -382,19 +388,25 @@ def test_undoing_a_tag_creation_removes_the_tag_when_this_undo_untags_its_last_m
 
 
 @pytest.mark.parametrize("by", ["redo", "undo of the undo"])
-def test_redoing_a_tag_removal_removes_it_from_every_message(
+def test_redoing_a_tag_removal_keeps_the_tag_on_messages_tagged_since(
     imported: MailApplication, by: str
 ) -> None:
-    """Unlike the undo of a creation: the tag was on its messages when it was removed."""
+    """Removing a tag takes it from its messages first; redoing that takes it from them
+    again, but the messages a later operation tagged keep it, so the tag stays."""
     imported.execute(TagMessages(action="add", tag="red", query="patch"))
+    on_red = total(imported, "tag:red")
     removing = imported.execute(RemoveTag(tag="red"))
+    assert removing.result == {"untagged": on_red}
     undo = imported.execute(Undo())
+    assert (undo.result["reverted"], total(imported, "tag:red")) == (on_red + 1, on_red)
     imported.execute(TagMessages(action="add", tag="red", query="*"))
     redo = imported.execute(
         Redo(operation_id=removing.id) if by == "redo" else Undo(operation_id=undo.id)
     )
-    assert (redo.result["reverted"], redo.result["skipped"]) == (1, 0)
-    assert tag_names(imported) == ["trash"]
+    assert (redo.result["reverted"], redo.result["skipped"]) == (on_red, 1)
+    assert redo.result["reasons"] == {"the tag is still on messages tagged since": 1}
+    assert tag_names(imported) == ["red", "trash"]
+    assert total(imported, "tag:red") == MESSAGES - on_red
 
 
 # refusals: nothing written ---------------------------------------------------------------

@@ -47,6 +47,6 @@ def _revert(ctx: typer.Context, verb: str, prefix: str) -> None:
     result = operation.result
     data = {
         "operation_id": str(operation.id),
-        **{key: result[key] for key in ("undid", "reverted", "skipped")},
+        **{key: result[key] for key in ("undid", "reverted", "skipped", "reasons")},
     }
     emit(s, data, operation.message)
