@@ -9,6 +9,7 @@ from eventpile.mail.commands import (
     import_mailbox,
     remove_tag,
     rename_tag,
+    repair_tags,
     resolve_duplicates,
     tag_messages,
 )
@@ -28,6 +29,7 @@ class MailApplication(Application):
         tag_messages,
         rename_tag,
         remove_tag,
+        repair_tags,
         send_mail,
     )
     projections: ClassVar[tuple[type[Projection], ...]] = (MessageIndex,)

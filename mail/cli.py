@@ -142,6 +142,17 @@ def tag_remove(
     _tag(ctx, "remove", tag, query)
 
 
+@tag_app.command("repair")
+def tag_repair(ctx: typer.Context) -> None:
+    """Take off memberships an earlier version left on removed tags (see 'verify')."""
+    from eventpile.mail.commands import RepairTags
+
+    s = settings(ctx)
+    with opened(s) as application:
+        operation = application.execute(RepairTags())
+    emit(s, {"operation_id": str(operation.id), **operation.result}, operation.message)
+
+
 @commands.command()
 def tags(ctx: typer.Context) -> None:
     """List tags with their message counts."""

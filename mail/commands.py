@@ -11,7 +11,14 @@ from pydantic import AfterValidator
 
 from eventpile import Command, Context, DomainError, Outcome, Private, handles
 from eventpile.mail.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
-from eventpile.mail.query import QueryError, matching_ids, parse_query, tag_dots, tag_ids
+from eventpile.mail.query import (
+    QueryError,
+    matching_ids,
+    orphan_memberships,
+    parse_query,
+    tag_dots,
+    tag_ids,
+)
 from eventpile.mail.tag import Tag, TagName
 
 if TYPE_CHECKING:
@@ -272,3 +279,20 @@ def remove_tag(command: RemoveTag, ctx: Context) -> Outcome:
         untagged += bool(events)
     ctx.record(*tag.remove())
     return Outcome(f"Removed a tag (from {untagged:,} messages)", {"untagged": untagged})
+
+
+class RepairTags(Command):
+    """Take off the memberships that a log written by an earlier version left on removed
+    tags (undo gives them to a tag of the same name, bringing it back if need be)."""
+
+    def describe(self) -> str:
+        return "Repair tags"
+
+
+@handles(RepairTags)
+def repair_tags(command: RepairTags, ctx: Context) -> Outcome:
+    held = orphan_memberships(ctx.app.current("messages"))
+    ctx.preload(Message, {uuid.UUID(message) for message, _tag in held})
+    for message, tag in held:
+        ctx.record(*ctx.require(Message, uuid.UUID(message), "message").untag(uuid.UUID(tag)))
+    return Outcome(f"Took {len(held):,} memberships off removed tags", {"untagged": len(held)})

@@ -27,6 +27,7 @@ from eventpile.mail.query import (
     UNDATED,
     UNDATED_END,
     WEIGHTS,
+    orphan_memberships,
     words,
 )
 from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
@@ -222,6 +223,19 @@ class MessageIndex(Projection):
                 )
             case TagRemoved():
                 db.execute("DELETE FROM tags WHERE id=?", (event.originator_id.hex,))
+
+    def problems(self, db: ViewDB) -> list[str]:
+        """Memberships on removed tags: a log written before tags were taken from their
+        messages when removed (they are found by no search)."""
+        held = orphan_memberships(db)
+        if not held:
+            return []
+        messages = len({message for message, _tag in held})
+        return [
+            f"{len(held):,} tag memberships of {messages:,} messages are on tags removed earlier "
+            "(by a version that left them there); no search finds them: 'eventpile tag "
+            "repair' takes them off (its undo gives them to a tag of the same name)"
+        ]
 
     def content_queries(self) -> Sequence[str]:
         return (

@@ -304,6 +304,16 @@ def tag_dots(db: Any, tag_id: str) -> list[tuple[str, str]]:
     return [(message, dot) for message, dot in rows]
 
 
+def orphan_memberships(db: Any) -> list[tuple[str, str]]:
+    """``(message, tag)`` of every membership on a removed tag (left by an earlier
+    version, which removed tags without taking them from their messages)."""
+    rows = db.execute(
+        "SELECT DISTINCT message, tag FROM message_tags WHERE tag NOT IN (SELECT id FROM tags) "
+        "ORDER BY message, tag"
+    )
+    return [(message, tag) for message, tag in rows]
+
+
 def all_tags(db: Any) -> list[dict[str, Any]]:
     """Every tag with the number of messages in the index that have it (a message out
     of the index keeps its tags, for when it comes back, but is not counted)."""

@@ -63,6 +63,12 @@ class Projection(ABC):
     def content_queries(self) -> Sequence[str]:
         """SELECTs (with ORDER BY) whose rows are the whole content of the view."""
 
+    def problems(self, db: ViewDB) -> list[str]:
+        """What the view holds that the rules of the domain say must not be (a fold of a
+        log written by an earlier version, say), in words a person acts on. ``verify``
+        reports them. None by default."""
+        return []
+
 
 @dataclass(frozen=True)
 class RunReport:

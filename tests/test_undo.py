@@ -492,7 +492,7 @@ def test_the_undo_and_redo_commands(
     _, importing, _ = cli(["import", str(mbox)], capsys)
     _, tagging, _ = cli(["tag", "add", "t", "*"], capsys)
     code, undone, _ = cli(["undo"], capsys)
-    assert code == 0 and set(undone) == {"operation_id", "undid", "reverted", "skipped"}
+    assert code == 0 and set(undone) == {"operation_id", "undid", "reverted", "skipped", "reasons"}
     assert (undone["undid"], undone["reverted"], undone["skipped"]) == (
         tagging["operation_id"],
         MESSAGES + 1,

@@ -10,12 +10,18 @@ corpus of the report: 138 and 6), on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import gzip
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import cli
+from eventpile import uuid7
+from eventpile.mail.app import MailApplication
+from eventpile.mail.query import tag_ids
+from eventpile.mail.tag import Tag
+from eventpile.store.home import Home
+from tests.conftest import PASSPHRASE, cli
 
 BARRIER, SMP, OTHER = 12, 4, 5
 
@@ -168,4 +174,35 @@ def test_the_four_cases_on_the_reported_corpus(
     case_3(user, "three", barrier)
     case_4(user, "four", barrier)
     assert user.tags() == {"one": 138, "two": 6, "three": 138, "four": 138}
+    assert user.verified()
+
+
+def test_memberships_an_earlier_version_left_on_removed_tags_are_reported_and_repaired(
+    user: User, cli_env: Home
+) -> None:
+    """Before this version, removing a tag left its memberships on it, found by no
+    search: ``verify`` says so, ``tag repair`` takes them off, and its undo gives them
+    back to the tag (here brought back: its name is free)."""
+    user.tag("add", "alpha", "subject:barrier")
+    app = MailApplication(cli_env, cli_env.unlock(PASSPHRASE))
+    try:  # what RemoveTag wrote then: the tag's removal alone
+        [tag_id] = tag_ids(app.current("messages"), "alpha")
+        tag = app.require(Tag, uuid.UUID(tag_id))
+        with app.scope(uuid7()):
+            app.append(tag.remove())
+    finally:
+        app.close()
+    assert user.tags() == {} and user.found("tag:alpha") == 0
+    code, verified, _ = cli(["verify"], user.capsys)
+    assert (code, verified["ok"]) == (1, False)
+    assert verified["problems"] == [
+        f"{BARRIER} tag memberships of {BARRIER} messages are on tags removed earlier (by a "
+        "version that left them there); no search finds them: 'eventpile tag repair' takes "
+        "them off (its undo gives them to a tag of the same name)"
+    ]
+    repaired = user.run("tag", "repair")
+    assert repaired["untagged"] == BARRIER
+    assert user.verified()
+    assert counts(user.undo(repaired["operation_id"])) == (BARRIER, 0, {})
+    assert user.tags() == {"alpha": BARRIER}
     assert user.verified()

@@ -103,25 +103,30 @@ def rebuild(
 
 @commands.command()
 def verify(ctx: typer.Context) -> None:
-    """Check that every event decrypts and every projection equals its rebuild."""
+    """Check that every event decrypts, every projection equals its rebuild, and no view
+    holds what its domain's rules forbid."""
     s = settings(ctx)
     with opened(s) as application:
         events = sum(1 for _ in application.all_events())
         views = {name: view.verify(application) for name, view in application.views.items()}
         damaged = {name for name, view in application.views.items() if view.remade}
-    ok = all(views.values())
-    data = {"ok": ok, "events": events, "projections": views}
-    emit(
-        s,
-        data,
-        lambda: console().print(
+        problems = [p for v in application.views.values() for p in v.projection.problems(v.db)]
+    ok = all(views.values()) and not problems
+    data = {"ok": ok, "events": events, "projections": views, "problems": problems}
+
+    def show() -> None:
+        out = console()
+        out.print(
             f"{events:,} events decrypt; "
             + ", ".join(
                 f"{n}: {'DAMAGED' if n in damaged else 'ok' if v else 'DIFFERS'}"
                 for n, v in views.items()
             )
-        ),
-    )
+        )
+        for problem in problems:
+            out.print(problem, markup=False)
+
+    emit(s, data, show)
     if not ok:
         raise typer.Exit(1)
 
