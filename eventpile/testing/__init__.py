@@ -20,8 +20,12 @@ The laws checked:
 - replaying the log twice gives the same state (determinism);
 - a restart (a new application on the same files) loses nothing.
 
-The machine runs on SQLite files by default; set :attr:`ApplicationLaws.database_server`
-to run the same laws on PostgreSQL.
+- :class:`ModelLaws` is another: it drives your application and a plain model of
+  what your user expects (their own statement of the rules, in plain Python) with the
+  same random commands and undos, and checks after each step that the two agree.
+
+The machines run on SQLite files by default; set ``database_server`` to run them on
+PostgreSQL (:mod:`eventpile.testing.postgres` starts a throwaway server).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ from eventpile.store.postgres import connect
 __all__ = [
     "ApplicationLaws",
     "Given",
+    "InAHome",
+    "ModelLaws",
     "When",
     "all_aggregates",
     "command_strategy",
@@ -256,23 +262,11 @@ class Step:
     operation_id: uuid.UUID | None
 
 
-class ApplicationLaws(RuleBasedStateMachine):
-    """Random commands, undos, redos, restarts and rebuilds, with the laws checked after each.
-
-    Subclass it and give:
-
-    - ``application``: the :class:`~commands.app.Application` class to run (or
-      override :meth:`open_application`);
-    - :meth:`commands`: a hypothesis strategy of your commands;
-    - :meth:`observe`: a canonical picture of your state (aggregates and projections)
-      that two applications agree on when their states are equivalent: free of
-      random ids and times, and without the history (the operation log, the feed).
-
-    Then ``TestMyLaws = MyLaws.TestCase`` runs it under pytest. Each example works in a
-    temporary directory: the application's home, plus :attr:`files` for what your
-    commands read (mailboxes, say), made by :meth:`prepare`. To run on PostgreSQL,
-    set :attr:`database_server` (in a subclass, to keep both).
-    """
+class InAHome(RuleBasedStateMachine):
+    """A state machine working on an application in a home of its own, made for each
+    example in a temporary directory (SQLite files, or a fresh database of
+    :attr:`database_server`) and removed after it; with a restart and a rebuild that
+    must lose nothing. :class:`ApplicationLaws` and :class:`ModelLaws` are two."""
 
     application: ClassVar[type[Application]] = Application
     database_server: ClassVar[str | None] = None
@@ -293,16 +287,8 @@ class ApplicationLaws(RuleBasedStateMachine):
         except BaseException:
             self._remove(self.home)
             raise
-        self.done: list[Done] = []
-        self.undone: list[Done] = []
-        self.history: list[Step] = []
-        self._strategy: st.SearchStrategy[Command] | None = None
 
     # to give -----------------------------------------------------------------------------
-
-    def commands(self) -> st.SearchStrategy[Command]:
-        """The commands to run (see :func:`command_strategy`)."""
-        raise NotImplementedError("give a strategy of your commands")
 
     def observe(self, app: Application) -> Any:
         """The state as the laws compare it (equal for equivalent states)."""
@@ -313,6 +299,98 @@ class ApplicationLaws(RuleBasedStateMachine):
 
     def open_application(self, home: Home) -> Application:
         return self.application(home, self.keyring)
+
+    # restarts and rebuilds -----------------------------------------------------------------
+
+    def restart(self) -> None:
+        """A new application on the same files loses nothing."""
+        before, digests, end = self.observe(self.app), self._digests(), self.app.max_position()
+        self.app.close()
+        self.app = self.open_application(self.home)
+        assert self.app.max_position() == end
+        assert self.observe(self.app) == before, "the state changed across a restart"
+        assert self._digests() == digests, "a projection changed across a restart"
+
+    def rebuild(self) -> None:
+        """Every projection rebuilt from scratch equals its incremental state."""
+        for name, digest in self._digests().items():
+            self.app.view(name).rebuild(self.app)
+            assert self.app.view(name).digest() == digest, f"rebuilt {name} differs"
+
+    def teardown(self) -> None:
+        try:
+            self.rebuild()
+        finally:
+            self.app.close()
+            self._remove(self.home)
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    # helpers -----------------------------------------------------------------------------
+
+    def _new_home(self, path: Path) -> tuple[Home, Keyring]:
+        """A new home with the same key file as every other (the key derivation is slow),
+        in a fresh database of :attr:`database_server` if one is given."""
+        home = Home(path, self._create_database() if self.database_server else None)
+        if InAHome._keys is None:
+            keyring = home.init(PASSPHRASE)
+            InAHome._keys = (home.key_file.read_bytes(), keyring)
+            return home, keyring
+        key_file, keyring = InAHome._keys
+        home.path.mkdir(mode=0o700)
+        home.views.mkdir(mode=0o700)
+        home.key_file.write_bytes(key_file)
+        return home, keyring
+
+    def _create_database(self) -> str:
+        """A new empty database on :attr:`database_server`; its URL."""
+        assert self.database_server is not None
+        name = f"eventpile_laws_{uuid.uuid4().hex[:16]}"
+        with connect(self.database_server) as admin:
+            admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        return urlsplit(self.database_server)._replace(path=f"/{name}").geturl()
+
+    def _remove(self, home: Home) -> None:
+        """Delete a home the machine made: its files, and its database if it has one."""
+        shutil.rmtree(home.path, ignore_errors=True)
+        if home.database_url and self.database_server:
+            name = urlsplit(home.database_url).path.lstrip("/")
+            with connect(self.database_server) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def _digests(self) -> dict[str, str]:
+        return {name: view.digest() for name, view in self.app.views.items()}
+
+
+class ApplicationLaws(InAHome):
+    """Random commands, undos, redos, restarts and rebuilds, with the laws checked after each.
+
+    Subclass it and give:
+
+    - ``application``: the :class:`~commands.app.Application` class to run (or
+      override :meth:`open_application`);
+    - :meth:`commands`: a hypothesis strategy of your commands;
+    - :meth:`observe`: a canonical picture of your state (aggregates and projections)
+      that two applications agree on when their states are equivalent: free of
+      random ids and times, and without the history (the operation log, the feed).
+
+    Then ``TestMyLaws = MyLaws.TestCase`` runs it under pytest. Each example works in a
+    temporary directory: the application's home, plus :attr:`files` for what your
+    commands read (mailboxes, say), made by :meth:`prepare`. To run on PostgreSQL,
+    set :attr:`database_server` (in a subclass, to keep both).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: list[Done] = []
+        self.undone: list[Done] = []
+        self.history: list[Step] = []
+        self._strategy: st.SearchStrategy[Command] | None = None
+
+    # to give -----------------------------------------------------------------------------
+
+    def commands(self) -> st.SearchStrategy[Command]:
+        """The commands to run (see :func:`command_strategy`)."""
+        raise NotImplementedError("give a strategy of your commands")
 
     # the rules ---------------------------------------------------------------------------
 
@@ -412,21 +490,6 @@ class ApplicationLaws(RuleBasedStateMachine):
             check
         ]()
 
-    def restart(self) -> None:
-        """A new application on the same files loses nothing."""
-        before, digests, end = self.observe(self.app), self._digests(), self.app.max_position()
-        self.app.close()
-        self.app = self.open_application(self.home)
-        assert self.app.max_position() == end
-        assert self.observe(self.app) == before, "the state changed across a restart"
-        assert self._digests() == digests, "a projection changed across a restart"
-
-    def rebuild(self) -> None:
-        """Every projection rebuilt from scratch equals its incremental state."""
-        for name, digest in self._digests().items():
-            self.app.view(name).rebuild(self.app)
-            assert self.app.view(name).digest() == digest, f"rebuilt {name} differs"
-
     def replay_twice(self) -> None:
         """Replaying the log twice gives the same state: fresh folds of every projection
         both equal the live one, and the aggregates fold the same."""
@@ -442,48 +505,7 @@ class ApplicationLaws(RuleBasedStateMachine):
         for name, view in self.app.views.items():
             assert view.position == end, f"{name} is at {view.position}, the log at {end}"
 
-    def teardown(self) -> None:
-        try:
-            self.rebuild()
-        finally:
-            self.app.close()
-            self._remove(self.home)
-            shutil.rmtree(self.directory, ignore_errors=True)
-
     # helpers -----------------------------------------------------------------------------
-
-    def _new_home(self, path: Path) -> tuple[Home, Keyring]:
-        """A new home with the same key file as every other (the key derivation is slow),
-        in a fresh database of :attr:`database_server` if one is given."""
-        home = Home(path, self._create_database() if self.database_server else None)
-        if ApplicationLaws._keys is None:
-            keyring = home.init(PASSPHRASE)
-            ApplicationLaws._keys = (home.key_file.read_bytes(), keyring)
-            return home, keyring
-        key_file, keyring = ApplicationLaws._keys
-        home.path.mkdir(mode=0o700)
-        home.views.mkdir(mode=0o700)
-        home.key_file.write_bytes(key_file)
-        return home, keyring
-
-    def _create_database(self) -> str:
-        """A new empty database on :attr:`database_server`; its URL."""
-        assert self.database_server is not None
-        name = f"eventpile_laws_{uuid.uuid4().hex[:16]}"
-        with connect(self.database_server) as admin:
-            admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
-        return urlsplit(self.database_server)._replace(path=f"/{name}").geturl()
-
-    def _remove(self, home: Home) -> None:
-        """Delete a home the machine made: its files, and its database if it has one."""
-        shutil.rmtree(home.path, ignore_errors=True)
-        if home.database_url and self.database_server:
-            name = urlsplit(home.database_url).path.lstrip("/")
-            with connect(self.database_server) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def _digests(self) -> dict[str, str]:
-        return {name: view.digest() for name, view in self.app.views.items()}
 
     @staticmethod
     def _wrote(app: Application, operation_id: uuid.UUID) -> Counter[str]:
@@ -542,3 +564,99 @@ class ApplicationLaws(RuleBasedStateMachine):
             return False
         ids[step.operation_id] = replayed.id
         return self._wrote(other, replayed.id) == self._wrote(self.app, step.operation_id)
+
+
+# the application against a model --------------------------------------------------------
+
+
+class ModelLaws(InAHome):
+    """Random commands, undos of any earlier operation (an undo's undo is a redo),
+    restarts and rebuilds; after every step the application, as a user sees it, equals
+    a plain model of what the user expects.
+
+    The laws of :class:`ApplicationLaws` compare the application with itself; these
+    compare it with an independent statement of the rules. Subclass it and give:
+
+    - :meth:`commands`: a strategy of your commands;
+    - :meth:`model_run`: do a command in the model; the model's key for the operation,
+      or None where the model says the application must refuse it;
+    - :meth:`model_undo`: undo an operation in the model (by its key, following redos
+      as the application does); the key of the undo and what its result must say
+      (``{"reverted": ..., "skipped": ..., "reasons": ...}``, or any part of the
+      result), or None where the application must refuse it;
+    - :meth:`observe` (the application) and :meth:`model_observe` (the model): what
+      the user sees, in one form.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations: list[tuple[uuid.UUID, Any]] = []
+        """Each operation done: its id in the application, its key in the model."""
+        self._strategy: st.SearchStrategy[Command] | None = None
+
+    # to give -----------------------------------------------------------------------------
+
+    def commands(self) -> st.SearchStrategy[Command]:
+        """The commands to run (see :func:`command_strategy`)."""
+        raise NotImplementedError("give a strategy of your commands")
+
+    def model_run(self, command: Command) -> Any | None:
+        raise NotImplementedError("do the command in your model")
+
+    def model_undo(self, key: Any) -> tuple[Any, dict[str, Any]] | None:
+        raise NotImplementedError("undo the operation in your model")
+
+    def model_observe(self) -> Any:
+        raise NotImplementedError("give what the user sees, by your model")
+
+    # the rules ---------------------------------------------------------------------------
+
+    @rule(data=st.data())
+    def do(self, data: st.DataObject) -> None:
+        """A command: the application refuses it exactly when the model does."""
+        if self._strategy is None:
+            self._strategy = self.commands()
+        command = data.draw(self._strategy, "command")
+        key = self.model_run(command)
+        end = self.app.max_position()
+        try:
+            operation = self.app.execute(command)
+        except DomainError as refusal:
+            assert key is None, f"the application refused {command!r}: {refusal}"
+            assert self.app.max_position() == end, "a refused command wrote events"
+            hypothesis.event(f"{type(command).__name__}: refused")
+            return
+        assert key is not None, f"the model refuses {command!r}; the application did it"
+        hypothesis.event(f"{type(command).__name__}: done")
+        self.operations.append((operation.id, key))
+
+    @precondition(lambda self: self.operations)
+    @rule(data=st.data())
+    def undo(self, data: st.DataObject) -> None:
+        """An undo of any earlier operation (an undo too: a redo): refused exactly when
+        the model refuses it, and saying what the model says."""
+        target, key = data.draw(st.sampled_from(self.operations), "operation to undo")
+        expected = self.model_undo(key)
+        end = self.app.max_position()
+        try:
+            operation = self.app.execute(Undo(operation_id=target))
+        except DomainError as refusal:
+            assert expected is None, f"the application refused the undo: {refusal}"
+            assert self.app.max_position() == end, "a refused undo wrote events"
+            hypothesis.event("undo: refused")
+            return
+        assert expected is not None, "the model refuses the undo; the application did it"
+        undo_key, said = expected
+        shown = {name: operation.result.get(name) for name in said}
+        assert shown == said, f"the undo says {shown}, the model {said}"
+        hypothesis.event(f"undo: {said.get('reverted', '?')} reverted")
+        self.operations.append((operation.id, undo_key))
+
+    @rule(check=st.sampled_from(("restart", "rebuild")))
+    def replay(self, check: str) -> None:
+        """A restart or a rebuild: nothing the user sees changes."""
+        {"restart": self.restart, "rebuild": self.rebuild}[check]()
+
+    @invariant()
+    def as_the_model_says(self) -> None:
+        assert self.observe(self.app) == self.model_observe(), "the application differs"
