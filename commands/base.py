@@ -31,6 +31,9 @@ class Command(BaseModel):
     """Back-off for :class:`Retryable` failures (None: the default policy)."""
     renderer: ClassVar[Renderer] = DEFAULT_RENDERER
     """How the feed shows this command's operations."""
+    outside_effects: ClassVar[bool] = False
+    """Does it act beyond the log (deliver a mail)? Then its operation is recorded as
+    started before its handler runs."""
 
     def describe(self) -> str:
         return type(self).__name__

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from eventpile.commands.base import Command, explain
 from eventpile.commands.context import ProgressCallback
-from eventpile.commands.dispatcher import CommandFailed, Dispatcher
+from eventpile.commands.dispatcher import IN_DOUBT, CommandFailed, Dispatcher
 from eventpile.commands.operations import WorkerLost, retry_policy
 from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import DomainError
 from eventpile.domain.events import DomainEvent
-from eventpile.domain.operation import Operation
+from eventpile.domain.operation import Operation, Status
 
 RENEW_AFTER = timedelta(seconds=1)
 """How much of its lease a claimed operation may have spent when it starts without
@@ -35,13 +35,14 @@ class NotClaimable(DomainError):
 
 @dataclass(frozen=True)
 class Claim:
-    """An operation claimed for its next attempt, or failed because it cannot run."""
+    """An operation claimed for its next attempt; or failed because it cannot run, or
+    asking the question its last attempt, dead in doubt, left (no ``command`` then)."""
 
     state: Operation
     """The state after ``event``."""
     event: DomainEvent
     command: Command | None
-    """What to run; None for an operation failed (because of ``error``)."""
+    """What to run; None for an operation failed (because of ``error``) or asking."""
     error: str = ""
 
 
@@ -80,7 +81,9 @@ class Claims(Dispatcher):
         operation not due (any time with ``force``), held by a worker, or whose command is
         not registered in this process (another application's: its workers run it) gets
         :class:`NotClaimable`. An operation that cannot run (its command no longer
-        validates, or the worker of its last attempt died) is failed instead.
+        validates, or the worker of its last attempt died) is failed instead; one whose
+        last attempt died in doubt (see :meth:`Context.in_doubt
+        <eventpile.commands.context.Context.in_doubt>`) asks its question instead.
         """
         now, lease_until = self.clock(), self.lease_end()
         claims: list[Claim] = []
@@ -88,6 +91,10 @@ class Claims(Dispatcher):
             if self.registry.command_class(state.command) is None:
                 raise NotClaimable(f"operation {state.id} runs {state.command}, unknown here")
             with self.scope(state.id):
+                if state.in_doubt is not None and state.lease_expired(now):
+                    asked = state.ask(state.in_doubt, IN_DOUBT, {}, {}, 0.0)
+                    claims.append(Claim(state.apply(asked), asked, None))
+                    continue
                 try:
                     started = state.claim(self.worker, now, lease_until, force=force)
                 except DomainError as error:
@@ -104,13 +111,16 @@ class Claims(Dispatcher):
         return claims
 
     def perform(self, claim: Claim, on_progress: ProgressCallback | None = None) -> Operation:
-        """Run a claimed operation (:class:`CommandFailed` for one failed instead).
+        """Run a claimed operation (:class:`CommandFailed` for one failed instead; the
+        state of one that asks its question instead).
 
         One claimed a while ago (in a batch, behind others) first renews its lease, so that
         every attempt starts with a whole lease (:class:`Conflict` if it was taken over).
         """
         if claim.command is None:
             self.catch_up()
+            if claim.state.status is Status.WAITING:
+                return claim.state
             raise CommandFailed(claim.state.id, claim.error)
         state = claim.state
         if state.lease_until is not None and state.lease_until < self.lease_end() - RENEW_AFTER:

@@ -102,8 +102,22 @@ class Context:
         """
         if self.question is not None:
             raise RuntimeError("an operation asks at most one question")
+        self.question = self._question(prompt, choices, detail)
+
+    def _question(
+        self, prompt: str, choices: Mapping[str, Command | None], detail: str
+    ) -> Question:
         follow_ups = {k: None if c is None else self._follow_up(c) for k, c in choices.items()}
-        self.question = Question(prompt=prompt, detail=detail, choices=follow_ups)
+        return Question(prompt=prompt, detail=detail, choices=follow_ups)
+
+    def in_doubt(
+        self, prompt: str, choices: Mapping[str, Command | None], detail: str = ""
+    ) -> None:
+        """About to do what cannot be taken back nor be sure of (hand a mail over): write
+        now, before it, the question to ask if this attempt stops before it knows how
+        that went (Ctrl-C, a killed process found by its lease). Ends with the attempt."""
+        self.record_operation(self.operation.doubt(self._question(prompt, choices, detail)))
+        self.flush(catch_up=False)
 
     def record_operation(self, event: DomainEvent) -> None:
         self.operation = self.operation.apply(event)

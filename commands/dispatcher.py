@@ -110,12 +110,20 @@ class Dispatcher(EventLog):
         from there), a question leaves it waiting for an answer. Any other
         exception is recorded as the operation's failure and raised as
         :class:`CommandFailed`.
+
+        A command with ``outside_effects`` (it acts beyond the log: delivers a mail) is
+        recorded as started before its handler runs, so that an attempt that dies is
+        found by its lease; any other is written whole when its handler returns.
         """
         requested = self.request(command, parent_id=parent_id)
         initial = _first_state(requested)
         with self.scope(initial.id):
             started = initial.begin(self.worker, self.lease_end())
-        return self._perform(command, initial.apply(started), [requested, started], on_progress)
+        head: list[DomainEvent] = [requested, started]
+        if type(command).outside_effects:
+            self.append(head)
+            head = []
+        return self._perform(command, initial.apply(started), head, on_progress)
 
     def _perform(
         self,
@@ -140,8 +148,7 @@ class Dispatcher(EventLog):
                     self._write_ending(ctx, self._ending(ctx, outcome, started))
                 except KeyboardInterrupt:  # Ctrl-C: the attempt ends now, not with its lease
                     if ctx.operation.status is Status.RUNNING:
-                        stopped = KeyboardInterrupt("interrupted")
-                        self._record_end(ctx, ctx.operation.fail(stopped, _since(started)))
+                        self._record_end(ctx, _interrupted(ctx.operation, _since(started)))
                     raise
                 except Conflict as error:
                     if self._taken_over(ctx):
@@ -218,6 +225,17 @@ class Dispatcher(EventLog):
         """Did another process write to the operation since this attempt last did?"""
         stored = self.load(Operation, ctx.operation_id)
         return (stored.version if stored else 0) != self._stored_version(ctx)
+
+
+def _interrupted(state: Operation, elapsed_s: float) -> DomainEvent:
+    """How an interrupted attempt ends: failed, or, if it stopped where it could not know
+    how what it did went (in doubt), waiting for the question it prepared."""
+    if state.in_doubt is None:
+        return state.fail(KeyboardInterrupt("interrupted"), elapsed_s)
+    return state.ask(state.in_doubt, IN_DOUBT, {}, {}, elapsed_s)
+
+
+IN_DOUBT = "Stopped before it knew how it went: in doubt"
 
 
 def _first_state(requested: OperationRequested) -> Operation:

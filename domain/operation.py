@@ -165,6 +165,16 @@ class OperationQuestionAsked(OperationEvent):
         return f"{self.question.prompt} ({' / '.join(self.question.choices)})"
 
 
+class OperationInDoubt(OperationEvent):
+    """The attempt is about to do what it cannot take back nor be sure of (deliver a
+    mail): if it stops before it knows how that went, ``question`` is asked."""
+
+    question: Question
+
+    def describe(self) -> str:
+        return "In doubt until it knows"
+
+
 class OperationAnswered(OperationEvent):
     """The user's answer; ``follow_up_id`` is the operation it started, if any."""
 
@@ -229,6 +239,8 @@ class Operation(Aggregate):
     error_type: str | None = None
     error: Annotated[str | None, Private] = None
     question: Question | None = None
+    in_doubt: Question | None = None
+    """Set while an attempt does what it cannot be sure of: what to ask if it stops there."""
     answer: str | None = None
     follow_up_id: uuid.UUID | None = None
     undone_by: uuid.UUID | None = None
@@ -264,6 +276,8 @@ class Operation(Aggregate):
                         "started_at": self.started_at or event.timestamp,
                     }
                 )
+            case OperationInDoubt(question=question):
+                return self.model_copy(update={"in_doubt": question})
             case OperationProgressed(done=done, total=total, message=message):
                 return self.model_copy(
                     update={
@@ -287,6 +301,7 @@ class Operation(Aggregate):
             case OperationRetryScheduled():
                 return self.model_copy(
                     update={
+                        "in_doubt": None,
                         "status": Status.RETRYING,
                         "retry_at": event.retry_at,
                         "lease_until": None,
@@ -298,6 +313,7 @@ class Operation(Aggregate):
             case OperationQuestionAsked():
                 return self.model_copy(
                     update={
+                        "in_doubt": None,
                         "status": Status.WAITING,
                         "lease_until": None,
                         "question": event.question,
@@ -339,6 +355,7 @@ class Operation(Aggregate):
     def _finished(self, event: DomainEvent, status: Status, elapsed_s: float | None) -> Self:
         return self.model_copy(
             update={
+                "in_doubt": None,
                 "status": status,
                 "lease_until": None,
                 "retry_at": None,
@@ -496,6 +513,11 @@ class Operation(Aggregate):
             private_result=private_result,
             elapsed_s=elapsed_s,
         )
+
+    def doubt(self, question: Question) -> OperationInDoubt:
+        """The attempt is about to do what it cannot be sure of (see :class:`OperationInDoubt`)."""
+        self._running()
+        return self.event(OperationInDoubt, question=question)
 
     def answer_with(self, choice: str) -> OperationAnswered:
         """Answer the question; a new id for the follow-up operation if the choice has one."""

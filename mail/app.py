@@ -15,7 +15,7 @@ from eventpile.mail.commands import (
 )
 from eventpile.mail.index import MessageIndex
 from eventpile.mail.message import Message
-from eventpile.mail.send import send_mail
+from eventpile.mail.send import mark_sent, send_mail
 from eventpile.mail.tag import Tag
 
 
@@ -31,6 +31,7 @@ class MailApplication(Application):
         remove_tag,
         repair_tags,
         send_mail,
+        mark_sent,
     )
     projections: ClassVar[tuple[type[Projection], ...]] = (MessageIndex,)
     topic_aliases: ClassVar[dict[str, str]] = {

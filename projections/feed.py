@@ -86,6 +86,7 @@ def private_data(state: Operation) -> dict[str, Any]:
 
 class Feed(OperationRows):
     name: ClassVar[str] = "feed"
+    schema: ClassVar[int] = 2  # 2: operation states hold in_doubt
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)

@@ -59,7 +59,7 @@ _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
 
 class OperationLog(OperationRows):
     name: ClassVar[str] = "operations"
-    schema: ClassVar[int] = 3
+    schema: ClassVar[int] = 4  # 4: operation states hold in_doubt
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
     """Every event: it records which events each operation wrote."""
 

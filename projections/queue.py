@@ -113,6 +113,7 @@ class OperationRows(Projection):
 
 class Queue(OperationRows):
     name: ClassVar[str] = "queue"
+    schema: ClassVar[int] = 2  # 2: operation states hold in_doubt
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -15,6 +16,7 @@ EXIT_INTERRUPTED = 130
 def main(cli: typer.Typer, argv: list[str] | None = None, prog_name: str = "eventpile") -> int:
     """Run ``cli`` (see :func:`~eventpile.commands.cli.core.command_line`) on ``argv``; every
     error, a usage error too, is one line on stderr. The exit status."""
+    signal.signal(signal.SIGTERM, _terminated)  # TERM ends a command as Ctrl-C does
     try:
         code = cli(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:  # Typer has printed the help
@@ -33,6 +35,10 @@ def main(cli: typer.Typer, argv: list[str] | None = None, prog_name: str = "even
     if code == EXIT_INTERRUPTED:
         sys.stderr.write(f"{prog_name}: interrupted (what was written before stays written)\n")
     return code if isinstance(code, int) else 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("terminated")
 
 
 def _usage(error: click.ClickException) -> str:

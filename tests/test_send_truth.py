@@ -1,0 +1,205 @@
+"""Sending never lies: recorded before it leaves, a 250 is a delivery, an attempt that
+stops between handing the message over and reading the answer is in doubt and asks.
+
+A real SMTP server (aiosmtpd) on loopback that keeps the message and holds its
+answer until the test lets it go; the tests synchronise on what the server saw,
+never on time. ``eventpile send`` runs as a process of its own, to be interrupted
+(Ctrl-C, TERM) or killed (-9) while the answer is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from eventpile.commands.operations import answer
+from eventpile.domain.events import utcnow
+from eventpile.domain.operation import Operation, Status
+from eventpile.mail.app import MailApplication
+from eventpile.mail.send import IN_DOUBT, SendMail
+from eventpile.projections.operations import recent
+from eventpile.store.home import Home
+from tests.conftest import PASSPHRASE
+from tests.test_send import free_port
+
+WAIT_S = 60
+"""The longest a test waits for the server or a process (a bound, not a pause)."""
+
+
+class HoldingInbox:
+    """Keeps each message as it arrives, then holds its answer until released."""
+
+    def __init__(self) -> None:
+        self.received: list[Any] = []
+        self.saw_data = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(message_from_bytes(envelope.content))
+        self.saw_data.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, WAIT_S)
+        return "250 OK"
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Controller, HoldingInbox]]:
+    inbox = HoldingInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setenv("EVENTPILE_SMTP", f"127.0.0.1:{controller.port}")
+    yield controller, inbox
+    inbox.release.set()
+    with contextlib.suppress(AssertionError):  # a test may have stopped it (aiosmtpd asserts)
+        controller.stop()
+
+
+@pytest.fixture
+def home_ready(cli_env: Home, keyring: Any) -> Home:
+    return cli_env
+
+
+def start_send(home: Home, tmp_path: Path) -> subprocess.Popen[str]:
+    body = tmp_path / "body.txt"
+    body.write_text("Hello, Bob.\n")
+    argv = ["--json", "send", "--to", "bob@example.org", "--subject", "Hi"]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from eventpile.mail.cli import run; run()",
+            *argv,
+            "--body-file",
+            str(body),
+            "--from",
+            "alice@example.org",
+        ],
+        env={**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def the_send(home: Home, **options: Any) -> tuple[MailApplication, Operation]:
+    app = MailApplication(home, home.unlock(PASSPHRASE), **options)
+    [record] = [r for r in recent(app.current("operations"), 10) if r["command"] == "SendMail"]
+    state = app.load(Operation, uuid.UUID(record["id"]))
+    assert state is not None
+    return app, state
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_an_interrupt_while_the_answer_is_held_leaves_the_send_in_doubt(
+    home_ready: Home, held: tuple[Controller, HoldingInbox], tmp_path: Path, stop: int
+) -> None:
+    _, inbox = held
+    process = start_send(home_ready, tmp_path)
+    assert inbox.saw_data.wait(WAIT_S), process.communicate()
+    process.send_signal(stop)
+    _out, err = process.communicate(timeout=WAIT_S)
+    inbox.release.set()
+    assert process.returncode == 130
+    assert err.strip().splitlines() == [
+        "eventpile: interrupted (what was written before stays written)"
+    ]
+    app, state = the_send(home_ready)
+    try:
+        assert state.status is Status.WAITING, state
+        assert state.question is not None and state.question.prompt == IN_DOUBT
+        assert list(state.question.choices) == ["send-again", "mark-sent"]
+        assert "refused" not in state.message and state.result.get("delivered") is not False
+        assert len(inbox.received) == 1
+        # sending again keeps the Message-ID and the Date: receivers can tell the copies apart
+        _answered, again = answer(app, state.id, "send-again")
+        assert again is not None and again.status is Status.COMPLETE
+        assert len(inbox.received) == 2
+        first, second = inbox.received
+        assert (first["Message-ID"], first["Date"]) == (second["Message-ID"], second["Date"])
+    finally:
+        app.close()
+
+
+def test_a_send_killed_while_the_answer_is_held_is_recorded_and_asks_when_taken_up(
+    home_ready: Home, held: tuple[Controller, HoldingInbox], tmp_path: Path
+) -> None:
+    _, inbox = held
+    process = start_send(home_ready, tmp_path)
+    assert inbox.saw_data.wait(WAIT_S), process.communicate()
+    process.kill()
+    process.communicate(timeout=WAIT_S)
+    inbox.release.set()
+    app, state = the_send(home_ready)
+    try:  # recorded before a byte left, and in doubt since it handed the message over
+        assert state.status is Status.RUNNING and state.in_doubt is not None
+        assert state.lease_until is not None and state.lease_until > utcnow()
+    finally:
+        app.close()
+    later = MailApplication(
+        home_ready,
+        home_ready.unlock(PASSPHRASE),
+        clock=lambda: utcnow() + timedelta(seconds=later.lease_s + 60),
+    )
+    try:  # taken up after its lease: it asks, it does not send again
+        taken = later.run(state.id)
+        assert taken.status is Status.WAITING and taken.question is not None
+        assert taken.question.prompt == IN_DOUBT
+        assert len(inbox.received) == 1
+        answered, marked = answer(later, state.id, "mark-sent")
+        assert answered.status is Status.COMPLETE
+        assert marked is not None and marked.message == "Marked sent, as you said"
+        assert len(inbox.received) == 1
+    finally:
+        later.close()
+
+
+def test_a_connection_lost_after_the_message_was_handed_over_is_in_doubt(
+    home_ready: Home, held: tuple[Controller, HoldingInbox]
+) -> None:
+    controller, inbox = held
+    app = MailApplication(home_ready, home_ready.unlock(PASSPHRASE))
+
+    def drop_the_connection() -> None:
+        assert inbox.saw_data.wait(WAIT_S)
+        controller.stop()
+        inbox.release.set()
+
+    dropper = threading.Thread(target=drop_the_connection)
+    dropper.start()
+    try:
+        state = app.execute(
+            SendMail.compose("alice@example.org", ["bob@example.org"], "Hi", "Hello.\n")
+        )
+        dropper.join(WAIT_S)
+        assert state.status is Status.WAITING
+        assert state.question is not None and state.question.prompt == IN_DOUBT
+        assert state.result == {"delivered": None}
+        assert len(inbox.received) == 1
+    finally:
+        app.close()
+
+
+def test_the_send_command_prints_its_operation_as_one_json_document(
+    home_ready: Home, held: tuple[Controller, HoldingInbox], tmp_path: Path
+) -> None:
+    _, inbox = held
+    inbox.release.set()
+    process = start_send(home_ready, tmp_path)
+    out, err = process.communicate(timeout=WAIT_S)
+    assert (process.returncode, err) == (0, "")
+    assert json.loads(out)["operation"]["status"] == "complete"
+    assert len(inbox.received) == 1
