@@ -31,7 +31,7 @@ from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, DomainError, Invertible
-from eventpile.domain.events import DomainEvent
+from eventpile.domain.events import DomainEvent, ForeignEvent
 from eventpile.domain.operation import Operation, Status
 from eventpile.projections.base import gc_paused
 from eventpile.projections.operations import redo_candidates, undo_candidates, written_by
@@ -108,6 +108,12 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
         raise DomainError(f"operation {target.id} changed nothing: there is nothing to undo")
     with gc_paused():  # many acyclic events: the collector would scan them again and again
         events = _read(ctx, [position for position, _ in written])
+        foreign = next((e for e in events if isinstance(e, ForeignEvent)), None)
+        if foreign is not None:
+            raise DomainError(
+                f"operation {target.id} ({target.command}) changed what another application "
+                f"keeps ({foreign.type_name()}): undo or redo it with that application"
+            )
         pairs = list(zip(events, (last for _, last in written), strict=True))
         return _compensate(ctx, pairs, _Undoing(ctx))
 
@@ -142,7 +148,7 @@ def _compensate(
             compensation = aggregate.still_possible(compensation, undoing)
         if isinstance(compensation, list) and compensation:
             ctx.record(*compensation)
-            touched.add(stream)
+            touched.update(e.originator_id for e in compensation)
             reverted += a_change
         elif a_change:
             reasons[compensation if isinstance(compensation, str) else "nothing to revert"] += 1

@@ -16,6 +16,7 @@ from eventpile.mail.query import (
     matching_ids,
     orphan_memberships,
     parse_query,
+    shared_names,
     tag_dots,
     tag_ids,
 )
@@ -282,8 +283,10 @@ def remove_tag(command: RemoveTag, ctx: Context) -> Outcome:
 
 
 class RepairTags(Command):
-    """Take off the memberships that a log written by an earlier version left on removed
-    tags (undo gives them to a tag of the same name, bringing it back if need be)."""
+    """Take off the memberships left on removed tags (by an earlier version, or commands
+    that raced: undo gives them to a tag of the same name, bringing it back if need be),
+    and give the messages of a name more than one tag holds to one of them (the first
+    by id, as every command uses), removing the others."""
 
     def describe(self) -> str:
         return "Repair tags"
@@ -291,8 +294,24 @@ class RepairTags(Command):
 
 @handles(RepairTags)
 def repair_tags(command: RepairTags, ctx: Context) -> Outcome:
-    held = orphan_memberships(ctx.app.current("messages"))
+    index = ctx.app.current("messages")
+    held = orphan_memberships(index)
     ctx.preload(Message, {uuid.UUID(message) for message, _tag in held})
     for message, tag in held:
         ctx.record(*ctx.require(Message, uuid.UUID(message), "message").untag(uuid.UUID(tag)))
-    return Outcome(f"Took {len(held):,} memberships off removed tags", {"untagged": len(held)})
+    merged = 0
+    for _name, (kept, *others) in shared_names(index):
+        for other in map(uuid.UUID, others):
+            members = {uuid.UUID(m) for m, _dot in tag_dots(index, other.hex)}
+            ctx.preload(Message, members)
+            for message_id in sorted(members):
+                state = ctx.require(Message, message_id, "message")
+                ctx.record(*state.untag(other))
+                ctx.record(*ctx.require(Message, message_id, "message").tag(uuid.UUID(kept)))
+            ctx.record(*ctx.require(Tag, other).remove())
+            merged += 1
+    return Outcome(
+        f"Took {len(held):,} memberships off removed tags; merged {merged:,} tags into "
+        "another of their name",
+        {"untagged": len(held), "merged": merged},
+    )

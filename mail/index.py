@@ -3,7 +3,7 @@
 SQLite FTS5 inside the SQLCipher database, contentless (the text lives only in
 the encrypted full-text index), or a ``tsvector`` column with a GIN index on
 PostgreSQL; one row of headers per message, tag membership as observed-remove
-dots. Queries are in :mod:`projections.messages_query`.
+dots. Queries are in :mod:`eventpile.mail.query`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from eventpile.mail.query import (
     UNDATED_END,
     WEIGHTS,
     orphan_memberships,
+    shared_names,
     words,
 )
 from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
@@ -68,7 +69,7 @@ CREATE OR REPLACE VIEW messages_terms AS
 }
 """The tables of each backend: SQLite's FTS5 table beside the rows, PostgreSQL's
 ``tsvector`` column in them (one weight per column: see ``WEIGHTS``). Both index
-the words of :func:`projections.messages_query.words`."""
+the words of :func:`eventpile.mail.query.words`."""
 
 
 FTS5_SETTINGS = {"deletemerge": 50}
@@ -227,15 +228,24 @@ class MessageIndex(Projection):
     def problems(self, db: ViewDB) -> list[str]:
         """Memberships on removed tags: a log written before tags were taken from their
         messages when removed (they are found by no search)."""
+        found = []
         held = orphan_memberships(db)
-        if not held:
-            return []
-        messages = len({message for message, _tag in held})
-        return [
-            f"{len(held):,} tag memberships of {messages:,} messages are on tags removed earlier "
-            "(by a version that left them there); no search finds them: 'eventpile tag "
-            "repair' takes them off (its undo gives them to a tag of the same name)"
-        ]
+        if held:
+            messages = len({message for message, _tag in held})
+            found.append(
+                f"{len(held):,} tag memberships of {messages:,} messages are on removed tags "
+                "(left by an earlier version, or by commands that raced); no search finds "
+                "them: 'eventpile tag repair' takes them off (its undo gives them to a tag "
+                "of the same name)"
+            )
+        shared = shared_names(db)
+        if shared:
+            found.append(
+                f"{len(shared):,} tag names are held by more than one tag (commands that "
+                "made them at once): 'eventpile tag repair' gives each name's messages to "
+                "one tag and removes the others"
+            )
+        return found
 
     def content_queries(self) -> Sequence[str]:
         return (

@@ -294,7 +294,22 @@ def search(db: Any, query: Query, limit: int = 20) -> dict[str, Any]:
 
 
 def tag_ids(db: Any, name: str) -> list[str]:
-    return [row[0] for row in db.execute("SELECT id FROM tags WHERE name=?", (name,))]
+    """The live tags of that name, the one every command uses first (two commands that
+    made a name at once leave two)."""
+    rows = db.execute("SELECT id FROM tags WHERE name=? ORDER BY id", (name,))
+    return [row[0] for row in rows]
+
+
+def shared_names(db: Any) -> list[tuple[str, list[str]]]:
+    """``(name, tag ids)`` of every name more than one live tag holds."""
+    rows = db.execute(
+        "SELECT name, id FROM tags WHERE name IN "
+        "(SELECT name FROM tags GROUP BY name HAVING count(*) > 1) ORDER BY name, id"
+    )
+    found: dict[str, list[str]] = {}
+    for name, tag_id in rows:
+        found.setdefault(name, []).append(tag_id)
+    return list(found.items())
 
 
 def tag_dots(db: Any, tag_id: str) -> list[tuple[str, str]]:

@@ -187,7 +187,7 @@ def states(db: ViewDB) -> Iterator[Operation]:
 class Renderer:
     """How the feed shows the entries of one source (command type).
 
-    An entry is a dict from :mod:`projections.feed`; it holds ``private`` only
+    An entry is a dict from :func:`feed`; it holds ``private`` only
     when private data was asked for.
     """
 

@@ -1,4 +1,4 @@
-"""Where a home keeps its events and views: one backend, chosen once per home.
+"""Where a home keeps its events and views: one backend, chosen in one place.
 
 :meth:`Home.backend <eventpile.store.home.Home.backend>` is the one place that
 looks at which it is: SQLite files in the home (the embedded default) or a

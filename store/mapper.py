@@ -5,7 +5,7 @@ fast as orjson here, and exact for integers beyond 64 bits) and validates with
 the event model, upcasts old stored versions (``class_version`` with
 ``upcast_vN_vN+1`` methods, which the library's own mapper does for its events),
 compresses only payloads large enough to pay for it, and seals each payload to
-its row with :class:`store.cipher.EventCipher`.
+its row with :class:`eventpile.store.cipher.EventCipher`.
 """
 
 from __future__ import annotations

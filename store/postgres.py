@@ -2,7 +2,7 @@
 
 ``EVENTPILE_DATABASE_URL=postgresql://user:password@host:port/dbname`` (or
 ``--database-url``) becomes the ``POSTGRES_*`` settings of ``eventsourcing``'s
-PostgreSQL factory (ours, in :mod:`store.postgres_factory`). The events are
+PostgreSQL factory (ours, in :mod:`eventpile.store.postgres_factory`). The events are
 sealed by our mapper before they reach the recorder, exactly as on SQLite: the
 database sees ciphertexts, stream ids, versions and event class names. Writers
 append under the library's table lock and ``NOTIFY`` the events table's channel

@@ -1,7 +1,7 @@
 """``eventsourcing``'s PostgreSQL factory and recorder, tuned for our events.
 
-``PERSISTENCE_MODULE=store.postgres_factory:Factory`` (what
-:func:`store.postgres.settings` configures).
+``PERSISTENCE_MODULE=eventpile.store.postgres_factory:Factory`` (what
+:func:`eventpile.store.postgres.settings` configures).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Recorder(PostgresApplicationRecorder):
             return [StoredEvent(*row) for row in curs.fetchall()]
 
     def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
-        """As :meth:`store.sqlite.Recorder.select_rows`: tuples, the ids as text."""
+        """As :meth:`eventpile.store.sqlite.Recorder.select_rows`: tuples, the ids as text."""
         statement = SQL(
             "SELECT notification_id, originator_id::text, originator_version, topic, state "
             "FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s{topics} "

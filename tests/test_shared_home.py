@@ -48,9 +48,13 @@ def test_mail_and_contacts_share_a_home(home: Home, keyring: Keyring, tmp_path: 
         # each undoes its own operations, and refuses the other's by name
         with pytest.raises(DomainError, match="ImportContacts, a command unknown here"):
             mail.execute(Undo(operation_id=contacts.id))
-        book.execute(Undo(operation_id=contacts.id))
+        undone = book.execute(Undo(operation_id=contacts.id))
         assert book.find("a") == []
+        with pytest.raises(DomainError, match="changed what another application keeps"):
+            mail.execute(Undo(operation_id=undone.id))  # a redo of the other's
         book.execute(Redo(operation_id=contacts.id))
+        with pytest.raises(DomainError, match="changed what another application keeps"):
+            mail.execute(Undo(operation_id=contacts.id))  # carried by the redo now
         assert [c["name"] for c in book.find("a")] == ["Ada Lovelace", "alan"]
         mail.execute(Undo(operation_id=imported.id))
         with pytest.raises(DomainError, match="ImportMailbox, a command unknown here"):

@@ -18,7 +18,8 @@ import pytest
 
 from eventpile import uuid7
 from eventpile.mail.app import MailApplication
-from eventpile.mail.query import tag_ids
+from eventpile.mail.message import Message
+from eventpile.mail.query import matching_ids, parse_query, tag_ids
 from eventpile.mail.tag import Tag
 from eventpile.store.home import Home
 from tests.conftest import PASSPHRASE, cli
@@ -196,13 +197,45 @@ def test_memberships_an_earlier_version_left_on_removed_tags_are_reported_and_re
     code, verified, _ = cli(["verify"], user.capsys)
     assert (code, verified["ok"]) == (1, False)
     assert verified["problems"] == [
-        f"{BARRIER} tag memberships of {BARRIER} messages are on tags removed earlier (by a "
-        "version that left them there); no search finds them: 'eventpile tag repair' takes "
-        "them off (its undo gives them to a tag of the same name)"
+        f"{BARRIER} tag memberships of {BARRIER} messages are on removed tags (left by an "
+        "earlier version, or by commands that raced); no search finds them: 'eventpile tag "
+        "repair' takes them off (its undo gives them to a tag of the same name)"
     ]
     repaired = user.run("tag", "repair")
     assert repaired["untagged"] == BARRIER
     assert user.verified()
     assert counts(user.undo(repaired["operation_id"])) == (BARRIER, 0, {})
     assert user.tags() == {"alpha": BARRIER}
+    assert user.verified()
+
+
+def test_a_name_two_tags_hold_is_reported_and_merged_by_the_repair(
+    user: User, cli_env: Home
+) -> None:
+    """Two ``tag add`` of a new name at once each make a tag (nothing serialises names):
+    ``verify`` says so, and ``tag repair`` gives the name's messages to one tag."""
+    user.tag("add", "alpha", "subject:smp")
+    app = MailApplication(cli_env, cli_env.unlock(PASSPHRASE))
+    try:  # what the second of two racing commands wrote
+        twin = Tag.create("alpha")
+        with app.scope(uuid7()):
+            others = [
+                app.require(Message, uuid.UUID(m)).tag(twin.originator_id)
+                for m in matching_ids(app.current("messages"), parse_query("subject:barrier"))
+            ]
+            app.append([twin, *(e for events in others for e in events)])
+    finally:
+        app.close()
+    code, verified, _ = cli(["verify"], user.capsys)
+    assert (code, verified["problems"]) == (
+        1,
+        [
+            "1 tag names are held by more than one tag (commands that made them at once): "
+            "'eventpile tag repair' gives each name's messages to one tag and removes the others"
+        ],
+    )
+    repaired = user.run("tag", "repair")
+    assert (repaired["untagged"], repaired["merged"]) == (0, 1)
+    assert user.tags() == {"alpha": BARRIER}
+    assert user.found("tag:alpha") == BARRIER
     assert user.verified()

@@ -366,7 +366,7 @@ class ApplicationLaws(InAHome):
 
     Subclass it and give:
 
-    - ``application``: the :class:`~commands.app.Application` class to run (or
+    - ``application``: the :class:`~eventpile.commands.app.Application` class to run (or
       override :meth:`open_application`);
     - :meth:`commands`: a hypothesis strategy of your commands;
     - :meth:`observe`: a canonical picture of your state (aggregates and projections)
