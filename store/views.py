@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from eventpile.store.errors import DamagedView
+from eventpile.store.errors import DamagedView, StoreError
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long a view waits for another process's write before it gives up."""
 TRACKING = (
     "CREATE TABLE IF NOT EXISTS tracking ("
     "name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema BIGINT NOT NULL)"
@@ -103,10 +105,17 @@ class SQLCipherDB(ViewDB):
         )
         db.execute("PRAGMA cipher_log_level = NONE")  # its errors are ours to tell
         db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        # before the first read: a process creating or writing the view holds it a moment
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlcipher3.DatabaseError:
+        except sqlcipher3.DatabaseError as error:
             db.close()
+            if "locked" in str(error) or "busy" in str(error):
+                raise StoreError(
+                    f"{path} stayed locked by another process for "
+                    f"{BUSY_TIMEOUT_MS // 1000} s: try again"
+                ) from None
             raise DamagedView(
                 f"{path} cannot be opened with this key (damaged or foreign)"
             ) from None
@@ -116,7 +125,6 @@ class SQLCipherDB(ViewDB):
         else:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
         db.execute(TRACKING)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:

@@ -62,6 +62,8 @@ def _explain(error: Exception) -> str:
     if isinstance(error, StoreError | CommandFailed | Conflict | ValueError | OSError):
         return str(error)
     if isinstance(error, _database_errors()):
+        if "locked" in str(error) or "busy" in str(error):
+            return f"the database is busy: {error} (another eventpile process holds it; try again)"
         return f"the database refused: {error} (is the home damaged, or not writable?)"
     return f"internal error: {type(error).__name__}: {error} (EVENTPILE_DEBUG=1 shows where)"
 
