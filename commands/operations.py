@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from eventpile.commands.base import Command
 from eventpile.commands.context import ProgressCallback
+from eventpile.commands.eventlog import Conflict
 from eventpile.domain.aggregate import DomainError
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import Operation, Status
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from eventpile.commands.app import Application
 
 DECIDE_RETRIES = 5
+RETRY = "retry"
+"""The choice ``retry`` answers, where a question offers it."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +115,21 @@ def retry(
 ) -> Operation:
     """Run a scheduled or retrying operation now, or a failed one again.
 
-    A failed operation runs again as a new operation, linked to it.
+    A failed operation runs again as a new operation, linked to it. One waiting for an
+    answer to a question that offers ``retry`` is answered so (it is what the question
+    means); the follow-up's state is returned.
     """
     state = app.require(Operation, operation_id)
+    if state.status is Status.WAITING and state.question and RETRY in state.question.choices:
+        _answered, follow_up = answer(app, operation_id, RETRY, on_progress)
+        assert follow_up is not None
+        return follow_up
     if state.status is Status.FAILED:
         command = app.registry.command_from_record(
             state.command, {**state.args, **state.private_args}
         )
         again = app.submit(command, parent_id=state.id)
-        return app.run(again.id, on_progress=on_progress)
+        return _run_recorded(app, again.id, on_progress)
     if state.status in (Status.PENDING, Status.SCHEDULED, Status.RETRYING) or (
         state.lease_expired(app.clock())
     ):
@@ -153,7 +162,22 @@ def answer(
     answered = _decide(app, operation_id, decide)
     if answered.follow_up_id is None:
         return answered, None
-    return answered, app.run(answered.follow_up_id, on_progress=on_progress)
+    return answered, _run_recorded(app, answered.follow_up_id, on_progress)
+
+
+def _run_recorded(
+    app: Application, operation_id: uuid.UUID, on_progress: ProgressCallback | None
+) -> Operation:
+    """Run an operation this process has just recorded, unless a worker took it first:
+    what was asked is recorded either way, and the worker's attempt is the one to
+    follow (its state now is returned)."""
+    from eventpile.commands.claims import NotClaimable  # (claims builds on this module)
+
+    try:
+        return app.run(operation_id, on_progress=on_progress)
+    except (Conflict, NotClaimable):
+        app.catch_up()
+        return app.require(Operation, operation_id)
 
 
 def _decide(
@@ -162,7 +186,6 @@ def _decide(
     decide: Callable[[Operation], list[DomainEvent]],
 ) -> Operation:
     """Append what ``decide`` makes of the current state, deciding again on a conflict."""
-    from eventpile.commands.eventlog import Conflict
 
     for attempt in range(DECIDE_RETRIES):
         state = app.require(Operation, operation_id)

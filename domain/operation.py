@@ -323,10 +323,13 @@ class Operation(Aggregate):
                         "elapsed_s": event.elapsed_s,
                     }
                 )
-            case OperationAnswered():
-                status = Status.COMPLETE if event.follow_up_id else Status.CANCELLED
+            case OperationAnswered(choice=choice, follow_up_id=follow_up):
+                status = Status.COMPLETE if follow_up else Status.CANCELLED
+                said = f"{self.message}; answered {choice}"
+                if follow_up is not None:  # the entry names what the answer started
+                    said += f": operation {follow_up.hex}"
                 return self._finished(event, status, self.elapsed_s).model_copy(
-                    update={"answer": event.choice, "follow_up_id": event.follow_up_id}
+                    update={"answer": choice, "follow_up_id": follow_up, "message": said}
                 )
             case OperationCancelled():
                 return self._finished(event, Status.CANCELLED, self.elapsed_s)

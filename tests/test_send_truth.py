@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from eventpile.commands.operations import answer
+from eventpile.commands.operations import answer, retry
 from eventpile.domain.events import utcnow
 from eventpile.domain.operation import Operation, Status
 from eventpile.mail.app import MailApplication
@@ -203,3 +203,73 @@ def test_the_send_command_prints_its_operation_as_one_json_document(
     assert (process.returncode, err) == (0, "")
     assert json.loads(out)["operation"]["status"] == "complete"
     assert len(inbox.received) == 1
+
+
+def test_retry_answers_a_refusal_question_and_the_entry_names_what_it_started(
+    home_ready: Home, held: tuple[Controller, HoldingInbox]
+) -> None:
+    controller, inbox = held
+    inbox.release.set()
+    refusing = Refusing()
+    controller.handler = refusing
+    app = MailApplication(home_ready, home_ready.unlock(PASSPHRASE))
+    try:
+        state = app.execute(
+            SendMail.compose("alice@example.org", ["bob@example.org"], "Hi", "Hello.\n")
+        )
+        assert state.status is Status.WAITING and state.result == {"delivered": False, "code": 554}
+        refusing.code = 250
+        again = retry(app, state.id)  # what the question means
+        assert again.status is Status.COMPLETE and again.message == "Sent"
+        answered = app.require(Operation, state.id)
+        assert answered.message.endswith(f"answered retry: operation {again.id.hex}")
+        assert [m["Subject"] for m in refusing.received] == ["Hi"]
+    finally:
+        app.close()
+
+
+def test_an_answer_whose_follow_up_a_worker_took_first_reports_it_and_succeeds(
+    home_ready: Home, held: tuple[Controller, HoldingInbox]
+) -> None:
+    """The answer is recorded; a worker claims the follow-up before this process runs
+    it: the answer does not fail, it reports the worker's attempt."""
+    controller, inbox = held
+    inbox.release.set()
+    refusing = Refusing()
+    controller.handler = refusing
+    keyring = home_ready.unlock(PASSPHRASE)
+    worker = MailApplication(home_ready, keyring)
+
+    class Racing(MailApplication):
+        def run(self, operation_id: uuid.UUID, **options: Any) -> Operation:
+            state = worker.require(Operation, operation_id)
+            worker.claim([state])  # the worker is first
+            return super().run(operation_id, **options)
+
+    app = Racing(home_ready, keyring)
+    try:
+        state = app.execute(
+            SendMail.compose("alice@example.org", ["bob@example.org"], "Hi", "Hello.\n")
+        )
+        refusing.code = 250
+        answered, follow_up = answer(app, state.id, "retry")
+        assert answered.status is Status.COMPLETE
+        assert follow_up is not None and follow_up.status is Status.RUNNING
+        assert follow_up.worker == worker.worker and not refusing.received
+    finally:
+        app.close()
+        worker.close()
+
+
+class Refusing:
+    """Answers DATA with ``code`` (554 first), keeping what it accepts."""
+
+    def __init__(self) -> None:
+        self.code = 554
+        self.received: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.code == 250:
+            self.received.append(message_from_bytes(envelope.content))
+            return "250 OK"
+        return f"{self.code} 5.7.1 not now"
