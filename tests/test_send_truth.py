@@ -34,7 +34,7 @@ from eventpile.mail.app import MailApplication
 from eventpile.mail.send import IN_DOUBT, SendMail
 from eventpile.projections.operations import recent
 from eventpile.store.home import Home
-from tests.conftest import PASSPHRASE
+from tests.conftest import PASSPHRASE, cli
 from tests.test_send import free_port
 
 WAIT_S = 60
@@ -273,3 +273,25 @@ class Refusing:
             self.received.append(message_from_bytes(envelope.content))
             return "250 OK"
         return f"{self.code} 5.7.1 not now"
+
+
+def test_ops_shows_an_operation_whose_worker_stopped_as_stale(
+    home_ready: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keyring = home_ready.unlock(PASSPHRASE)
+    app = MailApplication(home_ready, keyring)
+    an_hour_ago = MailApplication(home_ready, keyring, clock=lambda: utcnow() - timedelta(hours=1))
+    try:
+        waiting = app.submit(SendMail.compose("a@example.org", ["b@example.org"], "Hi", "."))
+        fresh = app.submit(SendMail.compose("a@example.org", ["c@example.org"], "Hi", "."))
+        an_hour_ago.claim([waiting])  # its lease ended 55 minutes ago
+        app.claim([app.require(Operation, fresh.id)])
+    finally:
+        app.close()
+        an_hour_ago.close()
+    code, queue, _ = cli(["ops"], capsys)
+    assert code == 0
+    assert {op["id"]: (op["status"], op["stale"]) for op in queue["operations"]} == {
+        waiting.id.hex: ("running", True),
+        fresh.id.hex: ("running", False),
+    }

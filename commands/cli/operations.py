@@ -24,20 +24,27 @@ if TYPE_CHECKING:
 
 
 def summary(operation: Operation) -> dict[str, Any]:
-    """The public facts of an operation, for ``--json``."""
+    """The public facts of an operation, for ``--json``: ids written as ``log`` and
+    ``feed`` write them (32 hex digits)."""
     from eventpile.domain.events import redact
 
-    return redact(operation)
+    facts = redact(operation)
+    for name in ("id", "parent_id", "follow_up_id", "undone_by", "redone_by"):
+        value = getattr(operation, name)
+        facts[name] = None if value is None else value.hex
+    return facts
 
 
 def line(operation: Operation) -> str:
     """How an operation stands, in one line."""
-    line = f"{operation.id}  {operation.status}: {operation.message}"
+    line = f"{operation.id.hex}  {operation.status}: {operation.message}"
     if operation.retry_at is not None:
         line += f" (next attempt {operation.retry_at:%Y-%m-%d %H:%M:%S} UTC)"
     if operation.question is not None and operation.status == "waiting":
         choices = " | ".join(operation.question.choices)
-        line += f"\n  {operation.question.prompt}\n  eventpile answer {operation.id} {{{choices}}}"
+        line += (
+            f"\n  {operation.question.prompt}\n  eventpile answer {operation.id.hex} {{{choices}}}"
+        )
     return line
 
 
@@ -87,6 +94,9 @@ def ops(ctx: typer.Context) -> None:
     s = settings(ctx)
     with opened(s) as application:
         queued = pending(application.current("queue"))
+        now = application.clock()
+    # running by the record, but its worker's lease ended: a worker takes it up
+    stale = {op.id for op in queued if op.status == "running" and op.lease_expired(now)}
 
     def show() -> None:
         from rich.table import Table
@@ -95,10 +105,12 @@ def ops(ctx: typer.Context) -> None:
         for op in queued:
             due = op.due_at
             when = "" if due is None else f"{due:%Y-%m-%d %H:%M:%S}"
-            table.add_row(op.id.hex, op.command, op.status, when, str(op.attempts), op.message)
+            status = f"{op.status} (stale: its worker stopped)" if op.id in stale else op.status
+            table.add_row(op.id.hex, op.command, status, when, str(op.attempts), op.message)
         console().print(table)
 
-    emit(s, {"operations": [summary(op) for op in queued]}, show)
+    data = [{**summary(op), "stale": op.id in stale} for op in queued]
+    emit(s, {"operations": data}, show)
 
 
 @commands.command()
