@@ -26,6 +26,7 @@ from eventpile.commands.eventlog import Conflict
 from eventpile.domain.aggregate import DomainError
 from eventpile.domain.operation import Operation
 from eventpile.projections.queue import due_operations, next_due
+from eventpile.store.errors import StoreError
 
 BATCH = 100
 CLAIM_AT_ONCE = 16
@@ -125,8 +126,11 @@ class Worker:
 
     def serve(self, stop: threading.Event, poll_s: float = 5.0) -> None:
         """Drain; then wait until something falls due, another process writes to the log
-        (new work, maybe), or ``poll_s`` passes; again, until ``stop`` is set."""
+        (new work, maybe), or ``poll_s`` passes; again, until ``stop`` is set. A home whose
+        key file is gone (deleted, moved) stops it with a :class:`StoreError`."""
         while not stop.is_set():
+            if not self.app.home.exists():
+                raise StoreError(f"the home {self.app.home.path} is gone: the worker stops")
             position = self.app.max_position()  # before draining: a write after it wakes us
             began = self.app.clock().timestamp()
             self.drain()

@@ -31,6 +31,7 @@ from eventpile.mail.commands import ImportMailbox
 from eventpile.mail.message import MessageIndexed
 from eventpile.mail.synthetic import write_mbox
 from eventpile.projections.queue import pending
+from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 from tests.conftest import PASSPHRASE
@@ -399,3 +400,13 @@ class App(OperationsApp):
         run_overtaken,
         run_writes,
     )
+
+
+def test_a_worker_whose_home_is_deleted_stops_with_one_line(home: Home, keyring: Keyring) -> None:
+    app = App(home, keyring)
+    try:
+        home.key_file.unlink()
+        with pytest.raises(StoreError, match="is gone: the worker stops"):
+            Worker(app).serve(threading.Event(), poll_s=0.1)
+    finally:
+        app.close()
