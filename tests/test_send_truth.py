@@ -295,3 +295,38 @@ def test_ops_shows_an_operation_whose_worker_stopped_as_stale(
         waiting.id.hex: ("running", True),
         fresh.id.hex: ("running", False),
     }
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_a_worker_stopped_while_the_answer_is_held_releases_the_send_in_doubt(
+    home_ready: Home, held: tuple[Controller, HoldingInbox], stop: int
+) -> None:
+    _, inbox = held
+    app = MailApplication(home_ready, home_ready.unlock(PASSPHRASE))
+    try:
+        queued = app.submit(SendMail.compose("alice@example.org", ["bob@example.org"], "Hi", "."))
+    finally:
+        app.close()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from eventpile.mail.cli import run; run()", "worker"],
+        env={
+            **os.environ,
+            "EVENTPILE_HOME": str(home_ready.path),
+            "EVENTPILE_PASSPHRASE": PASSPHRASE,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert inbox.saw_data.wait(WAIT_S), worker.communicate()
+    worker.send_signal(stop)
+    worker.communicate(timeout=WAIT_S)
+    inbox.release.set()
+    app = MailApplication(home_ready, home_ready.unlock(PASSPHRASE))
+    try:  # the attempt ended at once (no lease to wait out), asking
+        state = app.require(Operation, queued.id)
+        assert state.status is Status.WAITING and state.lease_until is None
+        assert state.question is not None and state.question.prompt == IN_DOUBT
+        assert len(inbox.received) == 1
+    finally:
+        app.close()
