@@ -51,7 +51,7 @@ def import_(
     command = ImportMailbox(path=path)
     with opened(s) as application, progress_bar(s, "Importing") as update:
         operation = application.execute(command, on_progress=update)
-    data = {"operation_id": str(operation.id), **operation.result, "elapsed_s": operation.elapsed_s}
+    data = {"operation_id": operation.id.hex, **operation.result, "elapsed_s": operation.elapsed_s}
     emit(s, data, operation.message)
 
 
@@ -119,7 +119,7 @@ def _tag(ctx: typer.Context, action: str, tag: str, query: str) -> None:
     command = TagMessages.model_validate({"action": action, "tag": tag, "query": query})
     with opened(s) as application:
         operation = application.execute(command)
-    emit(s, {"operation_id": str(operation.id), **operation.result}, operation.message)
+    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
 
 
 @tag_app.command("add")
@@ -150,7 +150,7 @@ def tag_repair(ctx: typer.Context) -> None:
     s = settings(ctx)
     with opened(s) as application:
         operation = application.execute(RepairTags())
-    emit(s, {"operation_id": str(operation.id), **operation.result}, operation.message)
+    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
 
 
 @commands.command()

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -25,7 +24,7 @@ from eventpile.mail.message import TRASH_TAG_ID, Message
 from eventpile.mail.synthetic import synthetic_messages
 from eventpile.mail.tag import Tag
 from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
-from eventpile.testing.postgres import Server
+from eventpile.testing.postgres import on_postgres
 
 MESSAGES = list(synthetic_messages(18, seed=5))
 MAILBOXES = {"a.mbox": MESSAGES[0:8], "b.mbox": MESSAGES[5:13], "c.mbox": MESSAGES[12:18]}
@@ -91,16 +90,7 @@ TestMailLaws = MailLaws.TestCase
 TestMailLaws.settings = settings(stateful_step_count=STEPS)
 
 
-class MailLawsOnPostgres(MailLaws):
-    """The same laws, each home in a fresh database of the session's server."""
-
-
-@pytest.mark.postgres
-class TestMailLawsOnPostgres(MailLawsOnPostgres.TestCase):
-    """Under the ``ci`` profile fewer programs than on SQLite: there a rebuild costs more."""
-
-    settings = TestMailLaws.settings if LONG else settings(TestMailLaws.settings, max_examples=10)
-
-    @pytest.fixture(autouse=True)
-    def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(MailLawsOnPostgres, "database_server", pg_server.url())
+# under the ``ci`` profile fewer programs than on SQLite: there a rebuild costs more
+TestMailLawsOnPostgres = on_postgres(
+    MailLaws, TestMailLaws.settings if LONG else settings(TestMailLaws.settings, max_examples=10)
+)

@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import hypothesis
-import pytest
 from aiosmtpd.controller import Controller
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -47,7 +46,7 @@ from eventpile.projections.feed import all_entries
 from eventpile.projections.operations import recent
 from eventpile.store.home import Home
 from eventpile.store.postgres import connect
-from eventpile.testing.postgres import Server
+from eventpile.testing.postgres import on_postgres
 from tests.test_operations import Clock
 from tests.test_send import free_port
 
@@ -314,14 +313,6 @@ TestSendingModel.settings = settings(
 )
 
 
-class SendingModelOnPostgres(SendingModel):
-    """The same programs, the home in a fresh database of the session's server."""
-
-
-@pytest.mark.postgres
-class TestSendingModelOnPostgres(SendingModelOnPostgres.TestCase):
-    settings = settings(TestSendingModel.settings, max_examples=200 if LONG else 4)
-
-    @pytest.fixture(autouse=True)
-    def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(SendingModelOnPostgres, "database_server", pg_server.url())
+TestSendingModelOnPostgres = on_postgres(
+    SendingModel, settings(TestSendingModel.settings, max_examples=200 if LONG else 4)
+)

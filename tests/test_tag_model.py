@@ -7,11 +7,10 @@ Under the ``ci`` profile a few hundred steps; under ``long``
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import settings
 
 from eventpile.mail.testing import TagLaws
-from eventpile.testing.postgres import Server
+from eventpile.testing.postgres import on_postgres
 
 LONG = settings.default.max_examples > 100  # the ``long`` profile
 
@@ -23,14 +22,6 @@ TestTagLaws.settings = settings(
 )
 
 
-class TagLawsOnPostgres(TagLaws):
-    """The same programs, each home in a fresh database of the session's server."""
-
-
-@pytest.mark.postgres
-class TestTagLawsOnPostgres(TagLawsOnPostgres.TestCase):
-    settings = settings(TestTagLaws.settings, max_examples=250 if LONG else 8)
-
-    @pytest.fixture(autouse=True)
-    def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(TagLawsOnPostgres, "database_server", pg_server.url())
+TestTagLawsOnPostgres = on_postgres(
+    TagLaws, settings(TestTagLaws.settings, max_examples=250 if LONG else 8)
+)

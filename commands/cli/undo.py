@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import typer
 
 from eventpile.commands.cli.core import emit, opened, progress_bar, settings
@@ -46,7 +48,8 @@ def _revert(ctx: typer.Context, verb: str, prefix: str) -> None:
         operation = application.execute(command, on_progress=update)
     result = operation.result
     data = {
-        "operation_id": str(operation.id),
-        **{key: result[key] for key in ("undid", "reverted", "skipped", "reasons")},
+        "operation_id": operation.id.hex,
+        "undid": uuid.UUID(result["undid"]).hex,
+        **{key: result[key] for key in ("reverted", "skipped", "reasons")},
     }
     emit(s, data, operation.message)

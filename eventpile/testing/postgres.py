@@ -24,6 +24,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,21 @@ def pg_url(pg_server: Server) -> Iterator[str]:
     url = pg_server.create_database()
     yield url
     pg_server.drop_database(url)
+
+
+def on_postgres(machine: type[Any], machine_settings: Any) -> type[Any]:
+    """The ``TestCase`` of a state ``machine`` of the kit (one with a ``database_server``
+    class attribute) run on the session's server under ``machine_settings``: each home
+    in a fresh database there. Marked ``postgres``; it skips without the binaries."""
+    variant = type(f"{machine.__name__}OnPostgres", (machine,), {})
+
+    @pytest.mark.postgres
+    class OnPostgres(variant.TestCase):  # type: ignore[name-defined]
+        settings = machine_settings
+
+        @pytest.fixture(autouse=True)
+        def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+            monkeypatch.setattr(variant, "database_server", pg_server.url())
+
+    OnPostgres.__name__ = OnPostgres.__qualname__ = f"Test{variant.__name__}"
+    return OnPostgres

@@ -17,13 +17,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from eventpile import Application, Command, Home
 from eventpile.testing import ApplicationLaws, all_aggregates, command_strategy
-from eventpile.testing.postgres import Server
+from eventpile.testing.postgres import on_postgres
 from examples.contacts import (
     AddEmail,
     AddressBook,
@@ -118,16 +117,9 @@ TestContactLaws.settings = settings(
 )
 
 
-class ContactLawsOnPostgres(ContactLaws):
-    """The same laws, each home in a fresh database of the session's server."""
-
-
-@pytest.mark.postgres
-class TestContactLawsOnPostgres(ContactLawsOnPostgres.TestCase):
-    settings = settings(
+TestContactLawsOnPostgres = on_postgres(
+    ContactLaws,
+    settings(
         TestContactLaws.settings, max_examples=TestContactLaws.settings.max_examples // 2 or 1
-    )
-
-    @pytest.fixture(autouse=True)
-    def _on_the_server(self, pg_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(ContactLawsOnPostgres, "database_server", pg_server.url())
+    ),
+)
