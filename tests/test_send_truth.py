@@ -28,6 +28,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from eventpile.commands.operations import answer, retry
+from eventpile.commands.worker import Worker
 from eventpile.domain.events import utcnow
 from eventpile.domain.operation import Operation, Status
 from eventpile.mail.app import MailApplication
@@ -328,5 +329,50 @@ def test_a_worker_stopped_while_the_answer_is_held_releases_the_send_in_doubt(
         assert state.status is Status.WAITING and state.lease_until is None
         assert state.question is not None and state.question.prompt == IN_DOUBT
         assert len(inbox.received) == 1
+    finally:
+        app.close()
+
+
+def test_several_workers_send_each_mail_once(
+    home_ready: Home, held: tuple[Controller, HoldingInbox]
+) -> None:
+    """Workers in threads of their own, each with its application (its connections),
+    drain one queue together: every mail is delivered once and recorded as sent."""
+    _, inbox = held
+    inbox.release.set()
+    keyring = home_ready.unlock(PASSPHRASE)
+    app = MailApplication(home_ready, keyring)
+    try:
+        queued = [
+            app.submit(SendMail.compose("a@example.org", ["b@example.org"], f"n{n}", "."))
+            for n in range(12)
+        ]
+    finally:
+        app.close()
+    ran: list[list[Any]] = []
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        mine = MailApplication(home_ready, keyring)
+        try:
+            ran.append(Worker(mine).drain())
+        except BaseException as error:  # reported below, in the test's thread
+            failures.append(error)
+        finally:
+            mine.close()
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(WAIT_S)
+    assert not failures
+    subjects = sorted(str(m["Subject"]) for m in inbox.received)
+    assert subjects == sorted(f"n{n}" for n in range(12))
+    assert sum(len(done) for done in ran) == 12
+    app = MailApplication(home_ready, keyring)
+    try:
+        states = [app.require(Operation, op.id) for op in queued]
+        assert {(s.status, s.message, s.attempts) for s in states} == {(Status.COMPLETE, "Sent", 1)}
     finally:
         app.close()
