@@ -287,7 +287,9 @@ class Operation(Aggregate):
                     }
                 )
             case OperationCompleted():
-                return self._finished(event, Status.COMPLETE, event.elapsed_s).model_copy(
+                return self._finished(
+                    event, Status.COMPLETE, self._spent(event.elapsed_s)
+                ).model_copy(
                     update={
                         "message": event.message,
                         "result": event.result,
@@ -295,9 +297,9 @@ class Operation(Aggregate):
                     }
                 )
             case OperationFailed():
-                return self._finished(event, Status.FAILED, event.elapsed_s).model_copy(
-                    update={"error_type": event.error_type, "error": event.error}
-                )
+                return self._finished(
+                    event, Status.FAILED, self._spent(event.elapsed_s)
+                ).model_copy(update={"error_type": event.error_type, "error": event.error})
             case OperationRetryScheduled():
                 return self.model_copy(
                     update={
@@ -307,7 +309,7 @@ class Operation(Aggregate):
                         "lease_until": None,
                         "error_type": event.error_type,
                         "error": event.error,
-                        "elapsed_s": event.elapsed_s,
+                        "elapsed_s": self._spent(event.elapsed_s),
                     }
                 )
             case OperationQuestionAsked():
@@ -320,7 +322,7 @@ class Operation(Aggregate):
                         "message": event.message,
                         "result": event.result,
                         "private_result": event.private_result,
-                        "elapsed_s": event.elapsed_s,
+                        "elapsed_s": self._spent(event.elapsed_s),
                     }
                 )
             case OperationAnswered(choice=choice, follow_up_id=follow_up):
@@ -354,6 +356,11 @@ class Operation(Aggregate):
             case OperationRedone() if self.redone_by != event.operation_id:
                 return "the operation was undone again since"
         return None
+
+    def _spent(self, attempt_s: float) -> float:
+        """The time of every attempt that ended, this one's ``attempt_s`` included (an
+        attempt that died, taken over after its lease, recorded none)."""
+        return (self.elapsed_s or 0.0) + attempt_s
 
     def _finished(self, event: DomainEvent, status: Status, elapsed_s: float | None) -> Self:
         return self.model_copy(

@@ -597,3 +597,19 @@ def test_progress_events_replace_the_operation_message() -> None:
         OperationProgressed,
     ]
     assert OperationCompleted.private_fields() == {"private_result"}
+
+
+def test_elapsed_time_counts_every_attempt_that_ended() -> None:
+    state = fold(Operation, [requested])
+    assert state is not None
+    history: list[DomainEvent] = [requested]
+    for attempt in (
+        lambda o: o.begin("me"),
+        lambda o: o.retry_later(ConnectionError("down"), o.requested_at, 1.5),
+        lambda o: o.claim("you", o.requested_at, o.requested_at, force=True),
+        lambda o: o.complete("Sent", {}, {}, 2.0),
+    ):
+        history += when(Operation, history, attempt)
+    finished = fold(Operation, history)
+    assert finished is not None
+    assert (finished.status, finished.attempts, finished.elapsed_s) == (Status.COMPLETE, 2, 3.5)
