@@ -43,8 +43,8 @@ def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def test_the_log_names_the_old_modules() -> None:
-    db = sqlite3.connect(f"file:{HOME / 'events.sqlite3'}?mode=ro", uri=True)
+def test_the_log_names_the_old_modules(legacy: Path) -> None:
+    db = sqlite3.connect(f"file:{legacy / 'events.sqlite3'}?mode=ro", uri=True)
     try:
         topics = {row[0] for row in db.execute("SELECT DISTINCT topic FROM stored_events")}
     finally:
