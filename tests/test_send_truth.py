@@ -74,25 +74,32 @@ def home_ready(cli_env: Home, keyring: Any) -> Home:
     return cli_env
 
 
-def start_send(home: Home, tmp_path: Path) -> subprocess.Popen[str]:
-    body = tmp_path / "body.txt"
-    body.write_text("Hello, Bob.\n")
-    argv = ["--json", "send", "--to", "bob@example.org", "--subject", "Hi"]
+def eventpile(home: Home, *argv: str) -> subprocess.Popen[str]:
+    """``eventpile ARGV`` as a process of its own on ``home``."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from eventpile.mail.cli import run; run()",
-            *argv,
-            "--body-file",
-            str(body),
-            "--from",
-            "alice@example.org",
-        ],
+        [sys.executable, "-c", "from eventpile.mail.cli import run; run()", *argv],
         env={**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def start_send(home: Home, tmp_path: Path) -> subprocess.Popen[str]:
+    body = tmp_path / "body.txt"
+    body.write_text("Hello, Bob.\n")
+    return eventpile(
+        home,
+        "--json",
+        "send",
+        "--to",
+        "bob@example.org",
+        "--subject",
+        "Hi",
+        "--body-file",
+        str(body),
+        "--from",
+        "alice@example.org",
     )
 
 
@@ -308,17 +315,7 @@ def test_a_worker_stopped_while_the_answer_is_held_releases_the_send_in_doubt(
         queued = app.submit(SendMail.compose("alice@example.org", ["bob@example.org"], "Hi", "."))
     finally:
         app.close()
-    worker = subprocess.Popen(
-        [sys.executable, "-c", "from eventpile.mail.cli import run; run()", "worker"],
-        env={
-            **os.environ,
-            "EVENTPILE_HOME": str(home_ready.path),
-            "EVENTPILE_PASSPHRASE": PASSPHRASE,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = eventpile(home_ready, "worker")
     assert inbox.saw_data.wait(WAIT_S), worker.communicate()
     worker.send_signal(stop)
     worker.communicate(timeout=WAIT_S)
