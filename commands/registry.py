@@ -14,13 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eventsourcing.utils import get_topic
-
 from eventpile.commands.base import Command, Handler
 from eventpile.domain.aggregate import Aggregate, DomainError
 from eventpile.domain.events import DomainEvent
 from eventpile.projections.feed import DEFAULT_RENDERER, Renderer
 from eventpile.store.errors import UnknownEvent
+from eventpile.store.mapper import topic_of
 
 if TYPE_CHECKING:
     from eventpile.projections.base import Projection
@@ -93,7 +92,7 @@ class Registry:
     def stored_topics(self, cls: type[DomainEvent]) -> list[str]:
         """Every topic the events of ``cls`` may be stored under (its own, and its
         module's old names)."""
-        module, _, name = get_topic(cls).partition(":")
+        module, _, name = topic_of(cls).partition(":")
         return [f"{m}:{name}" for m in (module, *self._old_names.get(module, ()))]
 
     @cached_property
@@ -117,7 +116,7 @@ class Registry:
 
     @cached_property
     def _classes(self) -> dict[str, type[DomainEvent]]:
-        return {get_topic(c): c for declared in self._declared for c in _with_subclasses(declared)}
+        return {topic_of(c): c for declared in self._declared for c in _with_subclasses(declared)}
 
 
 def _unique(bases: Iterable[Mapping[str, Any]], attribute: str) -> tuple[Any, ...]:
