@@ -80,7 +80,7 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
                 problems.append(str(item))
                 continue
             message_id = ids[item]
-            content = _content(item)
+            content = message_content(item)
             state = ctx.load(Message, message_id)
             if state is None:
                 ctx.record(Message.index(message_id, content))
@@ -114,7 +114,8 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
     return Outcome(message, result, {"problems": problems[:100]})
 
 
-def _content(item: ParsedMail) -> MessageContent:
+def message_content(item: ParsedMail) -> MessageContent:
+    """What indexing records of a parsed message."""
     return MessageContent(
         header_id=item.message_id,
         subject=item.subject,
@@ -123,7 +124,9 @@ def _content(item: ParsedMail) -> MessageContent:
         cc=item.cc,
         sent=item.date,
         references=item.references,
-        excerpt=item.excerpt,
+        text=item.text,
+        attachments=item.attachments,
+        mimetypes=item.mimetypes,
         location=item.location,
         fingerprint=item.fingerprint,
         size=item.size,
@@ -179,7 +182,7 @@ def resolve_duplicates(command: ResolveDuplicates, ctx: Context) -> Outcome:
         if not isinstance(item, ParsedMail) or not (found := wanted & _fingerprints(item)):
             continue  # a question of an earlier version holds raw fingerprints
         wanted -= found
-        content = _content(item)
+        content = message_content(item)
         if command.action == "replace":
             message_id = message_uuid(key, item.message_id)
         else:

@@ -1,9 +1,9 @@
-"""The message index: full-text search over messages, with their tags.
+"""The message index: full-text search over messages, with their tags and threads.
 
-SQLite FTS5 inside the SQLCipher database, contentless (the text lives only in
-the encrypted full-text index), or a ``tsvector`` column with a GIN index on
-PostgreSQL; one row of headers per message, tag membership as observed-remove
-dots. Queries are in :mod:`eventpile.mail.query`.
+SQLite FTS5 inside the SQLCipher database, or a ``tsvector`` column with a GIN index
+on PostgreSQL; one row of headers per message, tag membership as observed-remove
+dots, and each message's thread: the messages linked by their Message-IDs and
+References (as notmuch, not by subject). Queries are in :mod:`eventpile.mail.query`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from eventpile.mail.message import (
 from eventpile.mail.query import (
     DATE_BITS,
     INDEX_SCHEMA,
+    LEXEME_PREFIX,
+    MAX_WORD_BYTES,
     UNDATED,
     UNDATED_END,
-    WEIGHTS,
     orphan_memberships,
     shared_names,
     words,
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS messages (
     subject TEXT NOT NULL,
     sender TEXT NOT NULL,
     date BIGINT,
-    size BIGINT NOT NULL{tsv}
+    size BIGINT NOT NULL{text}
 );
 CREATE INDEX IF NOT EXISTS messages_date ON messages(date);
 CREATE TABLE IF NOT EXISTS tags (id TEXT PRIMARY KEY, name TEXT NOT NULL);
@@ -50,26 +51,37 @@ CREATE TABLE IF NOT EXISTS message_tags (
     PRIMARY KEY (message, tag, dot)
 );
 CREATE INDEX IF NOT EXISTS message_tags_tag ON message_tags(tag, message);
+CREATE TABLE IF NOT EXISTS message_threads (
+    message TEXT PRIMARY KEY, header_id TEXT NOT NULL, thread TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_threads_header ON message_threads(header_id);
+CREATE INDEX IF NOT EXISTS message_threads_thread ON message_threads(thread);
+CREATE TABLE IF NOT EXISTS message_links (
+    link TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (link, message)
+);
+CREATE INDEX IF NOT EXISTS message_links_message ON message_links(message);
 """
 FULL_TEXT = {
-    "sqlite": SCHEMA.format(rowid="INTEGER", tsv="")
-    + """
+    "sqlite": SCHEMA.format(rowid="INTEGER", text="")
+    + f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    subject, sender, recipients, body,
-    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
+    {", ".join(LEXEME_PREFIX)},
+    tokenize="unicode61 remove_diacritics 2 tokenchars '_'"
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
 """,
-    "postgresql": SCHEMA.format(rowid="BIGINT", tsv=",\n    tsv tsvector NOT NULL")
+    "postgresql": SCHEMA.format(
+        rowid="BIGINT", text=",\n    body TEXT NOT NULL,\n    tsv tsvector NOT NULL"
+    )
     + """
 CREATE INDEX IF NOT EXISTS messages_tsv ON messages USING GIN (tsv);
 CREATE OR REPLACE VIEW messages_terms AS
     SELECT word AS term, ndoc AS doc, nentry AS cnt FROM ts_stat('SELECT tsv FROM messages');
 """,
 }
-"""The tables of each backend: SQLite's FTS5 table beside the rows, PostgreSQL's
-``tsvector`` column in them (one weight per column: see ``WEIGHTS``). Both index
-the words of :func:`eventpile.mail.query.words`."""
+"""The tables of each backend: SQLite's FTS5 table beside the rows (it keeps the text,
+for snippets), PostgreSQL's text and ``tsvector`` columns in them. Both index the
+words of :func:`eventpile.mail.language.words`."""
 
 
 FTS5_SETTINGS = {"deletemerge": 50}
@@ -86,7 +98,7 @@ _UNTAG = "DELETE FROM message_tags WHERE message=? AND tag=? AND dot=?"
 class PageWrites:
     """Writes a page defers to its end (:meth:`MessageIndex.apply_page` says why)."""
 
-    texts: dict[int, tuple[str, str, str, str]] = field(default_factory=dict)
+    texts: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """SQLite: the full text of the messages indexed in the page, by rowid."""
     removed: list[int] = field(default_factory=list)
     """SQLite: the rowids of the messages removed in the page that were indexed before it."""
@@ -105,8 +117,8 @@ class PageWrites:
             self.dots.append((sql, rows))
 
     def index(self, db: ViewDB, message_id: str, row: tuple[object, ...]) -> None:
-        """PostgreSQL: rows are sent ``ROWS_PER_INSERT`` at a time, without waiting,
-        while the page is read: the server makes their ``tsv`` meanwhile."""
+        """PostgreSQL: rows are sent ``ROWS_PER_INSERT`` at a time, not a statement
+        (and round trip) each."""
         self.rows[message_id] = row
         if len(self.rows) >= ROWS_PER_INSERT:
             self.send_rows(db)
@@ -132,8 +144,8 @@ class PageWrites:
             )
         if self.texts:
             db.executemany(
-                "INSERT INTO messages_fts (rowid, subject, sender, recipients, body) "
-                "VALUES (?,?,?,?,?)",
+                f"INSERT INTO messages_fts (rowid, {', '.join(LEXEME_PREFIX)}) "
+                f"VALUES (?{',?' * len(LEXEME_PREFIX)})",
                 [(rowid, *text) for rowid, text in sorted(self.texts.items())],
             )
         self.send_rows(db)
@@ -143,18 +155,39 @@ ROWS_PER_INSERT = 250
 """PostgreSQL: the fold of a rebuild of 10,000 messages ran 7,000 events/s at 250 a statement,
 5,400 with a page's rows at its end, 3,600 with a statement (and round trip) a message."""
 _INSERT = (
-    "INSERT INTO messages SELECT rowid, id, subject, sender, date, size, "
-    + " || ".join(
-        f"setweight(to_tsvector('simple', {column}_words), '{weight}')"
-        for column, weight in WEIGHTS.items()
-    )
-    + " FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], "
-    + ", ".join("?::text[]" for _ in WEIGHTS)
-    + ") AS page(rowid, id, subject, sender, date, size, "
-    + ", ".join(f"{column}_words" for column in WEIGHTS)
-    + ")"
+    "INSERT INTO messages (rowid, id, subject, sender, date, size, body, tsv) "
+    "SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], "
+    "?::bigint[], ?::text[], ?::tsvector[])"
 )
-"""PostgreSQL: rows in one statement, an array per column, their ``tsv`` made here."""
+"""PostgreSQL: rows in one statement, an array per column."""
+MAX_POSITION = 16383
+"""PostgreSQL keeps a word's positions up to here (later ones count as this one)."""
+MAX_POSITIONS = 256
+"""PostgreSQL keeps this many positions of a word."""
+MAX_TSVECTOR = 1 << 19
+"""PostgreSQL refuses a ``tsvector`` over 1 MiB: a text's words past this many
+characters of lexemes are left out of it (still found by SQLite)."""
+
+
+def tsvector(parts: Sequence[str]) -> str:
+    """The ``tsvector`` text of a message's parts (in the order of ``LEXEME_PREFIX``):
+    each word's lexeme is the part's prefix and the word, so a field finds only its own
+    words and a phrase never spans two parts."""
+    positions: dict[str, list[int]] = {}
+    size = 0
+    for prefix, text in zip(LEXEME_PREFIX.values(), parts, strict=True):
+        for position, word in enumerate(words(text), 1):
+            lexeme = f"{prefix}.{word}"
+            found = positions.get(lexeme)
+            if found is None:
+                if len(lexeme.encode()) > MAX_WORD_BYTES or size > MAX_TSVECTOR:
+                    continue
+                found = positions[lexeme] = []
+                size += len(lexeme) + 4
+            if len(found) < MAX_POSITIONS and (not found or found[-1] < MAX_POSITION):
+                found.append(min(position, MAX_POSITION))
+                size += 6
+    return " ".join(f"'{lexeme}':{','.join(map(str, p))}" for lexeme, p in positions.items())
 
 
 class MessageIndex(Projection):
@@ -253,6 +286,8 @@ class MessageIndex(Projection):
             "SELECT term, doc, cnt FROM messages_terms ORDER BY term",
             "SELECT id, name FROM tags ORDER BY id",
             "SELECT message, tag, dot FROM message_tags ORDER BY message, tag, dot",
+            "SELECT message, header_id, thread FROM message_threads ORDER BY message",
+            "SELECT link, message FROM message_links ORDER BY link, message",
         )
 
 
@@ -260,15 +295,25 @@ def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -
     """One row per message, its rowid the same in a rebuild: its log position, or on
     SQLite its date and arrival (see ``DATE_BITS``), so they sort the same way."""
     date = None if event.sent is None else int(event.sent.timestamp())
-    row = (event.originator_id.hex, event.subject, event.sender, date, event.size)
-    text = (event.subject, event.sender, f"{event.to} {event.cc}", event.excerpt)
+    message_id = event.originator_id.hex
+    row = (message_id, event.subject, event.sender, date, event.size)
+    parts = (
+        event.subject,
+        event.sender,
+        event.to,
+        event.cc,
+        event.text,
+        " ".join(event.attachments),
+        " ".join(event.mimetypes),
+    )
     if db.dialect == "postgresql":
-        page.index(db, row[0], (position, *row, *(" ".join(words(column)) for column in text)))
+        page.index(db, message_id, (position, *row, event.text, tsvector(parts)))
     else:
         rowid = db.execute(
             "INSERT INTO messages VALUES (?,?,?,?,?,?) RETURNING rowid", (_rowid(db, date), *row)
         ).fetchone()[0]
-        page.texts[rowid] = text
+        page.texts[rowid] = parts
+    _join_thread(db, message_id, event.header_id, event.references)
 
 
 def _rowid(db: ViewDB, date: int | None) -> int | None:
@@ -284,9 +329,80 @@ def _rowid(db: ViewDB, date: int | None) -> int | None:
 
 
 def _remove(db: ViewDB, message_id: str, page: PageWrites) -> None:
+    _leave_thread(db, message_id)
     if db.dialect == "postgresql":
         page.remove(message_id)
         return
     row = db.execute("DELETE FROM messages WHERE id=? RETURNING rowid", (message_id,)).fetchone()
     if row is not None and page.texts.pop(row[0], None) is None:
         page.removed.append(row[0])  # not indexed in this page: in the index
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _join_thread(db: ViewDB, message: str, header_id: str, references: Sequence[str]) -> None:
+    """The message joins the threads of every message it shares a Message-ID with (its
+    own or one it refers to), merged into one: a thread's id is its least message id,
+    so it depends only on which messages it holds."""
+    links = list(dict.fromkeys([header_id, *references]))
+    db.executemany(
+        "INSERT INTO message_links VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(link, message) for link in links],
+    )
+    neighbours = {
+        row[0]
+        for row in db.execute(
+            "SELECT DISTINCT t.thread FROM message_links l JOIN message_threads t "
+            f"ON t.message = l.message WHERE l.link IN ({_marks(links)})",
+            links,
+        )
+    }
+    thread = min(neighbours | {message})
+    db.execute("INSERT INTO message_threads VALUES (?, ?, ?)", (message, header_id, thread))
+    merged = sorted(neighbours - {thread})
+    if merged:
+        db.execute(
+            f"UPDATE message_threads SET thread=? WHERE thread IN ({_marks(merged)})",
+            (thread, *merged),
+        )
+
+
+def _leave_thread(db: ViewDB, message: str) -> None:
+    """The message leaves its thread, which may fall apart into several (each named by
+    its least message id)."""
+    row = db.execute("SELECT thread FROM message_threads WHERE message=?", (message,)).fetchone()
+    if row is None:
+        return
+    db.execute("DELETE FROM message_threads WHERE message=?", (message,))
+    db.execute("DELETE FROM message_links WHERE message=?", (message,))
+    links = db.execute(
+        "SELECT t.message, l.link FROM message_threads t JOIN message_links l "
+        "ON l.message = t.message WHERE t.thread=? ORDER BY t.message",
+        (row[0],),
+    ).fetchall()
+    first: dict[str, str] = {}  # each message's representative, and each link's first message
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.get(node, node) != node:
+            node = parent[node]
+        return node
+
+    for member, link in links:
+        parent.setdefault(member, member)
+        holder = first.setdefault(link, member)
+        a, b = root(member), root(holder)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the least message of a part is its root
+    moved: dict[str, list[str]] = {}
+    for member in parent:
+        thread = root(member)
+        if thread != row[0]:
+            moved.setdefault(thread, []).append(member)
+    for thread, members in moved.items():
+        db.execute(
+            f"UPDATE message_threads SET thread=? WHERE message IN ({_marks(members)})",
+            (thread, *members),
+        )

@@ -1,8 +1,8 @@
 """Read mbox, gzip-compressed mbox and Maildir mailboxes into `ParsedMail` records (stdlib only).
 
 For speed, header blocks are split into fields here and single-part bodies are decoded straight
-from the raw bytes; the email package's compat32 parser takes over for multipart messages and for
-header blocks that need its leniency.
+from the raw bytes; the email package's compat32 parser takes over for multipart and message/*
+bodies and for header blocks that need its leniency.
 """
 
 import binascii
@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
@@ -34,8 +34,6 @@ from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
-EXCERPT_CHARS = 2000
-
 _PARSER = BytesParser(policy=compat32)
 _GZIP_MAGIC = b"\x1f\x8b"
 _FROM_LINE = b"From "
@@ -43,6 +41,9 @@ _SEPARATOR = b"\n" + _FROM_LINE
 _CHUNK = 1 << 20
 # A message needs at least one of these header fields.
 _MAIL_FIELDS = frozenset({"from", "sender", "to", "cc", "subject", "date", "message-id"})
+_RECIPIENT_FIELDS = frozenset({"to", "cc"})  # every occurrence counts, not only the first
+# Parts the email package reads in full: it parses message/* bodies as messages of their own.
+_PARSED_TYPES = frozenset({"multipart", "message"})
 _UTF8_ALIASES = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "unknown-8bit", "x-unknown"})
 _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
@@ -55,6 +56,8 @@ _HTML_TAG = re.compile(r"<[a-zA-Z/!?][^>]*(?:>|\Z)")
 _MAX_FIELD = 1 << 16  # longer header values are cut: decode_header is quadratic on odd input
 _LOGICAL_LINE = re.compile(r"\n(?![ \t])")  # a line break that is not followed by a fold
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ":"
+_NUMERIC_ZONE = re.compile(r"\d:\d\d(?::\d\d)?\s*([+-])(\d+)(?!\S)")  # "10:00:00 +0100"
+_MAX_ZONE_MINUTES = 14 * 60
 # C0 control characters and DEL become spaces (then folded with the other whitespace).
 _CONTROLS = bytes.maketrans(bytes([*range(32), 127]), b" " * 33)
 # Header fields that hold mailbox state, not content: read/answered flags, keywords and IMAP
@@ -88,7 +91,12 @@ class ParsedMail:
     cc: str
     date: datetime | None
     references: tuple[str, ...]
-    excerpt: str
+    text: str
+    """All searchable text, whitespace-normalised: the body, text attachments, forwarded mail."""
+    attachments: tuple[str, ...]
+    """The file names of its parts (in forwarded mail too), in message order."""
+    mimetypes: tuple[str, ...]
+    """The distinct content types of its parts, containers included, in first-seen order."""
     size: int
     location: str
     fingerprint: str
@@ -123,18 +131,20 @@ def parse_message(raw: bytes, location: str, mbox: bool = False) -> ParsedMail:
     if mbox and quoted:
         raw = _MBOX_QUOTE.sub(rb"\1", raw)
         body_start = _body_start(raw)
-    fields = _header_fields(raw[:body_start])
-    if fields and (content := _content_headers(fields)).get_content_maintype() != "multipart":
-        encoding = fields.get("content-transfer-encoding", "")
-        text = _body_text(content, _transfer_decode(raw[body_start:], encoding))
+    head = _header_fields(raw[:body_start])
+    if head and (content := _content_headers(head[0])).get_content_maintype() not in _PARSED_TYPES:
+        encoding = head[0].get("content-transfer-encoding", "")
+        text, attachments, mimetypes = _single_part(content, raw[body_start:], encoding)
     else:
-        # A full MIME parse, for multipart bodies and for header blocks that need its leniency.
+        # A full MIME parse, for multipart and message/* bodies and for header blocks that need
+        # its leniency.
         try:
             msg = _PARSER.parsebytes(raw)
-            text = _first_text(msg)
+            text, attachments, mimetypes = _contents(msg)
         except RecursionError as exc:  # the parser recurses once per level of MIME nesting
             raise MalformedMail("MIME parts nested too deeply", location) from exc
-        fields = fields or _message_fields(msg)
+        head = head or _message_fields(msg)
+    fields, recipients = head
     if not fields:
         raise MalformedMail("no header fields (does not start with 'Name: value' lines)", location)
     if _MAIL_FIELDS.isdisjoint(fields):
@@ -145,11 +155,13 @@ def parse_message(raw: bytes, location: str, mbox: bool = False) -> ParsedMail:
         message_id=_message_id(fields.get("message-id", "")) or f"sha256:{fingerprint}",
         subject=_header_text(fields.get("subject", "")),
         sender=_sender(fields.get("from", "")),
-        to=_header_text(fields.get("to", "")),
-        cc=_header_text(fields.get("cc", "")),
+        to=_recipients(recipients.get("to", ())),
+        cc=_recipients(recipients.get("cc", ())),
         date=_date(fields.get("date", "")),
         references=_references(fields.get("references", ""), fields.get("in-reply-to", "")),
-        excerpt=_excerpt(text),
+        text=text,
+        attachments=attachments,
+        mimetypes=mimetypes,
         size=len(raw),
         location=location,
         fingerprint=fingerprint,
@@ -419,8 +431,13 @@ def _body_start(raw: bytes) -> int:
     return len(raw) if lf == -1 else lf + 2
 
 
-def _header_fields(head: bytes) -> dict[str, str] | None:
-    """Map lower-cased field names to their first (still folded) value.
+_Fields = tuple[dict[str, str], dict[str, list[str]]]
+"""Lower-cased field names mapped to their first (still folded) value, and "to" and "cc" mapped
+to all of theirs, in order."""
+
+
+def _header_fields(head: bytes) -> _Fields | None:
+    """The `_Fields` of a raw header block.
 
     Returns None unless every line is a field, a continuation, or a leading From_ line: such
     blocks are left to the email package's lenient parser.
@@ -430,31 +447,46 @@ def _header_fields(head: bytes) -> dict[str, str] | None:
         text = text.replace("\r\n", "\n")
     if text.startswith(_FROM_LINE.decode()):
         text = text.partition("\n")[2]
-    fields: dict[str, str] = {}
+    pairs = []
     for line in _LOGICAL_LINE.split(text.rstrip("\n")):
         name, colon, value = line.partition(":")
         if not colon or not _FIELD_NAME.fullmatch(name):
             return None
-        fields.setdefault(name.lower(), value)
-    return fields
+        pairs.append((name, value))
+    return _collect(pairs)
 
 
-def _message_fields(msg: Message) -> dict[str, str]:
+def _message_fields(msg: Message) -> _Fields:
     """`_header_fields` for a message parsed by the email package."""
+    return _collect((name, _unescape(str(value))) for name, value in msg.raw_items())
+
+
+def _collect(pairs: Iterable[tuple[str, str]]) -> _Fields:
+    """The `_Fields` of (name, value) pairs in header order."""
     fields: dict[str, str] = {}
-    for name, value in msg.raw_items():
-        text = str(value)
-        if not text.isascii():  # raw 8-bit bytes, surrogate-escaped by the parser
-            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        fields.setdefault(name.lower(), text)
-    return fields
+    recipients: dict[str, list[str]] = {}
+    for name, value in pairs:
+        key = name.lower()
+        fields.setdefault(key, value)
+        if key in _RECIPIENT_FIELDS:
+            recipients.setdefault(key, []).append(value)
+    return fields, recipients
+
+
+def _unescape(text: str) -> str:
+    """Read as UTF-8 the raw 8-bit bytes that the email package's parser surrogate-escapes."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _content_headers(fields: dict[str, str]) -> Message:
-    """A message holding just the Content-Type field, for the email package's parameter parsing."""
+    """A message holding just the Content-Type and Content-Disposition fields, for the email
+    package's parameter parsing."""
     msg = Message()
-    if "content-type" in fields:
-        msg["Content-Type"] = fields["content-type"]
+    for name in ("Content-Type", "Content-Disposition"):
+        if (value := fields.get(name.lower())) is not None:
+            msg[name] = value
     return msg
 
 
@@ -496,6 +528,11 @@ def _header_text(value: str) -> str:
     return _clean(value)
 
 
+def _recipients(values: Iterable[str]) -> str:
+    """Every value of a To or Cc field, decoded, joined with ", "."""
+    return ", ".join(filter(None, map(_header_text, values)))
+
+
 def _sender(value: str) -> str:
     """Render a From field as "Name <addr>" (or "addr"), with the name decoded."""
     name, addr = parseaddr(value)
@@ -518,6 +555,15 @@ def _references(references: str, in_reply_to: str) -> tuple[str, ...]:
 
 
 def _date(value: str) -> datetime | None:
+    """The date in UTC (naive dates taken as UTC); None if unreadable.
+
+    A numeric zone that is no real one (minutes of 60 or more, or beyond ±14 hours) is read as
+    +0000, as notmuch does.
+    """
+    if zone := _NUMERIC_ZONE.search(value):
+        hours, minutes = divmod(int(zone[2]), 100)
+        if minutes >= 60 or hours * 60 + minutes > _MAX_ZONE_MINUTES:
+            value = f"{value[: zone.start(1)]}+0000{value[zone.end() :]}"
     try:
         parsed = parsedate_to_datetime(value)
         if parsed.tzinfo is None:
@@ -527,30 +573,94 @@ def _date(value: str) -> datetime | None:
         return None
 
 
-def _body_text(headers: Message, data: bytes) -> str:
-    """The text of a (transfer-decoded) text/plain or text/html body; "" for any other type."""
-    ctype = headers.get_content_type()
-    if ctype not in ("text/plain", "text/html"):
+_Contents = tuple[str, tuple[str, ...], tuple[str, ...]]
+"""The text, attachment names and content types of a message (see `ParsedMail`)."""
+
+
+def _single_part(content: Message, body: bytes, encoding: str) -> _Contents:
+    """`_contents` of a message that is not multipart, from its content fields and raw body."""
+    ctype = content.get_content_type()
+    text = ""
+    if ctype.startswith("text/"):  # other bodies are not even transfer-decoded
+        text = _clean(_body_text(content, _transfer_decode(body, encoding)))
+    name = _file_name(content)
+    return text, (name,) if name else (), (ctype,)
+
+
+def _contents(msg: Message) -> _Contents:
+    """The `_Contents` of a message parsed by the email package."""
+    texts: list[str] = []
+    names: list[str] = []
+    types: dict[str, None] = {}
+    _gather(msg, texts, names, types, searchable=True)
+    return _clean(" ".join(texts)), tuple(names), tuple(types)
+
+
+def _gather(
+    part: Message, texts: list[str], names: list[str], types: dict[str, None], searchable: bool
+) -> None:
+    """Add the text (if ``searchable``), file name and content type of a part and its subparts.
+
+    Text comes from text/* parts, and from the headers of forwarded messages; of the parts of a
+    multipart/alternative, only the one `_alternative` picks is searchable.
+    """
+    ctype = part.get_content_type()
+    types[ctype] = None
+    # The file name comes from the raw fields: the email package's own accessors would turn
+    # 8-bit bytes into replacement characters.
+    if name := _file_name(_content_headers(_message_fields(part)[0])):
+        names.append(name)
+    if not part.is_multipart():
+        if searchable and ctype.startswith("text/"):
+            # Text parts always decode to bytes; this also undoes the transfer encoding.
+            texts.append(_body_text(part, cast(bytes, part.get_payload(decode=True))))
+        return
+    subparts = cast(list[Message], part.get_payload())
+    if searchable and ctype == "message/rfc822":
+        texts.extend(map(_forwarded_headers, subparts))
+    chosen = _alternative(subparts) if ctype == "multipart/alternative" and subparts else None
+    for subpart in subparts:
+        readable = searchable and (chosen is None or chosen is subpart)
+        _gather(subpart, texts, names, types, readable)
+
+
+def _alternative(parts: list[Message]) -> Message:
+    """The alternative to read: the text/plain one, else the text/html one, else the last."""
+    types = [part.get_content_type() for part in parts]
+    for wanted in ("text/plain", "text/html"):
+        if wanted in types:
+            return parts[types.index(wanted)]
+    return parts[-1]
+
+
+def _forwarded_headers(msg: Message) -> str:
+    """The Subject, From, To and Cc of a forwarded message, decoded."""
+    fields, recipients = _message_fields(msg)
+    return " ".join(
+        (
+            _header_text(fields.get("subject", "")),
+            _header_text(fields.get("from", "")),
+            _recipients(recipients.get("to", ())),
+            _recipients(recipients.get("cc", ())),
+        )
+    )
+
+
+def _file_name(headers: Message) -> str:
+    """The file name in `_content_headers` (RFC 2231 and RFC 2047 encodings decoded), else ""."""
+    if not any("name" in value.lower() for value in headers.values()):
+        return ""  # no "filename" or "name" parameter: spare the parameter parsing
+    try:
+        name = headers.get_filename()
+    except ValueError:  # RFC 2231 text in a charset that cannot decode it
         return ""
+    return _header_text(name) if name else ""
+
+
+def _body_text(headers: Message, data: bytes) -> str:
+    """The text of a transfer-decoded text/* body; text/html without its markup."""
     text = _decode(data, headers.get_content_charset())
-    return _html_text(text) if ctype == "text/html" else text
-
-
-def _first_text(msg: Message) -> str:
-    """The text of the first text/plain part of a parsed message, else of its first text/html."""
-    html_part: Message | None = None
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype == "text/plain":
-            return _part_text(part)
-        if ctype == "text/html" and html_part is None:
-            html_part = part
-    return "" if html_part is None else _part_text(html_part)
-
-
-def _part_text(part: Message) -> str:
-    # Text parts always decode to bytes; this also undoes the transfer encoding.
-    return _body_text(part, cast(bytes, part.get_payload(decode=True)))
+    return _html_text(text) if headers.get_content_type() == "text/html" else text
 
 
 def _transfer_decode(data: bytes, encoding: str) -> bytes:
@@ -569,17 +679,3 @@ def _transfer_decode(data: bytes, encoding: str) -> bytes:
 def _html_text(markup: str) -> str:
     """Crude tag stripping: drop scripts, styles and comments, then tags; unescape entities."""
     return html.unescape(_HTML_TAG.sub(" ", _HTML_HIDDEN.sub(" ", markup)))
-
-
-def _excerpt(text: str) -> str:
-    """The first EXCERPT_CHARS characters of the whitespace-normalised text.
-
-    Normalising only removes characters, so it runs on growing prefixes of the text until one
-    yields enough: long bodies are not normalised in full.
-    """
-    window = EXCERPT_CHARS * 2
-    while True:
-        cleaned = _clean(text[:window])
-        if len(cleaned) >= EXCERPT_CHARS or window >= len(text):
-            return cleaned[:EXCERPT_CHARS]
-        window *= 4

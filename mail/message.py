@@ -49,7 +49,13 @@ class MessageContent(BaseModel):
     sent: Annotated[datetime | None, Private] = None
     """When it was sent (its Date header); ``date`` is the event's own time."""
     references: Annotated[tuple[str, ...], Private] = ()
-    excerpt: Annotated[str, Private] = ""
+    """The Message-IDs of its References and In-Reply-To fields: what threads it."""
+    text: Annotated[str, Private] = ""
+    """All its text: every text part, forwarded messages' too, whitespace folded."""
+    attachments: Annotated[tuple[str, ...], Private] = ()
+    """The file names of its parts."""
+    mimetypes: Annotated[tuple[str, ...], Private] = ()
+    """The content types of its parts."""
     location: Annotated[str, Private] = ""
     fingerprint: Annotated[str, Private] = ""
     size: int = 0
@@ -63,7 +69,19 @@ class MessageContent(BaseModel):
         return MessageContent.model_construct(**self.content_fields())
 
 
-class MessageIndexed(MessageContent, Invertible):
+class _ContentEvent(MessageContent, Invertible):
+    """An event that carries a message's content. Version 2: its whole ``text`` (and
+    its attachments' names and parts' types) where version 1 had an ``excerpt``, the
+    first 2,000 characters of its first text part."""
+
+    class_version: ClassVar[int] = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["text"] = state.pop("excerpt", "")
+
+
+class MessageIndexed(_ContentEvent):
     def describe(self) -> str:
         return f"Message indexed ({self.size:,} bytes)"
 
@@ -71,7 +89,7 @@ class MessageIndexed(MessageContent, Invertible):
         return self.follow(MessageRemoved, version, **self.content_fields())
 
 
-class MessageRemoved(MessageContent, Invertible):
+class MessageRemoved(_ContentEvent):
     """The message left the index; it carries what it removed, so it can be undone."""
 
     def describe(self) -> str:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from eventpile.domain.events import DomainEvent, operation_scope, uuid7
 from eventpile.mail.app import MailApplication
-from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.commands import ImportMailbox, TagMessages, message_content
 from eventpile.mail.mailparse import ParsedMail, read_mailbox
 from eventpile.mail.message import Message, MessageContent, MessageTagged
 from eventpile.mail.query import matching_ids, parse_query, search
@@ -255,23 +255,7 @@ def bench_import(runs: int, big: BigHome) -> None:
 
 
 def _contents() -> list[MessageContent]:
-    return [
-        MessageContent(
-            header_id=m.message_id,
-            subject=m.subject,
-            sender=m.sender,
-            to=m.to,
-            cc=m.cc,
-            sent=m.date,
-            references=m.references,
-            excerpt=m.excerpt,
-            location=m.location,
-            fingerprint=m.fingerprint,
-            size=m.size,
-        )
-        for m in read_mailbox(CORPUS)
-        if isinstance(m, ParsedMail)
-    ]
+    return [message_content(m) for m in read_mailbox(CORPUS) if isinstance(m, ParsedMail)]
 
 
 def bench_append(runs: int, big: BigHome, count: int = 20_000, batch: int = 500) -> None:

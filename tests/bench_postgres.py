@@ -89,10 +89,11 @@ def _one_message_queries(app: MailApplication, count: int) -> list[str]:
     """Words each found in one message only (one word per message)."""
     db = app.view("messages").db
     found: dict[str, str] = {}
-    for (word,) in db.execute(
-        "SELECT term FROM messages_terms WHERE doc = 1 AND length(term) >= 5 ORDER BY term"
+    for (lexeme,) in db.execute(
+        "SELECT term FROM messages_terms WHERE doc = 1 AND length(term) >= 7 ORDER BY term"
     ):
-        if word.isascii() and word.isalpha():
+        word = lexeme.partition(".")[2]  # the lexeme of a word of the body: b.word
+        if lexeme.startswith("b.") and word.isascii() and word.isalpha():
             found.setdefault(matching_ids(db, parse_query(word))[0], word)
             if len(found) == count:
                 break

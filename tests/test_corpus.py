@@ -55,8 +55,8 @@ def _sent(value: object) -> datetime | None:
 
 
 def tokens(text: str) -> list[str]:
-    """Words as the full-text index splits them (letters and digits)."""
-    return re.findall(r"[^\W_]+", text.lower())
+    """Words as the full-text index splits them (letters, digits and ``_``, as notmuch)."""
+    return re.findall(r"\w+", text.lower())
 
 
 def has_phrase(text: str, phrase: str) -> bool:

@@ -88,7 +88,7 @@ CONTENT = MessageContent(
     sender="Alice <alice@example.org>",
     sent=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
     references=("<0@example.org>",),
-    excerpt="some words",
+    text="some words",
     size=1234,
 )
 indexed = Message.index(MESSAGE, CONTENT)
@@ -475,7 +475,8 @@ def test_operation_scope_is_left_even_when_its_body_raises() -> None:
 
 def test_private_fields_are_declared_per_event_class() -> None:
     content = {"header_id", "subject", "sender", "to", "cc", "sent", "references"}
-    assert content | {"excerpt", "location", "fingerprint"} == MessageIndexed.private_fields()
+    kept = {"text", "attachments", "mimetypes", "location", "fingerprint"}
+    assert content | kept == MessageIndexed.private_fields()
     assert MessageRemoved.private_fields() == MessageIndexed.private_fields()
     assert TagCreated.private_fields() == {"name"}
     assert TagRenamed.private_fields() == {"old_name", "new_name"}

@@ -699,7 +699,7 @@ def test_each_answer_to_the_duplicate_question(
 ) -> None:
     app, asking, second = duplicates
     before = _message(app, "one@x")
-    assert before is not None and "edited" not in before.excerpt
+    assert before is not None and "edited" not in before.text
     answered, follow_up = answer(app, asking.id, choice)
     assert answered.status is Status.COMPLETE
     assert follow_up is not None and follow_up.parent_id == asking.id
@@ -708,10 +708,10 @@ def test_each_answer_to_the_duplicate_question(
     assert after is not None
     copy = _message(app, "one@x", copy_of=_fingerprint_in(second, "edited"))
     if choice == "replace":
-        assert "edited" in after.excerpt and copy is None
+        assert "edited" in after.text and copy is None
     elif choice == "keep-both":
         assert after == before
-        assert copy is not None and "edited" in copy.excerpt and copy.header_id == "one@x"
+        assert copy is not None and "edited" in copy.text and copy.header_id == "one@x"
     else:
         assert after == before and copy is None
     # importing the same mailbox again has nothing left to ask, except after keep-existing
@@ -722,7 +722,7 @@ def test_each_answer_to_the_duplicate_question(
 def _fingerprint_in(mbox: Path, text: str) -> str:
     from eventpile.mail.mailparse import ParsedMail, read_mailbox
 
-    [found] = [m for m in read_mailbox(mbox) if isinstance(m, ParsedMail) and text in m.excerpt]
+    [found] = [m for m in read_mailbox(mbox) if isinstance(m, ParsedMail) and text in m.text]
     return found.fingerprint
 
 

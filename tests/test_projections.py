@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +35,6 @@ from eventpile.mail.message import Message, MessageContent, MessageIndexed, Mess
 from eventpile.mail.query import (
     MAX_TERMS,
     QueryError,
-    Term,
     all_tags,
     matching_ids,
     parse_query,
@@ -235,7 +234,7 @@ def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: MailApplica
 # a page of index changes -----------------------------------------------------------
 
 CONTENTS = (
-    MessageContent(header_id="a", subject="status update", sender="ann", excerpt="fix it"),
+    MessageContent(header_id="a", subject="status update", sender="ann", text="fix it"),
     MessageContent(
         header_id="a", subject="re: patch\x00", to="bob", sent=datetime(2024, 1, 2, tzinfo=UTC)
     ),
@@ -428,97 +427,10 @@ def day(text: str) -> int:
     return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
 
 
-def test_words_and_phrases_match_anywhere_and_all_must_hold() -> None:
-    query = parse_query('kernel "memory leak" fix*')
-    assert query.terms == (
-        Term("kernel"),
-        Term("memory leak"),
-        Term("fix", prefix=True),
-    )
-    assert (query.tags, query.after, query.before) == ((), None, None)
-
-
-@pytest.mark.parametrize(
-    ("text", "column"),
-    [("from:ralf", "sender"), ("TO:ralf", "recipients"), ("Subject:ralf", "subject")],
-)
-def test_fields_match_one_column(text: str, column: str) -> None:
-    assert parse_query(text).terms == (Term("ralf", column),)
-
-
-def test_a_field_takes_a_quoted_phrase_or_a_prefix() -> None:
-    assert parse_query('from:"Ralf Baechle"').terms == (Term("Ralf Baechle", "sender"),)
-    assert parse_query("subject:mips*").terms == (Term("mips", "subject", prefix=True),)
-
-
-@pytest.mark.parametrize(
-    ("text", "terms"),
-    [
-        ('"Re: patch"', ("Re: patch",)),
-        ('"http://example.org/x"', ("http://example.org/x",)),
-        ("O'Brien's \\server", ("O'Brien's", "\\server")),
-        ('ab"c d"', ("ab", "c d")),
-    ],
-)
-def test_only_double_quotes_quote_and_quoted_text_is_never_a_field(
-    text: str, terms: tuple[str, ...]
-) -> None:
-    assert parse_query(text).terms == tuple(Term(t) for t in terms)
-
-
 def test_an_apostrophe_is_a_word_break_as_in_the_index(imported: MailApplication) -> None:
     subject = search(imported.view("messages").db, parse_query("*"), 1)["results"][0]["subject"]
     first, second = words(subject)[:2]
     assert total(imported, f"{first}'{second}") == total(imported, f'"{first} {second}"') > 0
-
-
-def test_tags_and_date_bounds() -> None:
-    query = parse_query("tag:todo tag:work after:2015-01-01 before:2016-02-29")
-    assert query.tags == ("todo", "work")
-    assert (query.after, query.before) == (day("2015-01-01"), day("2016-02-29"))
-    assert query.terms == ()
-
-
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["after", "before"]), st.dates(date(1971, 1, 1))),
-        min_size=1,
-        max_size=6,
-    )
-)
-def test_every_date_bound_holds_the_latest_after_and_the_earliest_before(
-    bounds: list[tuple[str, date]],
-) -> None:
-    query = parse_query(" ".join(f"{name}:{when.isoformat()}" for name, when in bounds))
-    afters = [day(w.isoformat()) for n, w in bounds if n == "after"]
-    befores = [day(w.isoformat()) for n, w in bounds if n == "before"]
-    assert query.after == (max(afters) if afters else None)
-    assert query.before == (min(befores) if befores else None)
-
-
-@pytest.mark.parametrize("text", ["", "   ", "*", "**"])
-def test_an_empty_query_matches_everything(text: str) -> None:
-    assert parse_query(text).terms == () and parse_query(text).match is None
-
-
-@pytest.mark.parametrize(
-    ("text", "says"),
-    [
-        ("colour:red", "unknown field"),
-        ("http://example.org", "unknown field"),
-        ("after:2015-13-01", "YYYY-MM-DD"),
-        ("before:yesterday", "YYYY-MM-DD"),
-        ("after:2015/01/01", "YYYY-MM-DD"),
-        ("after:2015-1-3", "YYYY-MM-DD"),
-        ("from:", "needs a value"),
-        ('"unbalanced', "double quote is not closed"),
-        ('from:"unbalanced', "double quote is not closed"),
-        ('patch" fix', "double quote is not closed"),
-    ],
-)
-def test_bad_queries_are_query_errors(text: str, says: str) -> None:
-    with pytest.raises(QueryError, match=says):
-        parse_query(text)
 
 
 def test_a_query_of_as_many_terms_as_allowed_runs(imported: MailApplication) -> None:

@@ -372,11 +372,11 @@ def test_every_event_type_round_trips_through_the_mapper(
     assert back.model_dump(mode="json") == event.model_dump(mode="json")
 
 
-def _indexed(excerpt: str) -> MessageIndexed:
+def _indexed(text: str) -> MessageIndexed:
     return MessageIndexed(
         originator_id=uuid.uuid4(),
         originator_version=1,
-        **MessageContent(header_id="<x@y>", excerpt=excerpt, size=len(excerpt)).model_dump(),
+        **MessageContent(header_id="<x@y>", text=text, size=len(text)).model_dump(),
     )
 
 
@@ -396,18 +396,18 @@ def test_only_big_payloads_are_compressed(mapper: PydanticMapper) -> None:
     small, big = _indexed("a few words"), _indexed("the same words " * (COMPRESS_OVER // 7))
     small_flags, small_payload = _flags(mapper, mapper.to_stored_event(small))
     assert small_flags & COMPRESSED == 0
-    assert json.loads(small_payload)["excerpt"] == "a few words"
+    assert json.loads(small_payload)["text"] == "a few words"
     big_flags, big_payload = _flags(mapper, mapper.to_stored_event(big))
     assert big_flags & COMPRESSED
     plain = big.model_dump_json().encode()
     assert len(plain) > COMPRESS_OVER and len(big_payload) < len(plain) // 10
-    assert json.loads(zlib.decompress(big_payload))["excerpt"] == big.excerpt
+    assert json.loads(zlib.decompress(big_payload))["text"] == big.text
     assert mapper.to_domain_event(mapper.to_stored_event(big)) == big
 
 
 def test_an_encrypted_stored_event_shows_no_private_value() -> None:
     mapper = PydanticMapper(known, EventCipher(new_keyring()))
-    event = _indexed("a private excerpt of a private message")
+    event = _indexed("a private text of a private message")
     stored = mapper.to_stored_event(event)
     assert b"private" not in stored.state and b"<x@y>" not in stored.state
 
