@@ -3,10 +3,11 @@
 :func:`command_line` makes an application's Typer command line: the framework's
 commands (``init``, ``log``, ``show``, ``feed``, ``ops``, ``answer``, ``cancel``,
 ``retry``, ``worker``, ``undo``, ``redo``, ``rebuild``, ``verify``,
-``support-bundle``) and the application's own, each a Typer of commands; :func:`main`
-runs it with every error on one line. Inside a command, :func:`settings` gives the
-global options, :func:`opened` the application on the unlocked home, :func:`emit`
-prints JSON or text.
+``support-bundle``, ``unlock``, ``lock``) and the application's own, each a Typer of
+commands (the application given as a class, or as ``"package.module:Class"`` to be
+imported only by the commands that open it); :func:`main` runs it with every error
+on one line. Inside a command, :func:`settings` gives the global options,
+:func:`opened` the application on the unlocked home, :func:`emit` prints JSON or text.
 """
 
 from eventpile.commands.cli.core import (

@@ -8,6 +8,8 @@
         views/NAME.db      one SQLCipher database per projection
         database.url       only with PostgreSQL (0600): the database that holds the
                            events and views instead of the two above
+        agent.sock         while ``eventpile unlock`` holds the keys (0600, see
+                           :mod:`eventpile.store.agent`)
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class Home:
     @property
     def key_file(self) -> Path:
         return self.path / "keys.json"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.path / "agent.sock"
 
     @property
     def events_db(self) -> Path:

@@ -10,6 +10,7 @@ the first data key with HKDF, so they stay stable across rotations.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 import uuid
@@ -58,10 +59,10 @@ class Keyring:
 
 @cache
 def _hkdf(key: bytes, purpose: str) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(key)
+    """HKDF-SHA256 (RFC 5869) without salt, 32 bytes: one HMAC to extract, one to expand
+    (the standard library's, so that a process that reads a view loads no cryptography)."""
+    pseudorandom = hmac.digest(bytes(32), key, "sha256")
+    return hmac.digest(pseudorandom, purpose.encode() + b"\x01", "sha256")
 
 
 def create_key_file(path: Path, passphrase: str) -> Keyring:

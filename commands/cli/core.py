@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,16 +38,21 @@ def utf8(value: Any) -> Any:
 class Settings:
     """The global options, and the application the command line runs."""
 
-    application: type[Application]
+    application: type[Application] | str
+    """Its class, or where it is (``"package.module:Class"``, imported when a command
+    opens it: commands that do not, such as a search of a view, start faster)."""
     home: Path
     json: bool
     database_url: str | None = None
 
 
-def command_line(application: type[Application], *parts: typer.Typer, about: str) -> typer.Typer:
-    """The command line of ``application``: the framework's commands (operations, undo,
-    the log, rebuild, verify) and those of ``parts``, each a Typer of commands."""
-    from eventpile.commands.cli import admin, operations, undo
+def command_line(
+    application: type[Application] | str, *parts: typer.Typer, about: str
+) -> typer.Typer:
+    """The command line of ``application`` (a class, or ``"package.module:Class"``): the
+    framework's commands (operations, undo, the log, rebuild, verify, unlock and lock)
+    and those of ``parts``, each a Typer of commands."""
+    from eventpile.commands.cli import admin, operations, session, undo
 
     cli = typer.Typer(
         help=about, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -76,7 +82,7 @@ def command_line(application: type[Application], *parts: typer.Typer, about: str
             database_url=database_url,
         )
 
-    for part in (admin.commands, operations.commands, undo.commands, *parts):
+    for part in (admin.commands, operations.commands, undo.commands, session.commands, *parts):
         cli.registered_commands += part.registered_commands
         cli.registered_groups += part.registered_groups
     return cli
@@ -98,10 +104,13 @@ def passphrase(*, confirm: bool = False) -> str:
 
 
 def unlock(s: Settings) -> tuple[Home, Keyring]:
+    """The home and its keys: from its agent if one answers (``eventpile unlock``), else
+    opened with the passphrase."""
+    from eventpile.store import agent
     from eventpile.store.home import Home
 
     home = Home(s.home, s.database_url)
-    return home, home.unlock(passphrase())
+    return home, agent.keyring(home) or home.unlock(passphrase())
 
 
 @contextmanager
@@ -109,7 +118,7 @@ def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterato
     """The application on an unlocked home, closed afterwards (saying which views it
     found damaged and made anew)."""
     home, keyring = unlocked or unlock(s)
-    application = s.application(home, keyring)
+    application = _loaded(s.application)(home, keyring)
     try:
         yield application
     finally:
@@ -117,6 +126,14 @@ def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterato
         for view in application.views.values():
             if view.remade is not None:
                 print(f"eventpile: {view.remade}: made anew from the log", file=sys.stderr)
+
+
+def _loaded(application: type[Application] | str) -> type[Application]:
+    if not isinstance(application, str):
+        return application
+    module, _, name = application.partition(":")
+    loaded: type[Application] = getattr(import_module(module), name)
+    return loaded
 
 
 def emit(s: Settings, data: Any, human: Callable[[], None] | str) -> None:

@@ -1,0 +1,72 @@
+"""``unlock`` and ``lock``: the home's keys held by an agent for a while, so that
+commands need no passphrase (see :mod:`eventpile.store.agent`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import typer
+
+from eventpile.commands.cli.core import emit, passphrase, settings
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_SECONDS = 366 * 86400
+
+
+def duration(text: str) -> int:
+    """The seconds of ``90s``, ``30m``, ``2h`` or ``1d``."""
+    match = re.fullmatch(r"([0-9]+)([smhd])", text.strip())
+    seconds = 0 if match is None else int(match[1]) * UNITS[match[2]]
+    if not 0 < seconds <= MAX_SECONDS:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration like 90s, 30m, 2h or 1d (at most 366d)"
+        )
+    return seconds
+
+
+commands = typer.Typer()
+"""Its commands, for :func:`eventpile.commands.cli.core.command_line`."""
+
+
+@commands.command()
+def unlock(
+    ctx: typer.Context,
+    seconds: int = typer.Option(
+        "30m", "--for", parser=duration, metavar="DURATION", help="How long: 90s, 30m, 2h, 1d."
+    ),
+) -> None:
+    """Keep the home's keys in an agent for a while: commands then ask no passphrase."""
+    from eventpile.store import agent
+    from eventpile.store.home import Home
+
+    s = settings(ctx)
+    home = Home(s.home, s.database_url)
+    running = agent.start(home, home.unlock(passphrase()), seconds)
+    until = datetime.fromtimestamp(running.expires_at, UTC)
+    data = {
+        "home": str(home.path),
+        "pid": running.pid,
+        "seconds": seconds,
+        "expires_at": until.isoformat(timespec="seconds"),
+    }
+    local = until.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    said = f"Unlocked {home.path} until {local} (agent {running.pid})"
+    emit(s, data, lambda: typer.echo(said))
+
+
+@commands.command()
+def lock(ctx: typer.Context) -> None:
+    """Forget the keys: stop the home's agent."""
+    from eventpile.store import agent
+    from eventpile.store.home import Home
+
+    s = settings(ctx)
+    home = Home(s.home, s.database_url)
+    stopped = agent.stop(home)
+    data = {"home": str(home.path), "stopped": None if stopped is None else stopped.pid}
+    if stopped is None:
+        said = f"No agent held the keys of {home.path}"
+    else:
+        said = f"Locked {home.path}: agent {stopped.pid} forgot the keys"
+    emit(s, data, lambda: typer.echo(said))

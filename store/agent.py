@@ -1,0 +1,294 @@
+"""The agent: a home's unlocked keys held in memory for a while by a process of their
+own, so that commands need not ask the passphrase (and run scrypt) each time.
+
+:func:`start` (``eventpile unlock``) hands it the keyring over a socket pair; it
+serves the keyring on the home's ``agent.sock`` (mode 0600) to processes of its own
+user, and exits when its time is up, when :func:`stop` asks, or when its socket is
+gone or taken over (the home deleted, another agent started). The keys never reach
+the disk unwrapped, and the agent allows no core dump of itself. :func:`keyring`
+asks it; a socket nobody answers on was left by a killed agent: it is removed.
+
+The protocol: a client sends ``keys`` or ``stop`` and shuts its side; the agent
+answers one JSON document and closes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventpile.store.errors import StoreError
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
+
+ASK_TIMEOUT_S = 2.0
+"""How long a command waits for the agent's answer before it asks the passphrase."""
+START_TIMEOUT_S = 30.0
+"""How long ``unlock`` waits for a new agent to say it serves."""
+CHECK_S = 1.0
+"""How often the agent looks whether its socket is still its own."""
+MAX_MESSAGE = 1 << 20
+PR_SET_DUMPABLE = 4
+"""prctl(2): the process may not be dumped, nor traced by its user (Linux)."""
+
+Identity = tuple[int, int]
+"""A file's device and inode: which socket is at a path."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """An agent that answered."""
+
+    pid: int
+    expires_at: float
+    """When it exits by itself (seconds since the epoch)."""
+
+
+def keyring(home: Home) -> Keyring | None:
+    """The keys of ``home`` from its agent; None if none answers, or with other keys."""
+    answer = _ask(home.agent_socket, b"keys")
+    try:
+        ring = Keyring(
+            uuid.UUID(answer["installation_id"]),
+            {int(n): base64.b64decode(key) for n, key in answer["keys"].items()},
+            int(answer["current"]),
+        )
+    except (TypeError, KeyError, ValueError, AttributeError):  # no answer, or not a keyring
+        return None
+    return ring if _holds(home, ring) else None
+
+
+def stop(home: Home) -> Running | None:
+    """Stop the agent of ``home``: the one that was running, if one was."""
+    answer = _ask(home.agent_socket, b"stop")
+    return None if answer is None else Running(answer["pid"], answer["expires_at"])
+
+
+def start(home: Home, ring: Keyring, seconds: float) -> Running:
+    """Start an agent that serves ``ring`` for ``seconds`` (it takes the socket over from
+    one already running, which then exits); once this returns, it answers."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        raise StoreError("the agent needs SO_PEERCRED (Linux) to know who asks for the keys")
+    ours, theirs = socket.socketpair()
+    ours.settimeout(START_TIMEOUT_S)
+    with ours, theirs:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "eventpile.store.agent", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            # it needs none of eventpile's settings, the passphrase least of all
+            env={k: v for k, v in os.environ.items() if not k.startswith("EVENTPILE_")},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        _send(ours, {"home": str(home.path), "seconds": seconds, **_encode(ring)})
+        answer = _receive(ours)
+        first.wait()  # it leaves once the agent runs on its own
+    if answer is None or "error" in answer:
+        why = "it stopped" if answer is None else answer["error"]
+        raise StoreError(f"the agent did not start: {why}")
+    return Running(answer["pid"], answer["expires_at"])
+
+
+def _holds(home: Home, ring: Keyring) -> bool:
+    """Does the key file of ``home`` hold the keys of ``ring`` (no more, no fewer)?"""
+    try:
+        document = json.loads(home.key_file.read_text())
+        ids = {int(entry["id"]) for entry in document["keys"]}
+        same = uuid.UUID(document["installation_id"]) == ring.installation_id
+        return same and ids == set(ring.keys) and int(document["current"]) == ring.current
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # opening it with the passphrase says what is wrong
+
+
+def _ask(path: Path, request: bytes) -> Any:
+    """The answer of the agent at ``path`` to ``request``; None if none of this user's
+    answers."""
+    identity = _identity(path)
+    if identity is None:
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(ASK_TIMEOUT_S)
+        try:
+            with _address(path) as address:
+                client.connect(address)
+            if _peer_uid(client) != os.getuid():
+                return None
+            client.sendall(request)
+            client.shutdown(socket.SHUT_WR)
+            return _receive(client)
+        except ConnectionRefusedError:  # its agent was killed
+            _remove_if(path, identity)
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+@contextmanager
+def _address(path: Path) -> Iterator[str]:
+    """A name of ``path`` short enough for a socket address (at most 107 bytes on Linux)."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    """The user of the process at the other end (``struct ucred``: pid, uid, gid)."""
+    ucred = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", ucred)[1])
+
+
+def _send(connection: socket.socket, document: dict[str, Any]) -> None:
+    connection.sendall(json.dumps(document).encode())
+    connection.shutdown(socket.SHUT_WR)
+
+
+def _receive(connection: socket.socket) -> Any:
+    """The JSON document the other side sent before it shut its side; None if none."""
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+        if len(data) > MAX_MESSAGE:
+            return None
+    return json.loads(data) if data else None
+
+
+def _identity(path: Path) -> Identity | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _remove_if(path: Path, identity: Identity) -> None:
+    """Remove ``path`` if it is still that file (not the socket of a newer agent)."""
+    if _identity(path) == identity:
+        path.unlink(missing_ok=True)
+
+
+def _encode(ring: Keyring) -> dict[str, Any]:
+    return {
+        "installation_id": str(ring.installation_id),
+        "keys": {str(n): base64.b64encode(key).decode() for n, key in ring.keys.items()},
+        "current": ring.current,
+    }
+
+
+# the agent's side -------------------------------------------------------------------
+
+
+def _clock() -> float:
+    """Seconds that go on while the machine sleeps (a closed laptop's time counts)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _no_core_dumps() -> None:
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with suppress(OSError, AttributeError):  # no prctl: the limit above still holds
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def _listen(home: Path) -> tuple[socket.socket, Path, Identity]:
+    """Listen on the home's socket, made 0600 under another name and renamed into place
+    (over the socket of another agent, or one a killed agent left)."""
+    os.chdir(home)  # names relative to the home: its path may be as long as it likes
+    path, making = Path(Home(home).agent_socket.name), f".agent.{os.getpid()}.sock"
+    Path(making).unlink(missing_ok=True)  # left by a process of that pid that was killed
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)
+    try:
+        listener.bind(making)
+    finally:
+        os.umask(previous)
+    listener.listen(64)
+    os.replace(making, path)
+    identity = _identity(path)
+    assert identity is not None
+    return listener, path, identity
+
+
+def _serve(
+    listener: socket.socket,
+    path: Path,
+    identity: Identity,
+    until: float,
+    running: dict[str, Any],
+    keys: dict[str, Any],
+) -> None:
+    """Give ``keys`` until ``until`` (by :func:`_clock`), until a ``stop``, or until the
+    socket at ``path`` is gone or another's; each answer says who is ``running``."""
+    stopped = json.dumps(running).encode()
+    answer = json.dumps({**running, **keys}).encode()
+    while (left := until - _clock()) > 0 and _identity(path) == identity:
+        listener.settimeout(min(left, CHECK_S))
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            continue
+        with connection:
+            connection.settimeout(ASK_TIMEOUT_S)
+            try:
+                if _peer_uid(connection) != os.getuid():
+                    continue
+                request = connection.recv(16)
+                if request == b"stop":
+                    _remove_if(path, identity)
+                    connection.sendall(stopped)
+                    return
+                if request == b"keys":
+                    connection.sendall(answer)
+            except OSError:
+                pass
+
+
+def _main(fd: int) -> None:
+    """The agent: read what to serve from the socket ``fd``; answer there once it serves."""
+    _no_core_dumps()
+    with socket.socket(fileno=fd) as starter:
+        try:
+            order = _receive(starter)
+            listener, path, identity = _listen(Path(order["home"]))
+        except Exception as e:
+            _send(starter, {"error": f"{type(e).__name__}: {e}"})
+            return
+        if os.fork():  # the first process leaves: the agent is nobody's child
+            os._exit(0)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        try:
+            seconds = float(order["seconds"])
+            running = {"pid": os.getpid(), "expires_at": time.time() + seconds}
+            keys = {name: order[name] for name in ("installation_id", "keys", "current")}
+            _send(starter, running)
+            starter.close()
+            with listener:
+                _serve(listener, path, identity, _clock() + seconds, running, keys)
+        finally:
+            _remove_if(path, identity)
+
+
+if __name__ == "__main__":
+    _main(int(sys.argv[1]))

@@ -1,0 +1,309 @@
+"""``eventpile unlock`` and ``lock``: an agent holds a home's keys for a while, and every
+command asks it before the passphrase. Real processes throughout; every wait is on a
+condition, with a deadline; no agent outlives its test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventpile.commands.cli.session import duration
+from eventpile.mail.synthetic import write_mbox
+from eventpile.store import agent
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring, _hkdf
+from tests.conftest import PASSPHRASE
+
+WAIT_S = 30.0
+MESSAGES = 6
+NO_PASSPHRASE = "set EVENTPILE_PASSPHRASE, or run in a terminal to be asked"
+
+
+def eventpile(
+    home: Home, *argv: str, passphrase: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``eventpile ARGV`` as a process of its own on ``home``, with no terminal, and the
+    passphrase in its environment only if given."""
+    env = {**os.environ, "EVENTPILE_HOME": str(home.path)}
+    env.pop("EVENTPILE_PASSPHRASE", None)
+    if passphrase is not None:
+        env["EVENTPILE_PASSPHRASE"] = passphrase
+    return subprocess.run(
+        [sys.executable, "-c", "from eventpile.mail.cli import run; run()", *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 4,
+    )
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON document of a command that succeeded."""
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    return json.loads(done.stdout)
+
+
+def error(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line of a command that failed (and printed nothing else)."""
+    lines = done.stderr.splitlines()
+    assert done.returncode != 0 and done.stdout == "", done
+    assert len(lines) == 1 and lines[0].startswith("eventpile: "), done.stderr
+    return lines[0]
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {WAIT_S} s"
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Is process ``pid`` running (not gone, not a zombie)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+Unlock = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def unlock() -> Iterator[Unlock]:
+    """``eventpile --json unlock ARGS`` on a home (with the passphrase unless told); at the
+    end of the test, the agent of every home it unlocked is stopped, and every agent it
+    started that still runs is killed."""
+    started: list[tuple[Home, int]] = []
+
+    def unlock(home: Home, *args: str, passphrase: str = PASSPHRASE) -> Any:
+        done = eventpile(home, "--json", "unlock", *args, passphrase=passphrase)
+        if done.returncode == 0:
+            started.append((home, json.loads(done.stdout)["pid"]))
+        return done
+
+    yield unlock
+    for home, pid in started:
+        agent.stop(home)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def mailbox(home: Home, keyring: Keyring, tmp_path: Path) -> Home:
+    """``home`` with a few messages imported."""
+    mbox = write_mbox(tmp_path / "mail.mbox", MESSAGES, seed=3)
+    assert ok(eventpile(home, "--json", "import", str(mbox), passphrase=PASSPHRASE))["indexed"]
+    return home
+
+
+def test_commands_ask_no_passphrase_while_the_home_is_unlocked(
+    mailbox: Home, unlock: Unlock
+) -> None:
+    started = ok(unlock(mailbox, "--for", "10m"))
+    assert started["home"] == str(mailbox.path) and started["seconds"] == 600
+    expires_in = datetime.fromisoformat(started["expires_at"]) - datetime.now(UTC)
+    assert 590 < expires_in.total_seconds() <= 600 and alive(started["pid"])
+    assert ok(eventpile(mailbox, "--json", "search", ""))["total"] == MESSAGES
+    tagged = ok(eventpile(mailbox, "--json", "tag", "add", "seen", ""))
+    assert tagged["changed"] == MESSAGES
+    tags = ok(eventpile(mailbox, "--json", "tags"))["tags"]
+    assert {"name": "seen", "messages": MESSAGES}.items() <= tags[0].items()
+    human = eventpile(mailbox, "unlock", passphrase=PASSPHRASE)  # another, for 30 minutes
+    assert human.returncode == 0 and len(human.stdout.splitlines()) == 1
+    assert human.stdout.startswith(f"Unlocked {mailbox.path} until ")
+
+
+def test_lock_forgets_the_keys(mailbox: Home, unlock: Unlock) -> None:
+    pid = ok(unlock(mailbox))["pid"]
+    assert ok(eventpile(mailbox, "--json", "lock")) == {"home": str(mailbox.path), "stopped": pid}
+    wait_until(lambda: not alive(pid), "stopped")
+    assert not mailbox.agent_socket.exists()
+    assert error(eventpile(mailbox, "--json", "search", "")) == f"eventpile: {NO_PASSPHRASE}"
+    again = eventpile(mailbox, "lock")
+    assert (again.returncode, again.stdout) == (0, f"No agent held the keys of {mailbox.path}\n")
+
+
+def test_an_agent_ends_when_its_time_is_up(mailbox: Home, unlock: Unlock) -> None:
+    started = ok(unlock(mailbox, "--for", "1s"))
+    assert started["seconds"] == 1
+    wait_until(lambda: not alive(started["pid"]), "ended")
+    assert not mailbox.agent_socket.exists()
+    assert error(eventpile(mailbox, "--json", "tags")) == f"eventpile: {NO_PASSPHRASE}"
+
+
+def test_an_agent_ends_when_its_home_is_gone(keyring: Keyring, home: Home, unlock: Unlock) -> None:
+    pid = ok(unlock(home))["pid"]
+    shutil.rmtree(home.path)
+    wait_until(lambda: not alive(pid), "ended")
+
+
+def test_the_socket_is_the_users_alone_and_the_agent_dumps_no_core(
+    keyring: Keyring, home: Home, unlock: Unlock
+) -> None:
+    pid = ok(unlock(home))["pid"]
+    mode = home.agent_socket.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    [core] = [
+        line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if "core" in line
+    ]
+    assert core.split()[-3:-1] == ["0", "0"]  # soft and hard limits
+    try:
+        environment = Path(f"/proc/{pid}/environ").read_bytes()
+    except PermissionError:  # not dumpable: only root may read it
+        environment = b""
+    assert b"EVENTPILE_PASSPHRASE" not in environment
+    assert [p.name for p in home.path.iterdir() if p.name.endswith(".sock")] == ["agent.sock"]
+
+
+def test_a_home_of_a_path_too_long_for_a_socket_address(tmp_path: Path, unlock: Unlock) -> None:
+    home = Home(tmp_path / ("long" * 30) / "home")
+    home.init(PASSPHRASE)
+    assert len(bytes(home.agent_socket)) > 108  # what a socket address may hold
+    ok(unlock(home))
+    assert ok(eventpile(home, "--json", "ops")) == {"operations": []}
+    assert ok(eventpile(home, "--json", "lock"))["stopped"]
+
+
+def test_a_wrong_passphrase_starts_no_agent(keyring: Keyring, home: Home, unlock: Unlock) -> None:
+    refused = unlock(home, passphrase="wrong")
+    assert error(refused) == "eventpile: wrong passphrase (or a damaged key file)"
+    assert not home.agent_socket.exists()
+
+
+@pytest.mark.parametrize("value", ["5x", "0s", "", "-1m", "1.5h", "367d"])
+def test_a_bad_duration_is_a_usage_error(
+    keyring: Keyring, home: Home, unlock: Unlock, value: str
+) -> None:
+    line = error(unlock(home, "--for", value))
+    assert line.startswith("eventpile: Invalid value for '--for': ")
+    assert "like 90s, 30m, 2h or 1d" in line and "(see 'eventpile unlock --help')" in line
+    assert not home.agent_socket.exists()
+
+
+def test_durations() -> None:
+    assert [duration(d) for d in ("90s", "30m", "2h", "1d", " 7m ")] == [90, 1800, 7200, 86400, 420]
+
+
+def test_a_killed_agents_socket_falls_back_to_the_passphrase(mailbox: Home, unlock: Unlock) -> None:
+    pid = ok(unlock(mailbox))["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), "killed")
+    assert mailbox.agent_socket.exists()  # left behind
+    found = eventpile(mailbox, "--json", "search", "", passphrase=PASSPHRASE)
+    assert ok(found)["total"] == MESSAGES
+    assert not mailbox.agent_socket.exists()  # cleaned
+    ok(unlock(mailbox))  # and a new agent starts where it was
+    assert ok(eventpile(mailbox, "--json", "search", ""))["total"] == MESSAGES
+
+
+def test_a_second_unlock_replaces_the_agent(keyring: Keyring, home: Home, unlock: Unlock) -> None:
+    first = ok(unlock(home, "--for", "10m"))["pid"]
+    second = ok(unlock(home, "--for", "2h"))
+    assert second["pid"] != first and second["seconds"] == 7200
+    wait_until(lambda: not alive(first), "replaced")
+    assert ok(eventpile(home, "--json", "ops")) == {"operations": []}
+    assert ok(eventpile(home, "--json", "lock"))["stopped"] == second["pid"]
+
+
+def test_an_agent_serves_its_home_alone(
+    keyring: Keyring, home: Home, tmp_path: Path, unlock: Unlock
+) -> None:
+    other = Home(tmp_path / "other")
+    other.init(PASSPHRASE)
+    ok(unlock(home))
+    assert error(eventpile(other, "--json", "ops")) == f"eventpile: {NO_PASSPHRASE}"
+    other.agent_socket.symlink_to(home.agent_socket)  # its socket, in the other home
+    assert agent.keyring(home) == keyring
+    assert agent.keyring(other) is None  # it answers, with keys the other home has not
+    assert error(eventpile(other, "--json", "ops")) == f"eventpile: {NO_PASSPHRASE}"
+    assert ok(eventpile(other, "--json", "ops", passphrase=PASSPHRASE)) == {"operations": []}
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root, to ask as another user")
+def test_an_agent_answers_its_user_alone(unlock: Unlock) -> None:
+    nobody = 65534
+    with tempfile.TemporaryDirectory() as tmp:  # a folder the other user can reach
+        os.chmod(tmp, 0o755)
+        home = Home(Path(tmp) / "home")
+        keyring = home.init(PASSPHRASE)
+        ok(unlock(home))
+        home.path.chmod(0o755)  # let it reach the socket too: the agent still refuses
+        home.agent_socket.chmod(0o666)
+        answer, told = os.pipe()
+        child = os.fork()
+        if child == 0:  # as the other user: connect, ask, say how many bytes came back
+            try:
+                os.setgid(nobody)
+                os.setuid(nobody)
+                with socket.socket(socket.AF_UNIX) as asking:
+                    asking.connect(str(home.agent_socket))
+                    try:
+                        asking.sendall(b"keys")
+                        asking.shutdown(socket.SHUT_WR)
+                        got = asking.recv(65536)
+                    except (ConnectionResetError, BrokenPipeError):  # closed on it
+                        got = b""
+                    os.write(told, str(len(got)).encode())
+            finally:
+                os._exit(0)
+        os.close(told)
+        os.waitpid(child, 0)
+        with os.fdopen(answer) as said:
+            assert said.read() == "0"  # connected, and closed without an answer
+        assert agent.keyring(home) == keyring  # its own user is still answered
+        ok(eventpile(home, "--json", "lock"))
+
+
+def test_a_socket_nobody_listens_on_is_removed(keyring: Keyring, home: Home) -> None:
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(home.agent_socket))
+    assert agent.keyring(home) is None and agent.stop(home) is None
+    assert not home.agent_socket.exists()
+
+
+def test_purpose_keys_are_hkdf_sha256() -> None:
+    """The standard library's HMAC gives what cryptography's HKDF gave (views made before
+    stay readable)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    for key, purpose in [(bytes(32), "views"), (bytes(range(32)), "message-id"), (b"k" * 32, "")]:
+        expected = HKDF(hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(key)
+        assert _hkdf(key, purpose) == expected
+
+
+def test_a_search_with_the_agent_loads_nothing_heavy(mailbox: Home, unlock: Unlock) -> None:
+    ok(unlock(mailbox))
+    probe = (
+        "import sys; from eventpile.mail.cli import main; code = main(['--json', 'search', 'x']);"
+        "heavy = ('pydantic', 'eventsourcing', 'cryptography', 'rich', 'eventpile.mail.app');"
+        "print(sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')}),"
+        " file=sys.stderr); sys.exit(code)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "EVENTPILE_PASSPHRASE"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "EVENTPILE_HOME": str(mailbox.path)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert (done.returncode, done.stderr) == (0, "[]\n")
