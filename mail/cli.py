@@ -10,11 +10,11 @@ import math
 import os
 import socket
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 
 from eventpile.cli import (
@@ -31,7 +31,6 @@ from eventpile.cli import (
     utf8,
 )
 from eventpile.cli import main as run_cli
-from eventpile.mail.app import MailApplication
 
 commands = typer.Typer()
 """The mail commands: added to the framework's in :data:`cli`."""
@@ -83,30 +82,60 @@ def index_db(s: Any) -> Any:
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(
-        "", help="e.g. 'from:ralf subject:\"mips\" after:2015-01-01'", callback=utf8
+        "",
+        help="e.g. 'from:ralf OR from:maciej', 'subject:\"mips\" -tag:done date:2015..' "
+        "(the README lists the language)",
+        callback=utf8,
     ),
     limit: int = typer.Option(
         20, "--limit", "-n", min=1, max=MAX_COUNT, help="At most this many results."
     ),
+    offset: int = typer.Option(0, "--offset", min=0, max=MAX_COUNT, help="Skip this many first."),
+    sort: str = typer.Option(
+        "newest",
+        "--sort",
+        click_type=click.Choice(["newest", "oldest"]),
+        help="Newest or oldest first.",
+    ),
+    by_thread: bool = typer.Option(
+        False, "--threads", help="One result per thread, with its message count."
+    ),
 ) -> None:
-    """Search the message index, newest first."""
-    from eventpile.mail.query import parse_query
+    """Search the message index (with --json, each message has a snippet of its text)."""
+    from eventpile.mail.query import Sort, parse_query, threads
     from eventpile.mail.query import search as run_search
 
     s = settings(ctx)
     parsed = parse_query(query)
+    order: Sort = "oldest" if sort == "oldest" else "newest"
     db = index_db(s)
     try:
-        found = run_search(db, parsed, limit)
+        if by_thread:
+            found = threads(db, parsed, limit, offset, order)
+        else:
+            found = run_search(db, parsed, limit, offset, order, snippets=s.json)
     finally:
         db.close()
 
     def show() -> None:
         from rich.table import Table
 
-        table = Table("date", "from", "subject", "tags", title=f"{found['total']:,} messages")
-        for r in found["results"]:
-            table.add_row(r["date"] or "", r["from"], r["subject"], " ".join(r["tags"]))
+        if by_thread:
+            table = Table("date", "messages", "authors", "subject", "tags")
+            for r in found["results"]:
+                count = f"{r['matched']}/{r['messages']}"
+                table.add_row(
+                    r["date"] or "",
+                    count,
+                    ", ".join(r["authors"]),
+                    r["subject"],
+                    " ".join(r["tags"]),
+                )
+            table.title = f"{found['total']:,} threads"
+        else:
+            table = Table("date", "from", "subject", "tags", title=f"{found['total']:,} messages")
+            for r in found["results"]:
+                table.add_row(r["date"] or "", r["from"], r["subject"], " ".join(r["tags"]))
         console().print(table)
 
     emit(s, found, show)
@@ -244,6 +273,8 @@ def demo(
     messages: int = typer.Option(2000, "--messages", min=1, help="Synthetic messages to import."),
 ) -> None:
     """A tour in a throwaway home: import, search, tag, the operation log."""
+    import tempfile
+
     from eventpile.mail.synthetic import write_mbox
 
     s = settings(ctx)
@@ -291,7 +322,7 @@ def run() -> None:
 
 
 cli = command_line(
-    MailApplication,
+    "eventpile.mail.app:MailApplication",
     commands,
     about="An encrypted, event-sourced mail index: every change is a recorded operation.",
 )

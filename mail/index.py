@@ -28,6 +28,7 @@ from eventpile.mail.query import (
     MAX_WORD_BYTES,
     UNDATED,
     UNDATED_END,
+    link_key,
     orphan_memberships,
     shared_names,
     words,
@@ -52,12 +53,12 @@ CREATE TABLE IF NOT EXISTS message_tags (
 );
 CREATE INDEX IF NOT EXISTS message_tags_tag ON message_tags(tag, message);
 CREATE TABLE IF NOT EXISTS message_threads (
-    message TEXT PRIMARY KEY, header_id TEXT NOT NULL, thread TEXT NOT NULL
+    message TEXT PRIMARY KEY, header BIGINT NOT NULL, thread TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS message_threads_header ON message_threads(header_id);
+CREATE INDEX IF NOT EXISTS message_threads_header ON message_threads(header);
 CREATE INDEX IF NOT EXISTS message_threads_thread ON message_threads(thread);
 CREATE TABLE IF NOT EXISTS message_links (
-    link TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (link, message)
+    link BIGINT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (link, message)
 );
 CREATE INDEX IF NOT EXISTS message_links_message ON message_links(message);
 """
@@ -66,7 +67,7 @@ FULL_TEXT = {
     + f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
     {", ".join(LEXEME_PREFIX)},
-    tokenize="unicode61 remove_diacritics 2 tokenchars '_'"
+    columnsize=0, tokenize="unicode61 remove_diacritics 2 tokenchars '_'"
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
 """,
@@ -109,6 +110,10 @@ class PageWrites:
     message is removed first, so none of ``rows`` is in the table)."""
     dots: list[tuple[str, list[tuple[str, str, str]]]] = field(default_factory=list)
     """Tag membership changes in order: ``(statement, rows)``, alike neighbours merged."""
+    joining: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
+    """The messages indexed in the page (and not removed since) that join their threads
+    at its end: ``(key of its Message-ID, keys of its links)`` by message id (see
+    :func:`~eventpile.mail.query.link_key`)."""
 
     def dot(self, sql: str, rows: list[tuple[str, str, str]]) -> None:
         if self.dots and self.dots[-1][0] == sql:
@@ -149,6 +154,8 @@ class PageWrites:
                 [(rowid, *text) for rowid, text in sorted(self.texts.items())],
             )
         self.send_rows(db)
+        if self.joining:
+            _join_threads(db, self.joining)
 
 
 ROWS_PER_INSERT = 250
@@ -286,7 +293,7 @@ class MessageIndex(Projection):
             "SELECT term, doc, cnt FROM messages_terms ORDER BY term",
             "SELECT id, name FROM tags ORDER BY id",
             "SELECT message, tag, dot FROM message_tags ORDER BY message, tag, dot",
-            "SELECT message, header_id, thread FROM message_threads ORDER BY message",
+            "SELECT message, header, thread FROM message_threads ORDER BY message",
             "SELECT link, message FROM message_links ORDER BY link, message",
         )
 
@@ -313,7 +320,10 @@ def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -
             "INSERT INTO messages VALUES (?,?,?,?,?,?) RETURNING rowid", (_rowid(db, date), *row)
         ).fetchone()[0]
         page.texts[rowid] = parts
-    _join_thread(db, message_id, event.header_id, event.references)
+    page.joining[message_id] = (
+        link_key(event.header_id),
+        list(dict.fromkeys(map(link_key, [event.header_id, *event.references]))),
+    )
 
 
 def _rowid(db: ViewDB, date: int | None) -> int | None:
@@ -329,7 +339,8 @@ def _rowid(db: ViewDB, date: int | None) -> int | None:
 
 
 def _remove(db: ViewDB, message_id: str, page: PageWrites) -> None:
-    _leave_thread(db, message_id)
+    if page.joining.pop(message_id, None) is None:
+        _leave_thread(db, message_id)
     if db.dialect == "postgresql":
         page.remove(message_id)
         return
@@ -342,30 +353,54 @@ def _marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
-def _join_thread(db: ViewDB, message: str, header_id: str, references: Sequence[str]) -> None:
-    """The message joins the threads of every message it shares a Message-ID with (its
-    own or one it refers to), merged into one: a thread's id is its least message id,
-    so it depends only on which messages it holds."""
-    links = list(dict.fromkeys([header_id, *references]))
+LINKS_PER_QUERY = 500
+
+
+def _join_threads(db: ViewDB, joining: dict[str, tuple[int, list[int]]]) -> None:
+    """The messages join the threads of every message they share a Message-ID with
+    (their own or one they refer to), and each other's: the threads they link are
+    merged into one, named by its least message id, so a thread's id depends only on
+    which messages it holds, however they came. One pass for a page of messages."""
     db.executemany(
         "INSERT INTO message_links VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(link, message) for link in links],
+        [(link, message) for message, (_, links) in joining.items() for link in links],
     )
-    neighbours = {
-        row[0]
-        for row in db.execute(
-            "SELECT DISTINCT t.thread FROM message_links l JOIN message_threads t "
-            f"ON t.message = l.message WHERE l.link IN ({_marks(links)})",
-            links,
-        )
-    }
-    thread = min(neighbours | {message})
-    db.execute("INSERT INTO message_threads VALUES (?, ?, ?)", (message, header_id, thread))
-    merged = sorted(neighbours - {thread})
-    if merged:
+    holders: dict[int, list[str]] = {}  # each link's nodes: joining messages, known threads
+    for message, (_, links) in joining.items():
+        for link in links:
+            holders.setdefault(link, []).append(message)
+    known = list(holders)
+    for start in range(0, len(known), LINKS_PER_QUERY):
+        chunk = known[start : start + LINKS_PER_QUERY]
+        for link, thread in db.execute(
+            "SELECT DISTINCT l.link, t.thread FROM message_links l JOIN message_threads t "
+            f"ON t.message = l.message WHERE l.link IN ({_marks(chunk)})",
+            chunk,
+        ):
+            holders[link].append(thread)
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    for nodes in holders.values():
+        for node in nodes[1:]:
+            a, b = root(nodes[0]), root(node)
+            parent[max(a, b)] = min(a, b)  # a part's least id is its root
+    db.executemany(
+        "INSERT INTO message_threads VALUES (?, ?, ?)",
+        [(message, header_id, root(message)) for message, (header_id, _) in joining.items()],
+    )
+    merged: dict[str, list[str]] = {}
+    for node in parent:
+        if node not in joining and root(node) != node:
+            merged.setdefault(root(node), []).append(node)
+    for thread, olds in merged.items():
         db.execute(
-            f"UPDATE message_threads SET thread=? WHERE thread IN ({_marks(merged)})",
-            (thread, *merged),
+            f"UPDATE message_threads SET thread=? WHERE thread IN ({_marks(olds)})",
+            (thread, *olds),
         )
 
 
@@ -382,7 +417,7 @@ def _leave_thread(db: ViewDB, message: str) -> None:
         "ON l.message = t.message WHERE t.thread=? ORDER BY t.message",
         (row[0],),
     ).fetchall()
-    first: dict[str, str] = {}  # each message's representative, and each link's first message
+    first: dict[int, str] = {}  # each link's first message
     parent: dict[str, str] = {}
 
     def root(node: str) -> str:

@@ -11,6 +11,7 @@ the ``tsv`` column, whose lexemes carry the part of the message they come from
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,15 @@ LEXEME_PREFIX = {
 PostgreSQL the prefix of their words' lexemes (``b.word``)."""
 
 Sort = Literal["newest", "oldest"]
+
+
+def link_key(message_id: str) -> int:
+    """A Message-ID as the index keeps it: 64 bits of its hash (a short key in the
+    thread tables; two ids that share one are as likely as a random pair of 64-bit
+    numbers)."""
+    return int.from_bytes(
+        hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 def _dialect(db: Any) -> str:
@@ -171,8 +181,8 @@ class _Compiler:
                     f"WHERE mt.message = {alias}.id AND t.name = ?)"
                 )
             case MessageId(value):
-                self.params.append(value)
-                return f"{alias}.id IN (SELECT message FROM message_threads WHERE header_id = ?)"
+                self.params.append(link_key(value))
+                return f"{alias}.id IN (SELECT message FROM message_threads WHERE header = ?)"
             case Thread(thread):
                 self.params.append(thread)
                 return f"{alias}.id IN (SELECT message FROM message_threads WHERE thread = ?)"

@@ -95,12 +95,19 @@ def test_init_import_search_tag_tags(cli_env: Home, run: Run, mbox: Path) -> Non
     everything = run("search", "")
     assert everything["total"] == MESSAGES and len(everything["results"]) == MESSAGES
     for result in everything["results"]:
-        assert set(result) == {"id", "subject", "from", "date", "tags"}
-        assert result["tags"] == []
+        assert set(result) == {"id", "thread", "subject", "from", "date", "tags", "snippet"}
+        assert result["tags"] == [] and result["snippet"]
     dates = [r["date"] for r in everything["results"]]
     assert dates[0] is not None
     limited = run("search", "--limit", "3", "")
     assert limited["total"] == MESSAGES and limited["results"] == everything["results"][:3]
+    second = run("search", "--limit", "3", "--offset", "3", "")
+    assert second["results"] == everything["results"][3:6]
+    oldest = run("search", "--sort", "oldest", "")
+    assert oldest["results"] == everything["results"][::-1]
+    listed = run("search", "--threads", "")
+    assert sum(t["matched"] for t in listed["results"]) == MESSAGES
+    assert {t["thread"] for t in listed["results"]} == {r["thread"] for r in everything["results"]}
 
     some = run("search", "--limit", "100", "patch")
     assert 0 < some["total"] < MESSAGES
