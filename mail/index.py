@@ -8,9 +8,9 @@ References (as notmuch, not by subject). Queries are in :mod:`eventpile.mail.que
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from eventpile import DomainEvent, Projection, ViewDB
 from eventpile.mail.message import (
@@ -110,6 +110,9 @@ class PageWrites:
     message is removed first, so none of ``rows`` is in the table)."""
     dots: list[tuple[str, list[tuple[str, str, str]]]] = field(default_factory=list)
     """Tag membership changes in order: ``(statement, rows)``, alike neighbours merged."""
+    leaving: set[str] = field(default_factory=set)
+    """The messages removed (or indexed again) in the page that may have been in a thread
+    before it: they leave it at the page's end, before ``joining`` join theirs."""
     joining: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
     """The messages indexed in the page (and not removed since) that join their threads
     at its end: ``(key of its Message-ID, keys of its links)`` by message id (see
@@ -154,6 +157,8 @@ class PageWrites:
                 [(rowid, *text) for rowid, text in sorted(self.texts.items())],
             )
         self.send_rows(db)
+        if self.leaving:
+            _leave_threads(db, self.leaving)
         if self.joining:
             _join_threads(db, self.joining)
 
@@ -243,7 +248,6 @@ class MessageIndex(Projection):
     def _apply(self, db: ViewDB, event: DomainEvent, position: int, page: PageWrites) -> None:
         match event:
             case MessageIndexed():
-                _remove(db, event.originator_id.hex, page)
                 _index(db, event, position, page)
             case MessageRemoved():
                 _remove(db, event.originator_id.hex, page)
@@ -314,16 +318,28 @@ def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -
         " ".join(event.mimetypes),
     )
     if db.dialect == "postgresql":
+        _remove(db, message_id, page)
         page.index(db, message_id, (position, *row, event.text, tsvector(parts)))
     else:
-        rowid = db.execute(
-            "INSERT INTO messages VALUES (?,?,?,?,?,?) RETURNING rowid", (_rowid(db, date), *row)
-        ).fetchone()[0]
-        page.texts[rowid] = parts
+        page.texts[_insert(db, message_id, date, row, page)] = parts
     page.joining[message_id] = (
         link_key(event.header_id),
         list(dict.fromkeys(map(link_key, [event.header_id, *event.references]))),
     )
+
+
+_NEW_ROW = "INSERT INTO messages VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING RETURNING rowid"
+
+
+def _insert(
+    db: ViewDB, message_id: str, date: int | None, row: tuple[object, ...], page: PageWrites
+) -> int:
+    """SQLite: the message's row (in place of the one it had, if indexed before); its rowid."""
+    found = db.execute(_NEW_ROW, (_rowid(db, date), *row)).fetchone()
+    if found is None:  # indexed before: removed first
+        _remove(db, message_id, page)
+        found = db.execute(_NEW_ROW, (_rowid(db, date), *row)).fetchone()
+    return int(found[0])
 
 
 def _rowid(db: ViewDB, date: int | None) -> int | None:
@@ -339,13 +355,18 @@ def _rowid(db: ViewDB, date: int | None) -> int | None:
 
 
 def _remove(db: ViewDB, message_id: str, page: PageWrites) -> None:
-    if page.joining.pop(message_id, None) is None:
-        _leave_thread(db, message_id)
+    joined_here = page.joining.pop(message_id, None) is not None
     if db.dialect == "postgresql":
         page.remove(message_id)
+        if not joined_here:
+            page.leaving.add(message_id)
         return
     row = db.execute("DELETE FROM messages WHERE id=? RETURNING rowid", (message_id,)).fetchone()
-    if row is not None and page.texts.pop(row[0], None) is None:
+    if row is None:
+        return  # it was not in the index
+    if not joined_here:
+        page.leaving.add(message_id)
+    if page.texts.pop(row[0], None) is None:
         page.removed.append(row[0])  # not indexed in this page: in the index
 
 
@@ -356,11 +377,32 @@ def _marks(values: Sequence[object]) -> str:
 LINKS_PER_QUERY = 500
 
 
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), LINKS_PER_QUERY):
+        yield values[start : start + LINKS_PER_QUERY]
+
+
+class _Parts:
+    """Union-find whose parts are named by their least member: a thread's id depends
+    only on which messages it holds, however they came."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def root(self, node: str) -> str:
+        while self.parent.setdefault(node, node) != node:
+            node = self.parent[node]
+        return node
+
+    def join(self, a: str, b: str) -> None:
+        a, b = self.root(a), self.root(b)
+        self.parent[max(a, b)] = min(a, b)
+
+
 def _join_threads(db: ViewDB, joining: dict[str, tuple[int, list[int]]]) -> None:
     """The messages join the threads of every message they share a Message-ID with
     (their own or one they refer to), and each other's: the threads they link are
-    merged into one, named by its least message id, so a thread's id depends only on
-    which messages it holds, however they came. One pass for a page of messages."""
+    merged into one. One pass for a page of messages."""
     db.executemany(
         "INSERT INTO message_links VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(link, message) for message, (_, links) in joining.items() for link in links],
@@ -369,34 +411,25 @@ def _join_threads(db: ViewDB, joining: dict[str, tuple[int, list[int]]]) -> None
     for message, (_, links) in joining.items():
         for link in links:
             holders.setdefault(link, []).append(message)
-    known = list(holders)
-    for start in range(0, len(known), LINKS_PER_QUERY):
-        chunk = known[start : start + LINKS_PER_QUERY]
+    for chunk in _chunks(list(holders)):
         for link, thread in db.execute(
             "SELECT DISTINCT l.link, t.thread FROM message_links l JOIN message_threads t "
             f"ON t.message = l.message WHERE l.link IN ({_marks(chunk)})",
             chunk,
         ):
             holders[link].append(thread)
-    parent: dict[str, str] = {}
-
-    def root(node: str) -> str:
-        while parent.setdefault(node, node) != node:
-            node = parent[node]
-        return node
-
+    parts = _Parts()
     for nodes in holders.values():
         for node in nodes[1:]:
-            a, b = root(nodes[0]), root(node)
-            parent[max(a, b)] = min(a, b)  # a part's least id is its root
+            parts.join(nodes[0], node)
     db.executemany(
         "INSERT INTO message_threads VALUES (?, ?, ?)",
-        [(message, header_id, root(message)) for message, (header_id, _) in joining.items()],
+        [(message, header, parts.root(message)) for message, (header, _) in joining.items()],
     )
     merged: dict[str, list[str]] = {}
-    for node in parent:
-        if node not in joining and root(node) != node:
-            merged.setdefault(root(node), []).append(node)
+    for node in list(parts.parent):
+        if node not in joining and parts.root(node) != node:
+            merged.setdefault(parts.root(node), []).append(node)
     for thread, olds in merged.items():
         db.execute(
             f"UPDATE message_threads SET thread=? WHERE thread IN ({_marks(olds)})",
@@ -404,40 +437,38 @@ def _join_threads(db: ViewDB, joining: dict[str, tuple[int, list[int]]]) -> None
         )
 
 
-def _leave_thread(db: ViewDB, message: str) -> None:
-    """The message leaves its thread, which may fall apart into several (each named by
-    its least message id)."""
-    row = db.execute("SELECT thread FROM message_threads WHERE message=?", (message,)).fetchone()
-    if row is None:
-        return
-    db.execute("DELETE FROM message_threads WHERE message=?", (message,))
-    db.execute("DELETE FROM message_links WHERE message=?", (message,))
-    links = db.execute(
-        "SELECT t.message, l.link FROM message_threads t JOIN message_links l "
-        "ON l.message = t.message WHERE t.thread=? ORDER BY t.message",
-        (row[0],),
-    ).fetchall()
+def _leave_threads(db: ViewDB, leaving: set[str]) -> None:
+    """The messages leave their threads, which may fall apart into several."""
+    found: list[tuple[str, str]] = []
+    for chunk in _chunks(sorted(leaving)):
+        found += db.execute(
+            f"SELECT message, thread FROM message_threads WHERE message IN ({_marks(chunk)})",
+            chunk,
+        ).fetchall()
+    for chunk in _chunks([message for message, _ in found]):
+        for table in ("message_threads", "message_links"):
+            db.execute(f"DELETE FROM {table} WHERE message IN ({_marks(chunk)})", chunk)
+    for thread in sorted({thread for _, thread in found}):
+        _split(db, thread)
+
+
+def _split(db: ViewDB, thread: str) -> None:
+    """The messages left of ``thread`` as the threads their links make now."""
+    parts = _Parts()
     first: dict[int, str] = {}  # each link's first message
-    parent: dict[str, str] = {}
-
-    def root(node: str) -> str:
-        while parent.get(node, node) != node:
-            node = parent[node]
-        return node
-
-    for member, link in links:
-        parent.setdefault(member, member)
-        holder = first.setdefault(link, member)
-        a, b = root(member), root(holder)
-        if a != b:
-            parent[max(a, b)] = min(a, b)  # the least message of a part is its root
+    for member, link in db.execute(
+        "SELECT t.message, l.link FROM message_threads t JOIN message_links l "
+        "ON l.message = t.message WHERE t.thread=?",
+        (thread,),
+    ):
+        parts.join(member, first.setdefault(link, member))
     moved: dict[str, list[str]] = {}
-    for member in parent:
-        thread = root(member)
-        if thread != row[0]:
-            moved.setdefault(thread, []).append(member)
-    for thread, members in moved.items():
-        db.execute(
-            f"UPDATE message_threads SET thread=? WHERE message IN ({_marks(members)})",
-            (thread, *members),
-        )
+    for member in list(parts.parent):
+        if parts.root(member) != thread:
+            moved.setdefault(parts.root(member), []).append(member)
+    for name, members in moved.items():
+        for chunk in _chunks(members):
+            db.execute(
+                f"UPDATE message_threads SET thread=? WHERE message IN ({_marks(chunk)})",
+                (name, *chunk),
+            )
