@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from eventpile.domain.undoing import Undoing
     from eventpile.projections.base import Projection
     from eventpile.projections.feed import Renderer
+    from eventpile.store.agent import keyring as agent_keyring
     from eventpile.store.errors import DamagedView, StoreError
     from eventpile.store.home import Home, default_home
     from eventpile.store.keys import Keyring
@@ -71,6 +72,7 @@ _WHERE = {
     "Home": ("eventpile.store.home", "Home"),
     "default_home": ("eventpile.store.home", "default_home"),
     "Keyring": ("eventpile.store.keys", "Keyring"),
+    "agent_keyring": ("eventpile.store.agent", "keyring"),
     "StoreError": ("eventpile.store.errors", "StoreError"),
     "DamagedView": ("eventpile.store.errors", "DamagedView"),
     # the testing kit and the command-line kit (modules)
@@ -103,6 +105,7 @@ __all__ = [
     "Undo",
     "Undoing",
     "ViewDB",
+    "agent_keyring",
     "cli",
     "default_home",
     "explain",

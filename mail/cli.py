@@ -59,23 +59,15 @@ def index_db(s: Any) -> Any:
 
     The common case (the index is current) needs no event decoding at all.
     """
-    from eventpile import DamagedView, read_position
-    from eventpile.mail.query import INDEX_SCHEMA
+    from eventpile.mail.fast import current_index
 
     home, keyring = unlock(s)
-    backend = home.backend()
-    store = backend.view_store(keyring)
-    try:
-        if store.exists("messages"):
-            db = store.open("messages")
-            if read_position(db, "messages") == (backend.log_end(), INDEX_SCHEMA):
-                return db
-            db.close()
-    except DamagedView:  # the key opened the log: the view is damaged, made anew below
-        pass
+    db = current_index(home, keyring)
+    if db is not None:
+        return db
     with opened(s, (home, keyring)) as application:
         application.view("messages").catch_up(application)
-    return store.open("messages")
+    return home.backend().view_store(keyring).open("messages")
 
 
 @commands.command()

@@ -216,7 +216,7 @@ def test_the_wheel_has_no_top_level_package_but_eventpile(wheel: Path) -> None:
     (metadata,) = dist_info
     assert wheel_text(wheel, f"{metadata}/top_level.txt").split() == ["eventpile"]
     entry_points = wheel_text(wheel, f"{metadata}/entry_points.txt")
-    assert re.search(r"^eventpile = eventpile\.mail\.cli:run$", entry_points, re.M), entry_points
+    assert re.search(r"^eventpile = eventpile\.mail\.fast:run$", entry_points, re.M), entry_points
 
 
 # the installed wheel -------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""The ``eventpile`` command's entry point, with a fast path for ``--json search``.
+
+A search is the command scripts and mail clients run most, and a whole process of it
+spent a third of its time importing the command-line framework (typer and click).
+The fast path reads ``eventpile [--json] [--home DIR] --json search [-n N] [--offset N]
+[--sort newest|oldest] [--threads] [QUERY]`` itself and answers from a current index
+with the keys of the agent or ``EVENTPILE_PASSPHRASE``. Anything else — other commands,
+``--help``, an option it does not know, a bad value, an index to bring up to date, a
+passphrase to ask, any error — goes to the full command line
+(:mod:`eventpile.mail.cli`), which prints the same help and errors as always: a
+search reads only, so running it there again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+INTERRUPTED = 130
+SEARCH_OPTIONS = {"-n": "limit", "--limit": "limit", "--offset": "offset", "--sort": "sort"}
+
+
+def run() -> None:
+    try:
+        found = _fast_search(sys.argv[1:])
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+    except Exception:  # the full command line says what went wrong, as it does
+        found = None
+    if found is None:
+        from eventpile.mail.cli import run as full
+
+        full()
+    else:
+        sys.stdout.write(json.dumps(found, default=str) + "\n")
+
+
+def _fast_search(argv: list[str]) -> dict[str, Any] | None:
+    """The JSON document of the search ``argv`` asks for; None to leave it to the full
+    command line."""
+    parsed = _read(argv)
+    if parsed is None:
+        return None
+    home_dir, query, options = parsed
+    from eventpile import Home, agent_keyring, default_home
+    from eventpile.mail.query import parse_query, search, threads
+
+    home = Home(home_dir or default_home(), os.environ.get("EVENTPILE_DATABASE_URL"))
+    keyring = agent_keyring(home)
+    if keyring is None:
+        passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
+        if passphrase is None:
+            return None  # to be asked in a terminal
+        keyring = home.unlock(passphrase)
+    db = current_index(home, keyring)
+    if db is None:
+        return None
+    try:
+        limit, offset, sort = int(options["limit"]), int(options["offset"]), options["sort"]
+        if options["threads"]:
+            return threads(db, parse_query(query), limit, offset, sort)
+        return search(db, parse_query(query), limit, offset, sort, snippets=True)
+    finally:
+        db.close()
+
+
+def _read(argv: list[str]) -> tuple[Path | None, str, dict[str, Any]] | None:
+    """``(home, query, options)`` of a ``--json search`` that the fast path reads; None
+    for anything else."""
+    home: Path | None = None
+    as_json = False
+    args = iter(argv)
+    for arg in args:
+        if arg == "--json":
+            as_json = True
+        elif arg == "--home":
+            home = Path(next(args))
+        elif arg == "search":
+            break
+        else:
+            return None
+    else:
+        return None
+    options: dict[str, Any] = {"limit": "20", "offset": "0", "sort": "newest", "threads": False}
+    queries = []
+    for arg in args:
+        if arg in SEARCH_OPTIONS:
+            options[SEARCH_OPTIONS[arg]] = next(args)
+        elif arg == "--threads":
+            options["threads"] = True
+        elif arg.startswith("-") and arg != "-":
+            return None  # --help, --, a negation: the full command line reads those
+        else:
+            queries.append(arg)
+    valid = (
+        options["limit"].isdigit()
+        and int(options["limit"]) >= 1
+        and options["offset"].isdigit()
+        and options["sort"] in ("newest", "oldest")
+        and len(queries) <= 1
+    )
+    if not as_json or not valid or "EVENTPILE_DATABASE_URL" in os.environ:
+        return None
+    return home, queries[0] if queries else "", options
+
+
+def current_index(home: Any, keyring: Any) -> Any:
+    """The message index of ``home`` if it is current (found without decoding any
+    event); None if it must be brought up to date (or made anew) first."""
+    from eventpile import DamagedView, read_position
+    from eventpile.mail.query import INDEX_SCHEMA
+
+    backend = home.backend()
+    store = backend.view_store(keyring)
+    try:
+        if store.exists("messages"):
+            db = store.open("messages")
+            if read_position(db, "messages") == (backend.log_end(), INDEX_SCHEMA):
+                return db
+            db.close()
+    except DamagedView:  # the key opened the log: the view is damaged, made anew later
+        pass
+    return None

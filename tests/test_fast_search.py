@@ -1,0 +1,97 @@
+"""The fast path of ``eventpile --json search``: the same answers, help and errors as
+the full command line, without importing the command-line framework."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventpile.mail.synthetic import write_mbox
+from eventpile.store.home import Home
+
+PASSPHRASE = "fast path passphrase"
+FAST = "from eventpile.mail.fast import run; run()"
+FULL = "from eventpile.mail.cli import run; run()"
+
+
+def process(entry: str, home: Home, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("EVENTPILE_")},
+        "EVENTPILE_HOME": str(home.path),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", entry, *argv],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    where = tmp_path_factory.mktemp("fast")
+    home = Home(where / "home")
+    mbox = write_mbox(where / "mail.mbox", 40, seed=5)
+    for argv in (["init"], ["import", str(mbox)], ["tag", "add", "todo", "patch"]):
+        done = process(FULL, home, "--json", *argv, EVENTPILE_PASSPHRASE=PASSPHRASE)
+        assert done.returncode == 0, done.stderr
+    return home
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "search", "patch"],
+        ["--json", "search"],
+        ["--json", "search", "-n", "3", "--offset", "2", "--sort", "oldest", "tag:todo OR fix"],
+        ["--json", "search", "--threads", "--limit", "5", "-tag:todo"],
+        ["--json", "search", "thread:{tag:todo}", "--sort", "newest"],
+        # left to the full command line: each answer the same
+        ["--json", "search", "--help"],
+        ["--json", "search", "a OR"],
+        ["--json", "search", "-n", "0", "x"],
+        ["--json", "search", "--sort", "sideways", "x"],
+        ["--json", "search", "two", "queries"],
+        ["search", "patch"],
+        ["--json", "tags"],
+    ],
+)
+def test_the_fast_path_answers_as_the_full_command_line(home: Home, argv: list[str]) -> None:
+    fast = process(FAST, home, *argv, EVENTPILE_PASSPHRASE=PASSPHRASE)
+    full = process(FULL, home, *argv, EVENTPILE_PASSPHRASE=PASSPHRASE)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (
+        full.returncode,
+        full.stdout,
+        full.stderr,
+    )
+
+
+def test_a_search_loads_no_command_line_framework(home: Home) -> None:
+    probe = (
+        "import sys; sys.argv = ['eventpile', '--json', 'search', 'patch']; "
+        f"{FAST}; "
+        "print(sorted(m for m in ('typer', 'click', 'rich', 'pydantic') if m in sys.modules), "
+        "file=sys.stderr)"
+    )
+    done = process(probe, home, EVENTPILE_PASSPHRASE=PASSPHRASE)
+    assert done.returncode == 0 and '"total"' in done.stdout
+    assert done.stderr.strip() == "[]"
+
+
+def test_without_a_passphrase_or_a_current_index_the_full_command_line_answers(
+    home: Home, tmp_path: Path
+) -> None:
+    asked = process(FAST, home, "--json", "search", "patch")
+    assert asked.returncode == 1 and "EVENTPILE_PASSPHRASE" in asked.stderr
+    before = process(FAST, home, "--json", "search", "patch", EVENTPILE_PASSPHRASE=PASSPHRASE)
+    for view in home.path.glob("views/messages*"):
+        view.unlink()  # the index is made anew by the full command line, the same
+    after = process(FAST, home, "--json", "search", "patch", EVENTPILE_PASSPHRASE=PASSPHRASE)
+    assert after.returncode == 0 and after.stdout == before.stdout
