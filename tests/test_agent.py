@@ -36,14 +36,14 @@ NO_PASSPHRASE = "set EVENTPILE_PASSPHRASE, or run in a terminal to be asked"
 def eventpile(
     home: Home, *argv: str, passphrase: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``eventpile ARGV`` as a process of its own on ``home``, with no terminal, and the
-    passphrase in its environment only if given."""
+    """``eventpile ARGV`` as a process of its own on ``home`` (its console script's entry
+    point), with no terminal, and the passphrase in its environment only if given."""
     env = {**os.environ, "EVENTPILE_HOME": str(home.path)}
     env.pop("EVENTPILE_PASSPHRASE", None)
     if passphrase is not None:
         env["EVENTPILE_PASSPHRASE"] = passphrase
     return subprocess.run(
-        [sys.executable, "-c", "from eventpile.mail.cli import run; run()", *argv],
+        [sys.executable, "-c", "from eventpile.mail.fast import run; run()", *argv],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -121,6 +121,22 @@ def test_commands_ask_no_passphrase_while_the_home_is_unlocked(
     expires_in = datetime.fromisoformat(started["expires_at"]) - datetime.now(UTC)
     assert 590 < expires_in.total_seconds() <= 600 and alive(started["pid"])
     assert ok(eventpile(mailbox, "--json", "search", ""))["total"] == MESSAGES
+    loaded = (  # the search's fast path, with the agent's keys
+        "import sys; sys.argv = ['eventpile', '--json', 'search', '']; "
+        "from eventpile.mail.fast import run; run(); "
+        "print([m for m in ('typer', 'cryptography', 'pydantic') if m in sys.modules])"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", loaded],
+        env={
+            **{k: v for k, v in os.environ.items() if k != "EVENTPILE_PASSPHRASE"},
+            "EVENTPILE_HOME": str(mailbox.path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 4,
+    )
+    assert probe.stdout.splitlines()[-1] == "[]", probe.stderr
     tagged = ok(eventpile(mailbox, "--json", "tag", "add", "seen", ""))
     assert tagged["changed"] == MESSAGES
     tags = ok(eventpile(mailbox, "--json", "tags"))["tags"]
