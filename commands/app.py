@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from eventpile.commands.base import Handler
 from eventpile.commands.claims import Claims
+from eventpile.commands.passphrase import passphrase_changed
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate
 from eventpile.domain.operation import Operation
@@ -34,6 +35,6 @@ class Application(Claims):
     """
 
     aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Operation,)
-    handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo)
+    handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo, passphrase_changed)
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}

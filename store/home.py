@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventpile.store.errors import NotInitialised, StoreError
-from eventpile.store.keys import Keyring, create_key_file, open_key_file
+from eventpile.store.keys import Keyring, change_passphrase, create_key_file, open_key_file
 
 if TYPE_CHECKING:
     from eventpile.store.backend import Backend
@@ -99,6 +99,14 @@ class Home:
         return create_key_file(self.key_file, passphrase)
 
     def unlock(self, passphrase: str) -> Keyring:
+        self._check_exists()
+        return open_key_file(self.key_file, passphrase)
+
+    def change_passphrase(self, old: str, new: str) -> Keyring:
+        """The keys wrapped by ``new`` from now on; ``old`` is refused afterwards."""
+        self._check_exists()
+        return change_passphrase(self.key_file, old, new)
+
+    def _check_exists(self) -> None:
         if not self.path.is_dir():
             raise NotInitialised(f"no eventpile home at {self.path}: run `eventpile init`")
-        return open_key_file(self.key_file, passphrase)

@@ -67,27 +67,62 @@ def _hkdf(key: bytes, purpose: str) -> bytes:
 
 def create_key_file(path: Path, passphrase: str) -> Keyring:
     """Make a new data key and installation id; write them to ``path`` (0600)."""
+    ring = Keyring(installation_id=uuid.uuid4(), keys={1: os.urandom(32)}, current=1)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write(fd, _wrapped(ring, passphrase))
+    return ring
+
+
+def change_passphrase(path: Path, old: str, new: str) -> Keyring:
+    """Wrap the data keys of ``path`` under ``new`` instead of ``old`` (a new salt too):
+    the keys themselves, and so every event and view, stay as they are, whatever the
+    log's size. The file is replaced whole, so a crash leaves the old one or the new."""
+    ring = open_key_file(path, old)
+    if new == old:
+        raise StoreError("the new passphrase is the one the home has")
+    document = _wrapped(ring, new)
+    fresh = path.with_name(path.name + ".new")
+    try:
+        _write(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), document)
+        os.replace(fresh, path)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return open_key_file(path, new)
+
+
+def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
+    """The key file's document: ``ring``'s data keys wrapped by ``passphrase``."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     if not passphrase:
         raise StoreError("the passphrase must not be empty")
-    salt, data_key, nonce = os.urandom(16), os.urandom(32), os.urandom(12)
-    kek = _derive_kek(passphrase, salt, SCRYPT_N, SCRYPT_R, 1)
-    wrapped = nonce + AESGCM(kek).encrypt(nonce, data_key, _wrap_aad(1))
-    ring = Keyring(installation_id=uuid.uuid4(), keys={1: data_key}, current=1)
-    document = {
+    salt = os.urandom(16)
+    kek = AESGCM(_derive_kek(passphrase, salt, SCRYPT_N, SCRYPT_R, 1))
+    keys = []
+    for key_id, key in sorted(ring.keys.items()):
+        nonce = os.urandom(12)
+        wrapped = nonce + kek.encrypt(nonce, key, _wrap_aad(key_id))
+        keys.append({"id": key_id, "wrapped": _b64(wrapped)})
+    return {
         "format": KEY_FILE_FORMAT,
         "installation_id": str(ring.installation_id),
         "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": 1, "salt": _b64(salt)},
-        "keys": [{"id": 1, "wrapped": _b64(wrapped)}],
-        "current": 1,
+        "keys": keys,
+        "current": ring.current,
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _write(fd: int, document: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(document, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    return ring
 
 
 def open_key_file(path: Path, passphrase: str) -> Keyring:

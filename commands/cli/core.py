@@ -95,12 +95,22 @@ def settings(ctx: typer.Context) -> Settings:
 
 
 def passphrase(*, confirm: bool = False) -> str:
-    value = os.environ.get("EVENTPILE_PASSPHRASE")
+    return _secret("EVENTPILE_PASSPHRASE", "Passphrase", confirm)
+
+
+def new_passphrase() -> str:
+    return _secret("EVENTPILE_NEW_PASSPHRASE", "New passphrase", confirm=True)
+
+
+def _secret(variable: str, prompt: str, confirm: bool) -> str:
+    """The value of the environment ``variable``, else asked in the terminal (twice if
+    ``confirm``)."""
+    value = os.environ.get(variable)
     if value is not None:
         return value
     if not sys.stdin.isatty():
-        raise click.ClickException("set EVENTPILE_PASSPHRASE, or run in a terminal to be asked")
-    return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+        raise click.ClickException(f"set {variable}, or run in a terminal to be asked")
+    return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
 def unlock(s: Settings) -> tuple[Home, Keyring]:

@@ -1,5 +1,6 @@
 """``unlock`` and ``lock``: the home's keys held by an agent for a while, so that
-commands need no passphrase (see :mod:`eventpile.store.agent`)."""
+commands need no passphrase (see :mod:`eventpile.store.agent`); ``passwd``: a new
+passphrase."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from eventpile.commands.cli.core import emit, passphrase, settings
+from eventpile.commands.cli.core import emit, new_passphrase, opened, passphrase, settings
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SECONDS = 366 * 86400
@@ -70,3 +71,21 @@ def lock(ctx: typer.Context) -> None:
     else:
         said = f"Locked {home.path}: agent {stopped.pid} forgot the keys"
     emit(s, data, lambda: typer.echo(said))
+
+
+@commands.command()
+def passwd(ctx: typer.Context) -> None:
+    """A new passphrase: the keys are wrapped anew (instant, whatever the log's size);
+    the old one is refused afterwards. EVENTPILE_NEW_PASSPHRASE gives it to scripts."""
+    from eventpile.commands.passphrase import PassphraseChanged, key_file_digest
+    from eventpile.store.home import Home
+
+    s = settings(ctx)
+    home = Home(s.home, s.database_url)
+    old = passphrase()
+    home.unlock(old)  # a wrong one is refused before the new one is asked
+    keyring = home.change_passphrase(old, new_passphrase())
+    digest = key_file_digest(home.key_file.read_bytes())
+    with opened(s, (home, keyring)) as application:
+        operation = application.execute(PassphraseChanged(key_file=digest))
+    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
