@@ -280,6 +280,8 @@ def demo(
             (f"Import {messages:,} synthetic messages", ["import", str(mbox)]),
             ("Import again: every message is known", ["import", str(mbox)]),
             ("Search", ["search", "-n", "5", "kernel"]),
+            ("Search: OR, NOT, a field", ["search", "-n", "3", "(crypto OR sync) -subject:re"]),
+            ("Search by thread: one line per thread", ["search", "-n", "3", "--threads", "kernel"]),
             ("Tag what matched", ["tag", "add", "kernel", "kernel"]),
             ("Search by tag and date", ["search", "-n", "3", "tag:kernel after:2024-06-01"]),
             ("Undo the tagging: compensating events, as an operation", ["undo"]),
