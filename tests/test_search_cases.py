@@ -214,6 +214,17 @@ def test_a_thread_is_found_by_its_id_and_listed_once(imported: MailApplication) 
     everything = threads(imported.view("messages").db, parse_query("*"), limit=3)
     assert everything["total"] == len(MAILS) - 1  # one thread of two
     assert everything["results"][0]["messages"] == 1  # the newest activity first: zone
+    past = threads(imported.view("messages").db, parse_query("*"), limit=3, offset=100)
+    assert past == {"total": len(MAILS) - 1, "results": []}
+    oldest = threads(imported.view("messages").db, parse_query("*"), sort="oldest")["results"]
+    assert [t["subject"] for t in oldest] == [  # by each thread's first message
+        "[PATCH] fix the kernel oops",
+        "a long report",
+        "[PATCH] irq handler",
+        "Fwd: zoo news",
+        "html only",
+        "bogus zone",
+    ]
 
 
 def test_pages_and_order(imported: MailApplication) -> None:
