@@ -254,3 +254,23 @@ def test_a_query_it_cannot_read_is_refused_before_searching(
 ) -> None:
     with pytest.raises(QueryError):
         search(imported.view("messages").db, parse_query(query))
+
+
+def test_a_huge_message_is_indexed_on_each_backend(app: MailApplication, tmp_path: Path) -> None:
+    """A text of 200,000 words, one of them 400 times: within SQLite's index whole, and
+    within PostgreSQL's limits (1 MiB a tsvector, 256 positions a word, position 16,383)."""
+    words = [f"w{n}x" for n in range(200_000)]
+    words[10:4010:10] = ["often"] * 400
+    words[-1] = "finale"
+    raw = (
+        "From: a@example.org\nTo: b@example.org\nSubject: huge\nMessage-ID: <huge@example.org>\n"
+        "Date: Mon, 10 Jan 2005 10:00:00 +0000\n\n" + " ".join(words) + "\n"
+    )
+    mbox = tmp_path / "huge.mbox"
+    mbox.write_text(f"From x Mon Jan  1 00:00:00 2024\n{raw}\n")
+    assert app.execute(ImportMailbox(path=mbox)).result["indexed"] == 1
+    db = app.view("messages").db
+    for query in ("often", '"w0x w1x"', "subject:huge", "w5000x"):
+        assert search(db, parse_query(query))["total"] == 1, query
+    expected_end = 1 if db.dialect == "sqlite" else 0  # past PostgreSQL's 1 MiB
+    assert search(db, parse_query("finale"))["total"] == expected_end
