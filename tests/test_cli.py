@@ -241,6 +241,12 @@ def test_invalid_arguments_are_one_line_and_write_nothing(
     assert snapshot(filled) == before
 
 
+def test_a_suggestion_is_made_once(filled: Home, fails: Callable[..., str]) -> None:
+    line = fails("undoo")
+    assert line.count("Did you mean 'undo'?") == 1 and "(see 'eventpile --help')" in line
+    assert fails("search", "--limitt", "3", "x").count("Did you mean '--limit'?") == 1
+
+
 def test_a_huge_bad_value_makes_a_short_error_line(filled: Home, fails: Callable[..., str]) -> None:
     line = fails("tag", "add", "x y" * 50_000, "")
     assert "tag" in line and len(line) < 400

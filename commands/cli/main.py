@@ -42,8 +42,11 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _usage(error: click.ClickException) -> str:
-    """A usage error in one line, with where to find help."""
-    message = " ".join(error.format_message().split())
+    """A usage error in one line, with where to find help (a suggestion once: Typer's
+    message has it already, and click adds it again)."""
+    full = error.format_message()
+    added = full.removeprefix(error.message).strip()
+    message = " ".join((error.message if added and added in error.message else full).split())
     ctx = getattr(error, "ctx", None)
     return message if ctx is None else f"{message} (see '{ctx.command_path} --help')"
 
