@@ -18,6 +18,7 @@ from eventpile.projections.base import View
 from eventpile.store.views import SQLCipherViewStore
 from tests.test_fast_paths import Log
 
+LONG = settings.default.max_examples > 100  # the ``long`` profile
 IDS = [uuid.UUID(int=n + 1) for n in range(6)]
 LINKS = [f"m{n}@x" for n in range(6)] + ["lost@x"]
 
@@ -44,7 +45,7 @@ def threads_in(view: View) -> dict[str, str]:
     return dict(view.db.execute("SELECT message, thread FROM message_threads").fetchall())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=1000 if LONG else 60, deadline=None)
 @given(
     st.lists(
         st.tuples(
