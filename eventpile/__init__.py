@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from eventpile.projections.base import Projection
     from eventpile.projections.feed import Renderer
     from eventpile.store.agent import keyring as agent_keyring
+    from eventpile.store.agent_protocol import run as agent_run
     from eventpile.store.errors import DamagedView, StoreError
     from eventpile.store.home import Home, default_home
     from eventpile.store.keys import Keyring
@@ -73,6 +74,7 @@ _WHERE = {
     "default_home": ("eventpile.store.home", "default_home"),
     "Keyring": ("eventpile.store.keys", "Keyring"),
     "agent_keyring": ("eventpile.store.agent", "keyring"),
+    "agent_run": ("eventpile.store.agent_protocol", "run"),
     "StoreError": ("eventpile.store.errors", "StoreError"),
     "DamagedView": ("eventpile.store.errors", "DamagedView"),
     # the testing kit and the command-line kit (modules)
@@ -106,6 +108,7 @@ __all__ = [
     "Undoing",
     "ViewDB",
     "agent_keyring",
+    "agent_run",
     "cli",
     "default_home",
     "explain",

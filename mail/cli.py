@@ -319,4 +319,5 @@ cli = command_line(
     "eventpile.mail.app:MailApplication",
     commands,
     about="An encrypted, event-sourced mail index: every change is a recorded operation.",
+    served="eventpile.mail.fast:serve",
 )

@@ -25,7 +25,7 @@ SEARCH_OPTIONS = {"-n": "limit", "--limit": "limit", "--offset": "offset", "--so
 
 def run() -> None:
     try:
-        found = _fast_search(sys.argv[1:])
+        found = _served(sys.argv[1:]) or _fast_search(sys.argv[1:])
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception:  # the full command line says what went wrong, as it does
@@ -38,6 +38,35 @@ def run() -> None:
         sys.stdout.write(json.dumps(found, default=str) + "\n")
 
 
+def _served(argv: list[str]) -> dict[str, Any] | None:
+    """The search's answer from the home's agent (which has the keys and the search
+    loaded: :func:`serve`), if one runs; None to look here."""
+    parsed = _read(argv)
+    if parsed is None:
+        return None
+    from eventpile import agent_run
+
+    home_dir = parsed[0] or os.environ.get("EVENTPILE_HOME")
+    if home_dir is None:
+        from eventpile import default_home
+
+        home_dir = default_home()
+    answer = agent_run(Path(home_dir).resolve(), {"search": argv})
+    found = answer.get("found") if isinstance(answer, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
+    """In the agent: ``{"found": the JSON document of the search document["search"]
+    asks for}``, or ``{"found": None}`` to leave it to the command."""
+    parsed = _read(document["search"])
+    if parsed is None or (parsed[0] is not None and parsed[0].resolve() != home):
+        return {"found": None}
+    from eventpile import Home
+
+    return {"found": _answer(Home(home), keyring, parsed[1], parsed[2])}
+
+
 def _fast_search(argv: list[str]) -> dict[str, Any] | None:
     """The JSON document of the search ``argv`` asks for; None to leave it to the full
     command line."""
@@ -46,7 +75,6 @@ def _fast_search(argv: list[str]) -> dict[str, Any] | None:
         return None
     home_dir, query, options = parsed
     from eventpile import Home, agent_keyring, default_home
-    from eventpile.mail.query import parse_query, search, threads
 
     home = Home(home_dir or default_home(), os.environ.get("EVENTPILE_DATABASE_URL"))
     keyring = agent_keyring(home)
@@ -55,6 +83,13 @@ def _fast_search(argv: list[str]) -> dict[str, Any] | None:
         if passphrase is None:
             return None  # to be asked in a terminal
         keyring = home.unlock(passphrase)
+    return _answer(home, keyring, query, options)
+
+
+def _answer(home: Any, keyring: Any, query: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The search's JSON document from a current index; None if it is not current."""
+    from eventpile.mail.query import parse_query, search, threads
+
     db = current_index(home, keyring)
     if db is None:
         return None

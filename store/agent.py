@@ -15,37 +15,43 @@ answers one JSON document and closes.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eventpile.store.agent_protocol import (
+    ASK_TIMEOUT_S,
+    MAX_MESSAGE,
+    RUN,
+    Identity,
+    ask,
+    identity_of,
+    peer_uid,
+    receive,
+    remove_if,
+    send,
+)
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 
-ASK_TIMEOUT_S = 2.0
-"""How long a command waits for the agent's answer before it asks the passphrase."""
 START_TIMEOUT_S = 30.0
 """How long ``unlock`` waits for a new agent to say it serves."""
 CHECK_S = 1.0
 """How often the agent looks whether its socket is still its own."""
-MAX_MESSAGE = 1 << 20
 PR_SET_DUMPABLE = 4
 """prctl(2): the process may not be dumped, nor traced by its user (Linux)."""
-
-Identity = tuple[int, int]
-"""A file's device and inode: which socket is at a path."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +65,8 @@ class Running:
 
 def keyring(home: Home) -> Keyring | None:
     """The keys of ``home`` from its agent; None if none answers, or with other keys."""
-    answer = _ask(home.agent_socket, b"keys")
     try:
-        ring = Keyring(
-            uuid.UUID(answer["installation_id"]),
-            {int(n): base64.b64decode(key) for n, key in answer["keys"].items()},
-            int(answer["current"]),
-        )
+        ring = _decode(ask(home.agent_socket, b"keys"))
     except (TypeError, KeyError, ValueError, AttributeError):  # no answer, or not a keyring
         return None
     return ring if _holds(home, ring) else None
@@ -73,13 +74,15 @@ def keyring(home: Home) -> Keyring | None:
 
 def stop(home: Home) -> Running | None:
     """Stop the agent of ``home``: the one that was running, if one was."""
-    answer = _ask(home.agent_socket, b"stop")
+    answer = ask(home.agent_socket, b"stop")
     return None if answer is None else Running(answer["pid"], answer["expires_at"])
 
 
-def start(home: Home, ring: Keyring, seconds: float) -> Running:
+def start(home: Home, ring: Keyring, seconds: float, service: str | None = None) -> Running:
     """Start an agent that serves ``ring`` for ``seconds`` (it takes the socket over from
-    one already running, which then exits); once this returns, it answers."""
+    one already running, which then exits); once this returns, it answers. ``service``
+    (``module:function``) answers ``run`` requests in the agent, with the keys at hand
+    (:func:`eventpile.store.agent_protocol.run`)."""
     if not hasattr(socket, "SO_PEERCRED"):
         raise StoreError("the agent needs SO_PEERCRED (Linux) to know who asks for the keys")
     ours, theirs = socket.socketpair()
@@ -96,8 +99,9 @@ def start(home: Home, ring: Keyring, seconds: float) -> Running:
             start_new_session=True,
         )
         theirs.close()
-        _send(ours, {"home": str(home.path), "seconds": seconds, **_encode(ring)})
-        answer = _receive(ours)
+        order = {"home": str(home.path), "seconds": seconds, "service": service, **_encode(ring)}
+        send(ours, order)
+        answer = receive(ours)
         first.wait()  # it leaves once the agent runs on its own
     if answer is None or "error" in answer:
         why = "it stopped" if answer is None else answer["error"]
@@ -116,75 +120,12 @@ def _holds(home: Home, ring: Keyring) -> bool:
         return False  # opening it with the passphrase says what is wrong
 
 
-def _ask(path: Path, request: bytes) -> Any:
-    """The answer of the agent at ``path`` to ``request``; None if none of this user's
-    answers."""
-    identity = _identity(path)
-    if identity is None:
-        return None
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(ASK_TIMEOUT_S)
-        try:
-            with _address(path) as address:
-                client.connect(address)
-            if _peer_uid(client) != os.getuid():
-                return None
-            client.sendall(request)
-            client.shutdown(socket.SHUT_WR)
-            return _receive(client)
-        except ConnectionRefusedError:  # its agent was killed
-            _remove_if(path, identity)
-        except (OSError, ValueError):
-            pass
-    return None
-
-
-@contextmanager
-def _address(path: Path) -> Iterator[str]:
-    """A name of ``path`` short enough for a socket address (at most 107 bytes on Linux)."""
-    if len(os.fsencode(path)) < 100:
-        yield str(path)
-        return
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{folder}/{path.name}"
-    finally:
-        os.close(folder)
-
-
-def _peer_uid(connection: socket.socket) -> int:
-    """The user of the process at the other end (``struct ucred``: pid, uid, gid)."""
-    ucred = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", ucred)[1])
-
-
-def _send(connection: socket.socket, document: dict[str, Any]) -> None:
-    connection.sendall(json.dumps(document).encode())
-    connection.shutdown(socket.SHUT_WR)
-
-
-def _receive(connection: socket.socket) -> Any:
-    """The JSON document the other side sent before it shut its side; None if none."""
-    data = b""
-    while chunk := connection.recv(65536):
-        data += chunk
-        if len(data) > MAX_MESSAGE:
-            return None
-    return json.loads(data) if data else None
-
-
-def _identity(path: Path) -> Identity | None:
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
-
-
-def _remove_if(path: Path, identity: Identity) -> None:
-    """Remove ``path`` if it is still that file (not the socket of a newer agent)."""
-    if _identity(path) == identity:
-        path.unlink(missing_ok=True)
+def _decode(document: Any) -> Keyring:
+    return Keyring(
+        uuid.UUID(document["installation_id"]),
+        {int(n): base64.b64decode(key) for n, key in document["keys"].items()},
+        int(document["current"]),
+    )
 
 
 def _encode(ring: Keyring) -> dict[str, Any]:
@@ -226,7 +167,7 @@ def _listen(home: Path) -> tuple[socket.socket, Path, Identity]:
         os.umask(previous)
     listener.listen(64)
     os.replace(making, path)
-    identity = _identity(path)
+    identity = identity_of(path)
     assert identity is not None
     return listener, path, identity
 
@@ -238,12 +179,14 @@ def _serve(
     until: float,
     running: dict[str, Any],
     keys: dict[str, Any],
+    service: Callable[[Any], Any] | None = None,
 ) -> None:
     """Give ``keys`` until ``until`` (by :func:`_clock`), until a ``stop``, or until the
-    socket at ``path`` is gone or another's; each answer says who is ``running``."""
+    socket at ``path`` is gone or another's; each answer says who is ``running``. A
+    ``run`` request's document goes to ``service``, and its answer back."""
     stopped = json.dumps(running).encode()
     answer = json.dumps({**running, **keys}).encode()
-    while (left := until - _clock()) > 0 and _identity(path) == identity:
+    while (left := until - _clock()) > 0 and identity_of(path) == identity:
         listener.settimeout(min(left, CHECK_S))
         try:
             connection, _ = listener.accept()
@@ -252,17 +195,44 @@ def _serve(
         with connection:
             connection.settimeout(ASK_TIMEOUT_S)
             try:
-                if _peer_uid(connection) != os.getuid():
+                if peer_uid(connection) != os.getuid():
                     continue
-                request = connection.recv(16)
+                request = _request(connection)
                 if request == b"stop":
-                    _remove_if(path, identity)
+                    remove_if(path, identity)
                     connection.sendall(stopped)
                     return
                 if request == b"keys":
                     connection.sendall(answer)
-            except OSError:
+                elif request.startswith(RUN) and service is not None:
+                    connection.sendall(json.dumps(service(json.loads(request[4:]))).encode())
+            except (OSError, ValueError):
                 pass
+
+
+def _request(connection: socket.socket) -> bytes:
+    """What a client sent before it shut its side (at most ``MAX_MESSAGE`` bytes)."""
+    data = b""
+    while len(data) <= MAX_MESSAGE and (chunk := connection.recv(65536)):
+        data += chunk
+    return data
+
+
+def _service(spec: str, home: Path, ring: Keyring) -> Callable[[Any], Any]:
+    """The function named ``module:function`` that answers ``run`` requests, imported at
+    the first: ``function(home, keyring, document)``; its failure is an answer too."""
+    found: list[Callable[[Path, Keyring, Any], Any]] = []
+
+    def serve(document: Any) -> Any:
+        try:
+            if not found:
+                module, _, name = spec.partition(":")
+                found.append(getattr(importlib.import_module(module), name))
+            return found[0](home, ring, document)
+        except Exception as e:  # the client does without the agent
+            return {"error": f"{type(e).__name__}: {e}"}
+
+    return serve
 
 
 def _main(fd: int) -> None:
@@ -270,10 +240,11 @@ def _main(fd: int) -> None:
     _no_core_dumps()
     with socket.socket(fileno=fd) as starter:
         try:
-            order = _receive(starter)
-            listener, path, identity = _listen(Path(order["home"]))
+            order = receive(starter)
+            home = Path(order["home"]).resolve()
+            listener, path, identity = _listen(home)
         except Exception as e:
-            _send(starter, {"error": f"{type(e).__name__}: {e}"})
+            send(starter, {"error": f"{type(e).__name__}: {e}"})
             return
         if os.fork():  # the first process leaves: the agent is nobody's child
             os._exit(0)
@@ -282,12 +253,14 @@ def _main(fd: int) -> None:
             seconds = float(order["seconds"])
             running = {"pid": os.getpid(), "expires_at": time.time() + seconds}
             keys = {name: order[name] for name in ("installation_id", "keys", "current")}
-            _send(starter, running)
+            spec = order.get("service")
+            service = None if spec is None else _service(spec, home, _decode(keys))
+            send(starter, running)
             starter.close()
             with listener:
-                _serve(listener, path, identity, _clock() + seconds, running, keys)
+                _serve(listener, path, identity, _clock() + seconds, running, keys, service)
         finally:
-            _remove_if(path, identity)
+            remove_if(path, identity)
 
 
 if __name__ == "__main__":

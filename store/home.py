@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eventpile.store.agent_protocol import SOCKET
 from eventpile.store.errors import NotInitialised, StoreError
 from eventpile.store.keys import Keyring, change_passphrase, create_key_file, open_key_file
 
@@ -50,7 +51,7 @@ class Home:
 
     @property
     def agent_socket(self) -> Path:
-        return self.path / "agent.sock"
+        return self.path / SOCKET
 
     @property
     def events_db(self) -> Path:

@@ -146,6 +146,71 @@ def test_commands_ask_no_passphrase_while_the_home_is_unlocked(
     assert human.stdout.startswith(f"Unlocked {mailbox.path} until ")
 
 
+FULL = "from eventpile.mail.cli import run; run()"
+
+
+def full_command_line(home: Home, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``eventpile ARGV`` through the full command line, with the passphrase."""
+    env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
+    return subprocess.run(
+        [sys.executable, "-c", FULL, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 4,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "search", "patch OR fix"],
+        ["--json", "search", "-n", "2", "--offset", "1", "--sort", "oldest", ""],
+        ["--json", "search", "--threads", "-subject:re"],
+        ["--json", "search", "a OR"],  # refused: the full command line says why
+    ],
+)
+def test_the_agent_answers_a_search_as_the_command_line_does(
+    mailbox: Home, unlock: Unlock, argv: list[str]
+) -> None:
+    expected = full_command_line(mailbox, *argv)
+    ok(unlock(mailbox))
+    served = eventpile(mailbox, *argv)
+    assert (served.returncode, served.stdout, served.stderr) == (
+        expected.returncode,
+        expected.stdout,
+        expected.stderr,
+    )
+
+
+def test_a_search_the_agent_answers_loads_neither_the_index_nor_its_database(
+    mailbox: Home, unlock: Unlock
+) -> None:
+    ok(unlock(mailbox))
+    probe = (
+        "import sys; sys.argv = ['eventpile', '--json', 'search', 'patch']; "
+        "from eventpile.mail.fast import run; run(); "
+        "print([m for m in ('sqlcipher3', 'eventpile.mail.query', 'eventpile.store.home') "
+        "if m in sys.modules])"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={
+            **{k: v for k, v in os.environ.items() if k != "EVENTPILE_PASSPHRASE"},
+            "EVENTPILE_HOME": str(mailbox.path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 4,
+    )
+    assert found.stdout.splitlines()[-1] == "[]", found.stderr
+    for view in mailbox.views.glob("messages*"):
+        view.unlink()  # not current: the agent leaves it to the command, which makes it anew
+    again = eventpile(mailbox, "--json", "search", "")
+    assert ok(again)["total"] == MESSAGES
+
+
 def test_lock_forgets_the_keys(mailbox: Home, unlock: Unlock) -> None:
     pid = ok(unlock(mailbox))["pid"]
     assert ok(eventpile(mailbox, "--json", "lock")) == {"home": str(mailbox.path), "stopped": pid}

@@ -44,14 +44,21 @@ class Settings:
     home: Path
     json: bool
     database_url: str | None = None
+    served: str | None = None
+    """What the agent that ``unlock`` starts answers (see :func:`command_line`)."""
 
 
 def command_line(
-    application: type[Application] | str, *parts: typer.Typer, about: str
+    application: type[Application] | str,
+    *parts: typer.Typer,
+    about: str,
+    served: str | None = None,
 ) -> typer.Typer:
     """The command line of ``application`` (a class, or ``"package.module:Class"``): the
     framework's commands (operations, undo, the log, rebuild, verify, unlock and lock)
-    and those of ``parts``, each a Typer of commands."""
+    and those of ``parts``, each a Typer of commands. ``served`` (``"module:function"``)
+    answers, in the agent, what a command sends it with
+    :func:`eventpile.store.agent_protocol.run`: ``function(home, keyring, document)``."""
     from eventpile.commands.cli import admin, operations, session, undo
 
     cli = typer.Typer(
@@ -80,6 +87,7 @@ def command_line(
             home=home or default_home(),
             json=as_json,
             database_url=database_url,
+            served=served,
         )
 
     for part in (admin.commands, operations.commands, undo.commands, session.commands, *parts):

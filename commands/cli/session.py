@@ -43,7 +43,7 @@ def unlock(
 
     s = settings(ctx)
     home = Home(s.home, s.database_url)
-    running = agent.start(home, home.unlock(passphrase()), seconds)
+    running = agent.start(home, home.unlock(passphrase()), seconds, s.served)
     until = datetime.fromtimestamp(running.expires_at, UTC)
     data = {
         "home": str(home.path),
