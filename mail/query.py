@@ -11,10 +11,12 @@ the ``tsv`` column, whose lexemes carry the part of the message they come from
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from hashlib import blake2b
 from typing import Any, Literal
 
@@ -465,26 +467,40 @@ _TEXT_WORD = re.compile(r"\w+")
 def snippet(text: str, wanted: list[tuple[str, bool]]) -> str:
     """About :data:`SNIPPET_WORDS` words of ``text`` around the first word of ``wanted``
     (from its start if none is there), ``…`` where cut."""
-    lowered = text.lower() if text.isascii() else None
-    if lowered is not None and not any(w in lowered for w, _ in wanted):
-        wanted = []  # none is there: the text's start, without looking at each word
-    spans: list[tuple[int, int]] = []
-    first = None
-    for found in _TEXT_WORD.finditer(text):
-        spans.append(found.span())
-        if first is None and wanted:
-            word = "".join(words(found.group()))
-            if any(word.startswith(w) if prefix else word == w for w, prefix in wanted):
-                first = len(spans) - 1
-        if len(spans) > (first or 0) + SNIPPET_WORDS and (first is not None or not wanted):
-            break
-    else:
-        spans.append((len(text), len(text)))  # the text ends within the window
-    begin = max(0, (first or 0) - SNIPPET_WORDS // 3)
-    end = min(len(spans) - 1, begin + SNIPPET_WORDS)
-    start, stop = (spans[begin][0], spans[end][0]) if spans else (0, 0)
+    at = _first(text, wanted)
+    before = list(_TEXT_WORD.finditer(text, max(0, at - SNIPPET_LOOK_BACK), at))
+    lead = before[-(SNIPPET_WORDS // 3) :]
+    start = lead[0].start() if lead else at
+    window = list(itertools.islice(_TEXT_WORD.finditer(text, start), SNIPPET_WORDS + 1))
+    stop = window[SNIPPET_WORDS].start() if len(window) > SNIPPET_WORDS else len(text)
     cut = text[start:stop].rstrip()
-    return ("…" if begin else "") + cut + ("…" if stop < len(text) else "")
+    cut_before = _TEXT_WORD.search(text, 0, start) is not None
+    return ("…" if cut_before else "") + cut + ("…" if stop < len(text) else "")
+
+
+SNIPPET_LOOK_BACK = 400
+"""Characters before a match where a snippet's first words are looked for."""
+
+
+def _first(text: str, wanted: list[tuple[str, bool]]) -> int:
+    """Where the first word of ``wanted`` starts in ``text`` (0 if none is there)."""
+    if not wanted:
+        return 0
+    if text.isascii():  # no accents to fold: one search of the text
+        found = _pattern(tuple(wanted)).search(text)
+        return found.start() if found else 0
+    for candidate in _TEXT_WORD.finditer(text):
+        word = "".join(words(candidate.group()))
+        if any(word.startswith(w) if prefix else word == w for w, prefix in wanted):
+            return candidate.start()
+    return 0
+
+
+@cache
+def _pattern(wanted: tuple[tuple[str, bool], ...]) -> re.Pattern[str]:
+    """The words of ``wanted`` (whole, or as a word's start) in any case."""
+    alternatives = (re.escape(w) + ("" if prefix else r"(?!\w)") for w, prefix in wanted)
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + ")", re.IGNORECASE)
 
 
 def tag_ids(db: Any, name: str) -> list[str]:

@@ -219,16 +219,19 @@ def _request(connection: socket.socket) -> bytes:
 
 
 def _service(spec: str, home: Path, ring: Keyring) -> Callable[[Any], Any]:
-    """The function named ``module:function`` that answers ``run`` requests, imported at
-    the first: ``function(home, keyring, document)``; its failure is an answer too."""
-    found: list[Callable[[Path, Keyring, Any], Any]] = []
+    """The function named ``module:function`` that answers ``run`` requests:
+    ``function(home, keyring, document)``, imported when the agent starts; its failure,
+    or its import's, is an answer too."""
+    try:
+        module, _, name = spec.partition(":")
+        function = getattr(importlib.import_module(module), name)
+    except Exception as e:  # the agent still serves the keys
+        failed = {"error": f"{spec}: {type(e).__name__}: {e}"}
+        return lambda document: failed
 
     def serve(document: Any) -> Any:
         try:
-            if not found:
-                module, _, name = spec.partition(":")
-                found.append(getattr(importlib.import_module(module), name))
-            return found[0](home, ring, document)
+            return function(home, ring, document)
         except Exception as e:  # the client does without the agent
             return {"error": f"{type(e).__name__}: {e}"}
 

@@ -4,15 +4,18 @@ zone, ``_`` identifiers, accents, threads; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
 from eventpile.mail.message import message_uuid
-from eventpile.mail.query import QueryError, parse_query, search, threads
+from eventpile.mail.query import QueryError, parse_query, search, snippet, threads
 
 LONG_BODY = " ".join(["filler"] * 5000 + ["needle_at_the_end"])
 MAILS = {
@@ -274,3 +277,44 @@ def test_a_huge_message_is_indexed_on_each_backend(app: MailApplication, tmp_pat
         assert search(db, parse_query(query))["total"] == 1, query
     expected_end = 1 if db.dialect == "sqlite" else 0  # past PostgreSQL's 1 MiB
     assert search(db, parse_query("finale"))["total"] == expected_end
+
+
+def plain_snippet(text: str, wanted: list[tuple[str, bool]]) -> str:
+    """24 words from 8 before the first wanted one, read a word at a time."""
+    spans = [m.span() for m in re.finditer(r"\w+", text)]
+    first = next(
+        (
+            n
+            for n, (a, b) in enumerate(spans)
+            if any(
+                text[a:b].lower().startswith(w) if prefix else text[a:b].lower() == w
+                for w, prefix in wanted
+            )
+        ),
+        0,
+    )
+    begin = max(0, first - 8)
+    ends = [*spans, (len(text), len(text))]
+    start, stop = ends[begin][0], ends[min(len(ends) - 1, begin + 24)][0]
+    cut = text[start:stop].rstrip() if spans else ""
+    return ("…" if begin else "") + cut + ("…" if spans and stop < len(text) else "")
+
+
+SNIPPET_WORDS = ["alpha", "beta", "kernel", "patch", "x_y", "Zed", "a1"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(SNIPPET_WORDS), st.sampled_from(["", ",", ". ", " -", "\n"])),
+        max_size=80,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["alp", "beta", "kernel", "x_", "zed", "a"]), st.booleans()),
+        max_size=2,
+    ),
+)
+def test_a_snippet_is_the_words_around_the_first_match(
+    parts: list[tuple[str, str]], wanted: list[tuple[str, bool]]
+) -> None:
+    text = " ".join(word + after for word, after in parts)
+    assert snippet(text, wanted) == plain_snippet(text, wanted)
