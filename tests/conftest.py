@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,36 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, 
     code = main(["--json", *argv])
     out, err = capsys.readouterr()
     return code, json.loads(out) if out.strip() else None, err
+
+
+FAST = "from eventpile.mail.fast import run; run()"
+"""What the ``eventpile`` console script runs."""
+FULL = "from eventpile.mail.cli import run; run()"
+"""The full command line, without the fast path."""
+
+
+def eventpile_process(
+    home: Home,
+    *argv: str,
+    entry: str = FAST,
+    passphrase: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``eventpile ARGV`` on ``home`` as a process of its own (``entry``: the Python it
+    runs, ARGV its arguments), with no terminal, no ``EVENTPILE_`` setting but the home,
+    and the passphrase only if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPILE_")}
+    env["EVENTPILE_HOME"] = str(home.path)
+    if passphrase is not None:
+        env["EVENTPILE_PASSPHRASE"] = passphrase
+    return subprocess.run(
+        [sys.executable, "-c", entry, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def log_end(home: Home) -> int:

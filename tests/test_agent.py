@@ -11,7 +11,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from eventpile.mail.synthetic import write_mbox
 from eventpile.store import agent
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, _hkdf
-from tests.conftest import PASSPHRASE
+from tests.conftest import FULL, PASSPHRASE, eventpile_process
 
 WAIT_S = 30.0
 MESSAGES = 6
@@ -36,20 +35,8 @@ NO_PASSPHRASE = "set EVENTPILE_PASSPHRASE, or run in a terminal to be asked"
 def eventpile(
     home: Home, *argv: str, passphrase: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``eventpile ARGV`` as a process of its own on ``home`` (its console script's entry
-    point), with no terminal, and the passphrase in its environment only if given."""
-    env = {**os.environ, "EVENTPILE_HOME": str(home.path)}
-    env.pop("EVENTPILE_PASSPHRASE", None)
-    if passphrase is not None:
-        env["EVENTPILE_PASSPHRASE"] = passphrase
-    return subprocess.run(
-        [sys.executable, "-c", "from eventpile.mail.fast import run; run()", *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S * 4,
-    )
+    """``eventpile ARGV`` on ``home`` through its console script's entry point."""
+    return eventpile_process(home, *argv, passphrase=passphrase, timeout=WAIT_S * 4)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> Any:
@@ -130,22 +117,6 @@ def test_commands_ask_no_passphrase_while_the_home_is_unlocked(
     assert human.stdout.startswith(f"Unlocked {mailbox.path} until ")
 
 
-FULL = "from eventpile.mail.cli import run; run()"
-
-
-def full_command_line(home: Home, *argv: str) -> subprocess.CompletedProcess[str]:
-    """``eventpile ARGV`` through the full command line, with the passphrase."""
-    env = {**os.environ, "EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
-    return subprocess.run(
-        [sys.executable, "-c", FULL, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S * 4,
-    )
-
-
 @pytest.mark.parametrize(
     "argv",
     [
@@ -158,7 +129,7 @@ def full_command_line(home: Home, *argv: str) -> subprocess.CompletedProcess[str
 def test_the_agent_answers_a_search_as_the_command_line_does(
     mailbox: Home, unlock: Unlock, argv: list[str]
 ) -> None:
-    expected = full_command_line(mailbox, *argv)
+    expected = eventpile_process(mailbox, *argv, entry=FULL, passphrase=PASSPHRASE)
     ok(unlock(mailbox))
     served = eventpile(mailbox, *argv)
     assert (served.returncode, served.stdout, served.stderr) == (
@@ -178,16 +149,7 @@ def test_a_search_the_agent_answers_loads_neither_the_index_nor_the_command_line
         "print([m for m in ('sqlcipher3', 'eventpile.mail.query', 'eventpile.store.home', "
         "'typer', 'cryptography', 'pydantic') if m in sys.modules])"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={
-            **{k: v for k, v in os.environ.items() if k != "EVENTPILE_PASSPHRASE"},
-            "EVENTPILE_HOME": str(mailbox.path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S * 4,
-    )
+    found = eventpile_process(mailbox, entry=probe, timeout=WAIT_S * 4)
     assert found.stdout.splitlines()[-1] == "[]", found.stderr
     for view in mailbox.views.glob("messages*"):
         view.unlink()  # not current: the agent leaves it to the command, which makes it anew
@@ -368,13 +330,5 @@ def test_a_search_with_the_agent_loads_nothing_heavy(mailbox: Home, unlock: Unlo
         "print(sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')}),"
         " file=sys.stderr); sys.exit(code)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "EVENTPILE_PASSPHRASE"}
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={**env, "EVENTPILE_HOME": str(mailbox.path)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
+    done = eventpile_process(mailbox, entry=probe, timeout=WAIT_S)
     assert (done.returncode, done.stderr) == (0, "[]\n")

@@ -3,35 +3,15 @@ the full command line, without importing the command-line framework."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store.home import Home
+from tests.conftest import FAST, FULL, eventpile_process
 
 PASSPHRASE = "fast path passphrase"
-FAST = "from eventpile.mail.fast import run; run()"
-FULL = "from eventpile.mail.cli import run; run()"
-
-
-def process(entry: str, home: Home, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("EVENTPILE_")},
-        "EVENTPILE_HOME": str(home.path),
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-c", entry, *argv],
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +20,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     home = Home(where / "home")
     mbox = write_mbox(where / "mail.mbox", 40, seed=5)
     for argv in (["init"], ["import", str(mbox)], ["tag", "add", "todo", "patch"]):
-        done = process(FULL, home, "--json", *argv, EVENTPILE_PASSPHRASE=PASSPHRASE)
+        done = eventpile_process(home, "--json", *argv, entry=FULL, passphrase=PASSPHRASE)
         assert done.returncode == 0, done.stderr
     return home
 
@@ -64,8 +44,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     ],
 )
 def test_the_fast_path_answers_as_the_full_command_line(home: Home, argv: list[str]) -> None:
-    fast = process(FAST, home, *argv, EVENTPILE_PASSPHRASE=PASSPHRASE)
-    full = process(FULL, home, *argv, EVENTPILE_PASSPHRASE=PASSPHRASE)
+    fast = eventpile_process(home, *argv, passphrase=PASSPHRASE)
+    full = eventpile_process(home, *argv, entry=FULL, passphrase=PASSPHRASE)
     assert (fast.returncode, fast.stdout, fast.stderr) == (
         full.returncode,
         full.stdout,
@@ -80,7 +60,7 @@ def test_a_search_loads_no_command_line_framework(home: Home) -> None:
         "print(sorted(m for m in ('typer', 'click', 'rich', 'pydantic') if m in sys.modules), "
         "file=sys.stderr)"
     )
-    done = process(probe, home, EVENTPILE_PASSPHRASE=PASSPHRASE)
+    done = eventpile_process(home, entry=probe, passphrase=PASSPHRASE)
     assert done.returncode == 0 and '"total"' in done.stdout
     assert done.stderr.strip() == "[]"
 
@@ -88,10 +68,10 @@ def test_a_search_loads_no_command_line_framework(home: Home) -> None:
 def test_without_a_passphrase_or_a_current_index_the_full_command_line_answers(
     home: Home, tmp_path: Path
 ) -> None:
-    asked = process(FAST, home, "--json", "search", "patch")
+    asked = eventpile_process(home, "--json", "search", "patch")
     assert asked.returncode == 1 and "EVENTPILE_PASSPHRASE" in asked.stderr
-    before = process(FAST, home, "--json", "search", "patch", EVENTPILE_PASSPHRASE=PASSPHRASE)
+    before = eventpile_process(home, "--json", "search", "patch", passphrase=PASSPHRASE)
     for view in home.path.glob("views/messages*"):
         view.unlink()  # the index is made anew by the full command line, the same
-    after = process(FAST, home, "--json", "search", "patch", EVENTPILE_PASSPHRASE=PASSPHRASE)
+    after = eventpile_process(home, "--json", "search", "patch", passphrase=PASSPHRASE)
     assert after.returncode == 0 and after.stdout == before.stdout
