@@ -28,6 +28,7 @@ from eventpile.mail.message import message_uuid
 from eventpile.mail.query import parse_query, search, threads
 from eventpile.store.home import Home
 from eventpile.testing.postgres import empty_database
+from tests.test_threads import expected_threads
 
 LONG = settings.default.max_examples > 100  # the ``long`` profile
 VOCABULARY = (
@@ -169,21 +170,9 @@ def has_phrase(have: list[str], want: list[str], prefix: bool) -> bool:
     return False
 
 
-def threads_of(corpus: list[Mail]) -> dict[str, int]:
+def threads_of(corpus: list[Mail]) -> dict[str, str]:
     """Each message's thread: messages linked by a Message-ID, their own or referred to."""
-    parent = list(range(len(corpus)))
-
-    def root(n: int) -> int:
-        while parent[n] != n:
-            n = parent[n]
-        return n
-
-    holder: dict[str, int] = {}
-    for n, m in enumerate(corpus):
-        for link in (m.message_id, *m.references):
-            first = holder.setdefault(link, n)
-            parent[root(n)] = root(first)
-    return {m.message_id: root(n) for n, m in enumerate(corpus)}
+    return expected_threads({m.message_id: (m.message_id, *m.references) for m in corpus})
 
 
 FIELDS = {

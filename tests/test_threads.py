@@ -5,6 +5,7 @@ message id, caught up a page at a time or rebuilt from scratch alike."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ IDS = [uuid.UUID(int=n + 1) for n in range(6)]
 LINKS = [f"m{n}@x" for n in range(6)] + ["lost@x"]
 
 
-def expected_threads(present: dict[uuid.UUID, tuple[str, ...]]) -> dict[str, str]:
-    """Each present message's thread: the least id of the messages it is linked to."""
-    parent = {m.hex: m.hex for m in present}
+def expected_threads(links: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """Each message's thread as a plain reading of ``links`` (each message's Message-IDs:
+    its own and those it refers to) sees it: the least of the messages linked to it."""
+    parent = {message: message for message in links}
 
     def root(node: str) -> str:
         while parent[node] != node:
@@ -33,10 +35,10 @@ def expected_threads(present: dict[uuid.UUID, tuple[str, ...]]) -> dict[str, str
         return node
 
     holder: dict[str, str] = {}
-    for message, links in present.items():
-        for link in links:
-            first = holder.setdefault(link, message.hex)
-            a, b = root(message.hex), root(first)
+    for message, found in links.items():
+        for link in found:
+            first = holder.setdefault(link, message)
+            a, b = root(message), root(first)
             parent[max(a, b)] = min(a, b)
     return {m: root(m) for m in parent}
 
@@ -93,7 +95,8 @@ def test_threads_join_and_fall_apart_as_messages_come_and_go(
         for end in [*pages, len(events)]:
             caught_up.catch_up(Log(events[:end]))
         rebuilt.catch_up(Log(events))
-        assert threads_in(caught_up) == expected_threads(present) == threads_in(rebuilt)
+        expected = expected_threads({m.hex: links for m, links in present.items()})
+        assert threads_in(caught_up) == expected == threads_in(rebuilt)
     finally:
         caught_up.close()
         rebuilt.close()
