@@ -24,8 +24,13 @@ SEARCH_OPTIONS = {"-n": "limit", "--limit": "limit", "--offset": "offset", "--so
 
 
 def run() -> None:
+    argv = sys.argv[1:]
     try:
-        found = _served(sys.argv[1:]) or _fast_search(sys.argv[1:])
+        parsed = _read(argv)
+        found = None
+        if parsed is not None:
+            home = _home_dir(parsed[0])
+            found = _served(home, argv) or _fast_search(home, parsed[1], parsed[2])
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception:  # the full command line says what went wrong, as it does
@@ -38,20 +43,25 @@ def run() -> None:
         sys.stdout.write(json.dumps(found, default=str) + "\n")
 
 
-def _served(argv: list[str]) -> dict[str, Any] | None:
+def _home_dir(given: Path | None) -> Path:
+    """The home the search is of: ``--home``, else ``EVENTPILE_HOME`` (read here, so that
+    asking the agent loads no store), else the per-user default."""
+    if given is not None:
+        return given.resolve()
+    configured = os.environ.get("EVENTPILE_HOME")
+    if configured:  # as default_home reads it
+        return Path(configured).expanduser().resolve()
+    from eventpile import default_home
+
+    return default_home().resolve()
+
+
+def _served(home: Path, argv: list[str]) -> dict[str, Any] | None:
     """The search's answer from the home's agent (which has the keys and the search
     loaded: :func:`serve`), if one runs; None to look here."""
-    parsed = _read(argv)
-    if parsed is None:
-        return None
     from eventpile import agent_run
 
-    home_dir = parsed[0] or os.environ.get("EVENTPILE_HOME")
-    if home_dir is None:
-        from eventpile import default_home
-
-        home_dir = default_home()
-    answer = agent_run(Path(home_dir).resolve(), {"search": argv})
+    answer = agent_run(home, {"search": argv})
     found = answer.get("found") if isinstance(answer, dict) else None
     return found if isinstance(found, dict) else None
 
@@ -67,16 +77,11 @@ def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
     return {"found": _answer(Home(home), keyring, parsed[1], parsed[2])}
 
 
-def _fast_search(argv: list[str]) -> dict[str, Any] | None:
-    """The JSON document of the search ``argv`` asks for; None to leave it to the full
-    command line."""
-    parsed = _read(argv)
-    if parsed is None:
-        return None
-    home_dir, query, options = parsed
-    from eventpile import Home, agent_keyring, default_home
+def _fast_search(home_dir: Path, query: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The search's JSON document, found here; None to leave it to the full command line."""
+    from eventpile import Home, agent_keyring
 
-    home = Home(home_dir or default_home(), os.environ.get("EVENTPILE_DATABASE_URL"))
+    home = Home(home_dir, os.environ.get("EVENTPILE_DATABASE_URL"))
     keyring = agent_keyring(home)
     if keyring is None:
         passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
