@@ -317,9 +317,9 @@ class _Parser:
         if name is None:
             if not token.quoted and token.value.strip("*") == "":
                 return Everything()  # a lone "*" matches every message
-            return self.words(token.value, ANYWHERE)
+            return self.phrase(token.value, ANYWHERE)
         if name in TEXT_FIELDS:
-            return self.words(token.value, TEXT_FIELDS[name], name)
+            return self.phrase(token.value, TEXT_FIELDS[name], name)
         if name not in OTHER_FIELDS:
             known = ", ".join(f"{f}:" for f in (*TEXT_FIELDS, *OTHER_FIELDS))
             raise QueryError(f"unknown field {name}: in {self.text!r} (known: {known})")
@@ -338,7 +338,7 @@ class _Parser:
             return Dates(None, _day(name, value))
         return _date_range(value, self.now)
 
-    def words(self, value: str, fields: tuple[str, ...], name: str | None = None) -> Words:
+    def phrase(self, value: str, fields: tuple[str, ...], name: str | None = None) -> Words:
         field = f"{name}:" if name else ""
         if not value:
             raise QueryError(f"{name}: needs a value")
