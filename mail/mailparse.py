@@ -18,6 +18,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -257,7 +258,12 @@ def read_mailbox_aside(
 def _read_into(
     path: Path, batches: "multiprocessing.queues.Queue[_Batch]", size: int, parent: int
 ) -> None:
-    """The second process of `read_mailbox_aside`: parse, and send batches, then None."""
+    """The second process of `read_mailbox_aside`: parse, and send batches, then None.
+
+    TERM ends it at once, whatever handler the forked process had (the command line's
+    turns TERM into KeyboardInterrupt, and this process then waited forever to flush
+    its queue into a pipe nobody read)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     try:
         items = read_mailbox(path)

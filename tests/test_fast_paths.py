@@ -7,6 +7,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import multiprocessing.queues
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -87,6 +89,28 @@ def test_reading_aside_raises_the_readers_error_and_stops_early(mbox: Path, tmp_
     next(items)
     items.close()
     assert not multiprocessing.active_children()
+
+
+def test_reading_aside_stopped_early_ends_even_when_term_raises(tmp_path: Path) -> None:
+    """The command line turns TERM into KeyboardInterrupt; a reader forked from it that
+    is stopped early with a full queue still ends (it waited forever on its pipe)."""
+    probe = (
+        "import signal, sys\n"
+        "from pathlib import Path\n"
+        "from eventpile.mail.mailparse import read_mailbox_aside\n"
+        "def raise_(signum, frame): raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGTERM, raise_)\n"
+        "items = read_mailbox_aside(Path(sys.argv[1]), batch=50)\n"
+        "next(items)\n"
+        "import time; time.sleep(1)  # its queue fills up\n"
+        "items.close()\n"
+        "print('ended')\n"
+    )
+    big = write_mbox(tmp_path / "big.mbox", 3000, seed=3)  # more than a pipe holds
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(big)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "ended\n", done.stderr
 
 
 @pytest.mark.parametrize("aside_from", [1, 10**9], ids=["aside", "here"])
