@@ -92,5 +92,5 @@ TestMailLaws.settings = settings(stateful_step_count=STEPS)
 
 # under the ``ci`` profile fewer programs than on SQLite: there a rebuild costs more
 TestMailLawsOnPostgres = on_postgres(
-    MailLaws, TestMailLaws.settings if LONG else settings(TestMailLaws.settings, max_examples=10)
+    MailLaws, TestMailLaws.settings if LONG else settings(TestMailLaws.settings, max_examples=5)
 )

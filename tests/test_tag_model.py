@@ -23,5 +23,5 @@ TestTagLaws.settings = settings(
 
 
 TestTagLawsOnPostgres = on_postgres(
-    TagLaws, settings(TestTagLaws.settings, max_examples=250 if LONG else 8)
+    TagLaws, settings(TestTagLaws.settings, max_examples=250 if LONG else 4)
 )

@@ -120,6 +120,7 @@ TestContactLaws.settings = settings(
 TestContactLawsOnPostgres = on_postgres(
     ContactLaws,
     settings(
-        TestContactLaws.settings, max_examples=TestContactLaws.settings.max_examples // 2 or 1
+        TestContactLaws.settings,
+        max_examples=TestContactLaws.settings.max_examples // (2 if LONG else 4) or 1,
     ),
 )
