@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from eventpile.commands.base import Handler
 from eventpile.commands.claims import Claims
 from eventpile.commands.passphrase import passphrase_changed
+from eventpile.commands.sync import sync
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate
 from eventpile.domain.operation import Operation
@@ -35,6 +36,6 @@ class Application(Claims):
     """
 
     aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Operation,)
-    handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo, passphrase_changed)
+    handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo, passphrase_changed, sync)
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}

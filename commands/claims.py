@@ -79,7 +79,8 @@ class Claims(Dispatcher):
         A claim is an ``OperationStarted`` at the stream's next version: of two processes
         claiming at once, one gets :class:`Conflict` and claims nothing; one that finds an
         operation not due (any time with ``force``), held by a worker, or whose command is
-        not registered in this process (another application's: its workers run it) gets
+        not registered in this process (another application's: its workers run it), or
+        that another installation requested (it runs there, see :mod:`eventpile.commands.sync`) gets
         :class:`NotClaimable`. An operation that cannot run (its command no longer
         validates, or the worker of its last attempt died) is failed instead; one whose
         last attempt died in doubt (see :meth:`Context.in_doubt
@@ -90,6 +91,11 @@ class Claims(Dispatcher):
         for state in states:
             if self.registry.command_class(state.command) is None:
                 raise NotClaimable(f"operation {state.id} runs {state.command}, unknown here")
+            if not state.belongs_to(self.keyring.installation_id):
+                raise NotClaimable(
+                    f"operation {state.id} was requested on installation "
+                    f"{state.origin.hex[:8] if state.origin else ''}: it runs there"
+                )
             with self.scope(state.id):
                 if state.in_doubt is not None and state.lease_expired(now):
                     asked = state.ask(state.in_doubt, IN_DOUBT, {}, {}, 0.0)

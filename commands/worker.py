@@ -66,7 +66,9 @@ class Worker:
         while True:
             self.app.catch_up()
             # an operation tried already may still be due (its retry, say)
-            found = due_operations(queue.db, self.app.clock(), BATCH + len(tried))
+            found = due_operations(
+                queue.db, self.app.clock(), BATCH + len(tried), self.app.keyring.installation_id
+            )
             # one whose command is not registered here is another application's: left pending
             tried.update(
                 op.id for op in found if self.app.registry.command_class(op.command) is None
@@ -134,7 +136,7 @@ class Worker:
             position = self.app.max_position()  # before draining: a write after it wakes us
             began = self.app.clock().timestamp()
             self.drain()
-            wake = next_due(self.app.view("queue").db)
+            wake = next_due(self.app.view("queue").db, self.app.keyring.installation_id)
             if wake is not None and wake <= began:
                 wake = None  # due already when the drain began, which left it: not ours to run
             wait = poll_s if wake is None else wake - self.app.clock().timestamp()

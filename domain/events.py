@@ -22,6 +22,7 @@ from email.utils import format_datetime
 from functools import cache
 from typing import Annotated, Any, ClassVar, Final
 
+from annotated_types import Ge
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_jsonable_python
 
@@ -114,6 +115,9 @@ class DomainEvent(BaseModel):
     timestamp: AwareDatetime = Field(default_factory=_now)
     origin: uuid.UUID | None = Field(default_factory=_current_origin)
     operation_id: uuid.UUID | None = Field(default_factory=current_operation_id)
+    born: Annotated[int, Ge(1)] | None = None
+    """The version its origin wrote it at, where a sync placed it at another: after events
+    of the same stream written elsewhere at the same time (see :attr:`stamp`)."""
 
     @field_validator("timestamp")
     @classmethod
@@ -124,6 +128,14 @@ class DomainEvent(BaseModel):
     def date(self) -> str:
         """The timestamp as an RFC 2822 date."""
         return format_datetime(self.timestamp, usegmt=True)
+
+    @property
+    def stamp(self) -> tuple[int, uuid.UUID]:
+        """The event's place in its stream as every installation sees it: the version it
+        was written at (a Lamport clock: above every version its writer had seen) and,
+        between events written at once on two installations, its id. Latest-wins
+        decisions compare stamps, never the order events arrived in."""
+        return (self.born or self.originator_version, self.event_id)
 
     @property
     def ts(self) -> float:

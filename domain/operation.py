@@ -226,6 +226,9 @@ class Operation(Aggregate):
     requested_at: datetime
     run_after: datetime | None = None
     parent_id: uuid.UUID | None = None
+    origin: uuid.UUID | None = None
+    """The installation that requested it: the only one that runs it (see
+    :mod:`eventpile.commands.sync`)."""
     attempts: int = 0
     worker: str = ""
     lease_until: datetime | None = None
@@ -261,7 +264,12 @@ class Operation(Aggregate):
             requested_at=event.timestamp,
             run_after=event.run_after,
             parent_id=event.parent_id,
+            origin=event.origin,
         )
+
+    def belongs_to(self, installation: uuid.UUID) -> bool:
+        """Does ``installation`` run this operation (it requested it, or nobody said)?"""
+        return self.origin is None or self.origin == installation
 
     def evolve(self, event: DomainEvent) -> Self:
         match event:

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS queue (
     status TEXT NOT NULL,
     due_at DOUBLE PRECISION,
     attempts BIGINT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    origin TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_due ON queue(due_at);
 """
@@ -113,7 +114,7 @@ class OperationRows(Projection):
 
 class Queue(OperationRows):
     name: ClassVar[str] = "queue"
-    schema: ClassVar[int] = 2  # 2: operation states hold in_doubt
+    schema: ClassVar[int] = 3  # 2: operation states hold in_doubt; 3: and their origin
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)
@@ -131,7 +132,7 @@ def _store(db: ViewDB, state: Operation, position: int) -> None:
     else:
         due = state.due_at
         db.execute(
-            "INSERT INTO queue VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO queue VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
             "status=excluded.status, due_at=excluded.due_at, attempts=excluded.attempts, "
             "state=excluded.state",
             (
@@ -142,6 +143,7 @@ def _store(db: ViewDB, state: Operation, position: int) -> None:
                 None if due is None else due.timestamp(),
                 state.attempts,
                 state.model_dump_json(),
+                None if state.origin is None else state.origin.hex,
             ),
         )
 
@@ -152,18 +154,30 @@ def pending(db: ViewDB) -> list[Operation]:
     return [Operation.model_validate_json(state) for (state,) in rows]
 
 
-def due_operations(db: ViewDB, now: datetime, limit: int = 100) -> list[Operation]:
+def due_operations(
+    db: ViewDB, now: datetime, limit: int = 100, origin: uuid.UUID | None = None
+) -> list[Operation]:
     """The operations a worker may start at ``now`` (every pending one), the longest due
-    first: their states as the view knows them."""
+    first: their states as the view knows them (with ``origin``, only those it runs)."""
+    mine, params = _runs(origin)
     rows = db.execute(
-        "SELECT state FROM queue WHERE status = 'pending' OR due_at <= ? "
+        f"SELECT state FROM queue WHERE (status = 'pending' OR due_at <= ?){mine} "
         "ORDER BY due_at, position LIMIT ?",
-        (now.timestamp(), limit),
+        (now.timestamp(), *params, limit),
     )
     return [Operation.model_validate_json(state) for (state,) in rows]
 
 
-def next_due(db: ViewDB) -> float | None:
-    """When the next operation falls due (Unix time), None if none is waiting for time."""
-    row = db.execute("SELECT min(due_at) FROM queue").fetchone()
+def next_due(db: ViewDB, origin: uuid.UUID | None = None) -> float | None:
+    """When the next operation falls due (Unix time), None if none is waiting for time
+    (with ``origin``, of those it runs)."""
+    mine, params = _runs(origin)
+    row = db.execute(f"SELECT min(due_at) FROM queue WHERE TRUE{mine}", params).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def _runs(origin: uuid.UUID | None) -> tuple[str, tuple[str, ...]]:
+    """SQL that keeps the operations ``origin`` runs (all without one), and its parameters."""
+    if origin is None:
+        return "", ()
+    return " AND (origin IS NULL OR origin = ?)", (origin.hex,)

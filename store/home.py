@@ -86,8 +86,9 @@ class Home:
     def exists(self) -> bool:
         return self.key_file.exists()
 
-    def init(self, passphrase: str) -> Keyring:
-        """Make the home; nothing is created if it is refused."""
+    def init(self, passphrase: str, keys: Keyring | None = None) -> Keyring:
+        """Make the home (with ``keys``: another installation of the user whose data keys
+        those are, see :mod:`eventpile.commands.sync`); nothing is created if it is refused."""
         if self.exists():
             raise StoreError(f"{self.path} is already an eventpile home")
         if not passphrase:
@@ -97,7 +98,7 @@ class Home:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.views.mkdir(exist_ok=True, mode=0o700)
         backend.created()
-        return create_key_file(self.key_file, passphrase)
+        return create_key_file(self.key_file, passphrase, keys)
 
     def unlock(self, passphrase: str) -> Keyring:
         self._check_exists()

@@ -65,9 +65,14 @@ def _hkdf(key: bytes, purpose: str) -> bytes:
     return hmac.digest(pseudorandom, purpose.encode() + b"\x01", "sha256")
 
 
-def create_key_file(path: Path, passphrase: str) -> Keyring:
-    """Make a new data key and installation id; write them to ``path`` (0600)."""
-    ring = Keyring(installation_id=uuid.uuid4(), keys={1: os.urandom(32)}, current=1)
+def create_key_file(path: Path, passphrase: str, keys: Keyring | None = None) -> Keyring:
+    """A new installation id, with a new data key or the data keys of ``keys`` (another
+    installation of the same user's); written to ``path`` (0600)."""
+    ring = Keyring(
+        installation_id=uuid.uuid4(),
+        keys=dict(keys.keys) if keys else {1: os.urandom(32)},
+        current=keys.current if keys else 1,
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     _write(fd, _wrapped(ring, passphrase))
     return ring

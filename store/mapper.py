@@ -29,9 +29,13 @@ from eventpile.store.errors import UnknownEvent
 # rebuild (11 µs) per event. Only rare, large payloads (big operation results) pay.
 COMPRESS_OVER: Final = 8192
 _ROW_FIELDS: Final = {"originator_id", "originator_version"}
+_ROW_FIELDS_AND_BORN: Final = {*_ROW_FIELDS, "born"}
 
 Row = tuple[int, str, int, str, bytes]
 """A notification as a plain tuple: ``(position, originator_id, version, topic, state)``."""
+ExportRow = tuple[int, str, int, str, bytes, str | None, int | None]
+"""A :data:`Row` and where it came from: ``origin`` (hex) and ``seq`` (its position in
+the origin's log) for an event a sync brought in, ``None, None`` for one written here."""
 
 
 class RowReader(Protocol):
@@ -43,6 +47,16 @@ class RowReader(Protocol):
     def select_rows(
         self, after: int, upto: int, topics: Sequence[str], limit: int
     ) -> list[Row]: ...
+
+    def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]: ...
+
+    def received_upto(self, upto: int | None = None) -> dict[str, int]: ...
+
+    def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]: ...
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], *, received: Sequence[tuple[str, int]] = ()
+    ) -> Sequence[int] | None: ...
 
 
 class _Unused(Transcoder):
@@ -76,7 +90,9 @@ class PydanticMapper(Mapper[uuid.UUID]):
         event = cast(DomainEvent, domain_event)
         cls = type(event)
         topic = topic_of(cls)
-        payload = event.model_dump_json(exclude=_ROW_FIELDS).encode()
+        payload = event.model_dump_json(
+            exclude=_ROW_FIELDS if event.born else _ROW_FIELDS_AND_BORN
+        ).encode()
         flags = 0
         if len(payload) > COMPRESS_OVER:
             payload, flags = zlib.compress(payload, 1), COMPRESSED

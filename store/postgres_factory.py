@@ -16,8 +16,11 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 from eventpile.store.errors import StoreError
-from eventpile.store.mapper import Row
+from eventpile.store.mapper import ExportRow, Row
 from eventpile.store.postgres import LOCK_KEY
+
+RECEIVED_TABLE = "eventpile_received"
+"""As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
 
 
 class Recorder(PostgresApplicationRecorder):
@@ -39,6 +42,15 @@ class Recorder(PostgresApplicationRecorder):
             table=Identifier(self.events_table_name),
             id_type=Identifier(datastore.originator_id_type),
         )
+        self.received_table = SQL("{}.{}").format(
+            Identifier(datastore.schema), Identifier(RECEIVED_TABLE)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position BIGINT PRIMARY KEY, "
+                "origin TEXT NOT NULL, seq BIGINT NOT NULL, UNIQUE (origin, seq))"
+            ).format(self.received_table)
+        )
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -54,8 +66,26 @@ class Recorder(PostgresApplicationRecorder):
         curs.row_factory = tuple_row  # a dict per returned id cost a tenth of an append
         curs.execute(self.insert_events_statement, columns, prepare=True)
 
-    def _fetch_ids_after_insert_events(self, curs: Any, *args: Any, **kwargs: Any) -> list[int]:
-        return [row[0] for row in curs.fetchall()]
+    def _fetch_ids_after_insert_events(
+        self,
+        curs: Any,
+        stored_events: Sequence[StoredEvent],
+        *,
+        received: Sequence[tuple[str, int]] = (),
+        **kwargs: Any,
+    ) -> list[int]:
+        """The positions, and where each of ``received`` came from (see
+        :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
+        positions = [row[0] for row in curs.fetchall()]
+        if received:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} (position, origin, seq) "
+                    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
+                ).format(self.received_table),
+                (positions, [o for o, _ in received], [s for _, s in received]),
+            )
+        return positions
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_streams`, in one query."""
@@ -82,6 +112,43 @@ class Recorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(statement, params, prepare=True)
             return curs.fetchall()
+
+    def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
+        """As :meth:`eventpile.store.sqlite.Recorder.select_export`."""
+        statement = SQL(
+            "SELECT e.notification_id, e.originator_id::text, e.originator_version, e.topic, "
+            "e.state, r.origin, r.seq FROM {schema}.{table} e "
+            "LEFT JOIN {received} r ON r.position = e.notification_id "
+            "WHERE e.notification_id > %s AND e.notification_id <= %s "
+            "ORDER BY e.notification_id LIMIT %s"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            received=self.received_table,
+        )
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, (after, upto, limit))
+            return curs.fetchall()
+
+    def received_upto(self, upto: int | None = None) -> dict[str, int]:
+        """As :meth:`eventpile.store.sqlite.Recorder.received_upto`."""
+        where = SQL("" if upto is None else " WHERE position <= %s")
+        statement = SQL("SELECT origin, max(seq) FROM {}{} GROUP BY origin").format(
+            self.received_table, where
+        )
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, () if upto is None else (upto,))
+            return dict(curs.fetchall())
+
+    def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """As :meth:`eventpile.store.sqlite.Recorder.stream_ends`."""
+        statement = SQL(
+            "SELECT originator_id, max(originator_version) FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, (list(originator_ids),))
+            return dict(curs.fetchall())
 
 
 class Factory(PostgresFactory):

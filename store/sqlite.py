@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
@@ -19,9 +20,12 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from eventpile.store.mapper import Row
+from eventpile.store.mapper import ExportRow, Row
 
 STREAMS_PER_QUERY = 500
+RECEIVED_TABLE = "received_events"
+"""Where each event a sync brought in came from: its position here, its origin (the
+installation that wrote it) and its position in the origin's log (``seq``)."""
 
 
 class TunedPool(SQLiteConnectionPool):
@@ -33,6 +37,31 @@ class TunedPool(SQLiteConnectionPool):
 
 
 class Recorder(SQLiteApplicationRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {RECEIVED_TABLE} (position INTEGER PRIMARY KEY, "
+            "origin TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (origin, seq))",
+        ]
+
+    def _insert_events(
+        self,
+        c: Any,
+        stored_events: Sequence[StoredEvent],
+        *,
+        received: Sequence[tuple[str, int]] = (),
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        """As the library's, and where each of ``received`` came from (``(origin, seq)``
+        per event), in the same transaction."""
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        if received:
+            c.executemany(
+                f"INSERT INTO {RECEIVED_TABLE} (position, origin, seq) VALUES (?, ?, ?)",
+                [(p, o, s) for p, (o, s) in zip(positions or (), received, strict=True)],
+            )
+        return positions
+
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """The stored events of several aggregates, by aggregate and version.
 
@@ -67,6 +96,49 @@ class Recorder(SQLiteApplicationRecorder):
                 (after, upto, *topics, limit),
             )
             return c.fetchall()
+
+    def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
+        """The rows after ``after`` up to ``upto`` with where each came from: ``origin``
+        and ``seq`` for an event a sync brought in, None for one written here."""
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None
+            c.execute(
+                "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
+                f"r.origin, r.seq FROM {self.events_table_name} e "
+                f"LEFT JOIN {RECEIVED_TABLE} r ON r.position = e.rowid "
+                "WHERE e.rowid > ? AND e.rowid <= ? ORDER BY e.rowid LIMIT ?",
+                (after, upto, limit),
+            )
+            return c.fetchall()
+
+    def received_upto(self, upto: int | None = None) -> dict[str, int]:
+        """By origin (hex), the last of its events that a sync brought in (up to
+        position ``upto``)."""
+        where = "" if upto is None else " WHERE position <= ?"
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None
+            c.execute(
+                f"SELECT origin, max(seq) FROM {RECEIVED_TABLE}{where} GROUP BY origin",
+                () if upto is None else (upto,),
+            )
+            return dict(c.fetchall())
+
+    def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The last version of each of these streams that has one."""
+        ids = [i.hex for i in originator_ids]
+        found: dict[uuid.UUID, int] = {}
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None
+            for start in range(0, len(ids), STREAMS_PER_QUERY):
+                chunk = ids[start : start + STREAMS_PER_QUERY]
+                c.execute(
+                    "SELECT originator_id, max(originator_version) "
+                    f"FROM {self.events_table_name} "
+                    f"WHERE originator_id IN ({','.join('?' * len(chunk))}) GROUP BY originator_id",
+                    chunk,
+                )
+                found.update((uuid.UUID(i), v) for i, v in c.fetchall())
+        return found
 
 
 class Factory(SQLiteFactory):

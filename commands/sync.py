@@ -1,0 +1,239 @@
+"""Sync: installations of one user exchange their events through a folder.
+
+Each installation keeps its own log; a sync sends what this one's log has that its
+folder does not yet (see :mod:`eventpile.store.segments`), and takes what the
+others' folders have that this log does not. An event is the same event
+everywhere: it keeps its id, time, origin and operation, and its payload is sealed
+anew for its row here. Each installation takes each event once: it keeps, beside
+the log, where every event it received came from (``origin``, ``seq``), so an event
+met again (a segment read twice, an event relayed by two peers) is a duplicate.
+
+An event received for a stream that has events written here meanwhile goes at the
+end of the stream, and remembers the version its origin wrote it at
+(:attr:`~eventpile.domain.events.DomainEvent.stamp`): events written at the same time
+on two installations apply in either order, so an aggregate's decisions that pick a
+winner compare stamps. Operations stay with their origin: only the installation
+that requested an operation runs it.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from pydantic_core import from_json, to_json
+
+from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.context import Context
+from eventpile.commands.eventlog import EventLog
+from eventpile.domain.events import Private
+from eventpile.store.cipher import COMPRESSED, EventCipher
+from eventpile.store.mapper import PydanticMapper, RowReader
+from eventpile.store.segments import Folder, Head, Record, Segment
+
+SEGMENT_EVENTS = 5000
+"""Events per segment file (and per transaction that applies one)."""
+ATTEMPTS = 5
+"""Tries at applying a segment while this installation's own commands write the same streams."""
+
+
+class Sync(Command):
+    """Exchange events with the other installations that use a folder."""
+
+    undoable = False
+    folder: Annotated[str, Private]
+
+    def describe(self) -> str:
+        return "Sync with other installations"
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    received: int = 0
+    duplicates: int = 0
+    peers: int = 0
+    waiting: dict[str, str] = field(default_factory=dict)
+    """By peer (short id), why some of its events could not be taken yet."""
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "peers": self.peers,
+        }
+
+
+@handles(Sync)
+def sync(command: Sync, ctx: Context) -> Outcome:
+    report = Exchange(ctx.app, Path(command.folder).expanduser(), ctx.progress).run()
+    message = (
+        f"Synced with {report.peers} other installation{'s' * (report.peers != 1)}: "
+        f"{report.sent:,} events sent, {report.received:,} received"
+    )
+    if report.duplicates:
+        message += f" ({report.duplicates:,} already here)"
+    for peer, why in sorted(report.waiting.items()):
+        message += f"; {peer}: {why}"
+    return Outcome(message, report.result())
+
+
+class Exchange:
+    """One sync of an application's log with a folder."""
+
+    def __init__(self, app: EventLog, path: Path, progress: Any = None):
+        self.app = app
+        self.origin = app.keyring.installation_id
+        self.folder = Folder(path, app.keyring.purpose_key("sync"), self.origin)
+        self.rows = cast(RowReader, app.recorder)
+        self.cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
+        self.progress = progress or (lambda done, total=None, message="": None)
+        self.report = Report()
+
+    def run(self) -> Report:
+        self.folder.publish_keys(self.app.home.key_file)
+        self.receive()
+        self.send()
+        return self.report
+
+    # receiving ------------------------------------------------------------
+
+    def known(self) -> dict[str, int]:
+        """By origin, the last of its events this log has (its own: the log's end)."""
+        return {**self.rows.received_upto(), self.origin.hex: self.app.max_position()}
+
+    def receive(self) -> None:
+        """Apply every peer's segments that this log has not, each once its
+        ``requires`` are here (a peer's events may follow a third one's)."""
+        known = self.known()
+        self.read_before = dict(known)
+        todo: dict[uuid.UUID, list[tuple[int, int]]] = {}
+        for peer in self.folder.origins():
+            if peer == self.origin:
+                continue
+            self.report.peers += 1
+            head = self.folder.head(peer)
+            if head is not None and head.news_for(known):
+                todo[peer] = self.folder.segments(peer, known.get(peer.hex, 0))
+                reached = todo[peer][-1][1] if todo[peer] else known.get(peer.hex, 0)
+                if reached < head.last:
+                    self.report.waiting[peer.hex[:8]] = (
+                        f"its events up to {head.last} are not all in the folder yet"
+                    )
+        moved = True
+        while moved:
+            moved = False
+            for peer, ranges in todo.items():
+                while ranges:
+                    segment = self.folder.read(peer, *ranges[0])
+                    missing = {o for o, s in segment.requires.items() if known.get(o, 0) < s}
+                    if missing:
+                        self.report.waiting[peer.hex[:8]] = (
+                            "its events follow events of "
+                            f"{', '.join(sorted(o[:8] for o in missing))} not here yet"
+                        )
+                        break
+                    self.apply(segment, known)
+                    self.report.waiting.pop(peer.hex[:8], None)
+                    ranges.pop(0)
+                    moved = True
+        self.app.catch_up()
+
+    def apply(self, segment: Segment, known: dict[str, int]) -> None:
+        """Append the segment's events this log does not have, in one transaction."""
+        for attempt in range(ATTEMPTS):
+            fresh = [r for r in segment.records if r.seq > known.get(r.origin, 0)]
+            ends = self.rows.stream_ends({r.originator_id for r in fresh})
+            stored, received = [], []
+            for r in fresh:
+                version = ends.get(r.originator_id, 0) + 1
+                ends[r.originator_id] = version
+                stored.append(self.reseal(r, version))
+                received.append((r.origin, r.seq))
+            try:
+                if stored:
+                    self.rows.insert_events(stored, received=received)
+            except IntegrityError:  # a command here wrote one of these streams meanwhile
+                if attempt == ATTEMPTS - 1:
+                    raise
+                known.update(self.known())
+                continue
+            self.report.received += len(stored)
+            self.report.duplicates += sum(
+                1  # not counted: the writer's own events of a segment read again
+                for r in segment.records
+                if r.origin != segment.origin.hex or r.seq > self.read_before.get(r.origin, 0)
+            ) - len(stored)
+            for origin, seq in received:
+                known[origin] = max(known.get(origin, 0), seq)
+            self.progress(self.report.received, None, "receiving")
+            return
+
+    def reseal(self, record: Record, version: int) -> StoredEvent:
+        """The record's event at ``version`` of its stream here, sealed for that row; one
+        placed at another version than its origin's keeps that one as ``born``."""
+        plaintext = record.plaintext
+        if version != record.version:
+            compressed = record.flags & COMPRESSED
+            data = from_json(zlib.decompress(plaintext) if compressed else plaintext)
+            data.setdefault("born", record.version)
+            plaintext = to_json(data)
+            if compressed:
+                plaintext = zlib.compress(plaintext, 1)
+        state = self.cipher.seal(
+            plaintext,
+            record.originator_id,
+            version,
+            record.topic,
+            record.flags,
+            record.class_version,
+        )
+        return StoredEvent(
+            originator_id=record.originator_id,
+            originator_version=version,
+            topic=record.topic,
+            state=state,
+        )
+
+    # sending --------------------------------------------------------------
+
+    def send(self) -> None:
+        """Write segments of what this log has past this installation's head."""
+        head = self.folder.head(self.origin)
+        after, end = (head.last if head else 0), self.app.max_position()
+        exported = dict(head.exported) if head else {}
+        here = {o.hex for o in self.folder.origins()} | {self.origin.hex}
+        while after < end:
+            rows = self.rows.select_export(after, end, SEGMENT_EVENTS)
+            last = rows[-1][0]
+            records = []
+            for position, oid, version, topic, state, origin, seq in rows:
+                if origin in here:
+                    continue  # its origin's own folder has it
+                flags, class_version, plaintext = self.cipher.open(state, oid, version, topic)
+                records.append(
+                    Record(
+                        origin or self.origin.hex,
+                        seq or position,
+                        uuid.UUID(str(oid)),
+                        version,
+                        class_version,
+                        flags,
+                        topic,
+                        plaintext,
+                    )
+                )
+            requires = {o: s for o, s in self.rows.received_upto(last).items() if o in here}
+            self.folder.write(Segment(self.origin, after, last, records, requires))
+            exported.update((r.origin, r.seq) for r in records)
+            self.report.sent += len(records)
+            self.progress(self.report.sent, None, "sending")
+            after = last
+        head_now = Head(after, exported, self.rows.received_upto())
+        if head_now != head:
+            self.folder.write_head(head_now)

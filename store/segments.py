@@ -1,0 +1,273 @@
+"""A sync folder: each installation's events as sealed segment files.
+
+::
+
+    DIR/
+        keys.json                  a home's key file: the data keys, wrapped by the
+                                   passphrase (what ``join`` takes)
+        ORIGIN/                    one folder per installation, written only by it
+            head                   how far its segments go, and what it has received
+            AFTER-LAST.seg         its log's events at positions AFTER < p <= LAST
+
+A segment holds the events of its writer's log in that range: those it wrote, and
+those a sync brought it from installations that have no folder here (so that a peer
+of a peer is reached). Each event is a :class:`Record` with its origin and its place
+in its origin's log (``seq``), which is what a reader uses to take each event once.
+
+Every file is sealed with AES-256-GCM under a key every installation of the user
+derives from the data keys; its writer and range are associated data, so a file
+renamed, moved to another folder, cut short or altered fails, and a gap in a writer's
+chain of segments (``AFTER`` of one is ``LAST`` of the one before) is noticed. The
+sealed length is padded (Padmé), so a reader of the folder learns which installations
+there are, how many events each has logged (the file names) and roughly how big they
+are, and when each synced; not what any event is. Files are written whole under a
+temporary name and renamed; a reader ignores every other name (a sync tool's
+conflict copy, a temporary file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from eventpile.store.errors import StoreError, TamperedData
+
+FORMAT: Final = 1
+KEYS: Final = "keys.json"
+HEAD: Final = "head"
+_SEGMENT_NAME: Final = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.seg$")
+_ORIGIN_NAME: Final = re.compile(r"^[0-9a-f]{32}$")
+_RECORD: Final = struct.Struct(">16sQ16sIHBHI")
+"""origin, seq, originator id, version, class version, flags, topic length, state length"""
+_LENGTH: Final = struct.Struct(">I")
+
+
+class Record(NamedTuple):
+    """One event as a segment carries it: its payload as its origin sealed it (the
+    plaintext, still compressed if it was), and where it came from."""
+
+    origin: str
+    """The installation that wrote it (hex)."""
+    seq: int
+    """Its position in its origin's log."""
+    originator_id: uuid.UUID
+    version: int
+    """Its version in the writer's log (the receiver may place it at another)."""
+    class_version: int
+    flags: int
+    topic: str
+    plaintext: bytes
+
+
+@dataclass(frozen=True)
+class Segment:
+    origin: uuid.UUID
+    after: int
+    last: int
+    records: list[Record]
+    requires: dict[str, int] = field(default_factory=dict)
+    """Events of other installations (hex: seq) that these follow: a reader applies the
+    segment once it has them (they are in those installations' own folders)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """How far an installation's segments go (in its log), the last event of each origin
+    (hex: seq) they hold, and what it has received from each."""
+
+    last: int
+    exported: dict[str, int]
+    received: dict[str, int]
+
+    def news_for(self, known: dict[str, int]) -> bool:
+        """Do its segments hold events a log that has ``known`` has not?"""
+        return any(seq > known.get(origin, 0) for origin, seq in self.exported.items())
+
+
+def padded_length(length: int) -> int:
+    """Padmé: ``length`` rounded up so that only its top log2(log2) bits are free (at
+    most 12% more), leaking O(log log) bits of it."""
+    if length < 2:
+        return length
+    exponent = length.bit_length() - 1
+    free = exponent - exponent.bit_length()
+    mask = (1 << free) - 1
+    return (length + mask) & ~mask
+
+
+class Folder:
+    """A sync folder, as one installation (``origin``) reads and writes it."""
+
+    def __init__(self, path: Path, key: bytes, origin: uuid.UUID):
+        if not path.is_dir():
+            raise StoreError(f"{path} is not a folder: make it (or mount it) first")
+        self.path = path
+        self.origin = origin
+        self._aead = AESGCM(key)
+
+    # what is there ----------------------------------------------------------
+
+    def origins(self) -> list[uuid.UUID]:
+        """The installations that have a folder here (this one too, once it has)."""
+        return sorted(
+            uuid.UUID(p.name)
+            for p in self.path.iterdir()
+            if _ORIGIN_NAME.match(p.name) and p.is_dir()
+        )
+
+    def head(self, origin: uuid.UUID) -> Head | None:
+        """What ``origin``'s head says (None before it wrote one)."""
+        path = self.path / origin.hex / HEAD
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        document = json.loads(self._open(blob, _head_aad(origin), path))
+        return Head(document["last"], document["exported"], document["received"])
+
+    def segments(self, origin: uuid.UUID, after: int) -> list[tuple[int, int]]:
+        """The ranges of ``origin``'s segments from the one that holds ``after + 1``, as
+        far as they follow each other (one not here yet, or lost, ends the chain)."""
+        starts: dict[int, int] = {}
+        for name in os.listdir(self.path / origin.hex):
+            if (m := _SEGMENT_NAME.match(name)) and int(m[2], 16) > after:
+                starts[int(m[1], 16)] = int(m[2], 16)
+        chain: list[tuple[int, int]] = []
+        position = max((first for first in starts if first <= after), default=None)
+        while position is not None and position in starts:
+            chain.append((position, starts[position]))
+            position = starts[position]
+        return chain
+
+    def read(self, origin: uuid.UUID, after: int, last: int) -> Segment:
+        """One segment, authenticated; :class:`TamperedData` if it is not what its writer
+        sealed (altered, cut short, renamed or moved)."""
+        path = self.path / origin.hex / _segment_name(after, last)
+        plain = self._open(path.read_bytes(), _segment_aad(origin, after, last), path)
+        (length,) = _LENGTH.unpack_from(plain)
+        body = zlib.decompress(plain[_LENGTH.size : _LENGTH.size + length])
+        (header_length,) = _LENGTH.unpack_from(body)
+        offset = _LENGTH.size + header_length
+        header: dict[str, Any] = json.loads(body[_LENGTH.size : offset])
+        return Segment(origin, after, last, list(_records(body, offset)), header["requires"])
+
+    # this installation's writes -----------------------------------------------
+
+    def write(self, segment: Segment) -> None:
+        """Write one of this installation's segments."""
+        header = json.dumps({"requires": segment.requires}).encode()
+        body = b"".join([_LENGTH.pack(len(header)), header, *(_record(r) for r in segment.records)])
+        packed = zlib.compress(body, 1)
+        plain = _LENGTH.pack(len(packed)) + packed
+        plain += bytes(padded_length(len(plain)) - len(plain))
+        aad = _segment_aad(self.origin, segment.after, segment.last)
+        self._put(_segment_name(segment.after, segment.last), self._seal(plain, aad))
+
+    def write_head(self, head: Head) -> None:
+        document = json.dumps(
+            {"last": head.last, "exported": head.exported, "received": head.received}
+        ).encode()
+        self._put(HEAD, self._seal(document, _head_aad(self.origin)))
+
+    def publish_keys(self, key_file: Path) -> None:
+        """Leave the home's key file here for ``join`` (when it is not already)."""
+        data = key_file.read_bytes()
+        target = self.path / KEYS
+        if not target.exists() or target.read_bytes() != data:
+            _write_whole(self.path, KEYS, data)
+
+    # sealing ------------------------------------------------------------------
+
+    def _seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return bytes([FORMAT]) + nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def _open(self, blob: bytes, aad: bytes, path: Path) -> bytes:
+        if len(blob) < 29 or blob[0] != FORMAT:
+            raise TamperedData(f"sync folder: {path} is not a segment of this format (or cut)")
+        try:
+            return self._aead.decrypt(blob[1:13], blob[13:], aad)
+        except InvalidTag:
+            raise TamperedData(
+                f"sync folder: {path} fails authentication (altered, cut short, renamed, or "
+                "sealed with other keys)"
+            ) from None
+
+    def _put(self, name: str, data: bytes) -> None:
+        folder = self.path / self.origin.hex
+        folder.mkdir(exist_ok=True)
+        _write_whole(folder, name, data)
+
+
+def _write_whole(folder: Path, name: str, data: bytes) -> None:
+    """Write ``folder/name`` under a temporary name, synced, then rename it."""
+    temporary = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, folder / name)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _segment_name(after: int, last: int) -> str:
+    return f"{after:016x}-{last:016x}.seg"
+
+
+def _segment_aad(origin: uuid.UUID, after: int, last: int) -> bytes:
+    return b"eventpile sync segment\0" + origin.bytes + struct.pack(">QQ", after, last)
+
+
+def _head_aad(origin: uuid.UUID) -> bytes:
+    return b"eventpile sync head\0" + origin.bytes
+
+
+def _record(r: Record) -> bytes:
+    topic = r.topic.encode()
+    fixed = _RECORD.pack(
+        bytes.fromhex(r.origin),
+        r.seq,
+        r.originator_id.bytes,
+        r.version,
+        r.class_version,
+        r.flags,
+        len(topic),
+        len(r.plaintext),
+    )
+    return fixed + topic + r.plaintext
+
+
+def _records(body: bytes, offset: int) -> Iterator[Record]:
+    while offset < len(body):
+        origin, seq, oid, version, class_version, flags, topic_length, length = _RECORD.unpack_from(
+            body, offset
+        )
+        offset += _RECORD.size
+        topic = body[offset : offset + topic_length].decode()
+        offset += topic_length
+        yield Record(
+            origin.hex(),
+            seq,
+            uuid.UUID(bytes=oid),
+            version,
+            class_version,
+            flags,
+            topic,
+            body[offset : offset + length],
+        )
+        offset += length
