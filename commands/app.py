@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from eventpile.commands.base import Handler
+from eventpile.commands.base import Command, Handler
 from eventpile.commands.claims import Claims
 from eventpile.commands.passphrase import passphrase_changed
 from eventpile.commands.sync import sync
@@ -39,3 +39,9 @@ class Application(Claims):
     handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo, passphrase_changed, sync)
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}
+
+    def after_sync(self) -> list[Command]:
+        """What to run, each as an operation, after a sync brought events: what makes the
+        application's data whole again where two installations changed it at once in a way
+        the events alone do not settle (two tags of one name, say). None by default."""
+        return []

@@ -22,7 +22,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from pydantic_core import from_json, to_json
@@ -30,11 +30,18 @@ from pydantic_core import from_json, to_json
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.commands.eventlog import EventLog
+
+if TYPE_CHECKING:
+    from eventpile.commands.app import Application
+    from eventpile.commands.context import ProgressCallback
 from eventpile.domain.events import Private
+from eventpile.domain.operation import Operation
+from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
-from eventpile.store.mapper import PydanticMapper, RowReader
+from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
 from eventpile.store.segments import Folder, Head, Record, Segment
 
+OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events())
 SEGMENT_EVENTS = 5000
 """Events per segment file (and per transaction that applies one)."""
 ATTEMPTS = 5
@@ -67,6 +74,19 @@ class Report:
             "duplicates": self.duplicates,
             "peers": self.peers,
         }
+
+
+def sync_with(
+    app: Application, folder: Path, on_progress: ProgressCallback | None = None
+) -> Operation:
+    """Sync ``app``'s log through ``folder`` (as an operation), then run what the
+    application asks for after a sync that brought events (see
+    :meth:`~eventpile.commands.app.Application.after_sync`)."""
+    operation = app.execute(Sync(folder=str(folder.absolute())), on_progress=on_progress)
+    if operation.result.get("received"):
+        for command in app.after_sync():
+            app.execute(command)
+    return operation
 
 
 @handles(Sync)
@@ -121,9 +141,9 @@ class Exchange:
             if head is not None and head.news_for(known):
                 todo[peer] = self.folder.segments(peer, known.get(peer.hex, 0))
                 reached = todo[peer][-1][1] if todo[peer] else known.get(peer.hex, 0)
-                if reached < head.last:
+                if reached < head.end:
                     self.report.waiting[peer.hex[:8]] = (
-                        f"its events up to {head.last} are not all in the folder yet"
+                        f"its events up to {head.end} are not all in the folder yet"
                     )
         moved = True
         while moved:
@@ -203,37 +223,59 @@ class Exchange:
     # sending --------------------------------------------------------------
 
     def send(self) -> None:
-        """Write segments of what this log has past this installation's head."""
+        """Write a segment of what this log has past this installation's head (a sync's
+        own record stays here: each installation has its own history of syncs)."""
         head = self.folder.head(self.origin)
-        after, end = (head.last if head else 0), self.app.max_position()
-        exported = dict(head.exported) if head else {}
+        scanned, end = (head.last if head else 0), self.app.max_position()
+        chain, exported = (head.end, dict(head.exported)) if head else (0, {})
         here = {o.hex for o in self.folder.origins()} | {self.origin.hex}
-        while after < end:
-            rows = self.rows.select_export(after, end, SEGMENT_EVENTS)
+        while scanned < end:
+            rows = self.rows.select_export(scanned, end, SEGMENT_EVENTS)
             last = rows[-1][0]
-            records = []
-            for position, oid, version, topic, state, origin, seq in rows:
-                if origin in here:
-                    continue  # its origin's own folder has it
-                flags, class_version, plaintext = self.cipher.open(state, oid, version, topic)
-                records.append(
-                    Record(
-                        origin or self.origin.hex,
-                        seq or position,
-                        uuid.UUID(str(oid)),
-                        version,
-                        class_version,
-                        flags,
-                        topic,
-                        plaintext,
-                    )
-                )
-            requires = {o: s for o, s in self.rows.received_upto(last).items() if o in here}
-            self.folder.write(Segment(self.origin, after, last, records, requires))
-            exported.update((r.origin, r.seq) for r in records)
-            self.report.sent += len(records)
-            self.progress(self.report.sent, None, "sending")
-            after = last
-        head_now = Head(after, exported, self.rows.received_upto())
-        if head_now != head:
-            self.folder.write_head(head_now)
+            syncs = self.syncs({oid for _, oid, _, topic, *_ in rows if topic in OPERATION_TOPICS})
+            records = [
+                self.record(row)
+                for row in rows
+                if row[5] not in here  # else its origin's own folder has it
+                and not (row[5] is None and row[1] in syncs)
+            ]
+            if records:
+                requires = {o: s for o, s in self.rows.received_upto(last).items() if o in here}
+                self.folder.write(Segment(self.origin, chain, last, records, requires))
+                chain = last
+                exported.update((r.origin, r.seq) for r in records)
+                self.report.sent += len(records)
+                self.progress(self.report.sent, None, "sending")
+            scanned = last
+        now = Head(scanned, chain, exported, self.rows.received_upto())
+        if head is None or now.settles(head, SEGMENT_EVENTS):
+            self.folder.write_head(now)
+
+    def record(self, row: ExportRow) -> Record:
+        """A row of this log as a segment carries it: from its origin, or from here."""
+        position, oid, version, topic, state, origin, seq = row
+        flags, class_version, plaintext = self.cipher.open(state, oid, version, topic)
+        return Record(
+            origin or self.origin.hex,
+            seq or position,
+            uuid.UUID(str(oid)),
+            version,
+            class_version,
+            flags,
+            topic,
+            plaintext,
+        )
+
+    def syncs(self, operation_ids: set[str]) -> set[str]:
+        """Which of these operations (ids as the log gives them) are syncs."""
+        wanted = sorted({uuid.UUID(str(i)).hex for i in operation_ids})
+        db = self.app.current("operations")
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT id FROM operations WHERE command = 'Sync' AND id IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return {i for i in operation_ids if uuid.UUID(str(i)).hex in found}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from eventpile import Aggregate, Application, Handler, Projection
+from eventpile import Aggregate, Application, Command, Handler, Projection
 from eventpile.mail.commands import (
+    RepairTags,
     import_mailbox,
     remove_tag,
     rename_tag,
@@ -15,6 +16,7 @@ from eventpile.mail.commands import (
 )
 from eventpile.mail.index import MessageIndex
 from eventpile.mail.message import Message
+from eventpile.mail.query import orphan_memberships, shared_names
 from eventpile.mail.send import mark_sent, send_mail
 from eventpile.mail.tag import Tag
 
@@ -38,3 +40,9 @@ class MailApplication(Application):
         "domain.message": "eventpile.mail.message",
         "domain.tag": "eventpile.mail.tag",
     }
+
+    def after_sync(self) -> list[Command]:
+        """Tags made with one name on two installations, or memberships given on one to a
+        tag removed on the other: one tag per name again (see :class:`RepairTags`)."""
+        index = self.current("messages")
+        return [RepairTags()] if shared_names(index) or orphan_memberships(index) else []

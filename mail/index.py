@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_date ON messages(date);
 CREATE TABLE IF NOT EXISTS tags (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_name ON tags(name);
+CREATE TABLE IF NOT EXISTS tag_registers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, named_at TEXT NOT NULL,
+    removed BOOLEAN NOT NULL, removed_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS message_tags (
     message TEXT NOT NULL, tag TEXT NOT NULL, dot TEXT NOT NULL,
     PRIMARY KEY (message, tag, dot)
@@ -202,6 +206,36 @@ def tsvector(parts: Sequence[str]) -> str:
     return " ".join(f"'{lexeme}':{','.join(map(str, p))}" for lexeme, p in positions.items())
 
 
+def _tag_changed(db: ViewDB, event: TagCreated | TagRenamed | TagRemoved) -> None:
+    """As :meth:`eventpile.mail.tag.Tag.evolve`: the tag's name and removal, each the
+    latest by stamp, kept in ``tag_registers``; ``tags`` holds the live ones."""
+    tag = event.originator_id.hex
+    row = db.execute(
+        "SELECT name, named_at, removed, removed_at FROM tag_registers WHERE id=?", (tag,)
+    ).fetchone()
+    name, named_at, removed, removed_at = row or ("", "", True, "")
+    stamp = f"{event.stamp[0]:016x}{event.stamp[1].hex}"
+    match event:
+        case TagCreated(name=new) | TagRenamed(new_name=new) if stamp > named_at:
+            name, named_at = new, stamp
+    match event:
+        case TagCreated() | TagRemoved() if stamp > removed_at:
+            removed, removed_at = isinstance(event, TagRemoved), stamp
+    db.execute(
+        "INSERT INTO tag_registers VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+        "name=excluded.name, named_at=excluded.named_at, removed=excluded.removed, "
+        "removed_at=excluded.removed_at",
+        (tag, name, named_at, bool(removed), removed_at),
+    )
+    if removed:
+        db.execute("DELETE FROM tags WHERE id=?", (tag,))
+    else:
+        db.execute(
+            "INSERT INTO tags VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name=excluded.name",
+            (tag, name),
+        )
+
+
 class MessageIndex(Projection):
     name: ClassVar[str] = "messages"
     schema: ClassVar[int] = INDEX_SCHEMA
@@ -256,18 +290,8 @@ class MessageIndex(Projection):
             case MessageUntagged():
                 message, tag = event.originator_id.hex, event.tag_id.hex
                 page.dot(_UNTAG, [(message, tag, dot.hex) for dot in event.dots])
-            case TagCreated():
-                db.execute(
-                    "INSERT INTO tags VALUES (?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET name=excluded.name",
-                    (event.originator_id.hex, event.name),
-                )
-            case TagRenamed():
-                db.execute(
-                    "UPDATE tags SET name=? WHERE id=?", (event.new_name, event.originator_id.hex)
-                )
-            case TagRemoved():
-                db.execute("DELETE FROM tags WHERE id=?", (event.originator_id.hex,))
+            case TagCreated() | TagRenamed() | TagRemoved():
+                _tag_changed(db, event)
 
     def problems(self, db: ViewDB) -> list[str]:
         """Memberships on removed tags: a log written before tags were taken from their

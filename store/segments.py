@@ -42,8 +42,6 @@ from typing import Any, Final, NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from eventpile.store.errors import StoreError, TamperedData
-
 FORMAT: Final = 1
 KEYS: Final = "keys.json"
 HEAD: Final = "head"
@@ -52,6 +50,11 @@ _ORIGIN_NAME: Final = re.compile(r"^[0-9a-f]{32}$")
 _RECORD: Final = struct.Struct(">16sQ16sIHBHI")
 """origin, seq, originator id, version, class version, flags, topic length, state length"""
 _LENGTH: Final = struct.Struct(">I")
+
+
+class FolderError(Exception):
+    """A sync folder that cannot be used, or a file in it that is not what its writer
+    sealed: the sync stops there, and what it took before stays taken."""
 
 
 class Record(NamedTuple):
@@ -84,12 +87,24 @@ class Segment:
 
 @dataclass(frozen=True)
 class Head:
-    """How far an installation's segments go (in its log), the last event of each origin
-    (hex: seq) they hold, and what it has received from each."""
+    """How far an installation has looked through its log (``last``) and where its last
+    segment ends (``end``), the last event of each origin (hex: seq) its segments hold,
+    and what it has received from each."""
 
     last: int
+    end: int
     exported: dict[str, int]
     received: dict[str, int]
+
+    def settles(self, before: Head, slack: int) -> bool:
+        """Is this head worth writing over ``before``? Not when only ``last`` moved, by
+        less than ``slack`` (a sync that had nothing to send leaves the folder as it was)."""
+        moved = self.last - before.last >= slack
+        return moved or (self.end, self.exported, self.received) != (
+            before.end,
+            before.exported,
+            before.received,
+        )
 
     def news_for(self, known: dict[str, int]) -> bool:
         """Do its segments hold events a log that has ``known`` has not?"""
@@ -112,7 +127,7 @@ class Folder:
 
     def __init__(self, path: Path, key: bytes, origin: uuid.UUID):
         if not path.is_dir():
-            raise StoreError(f"{path} is not a folder: make it (or mount it) first")
+            raise FolderError(f"{path} is not a folder: make it (or mount it) first")
         self.path = path
         self.origin = origin
         self._aead = AESGCM(key)
@@ -135,7 +150,7 @@ class Folder:
         except FileNotFoundError:
             return None
         document = json.loads(self._open(blob, _head_aad(origin), path))
-        return Head(document["last"], document["exported"], document["received"])
+        return Head(document["last"], document["end"], document["exported"], document["received"])
 
     def segments(self, origin: uuid.UUID, after: int) -> list[tuple[int, int]]:
         """The ranges of ``origin``'s segments from the one that holds ``after + 1``, as
@@ -152,7 +167,7 @@ class Folder:
         return chain
 
     def read(self, origin: uuid.UUID, after: int, last: int) -> Segment:
-        """One segment, authenticated; :class:`TamperedData` if it is not what its writer
+        """One segment, authenticated; :class:`FolderError` if it is not what its writer
         sealed (altered, cut short, renamed or moved)."""
         path = self.path / origin.hex / _segment_name(after, last)
         plain = self._open(path.read_bytes(), _segment_aad(origin, after, last), path)
@@ -177,7 +192,12 @@ class Folder:
 
     def write_head(self, head: Head) -> None:
         document = json.dumps(
-            {"last": head.last, "exported": head.exported, "received": head.received}
+            {
+                "last": head.last,
+                "end": head.end,
+                "exported": head.exported,
+                "received": head.received,
+            }
         ).encode()
         self._put(HEAD, self._seal(document, _head_aad(self.origin)))
 
@@ -196,11 +216,11 @@ class Folder:
 
     def _open(self, blob: bytes, aad: bytes, path: Path) -> bytes:
         if len(blob) < 29 or blob[0] != FORMAT:
-            raise TamperedData(f"sync folder: {path} is not a segment of this format (or cut)")
+            raise FolderError(f"sync folder: {path} is not a segment of this format (or cut)")
         try:
             return self._aead.decrypt(blob[1:13], blob[13:], aad)
         except InvalidTag:
-            raise TamperedData(
+            raise FolderError(
                 f"sync folder: {path} fails authentication (altered, cut short, renamed, or "
                 "sealed with other keys)"
             ) from None

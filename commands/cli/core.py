@@ -55,11 +55,12 @@ def command_line(
     served: str | None = None,
 ) -> typer.Typer:
     """The command line of ``application`` (a class, or ``"package.module:Class"``): the
-    framework's commands (operations, undo, the log, rebuild, verify, unlock and lock)
+    framework's commands (operations, undo, the log, rebuild, verify, unlock and lock,
+    passwd, sync and join)
     and those of ``parts``, each a Typer of commands. ``served`` (``"module:function"``)
     answers, in the agent, what a command sends it with
     :func:`eventpile.store.agent_protocol.run`: ``function(home, keyring, document)``."""
-    from eventpile.commands.cli import admin, operations, session, undo
+    from eventpile.commands.cli import admin, operations, session, sync, undo
 
     cli = typer.Typer(
         help=about, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -90,7 +91,8 @@ def command_line(
             served=served,
         )
 
-    for part in (admin.commands, operations.commands, undo.commands, session.commands, *parts):
+    framework = (admin, operations, undo, session, sync)
+    for part in (*(module.commands for module in framework), *parts):
         cli.registered_commands += part.registered_commands
         cli.registered_groups += part.registered_groups
     return cli

@@ -1,0 +1,393 @@
+"""Sync between installations of one user through a folder: the cases users meet.
+
+Each test makes installations that share the data keys (as ``join`` does), works on
+them apart, syncs, and checks what a user sees: search results, tags, operations.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import shutil
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from eventpile import CommandFailed, DomainError, Home, Undo
+from eventpile.commands.sync import Sync, sync_with
+from eventpile.commands.worker import Worker
+from eventpile.domain.operation import OperationRequested
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
+from eventpile.mail.query import all_tags, parse_query, search
+from eventpile.store.segments import Folder, FolderError, padded_length
+from tests.conftest import PASSPHRASE, cli, eventpile_process
+
+
+def write_mbox(path: Path, subjects: list[str]) -> Path:
+    """A mailbox with a message per subject (its Message-ID made of the subject)."""
+    box = mailbox.mbox(path)
+    for subject in subjects:
+        message = EmailMessage()
+        message["Subject"] = subject
+        message["From"] = "Ann <ann@example.org>"
+        message["Message-ID"] = f"<{subject.replace(' ', '.')}@example.org>"
+        message.set_content(f"about {subject}")
+        box.add(message)
+    box.flush()
+    box.close()
+    return path
+
+
+class Installations:
+    """Installations of one user (SQLite, or the PostgreSQL databases given) and a folder."""
+
+    def __init__(self, root: Path, count: int, databases: list[str | None] | None = None):
+        self.root = root
+        self.folder = root / "folder"
+        self.folder.mkdir(exist_ok=True)
+        databases = databases or [None] * count
+        first = Home(root / "i0", databases[0])
+        keys = first.init(PASSPHRASE)
+        self.apps = [MailApplication(first, keys)]
+        for n in range(1, count):
+            home = Home(root / f"i{n}", databases[n])
+            self.apps.append(MailApplication(home, home.init(PASSPHRASE, keys)))
+
+    def __getitem__(self, n: int) -> MailApplication:
+        return self.apps[n]
+
+    def sync(self, *which: int) -> list[dict[str, int]]:
+        return [sync_with(self.apps[n], self.folder).result for n in which or range(len(self))]
+
+    def converge(self) -> None:
+        """Sync each twice round: everything each has reaches every other."""
+        self.sync()
+        self.sync()
+
+    def imported(self, n: int, name: str, subjects: list[str]) -> None:
+        path = write_mbox(self.root / f"{name}.mbox", subjects)
+        self.apps[n].execute(ImportMailbox(path=str(path)))
+
+    def __len__(self) -> int:
+        return len(self.apps)
+
+    def close(self) -> None:
+        for app in self.apps:
+            app.close()
+
+
+def seen(app: MailApplication, query: str = "*") -> list[tuple[str, list[str]]]:
+    """What a search shows: each message's subject and tags, by subject."""
+    results = search(app.current("messages"), parse_query(query), limit=1000)["results"]
+    return sorted((r["subject"], sorted(r["tags"])) for r in results)
+
+
+def tags(app: MailApplication) -> list[tuple[str, int]]:
+    return sorted((t["name"], t["messages"]) for t in all_tags(app.current("messages")))
+
+
+def event_ids(app: MailApplication) -> set[uuid.UUID]:
+    """The ids of the events of the log, but its syncs' records (each keeps its own)."""
+    events = [event for _, event in app.all_events()]
+    syncs = {
+        e.originator_id for e in events if isinstance(e, OperationRequested) and e.command == "Sync"
+    }
+    return {e.event_id for e in events if e.originator_id not in syncs}
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[Installations]:
+    installations = Installations(tmp_path, 2)
+    yield installations
+    installations.close()
+
+
+# what converges, and how ------------------------------------------------------------
+
+
+def test_work_apart_then_sync_ends_identical(two: Installations) -> None:
+    two.imported(0, "a", ["red", "green"])
+    two.imported(1, "b", ["blue"])
+    two[0].execute(TagMessages(action="add", tag="work", query="subject:red"))
+    two[1].execute(TagMessages(action="add", tag="home", query="subject:blue"))
+    two.converge()
+    expected = [("blue", ["home"]), ("green", []), ("red", ["work"])]
+    assert seen(two[0]) == seen(two[1]) == expected
+    assert event_ids(two[0]) == event_ids(two[1])
+    for app in two.apps:
+        assert all(view.verify(app) for view in app.views.values())
+
+
+def test_the_same_message_imported_on_both_is_one_message(two: Installations) -> None:
+    two.imported(0, "a", ["red", "green"])
+    two.imported(1, "b", ["green", "blue"])
+    two.converge()
+    assert [s for s, _ in seen(two[0])] == [s for s, _ in seen(two[1])] == ["blue", "green", "red"]
+
+
+def test_an_add_wins_over_a_concurrent_remove(two: Installations) -> None:
+    two.imported(0, "a", ["red"])
+    two[0].execute(TagMessages(action="add", tag="work", query="*"))
+    two.converge()
+    two[1].execute(TagMessages(action="remove", tag="work", query="*"))
+    # A, not knowing of the removal, removes and adds again: a new add
+    two[0].execute(TagMessages(action="remove", tag="work", query="*"))
+    two[0].execute(TagMessages(action="add", tag="work", query="*"))
+    two.converge()
+    assert seen(two[0]) == seen(two[1]) == [("red", ["work"])]
+
+
+def test_a_tag_made_with_one_name_on_both_ends_as_one_tag(two: Installations) -> None:
+    two.imported(0, "a", ["red", "green"])
+    two.converge()
+    two[0].execute(TagMessages(action="add", tag="work", query="subject:red"))
+    two[1].execute(TagMessages(action="add", tag="work", query="subject:green"))
+    two.converge()
+    assert tags(two[0]) == tags(two[1]) == [("trash", 0), ("work", 2)]
+    assert (
+        seen(two[0], "tag:work")
+        == seen(two[1], "tag:work")
+        == [
+            ("green", ["work"]),
+            ("red", ["work"]),
+        ]
+    )
+
+
+def test_renames_at_once_decide_the_same_on_both(two: Installations) -> None:
+    two.imported(0, "a", ["red"])
+    two[0].execute(TagMessages(action="add", tag="work", query="*"))
+    two.converge()
+    two[0].execute(RenameTag(tag="work", new_name="job"))
+    two[1].execute(RenameTag(tag="work", new_name="office"))
+    two.converge()
+    assert tags(two[0]) == tags(two[1])
+    assert [name for name, _ in tags(two[0])] in (["job", "trash"], ["office", "trash"])
+
+
+def test_a_removal_and_a_rename_at_once_decide_the_same_on_both(two: Installations) -> None:
+    two.imported(0, "a", ["red"])
+    two[0].execute(TagMessages(action="add", tag="work", query="*"))
+    two.converge()
+    two[0].execute(RemoveTag(tag="work"))
+    two[1].execute(RenameTag(tag="work", new_name="job"))
+    two.converge()
+    assert tags(two[0]) == tags(two[1])
+    assert seen(two[0]) == seen(two[1])
+
+
+def test_undo_on_one_of_an_operation_done_on_the_other(two: Installations) -> None:
+    two.imported(0, "a", ["red", "green"])
+    tagged = two[0].execute(TagMessages(action="add", tag="work", query="*"))
+    two.converge()
+    undone = two[1].execute(Undo(operation_id=tagged.id))
+    assert "Reverted" in undone.message or undone.result
+    two.converge()
+    assert seen(two[0]) == seen(two[1]) == [("green", []), ("red", [])]
+    # undo stays per operation: A's own undo of it now finds it undone
+    with pytest.raises(DomainError, match="already undone"):
+        two[0].execute(Undo(operation_id=tagged.id))
+
+
+def test_an_operation_runs_only_where_it_was_requested(two: Installations) -> None:
+    two.imported(0, "a", ["red"])
+    requested = two[0].submit(TagMessages(action="add", tag="later", query="*"))
+    two.converge()
+    assert Worker(two[1]).drain() == []
+    assert seen(two[1]) == [("red", [])]
+    with pytest.raises(Exception, match=r"requested on installation \w+: it runs there"):
+        two[1].run(requested.id)
+    ran = Worker(two[0]).drain()
+    assert [r.operation_id for r in ran] == [requested.id]
+    two.converge()
+    assert seen(two[0]) == seen(two[1]) == [("red", ["later"])]
+
+
+def test_three_installations_reach_each_other_through_two_folders(tmp_path: Path) -> None:
+    """A syncs with B through one folder, B with C through another: C gets A's events
+    from B's segments (relayed), and A gets C's."""
+    three = Installations(tmp_path, 3)
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+        three.imported(0, "a", ["red"])
+        three.imported(2, "c", ["blue"])
+        # C's events reach B on the second round, B's folder on the third, A on the fourth
+        for _ in range(4):
+            sync_with(three[0], three.folder)
+            sync_with(three[1], three.folder)
+            sync_with(three[1], other)
+            sync_with(three[2], other)
+        assert seen(three[0]) == seen(three[1]) == seen(three[2]) == [("blue", []), ("red", [])]
+        assert event_ids(three[0]) == event_ids(three[2])
+    finally:
+        three.close()
+
+
+# the folder: what is there, and what a bad file does ------------------------------------
+
+
+def test_a_segment_read_twice_or_copied_is_taken_once(two: Installations) -> None:
+    two.imported(0, "a", ["red", "green"])
+    two.sync(0)
+    segments = list((two.folder / two[0].keyring.installation_id.hex).glob("*.seg"))
+    # a sync tool's conflict copy, and a temporary file of another writer
+    for segment in segments:
+        shutil.copy(segment, segment.with_name(segment.stem + " (conflicted copy).seg"))
+        shutil.copy(segment, segment.with_name("." + segment.name + ".1234.tmp"))
+    [first] = two.sync(1)
+    assert first["received"] > 0
+    [again] = two.sync(1)
+    assert again["received"] == 0
+    assert len(seen(two[1])) == 2
+
+
+def test_an_altered_segment_is_refused_and_nothing_of_it_applied(two: Installations) -> None:
+    two.imported(0, "a", ["red", "green"])
+    two.sync(0)
+    [segment] = (two.folder / two[0].keyring.installation_id.hex).glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 1
+    segment.write_bytes(bytes(data))
+    with pytest.raises(CommandFailed, match="fails authentication"):
+        sync_with(two[1], two.folder)
+    assert seen(two[1]) == []
+    # the failed sync wrote its own operation's record, and nothing of the segment
+    assert not any(e.origin == two[0].keyring.installation_id for _, e in two[1].all_events())
+
+
+def test_a_segment_renamed_or_moved_fails(two: Installations) -> None:
+    two.imported(0, "a", ["red"])
+    two.sync(0)
+    mine = two.folder / two[0].keyring.installation_id.hex
+    [segment] = mine.glob("*.seg")
+    folder = Folder(two.folder, two[1].keyring.purpose_key("sync"), two[1].keyring.installation_id)
+    after, last = (int(x, 16) for x in segment.stem.split("-"))
+    moved = two.folder / uuid.uuid4().hex
+    moved.mkdir()
+    shutil.copy(segment, moved / segment.name)
+    with pytest.raises(FolderError, match="fails authentication"):
+        folder.read(uuid.UUID(moved.name), after, last)
+    renamed = mine / f"{after:016x}-{last + 1:016x}.seg"
+    shutil.copy(segment, renamed)
+    with pytest.raises(FolderError, match="fails authentication"):
+        folder.read(two[0].keyring.installation_id, after, last + 1)
+
+
+def test_segments_missing_from_the_folder_wait_and_nothing_is_lost(two: Installations) -> None:
+    """A folder that shows a writer's segments late, or out of order (a sync tool still
+    copying): what follows a missing one waits for it."""
+    two.imported(0, "a", ["red"])
+    two.sync(0)
+    two.imported(0, "b", ["green"])
+    two.sync(0)
+    mine = two.folder / two[0].keyring.installation_id.hex
+    segments = sorted(mine.glob("*.seg"))
+    aside = two.root / "aside"
+    aside.mkdir()
+    shutil.move(segments[0], aside / segments[0].name)
+    [first] = two.sync(1)
+    assert first["received"] == 0
+    assert seen(two[1]) == []
+    shutil.move(aside / segments[0].name, segments[0])
+    two.sync(1)
+    assert [s for s, _ in seen(two[1])] == ["green", "red"]
+
+
+def test_the_folder_holds_no_plaintext(two: Installations) -> None:
+    two.imported(0, "a", ["confidential", "secret plans"])
+    two[0].execute(TagMessages(action="add", tag="private-tag", query="*"))
+    two.sync(0)
+    for path in two.folder.rglob("*"):
+        if path.is_file() and path.name != "keys.json":
+            data = path.read_bytes()
+            for word in (b"confidential", b"secret", b"private-tag", b"ann@example.org", b"Ann"):
+                assert word not in data, (path, word)
+
+
+def test_padding_leaves_few_lengths() -> None:
+    lengths = range(1, 70_000)
+    assert all(n <= padded_length(n) <= n * 1.12 + 1 for n in lengths)
+    # under two hundred sizes stand for 70,000 lengths
+    assert len({padded_length(n) for n in lengths}) < 200
+
+
+# the command line --------------------------------------------------------------------
+
+
+def test_join_and_sync_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    first, second = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("EVENTPILE_HOME", str(first))
+    assert cli(["init"], capsys)[0] == 0
+    mbox = write_mbox(tmp_path / "m.mbox", ["red", "green"])
+    assert cli(["import", str(mbox)], capsys)[0] == 0
+    code, synced, _ = cli(["sync", str(folder)], capsys)
+    assert code == 0
+    assert set(synced) >= {"sent", "received", "duplicates", "peers"}
+    assert synced["sent"] > 0
+    monkeypatch.setenv("EVENTPILE_HOME", str(second))
+    code, joined, err = cli(["join", str(folder)], capsys)
+    assert code == 0, err
+    assert joined["received"] == synced["sent"]
+    assert joined["peers"] == 1
+    code, found, _ = cli(["search", "*"], capsys)
+    assert sorted(r["subject"] for r in found["results"]) == ["green", "red"]
+    # the second is an installation of its own: joining again is refused, in one line
+    code, _, err = cli(["join", str(folder)], capsys)
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "already an eventpile home" in err
+    # a no-op sync sends only its own record
+    code, again, _ = cli(["sync", str(folder)], capsys)
+    assert again["received"] == 0
+
+
+def test_join_with_a_wrong_passphrase_makes_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    first = Home(tmp_path / "a")
+    app = MailApplication(first, first.init(PASSPHRASE))
+    sync_with(app, folder)
+    app.close()
+    second = Home(tmp_path / "b")
+    done = eventpile_process(second, "join", str(folder), passphrase="wrong")
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0
+    assert "wrong passphrase" in done.stderr
+    assert not second.path.exists()
+    nowhere = eventpile_process(second, "join", str(tmp_path / "nowhere"), passphrase=PASSPHRASE)
+    assert nowhere.returncode == 1
+    assert "keys.json" in nowhere.stderr
+    assert not second.path.exists()
+
+
+def test_a_sync_is_an_operation_in_the_log(two: Installations) -> None:
+    operation = two[0].execute(Sync(folder=str(two.folder)))
+    assert operation.status == "complete"
+    assert operation.result == {"sent": 0, "received": 0, "duplicates": 0, "peers": 0}
+    with pytest.raises(CommandFailed, match="is not a folder"):
+        two[0].execute(Sync(folder=str(two.root / "missing")))
+
+
+@pytest.mark.postgres
+def test_an_installation_on_postgresql_syncs_with_one_on_sqlite(
+    tmp_path: Path, pg_url: str
+) -> None:
+    both = Installations(tmp_path, 2, [None, pg_url])
+    try:
+        both.imported(0, "a", ["red"])
+        both.imported(1, "b", ["blue"])
+        both[1].execute(TagMessages(action="add", tag="work", query="*"))
+        both.converge()
+        assert seen(both[0]) == seen(both[1]) == [("blue", ["work"]), ("red", [])]
+        assert event_ids(both[0]) == event_ids(both[1])
+    finally:
+        both.close()
