@@ -59,6 +59,9 @@ class Aggregate(BaseModel):
 
     id: uuid.UUID
     version: int = 0
+    stamps: dict[str, tuple[int, uuid.UUID]] = {}
+    """By register (a field, or a field and a key), the stamp of the write in effect
+    (see :meth:`write`)."""
 
     @classmethod
     def declares(cls, event_type: type[DomainEvent]) -> bool:
@@ -73,6 +76,15 @@ class Aggregate(BaseModel):
     def evolve(self, event: DomainEvent) -> Self:
         """The state after one more event (``self`` when the event changes nothing)."""
         return self
+
+    def write(self, event: DomainEvent, register: str, **update: Any) -> Self:
+        """The state with ``update`` if ``event`` is the latest write of ``register`` by
+        :attr:`~eventpile.domain.events.DomainEvent.stamp`, else unchanged: for what two
+        installations may change at once (a name, a flag), so that events applied in
+        either order after a sync give one state. In one log, every event is the latest."""
+        if register in self.stamps and event.stamp <= self.stamps[register]:
+            return self
+        return self.model_copy(update={**update, "stamps": {**self.stamps, register: event.stamp}})
 
     def event(self, event_class: type[E], n: int = 1, **fields: Any) -> E:
         """The ``n``-th new event of this aggregate's stream."""

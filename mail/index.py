@@ -34,6 +34,8 @@ from eventpile.mail.query import (
     words,
 )
 from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
+from eventpile.projections.registers import SCHEMA as REGISTERS
+from eventpile.projections.registers import value, write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -47,10 +49,6 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_date ON messages(date);
 CREATE TABLE IF NOT EXISTS tags (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_name ON tags(name);
-CREATE TABLE IF NOT EXISTS tag_registers (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, named_at TEXT NOT NULL,
-    removed BOOLEAN NOT NULL, removed_at TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS message_tags (
     message TEXT NOT NULL, tag TEXT NOT NULL, dot TEXT NOT NULL,
     PRIMARY KEY (message, tag, dot)
@@ -207,27 +205,16 @@ def tsvector(parts: Sequence[str]) -> str:
 
 
 def _tag_changed(db: ViewDB, event: TagCreated | TagRenamed | TagRemoved) -> None:
-    """As :meth:`eventpile.mail.tag.Tag.evolve`: the tag's name and removal, each the
-    latest by stamp, kept in ``tag_registers``; ``tags`` holds the live ones."""
+    """As :meth:`eventpile.mail.tag.Tag.evolve`: the tag's name and whether it is removed,
+    each the latest write; ``tags`` holds the live ones."""
     tag = event.originator_id.hex
-    row = db.execute(
-        "SELECT name, named_at, removed, removed_at FROM tag_registers WHERE id=?", (tag,)
-    ).fetchone()
-    name, named_at, removed, removed_at = row or ("", "", True, "")
-    stamp = f"{event.stamp[0]:016x}{event.stamp[1].hex}"
     match event:
-        case TagCreated(name=new) | TagRenamed(new_name=new) if stamp > named_at:
-            name, named_at = new, stamp
-    match event:
-        case TagCreated() | TagRemoved() if stamp > removed_at:
-            removed, removed_at = isinstance(event, TagRemoved), stamp
-    db.execute(
-        "INSERT INTO tag_registers VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-        "name=excluded.name, named_at=excluded.named_at, removed=excluded.removed, "
-        "removed_at=excluded.removed_at",
-        (tag, name, named_at, bool(removed), removed_at),
-    )
-    if removed:
+        case TagCreated(name=new) | TagRenamed(new_name=new):
+            write(db, tag, "name", event, new)
+    if isinstance(event, TagCreated | TagRemoved):
+        write(db, tag, "removed", event, "1" if isinstance(event, TagRemoved) else "")
+    name, removed = value(db, tag, "name"), value(db, tag, "removed")
+    if removed or name is None:
         db.execute("DELETE FROM tags WHERE id=?", (tag,))
     else:
         db.execute(
@@ -251,7 +238,7 @@ class MessageIndex(Projection):
     )
 
     def create(self, db: ViewDB) -> None:
-        db.script(FULL_TEXT[db.dialect])
+        db.script(FULL_TEXT[db.dialect] + REGISTERS)
         if db.dialect == "sqlite":
             for key, value in FTS5_SETTINGS.items():
                 row = db.execute("SELECT v FROM messages_fts_config WHERE k=?", (key,)).fetchone()
@@ -281,9 +268,11 @@ class MessageIndex(Projection):
 
     def _apply(self, db: ViewDB, event: DomainEvent, position: int, page: PageWrites) -> None:
         match event:
-            case MessageIndexed():
+            # whether a message is indexed, and with what, is the latest write (a sync
+            # brings what two installations did at once in either order)
+            case MessageIndexed() if write(db, event.originator_id.hex, "indexed", event, "1"):
                 _index(db, event, position, page)
-            case MessageRemoved():
+            case MessageRemoved() if write(db, event.originator_id.hex, "indexed", event, ""):
                 _remove(db, event.originator_id.hex, page)
             case MessageTagged():
                 page.dot(_TAG, [(event.originator_id.hex, event.tag_id.hex, event.event_id.hex)])
@@ -323,6 +312,7 @@ class MessageIndex(Projection):
             "SELECT message, tag, dot FROM message_tags ORDER BY message, tag, dot",
             "SELECT message, header, thread FROM message_threads ORDER BY message",
             "SELECT link, message FROM message_links ORDER BY link, message",
+            "SELECT key, register, stamp, value FROM registers ORDER BY key, register",
         )
 
 

@@ -151,14 +151,15 @@ class Message(MessageContent, Aggregate):
     def start(cls, event: DomainEvent) -> Self:
         if not isinstance(event, MessageIndexed):
             return super().start(event)
-        return cls(id=event.originator_id, **event.content_fields())
+        return cls(id=event.originator_id, **event.content_fields()).evolve(event)
 
     def evolve(self, event: DomainEvent) -> Self:
         match event:
+            # in the index or not, and with what: the latest write (see Aggregate.write)
             case MessageIndexed():
-                return self.model_copy(update={**event.content_fields(), "indexed": True})
+                return self.write(event, "indexed", **event.content_fields(), indexed=True)
             case MessageRemoved():
-                return self.model_copy(update={"indexed": False})
+                return self.write(event, "indexed", indexed=False)
             case MessageRetagged(tag_id=tag, event_id=dot, restores=restores):
                 dots = self.tags.get(tag, frozenset()) | {dot}
                 stands_for = frozenset(restores).union(

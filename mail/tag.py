@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import uuid
 from typing import TYPE_CHECKING, Annotated, ClassVar, Self
 
 from pydantic import AfterValidator
@@ -63,28 +62,22 @@ class Tag(Aggregate):
 
     name: str
     removed: bool = False
-    named_at: tuple[int, uuid.UUID]
-    """The stamp of the event that gave the name."""
-    removed_at: tuple[int, uuid.UUID]
-    """The stamp of the event that created or removed the tag last."""
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
         if not isinstance(event, TagCreated):
             return super().start(event)
-        return cls(
-            id=event.originator_id, name=event.name, named_at=event.stamp, removed_at=event.stamp
-        )
+        return cls(id=event.originator_id, name=event.name).evolve(event)
 
     def evolve(self, event: DomainEvent) -> Self:
-        update: dict[str, object] = {}
         match event:
-            case TagCreated(name=name) | TagRenamed(new_name=name) if event.stamp > self.named_at:
-                update.update(name=name, named_at=event.stamp)
-        match event:
-            case TagCreated() | TagRemoved() if event.stamp > self.removed_at:
-                update.update(removed=isinstance(event, TagRemoved), removed_at=event.stamp)
-        return self.model_copy(update=update) if update else self
+            case TagCreated(name=name):
+                return self.write(event, "name", name=name).write(event, "removed", removed=False)
+            case TagRenamed(new_name=name):
+                return self.write(event, "name", name=name)
+            case TagRemoved():
+                return self.write(event, "removed", removed=True)
+        return self
 
     def not_in_effect(self, event: Invertible) -> str | None:
         match event:
