@@ -13,12 +13,14 @@ and the feed. The machinery is layered beneath: :class:`~eventpile.commands.even
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from eventpile.commands.base import Command, Handler
 from eventpile.commands.claims import Claims
+from eventpile.commands.context import ProgressCallback
 from eventpile.commands.passphrase import passphrase_changed
-from eventpile.commands.sync import sync
+from eventpile.commands.sync import Sync, sync
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate
 from eventpile.domain.operation import Operation
@@ -39,6 +41,16 @@ class Application(Claims):
     handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo, passphrase_changed, sync)
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}
+
+    def sync(self, folder: Path, on_progress: ProgressCallback | None = None) -> Operation:
+        """Exchange events with the other installations that sync through ``folder`` (an
+        operation, see :mod:`eventpile.commands.sync`); then run what :meth:`after_sync`
+        asks for if events came in. The sync's state."""
+        operation = self.execute(Sync(folder=str(folder.absolute())), on_progress=on_progress)
+        if operation.result.get("received"):
+            for command in self.after_sync():
+                self.execute(command)
+        return operation
 
     def after_sync(self) -> list[Command]:
         """What to run, each as an operation, after a sync brought events: what makes the

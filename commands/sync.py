@@ -22,7 +22,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any, cast
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from pydantic_core import from_json, to_json
@@ -30,12 +30,7 @@ from pydantic_core import from_json, to_json
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.commands.eventlog import EventLog
-
-if TYPE_CHECKING:
-    from eventpile.commands.app import Application
-    from eventpile.commands.context import ProgressCallback
 from eventpile.domain.events import Private
-from eventpile.domain.operation import Operation
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
@@ -74,19 +69,6 @@ class Report:
             "duplicates": self.duplicates,
             "peers": self.peers,
         }
-
-
-def sync_with(
-    app: Application, folder: Path, on_progress: ProgressCallback | None = None
-) -> Operation:
-    """Sync ``app``'s log through ``folder`` (as an operation), then run what the
-    application asks for after a sync that brought events (see
-    :meth:`~eventpile.commands.app.Application.after_sync`)."""
-    operation = app.execute(Sync(folder=str(folder.absolute())), on_progress=on_progress)
-    if operation.result.get("received"):
-        for command in app.after_sync():
-            app.execute(command)
-    return operation
 
 
 @handles(Sync)

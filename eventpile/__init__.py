@@ -7,7 +7,9 @@ or raise :class:`DomainError`, and what of a past event is still in effect),
 commands (:class:`Command` models with a handler registered by :func:`handles`)
 and projections (:class:`Projection` over a :class:`ViewDB`), and lists them in
 an :class:`Application` subclass. It gets the encrypted store, operation records,
-:class:`Undo` and :class:`Redo`, rebuild, a command line
+:class:`Undo` and :class:`Redo`, rebuild, sync between installations (with
+:mod:`registers` for views, and :meth:`Aggregate.write`, to settle what two
+installations changed at once), a command line
 (:mod:`eventpile.cli`) and the testing kit (:mod:`eventpile.testing`) from the
 framework. Everything outside this module, :mod:`eventpile.cli` and
 :mod:`eventpile.testing` is internal; the mail application (:mod:`eventpile.mail`)
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
     from eventpile.domain.events import DomainEvent, Private, utcnow, uuid7
     from eventpile.domain.undoing import Undoing
+    from eventpile.projections import registers
     from eventpile.projections.base import Projection
     from eventpile.projections.feed import Renderer
     from eventpile.store.agent import keyring as agent_keyring
@@ -77,7 +80,8 @@ _WHERE = {
     "agent_run": ("eventpile.store.agent_protocol", "run"),
     "StoreError": ("eventpile.store.errors", "StoreError"),
     "DamagedView": ("eventpile.store.errors", "DamagedView"),
-    # the testing kit and the command-line kit (modules)
+    # latest-wins registers for views, the testing kit and the command-line kit (modules)
+    "registers": ("eventpile.projections.registers", ""),
     "testing": ("eventpile.testing", ""),
     "cli": ("eventpile.cli", ""),
 }
@@ -116,6 +120,7 @@ __all__ = [
     "fold",
     "handles",
     "read_position",
+    "registers",
     "testing",
     "utcnow",
     "uuid7",

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from eventpile import CommandFailed, DomainError, Home, Undo
-from eventpile.commands.sync import Sync, sync_with
+from eventpile.commands.sync import Sync
 from eventpile.commands.worker import Worker
-from eventpile.domain.operation import OperationRequested
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from eventpile.mail.query import all_tags, parse_query, search
 from eventpile.store.segments import Folder, FolderError, padded_length
+from eventpile.testing.sync import shared_events
 from tests.conftest import PASSPHRASE, cli, eventpile_process
 
 
@@ -60,7 +60,7 @@ class Installations:
         return self.apps[n]
 
     def sync(self, *which: int) -> list[dict[str, int]]:
-        return [sync_with(self.apps[n], self.folder).result for n in which or range(len(self))]
+        return [self.apps[n].sync(self.folder).result for n in which or range(len(self))]
 
     def converge(self) -> None:
         """Sync each twice round: everything each has reaches every other."""
@@ -89,13 +89,7 @@ def tags(app: MailApplication) -> list[tuple[str, int]]:
     return sorted((t["name"], t["messages"]) for t in all_tags(app.current("messages")))
 
 
-def event_ids(app: MailApplication) -> set[uuid.UUID]:
-    """The ids of the events of the log, but its syncs' records (each keeps its own)."""
-    events = [event for _, event in app.all_events()]
-    syncs = {
-        e.originator_id for e in events if isinstance(e, OperationRequested) and e.command == "Sync"
-    }
-    return {e.event_id for e in events if e.originator_id not in syncs}
+event_ids = shared_events
 
 
 @pytest.fixture
@@ -217,10 +211,10 @@ def test_three_installations_reach_each_other_through_two_folders(tmp_path: Path
         three.imported(2, "c", ["blue"])
         # C's events reach B on the second round, B's folder on the third, A on the fourth
         for _ in range(4):
-            sync_with(three[0], three.folder)
-            sync_with(three[1], three.folder)
-            sync_with(three[1], other)
-            sync_with(three[2], other)
+            three[0].sync(three.folder)
+            three[1].sync(three.folder)
+            three[1].sync(other)
+            three[2].sync(other)
         assert seen(three[0]) == seen(three[1]) == seen(three[2]) == [("blue", []), ("red", [])]
         assert event_ids(three[0]) == event_ids(three[2])
     finally:
@@ -253,7 +247,7 @@ def test_an_altered_segment_is_refused_and_nothing_of_it_applied(two: Installati
     data[len(data) // 2] ^= 1
     segment.write_bytes(bytes(data))
     with pytest.raises(CommandFailed, match="fails authentication"):
-        sync_with(two[1], two.folder)
+        two[1].sync(two.folder)
     assert seen(two[1]) == []
     # the failed sync wrote its own operation's record, and nothing of the segment
     assert not any(e.origin == two[0].keyring.installation_id for _, e in two[1].all_events())
@@ -355,7 +349,7 @@ def test_join_with_a_wrong_passphrase_makes_nothing(tmp_path: Path) -> None:
     folder.mkdir()
     first = Home(tmp_path / "a")
     app = MailApplication(first, first.init(PASSPHRASE))
-    sync_with(app, folder)
+    app.sync(folder)
     app.close()
     second = Home(tmp_path / "b")
     done = eventpile_process(second, "join", str(folder), passphrase="wrong")

@@ -51,9 +51,8 @@ def join(ctx: typer.Context, folder: Path = FOLDER) -> None:
 
 
 def _exchange(ctx: typer.Context, folder: Path, unlocked: tuple[Home, Keyring] | None) -> None:
-    from eventpile.commands.sync import sync_with
 
     s = settings(ctx)
     with opened(s, unlocked) as application, progress_bar(s, "Syncing") as update:
-        operation = sync_with(application, folder, update)
+        operation = application.sync(folder, update)
     emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
-from eventpile import DomainEvent, Projection, ViewDB
+from eventpile import DomainEvent, Projection, ViewDB, registers
 
 from .domain import (
     ContactCreated,
@@ -56,43 +56,53 @@ class ContactDirectory(Projection):
     )
 
     def create(self, db: ViewDB) -> None:
-        db.script(SCHEMA)
+        db.script(SCHEMA + registers.SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
+        """As :meth:`Contact.evolve <examples.contacts.domain.Contact.evolve>`: each value
+        its latest write (kept in the framework's registers), the tables written from them."""
         contact = event.originator_id.hex
         match event:
-            case ContactCreated(name=name):
-                db.execute(
-                    "INSERT INTO contacts (id, name, name_key) VALUES (?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET name=excluded.name, name_key=excluded.name_key",
-                    (contact, name, name_key(name)),
+            case ContactCreated(name=name) | NameChanged(new_name=name):
+                registers.write(db, contact, "name", event, name)
+        match event:
+            case ContactCreated() | ContactRemoved():
+                registers.write(
+                    db, contact, "removed", event, "1" if isinstance(event, ContactRemoved) else ""
                 )
-            case ContactRemoved():
-                db.execute("DELETE FROM contacts WHERE id=?", (contact,))
-            case NameChanged(new_name=name):
-                db.execute(
-                    "UPDATE contacts SET name=?, name_key=? WHERE id=?",
-                    (name, name_key(name), contact),
-                )
-            case EmailAdded(address=address):
+            case ContactMerged(into=into):
+                registers.write(db, contact, "merged", event, into.hex)
+            case ContactUnmerged():
+                registers.write(db, contact, "merged", event, None)
+            case EmailAdded(address=address) if registers.write(
+                db, contact, f"email {address}", event, "1"
+            ):
                 db.execute(
                     "INSERT INTO contact_emails VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (address, contact),
                 )
-            case EmailRemoved(address=address):
+            case EmailRemoved(address=address) if registers.write(
+                db, contact, f"email {address}", event, ""
+            ):
                 db.execute(
                     "DELETE FROM contact_emails WHERE address=? AND contact_id=?",
                     (address, contact),
                 )
-            case ContactMerged(into=into):
-                db.execute("UPDATE contacts SET merged_into=? WHERE id=?", (into.hex, contact))
-            case ContactUnmerged():
-                db.execute("UPDATE contacts SET merged_into=NULL WHERE id=?", (contact,))
+        shown = registers.value(db, contact, "name")
+        if registers.value(db, contact, "removed") or shown is None:
+            db.execute("DELETE FROM contacts WHERE id=?", (contact,))
+        else:
+            db.execute(
+                "INSERT INTO contacts VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "name=excluded.name, name_key=excluded.name_key, merged_into=excluded.merged_into",
+                (contact, shown, name_key(shown), registers.value(db, contact, "merged")),
+            )
 
     def content_queries(self) -> Sequence[str]:
         return (
             "SELECT id, name, name_key, merged_into FROM contacts ORDER BY id",
             "SELECT address, contact_id FROM contact_emails ORDER BY address, contact_id",
+            "SELECT key, register, stamp, value FROM registers ORDER BY key, register",
         )
 
 

@@ -116,26 +116,27 @@ class Contact(Aggregate):
     def start(cls, event: DomainEvent) -> Self:
         if not isinstance(event, ContactCreated):
             return super().start(event)
-        return cls(id=event.originator_id, name=event.name)
+        return cls(id=event.originator_id, name=event.name).evolve(event)
 
     def evolve(self, event: DomainEvent) -> Self:
+        """Each value (the name, whether removed, merged, each address) is its latest
+        write, so that changes made at once on two installations settle alike."""
         match event:
             case ContactCreated(name=name):
-                return self.model_copy(update={"name": name, "removed": False})
+                return self.write(event, "name", name=name).write(event, "removed", removed=False)
             case ContactRemoved():
-                return self.model_copy(update={"removed": True})
-            case EmailAdded(address=address):
-                return self.model_copy(update={"emails": (*self.emails, address)})
-            case EmailRemoved(address=address):
-                return self.model_copy(
-                    update={"emails": tuple(a for a in self.emails if a != address)}
-                )
+                return self.write(event, "removed", removed=True)
+            case EmailAdded(address=address) | EmailRemoved(address=address):
+                kept = tuple(a for a in self.emails if a != address)
+                if isinstance(event, EmailAdded):
+                    kept = (*kept, address)
+                return self.write(event, f"email {address}", emails=kept)
             case NameChanged(new_name=name):
-                return self.model_copy(update={"name": name})
+                return self.write(event, "name", name=name)
             case ContactMerged(into=into):
-                return self.model_copy(update={"merged_into": into})
+                return self.write(event, "merged", merged_into=into)
             case ContactUnmerged():
-                return self.model_copy(update={"merged_into": None})
+                return self.write(event, "merged", merged_into=None)
         return self
 
     # undo -------------------------------------------------------------------

@@ -19,7 +19,13 @@ FRAMEWORK = {"eventpile", "tests"}
 """The top-level names of the framework's modules."""
 FORMER = {"domain", "commands", "projections", "store", "mail"}
 """Where the framework's modules were before they moved into ``eventpile``."""
-PUBLIC = {"eventpile", "eventpile.testing", "eventpile.testing.postgres", "eventpile.cli"}
+PUBLIC = {
+    "eventpile",
+    "eventpile.testing",
+    "eventpile.testing.postgres",
+    "eventpile.testing.sync",
+    "eventpile.cli",
+}
 
 
 def imports(path: Path) -> list[tuple[str, list[str]]]:

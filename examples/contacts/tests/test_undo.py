@@ -20,14 +20,21 @@ from examples.contacts import (
 
 
 def state(book: AddressBook, contact_id: uuid.UUID) -> Contact | None:
-    """The contact's state, whatever its stream's length."""
+    """The contact's state, whatever its stream's length and which writes are in effect."""
     found = book.load(Contact, contact_id)
-    return None if found is None else found.model_copy(update={"version": 0})
+    return None if found is None else found.model_copy(update={"version": 0, "stamps": {}})
 
 
 def snapshot(book: AddressBook) -> tuple[Any, ...]:
-    """The content of every view but the history ones (operations and the feed)."""
-    return tuple(view.digest() for name, view in sorted(book.views.items()) if name not in HISTORY)
+    """The content of every view but the history ones (operations and the feed, and which
+    writes are in effect)."""
+    return tuple(
+        [tuple(row) for row in view.db.execute(query)]
+        for name, view in sorted(book.views.items())
+        if name not in HISTORY
+        for query in view.projection.content_queries()
+        if "registers" not in query
+    )
 
 
 HISTORY = {"operations", "feed"}

@@ -1,0 +1,154 @@
+"""The law of sync, for any application: installations that worked apart and synced
+however they did end identical after a full exchange.
+
+Subclass :class:`SyncLaws` and give ``application``, :meth:`~SyncLaws.commands` (a
+hypothesis strategy of your commands) and :meth:`~SyncLaws.observe` (what a user sees,
+free of local positions and times), as for :class:`eventpile.testing.ApplicationLaws`;
+``TestMySync = MySync.TestCase`` runs it. Each example makes :attr:`~SyncLaws.count`
+installations of one user sharing a folder; the rules run your commands, undos and
+redos of any operation an installation knows of (wherever it ran), syncs of one
+installation, restarts, and the debris a shared folder collects (a sync tool's
+conflict copy, a half-written temporary file, a segment shown late). At the end each
+syncs until nothing moves, and all must hold the same events (but their syncs'
+records, which stay with each), observe the same, and pass ``verify``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from eventpile.commands.app import Application
+from eventpile.commands.base import Command
+from eventpile.commands.undo import Redo, Undo
+from eventpile.domain.aggregate import DomainError
+from eventpile.domain.operation import OperationRequested
+from eventpile.projections.operations import undo_candidates
+from eventpile.store.home import Home
+
+PASSPHRASE = "sync laws"
+ROUNDS = 8
+"""Full exchanges at the end before the installations must have stopped changing."""
+
+
+def shared_events(app: Application) -> set[uuid.UUID]:
+    """The ids of the events of ``app``'s log, but its syncs' records (each keeps its own)."""
+    events = [event for _, event in app.all_events()]
+    syncs = {
+        e.originator_id for e in events if isinstance(e, OperationRequested) and e.command == "Sync"
+    }
+    return {e.event_id for e in events if e.originator_id not in syncs}
+
+
+class SyncLaws(RuleBasedStateMachine):
+    application: ClassVar[type[Application]] = Application
+    count: ClassVar[int] = 3
+    """How many installations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="eventpile-sync-"))
+        self.files = self.directory / "files"
+        self.folder = self.directory / "folder"
+        self.files.mkdir()
+        self.folder.mkdir()
+        self.prepare(self.files)
+        first = Home(self.directory / "i0")
+        keys = first.init(PASSPHRASE)
+        homes = [(first, keys)]
+        for n in range(1, self.count):
+            home = Home(self.directory / f"i{n}")
+            homes.append((home, home.init(PASSPHRASE, keys)))
+        self.apps = [self.application(home, keyring) for home, keyring in homes]
+        self._strategy: st.SearchStrategy[Command] | None = None
+
+    # to give -----------------------------------------------------------------------------
+
+    def commands(self) -> st.SearchStrategy[Command]:
+        raise NotImplementedError("give a strategy of your commands")
+
+    def observe(self, app: Application) -> Any:
+        """What a user sees, equal on installations that hold the same events."""
+        raise NotImplementedError("give a canonical picture of your state")
+
+    def prepare(self, files: Path) -> None:
+        """Make what the commands read, in ``files`` (nothing by default)."""
+
+    # the rules ---------------------------------------------------------------------------
+
+    @rule(n=st.integers(min_value=0), data=st.data())
+    def do(self, n: int, data: st.DataObject) -> None:
+        """One of your commands on one installation (a refused one writes nothing)."""
+        if self._strategy is None:
+            self._strategy = self.commands()
+        self._run(n, data.draw(self._strategy, "command"))
+
+    @rule(n=st.integers(min_value=0), pick=st.integers(min_value=0), redo=st.booleans())
+    def undo(self, n: int, pick: int, redo: bool) -> None:
+        """Undo one of the operations an installation knows of, wherever it ran, or redo."""
+        app = self.apps[n % self.count]
+        candidates = list(undo_candidates(app.current("operations")))
+        if redo:
+            self._run(n, Redo())
+        elif candidates:
+            self._run(n, Undo(operation_id=uuid.UUID(candidates[pick % len(candidates)][0])))
+
+    @rule(n=st.integers(min_value=0))
+    def sync(self, n: int) -> None:
+        self.apps[n % self.count].sync(self.folder)
+
+    @rule(n=st.integers(min_value=0))
+    def restart(self, n: int) -> None:
+        old = self.apps[n % self.count]
+        old.close()
+        self.apps[n % self.count] = self.application(Home(old.home.path), old.keyring)
+
+    @precondition(lambda self: any(self.folder.glob("*/*.seg")))
+    @rule(data=st.data())
+    def debris(self, data: st.DataObject) -> None:
+        """A sync tool's conflict copy of a segment, and a half-written temporary file."""
+        segment = data.draw(st.sampled_from(sorted(self.folder.glob("*/*.seg"))))
+        shutil.copy(segment, segment.with_name(segment.stem + " (copy 2).seg"))
+        torn = segment.read_bytes()[: segment.stat().st_size // 2]
+        segment.with_name(f".{segment.name}.{uuid.uuid4().hex[:8]}.tmp").write_bytes(torn)
+
+    @precondition(lambda self: any(self.folder.glob("*/*.seg")))
+    @rule(data=st.data(), n=st.integers(min_value=0))
+    def shown_late(self, data: st.DataObject, n: int) -> None:
+        """An installation syncs while the folder does not show a segment yet (a sync tool
+        still copying it)."""
+        segment = data.draw(st.sampled_from(sorted(self.folder.glob("*/*.seg"))))
+        aside = self.directory / f"aside-{segment.parent.name}-{segment.name}"
+        shutil.move(segment, aside)
+        self.apps[n % self.count].sync(self.folder)
+        shutil.move(aside, segment)
+
+    def teardown(self) -> None:
+        try:
+            for _ in range(ROUNDS):
+                moved = [app.sync(self.folder).result for app in self.apps]
+                if not any(r["sent"] or r["received"] for r in moved):
+                    break
+            else:
+                raise AssertionError(f"still exchanging after {ROUNDS} rounds")
+            first, *others = self.apps
+            for app in others:
+                assert shared_events(app) == shared_events(first), "the events differ"
+                assert self.observe(app) == self.observe(first), "what a user sees differs"
+            for app in self.apps:
+                assert all(view.verify(app) for view in app.views.values()), "a view differs"
+        finally:
+            for app in self.apps:
+                app.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _run(self, n: int, command: Command) -> None:
+        with suppress(DomainError):  # refused: nothing written
+            self.apps[n % self.count].execute(command)
