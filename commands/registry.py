@@ -80,14 +80,22 @@ class Registry:
 
     def event_class(self, topic: str) -> type[DomainEvent]:
         """The event class of a stored topic (``module:Class``, the module maybe an alias)."""
-        module, _, name = topic.partition(":")
-        found = self._classes.get(f"{self.aliases.get(module, module)}:{name}")
+        found = self._classes.get(self._current(topic))
         if found is None:
             raise UnknownEvent(
                 f"stored events of type {topic!r} are unknown here (written by another "
                 "application or a newer version)"
             )
         return found
+
+    def knows(self, topic: str) -> bool:
+        """Is ``topic`` the stored topic of one of this application's event classes?"""
+        return self._current(topic) in self._classes
+
+    def _current(self, topic: str) -> str:
+        """The topic under its module's current name."""
+        module, _, name = topic.partition(":")
+        return f"{self.aliases.get(module, module)}:{name}"
 
     def stored_topics(self, cls: type[DomainEvent]) -> list[str]:
         """Every topic the events of ``cls`` may be stored under (its own, and its

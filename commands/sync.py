@@ -61,14 +61,17 @@ class Report:
     peers: int = 0
     waiting: dict[str, str] = field(default_factory=dict)
     """By peer (short id), why some of its events could not be taken yet."""
+    unknown: dict[str, int] = field(default_factory=dict)
+    """By type name, the events received of types this version does not know."""
 
     def result(self) -> dict[str, Any]:
-        return {
+        counts = {
             "sent": self.sent,
             "received": self.received,
             "duplicates": self.duplicates,
             "peers": self.peers,
         }
+        return {**counts, "unknown": self.unknown} if self.unknown else counts
 
 
 @handles(Sync)
@@ -82,6 +85,12 @@ def sync(command: Sync, ctx: Context) -> Outcome:
         message += f" ({report.duplicates:,} already here)"
     for peer, why in sorted(report.waiting.items()):
         message += f"; {peer}: {why}"
+    if report.unknown:
+        kinds = ", ".join(f"{n:,} {name}" for name, n in sorted(report.unknown.items()))
+        message += (
+            f"; kept {kinds}: events of types this version does not know (written by a "
+            "newer one), not applied until an upgrade and `rebuild`"
+        )
     return Outcome(message, report.result())
 
 
@@ -166,6 +175,10 @@ class Exchange:
                 known.update(self.known())
                 continue
             self.report.received += len(stored)
+            for r in fresh:
+                if not self.app.registry.knows(r.topic):
+                    name = r.topic.rpartition(":")[2]
+                    self.report.unknown[name] = self.report.unknown.get(name, 0) + 1
             self.report.duplicates += sum(
                 1  # not counted: the writer's own events of a segment read again
                 for r in segment.records

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS operations (
     error_type TEXT,
     error TEXT,
     undone_by TEXT,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    origin TEXT
 );
 CREATE TABLE IF NOT EXISTS operation_events (
     operation TEXT NOT NULL,
@@ -59,7 +60,7 @@ _JSON_COLUMNS = ("args", "private_args", "result", "private_result")
 
 class OperationLog(OperationRows):
     name: ClassVar[str] = "operations"
-    schema: ClassVar[int] = 4  # 4: operation states hold in_doubt
+    schema: ClassVar[int] = 5  # 4: operation states hold in_doubt; 5: and their origin
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
     """Every event: it records which events each operation wrote."""
 
@@ -93,7 +94,7 @@ class OperationLog(OperationRows):
 _COLUMNS = (
     "id, position, command, status, message, requested_at, started_at, finished_at, elapsed_s,"
     " attempts, done, total, parent_id, args, private_args, result, private_result, error_type,"
-    " error, undone_by, state"
+    " error, undone_by, state, origin"
 )
 
 
@@ -126,6 +127,7 @@ def _store(db: ViewDB, op: Operation, position: int) -> None:
         op.error,
         op.undone_by.hex if op.undone_by else None,
         op.model_dump_json(),
+        op.origin.hex if op.origin else None,
     )
     updates = ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS.split(", ")[2:])
     db.execute(

@@ -320,7 +320,8 @@ def test_join_and_sync_from_the_command_line(
     first, second = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
     monkeypatch.setenv("EVENTPILE_HOME", str(first))
-    assert cli(["init"], capsys)[0] == 0
+    code, made, _ = cli(["init"], capsys)
+    assert code == 0
     mbox = write_mbox(tmp_path / "m.mbox", ["red", "green"])
     assert cli(["import", str(mbox)], capsys)[0] == 0
     code, synced, _ = cli(["sync", str(folder)], capsys)
@@ -334,6 +335,13 @@ def test_join_and_sync_from_the_command_line(
     assert joined["peers"] == 1
     code, found, _ = cli(["search", "*"], capsys)
     assert sorted(r["subject"] for r in found["results"]) == ["green", "red"]
+    # the log says where each operation came from
+    _, log, _ = cli(["log"], capsys)
+    [imported] = [r for r in log["operations"] if r["command"] == "ImportMailbox"]
+    assert imported["origin"] == uuid.UUID(made["installation_id"]).hex
+    assert {r["origin"] for r in log["operations"] if r["command"] == "Sync"} == {
+        uuid.UUID(joined_installation(second)).hex
+    }
     # the second is an installation of its own: joining again is refused, in one line
     code, _, err = cli(["join", str(folder)], capsys)
     assert code == 1
@@ -342,6 +350,10 @@ def test_join_and_sync_from_the_command_line(
     # a no-op sync sends only its own record
     code, again, _ = cli(["sync", str(folder)], capsys)
     assert again["received"] == 0
+
+
+def joined_installation(home: Path) -> str:
+    return str(Home(home).unlock(PASSPHRASE).installation_id)
 
 
 def test_join_with_a_wrong_passphrase_makes_nothing(tmp_path: Path) -> None:
@@ -385,3 +397,42 @@ def test_an_installation_on_postgresql_syncs_with_one_on_sqlite(
         assert event_ids(both[0]) == event_ids(both[1])
     finally:
         both.close()
+
+
+def test_events_of_unknown_types_are_kept_reported_once_and_applied_after_an_upgrade(
+    tmp_path: Path,
+) -> None:
+    """The address book stands for a newer version: the mail application knows none of
+    its events. They are kept and passed on, reported by the sync that brought them,
+    and an application that knows them (the upgrade) has them."""
+    from examples.contacts import AddressBook, ContactDirectory, CreateContact
+    from examples.contacts.domain import Contact
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    newer = Home(tmp_path / "newer")
+    keys = newer.init(PASSPHRASE)
+    book = AddressBook(newer, keys)
+    book.execute(CreateContact(name="Ann", emails=("ann@example.org",)))
+    book.sync(folder)
+    book.close()
+    older = Home(tmp_path / "older")
+    mail = MailApplication(older, older.init(PASSPHRASE, keys))
+    synced = mail.sync(folder)
+    assert synced.result["unknown"] == {"ContactCreated": 1, "EmailAdded": 1}
+    assert "not applied until an upgrade" in synced.message
+    assert "unknown" not in mail.sync(folder).result
+    assert all(view.verify(mail) for view in mail.views.values())
+    keyring = mail.keyring
+    mail.close()
+
+    class Upgraded(MailApplication):
+        aggregates = (Contact,)
+        projections = (ContactDirectory,)
+
+    upgraded = Upgraded(older, keyring)
+    try:
+        upgraded.view("contacts").rebuild(upgraded)
+        assert [c["name"] for c in AddressBook.find(upgraded, "ann@example.org")] == ["Ann"]  # type: ignore[arg-type]
+    finally:
+        upgraded.close()

@@ -34,17 +34,21 @@ def log(
     s = settings(ctx)
     with opened(s) as application:
         records = recent(application.current("operations"), limit)
-    emit(s, {"operations": records}, lambda: _print_log(records))
+        here = application.keyring.installation_id.hex
+    emit(s, {"operations": records}, lambda: _print_log(records, here))
 
 
-def _print_log(records: list[dict[str, Any]]) -> None:
+def _print_log(records: list[dict[str, Any]], here: str) -> None:
+    """A table of operations; ``from`` names the installation that requested one (by
+    the start of its id) where it is not this one (see ``eventpile sync``)."""
     from rich.table import Table
 
-    table = Table("id", "when", "command", "status", "elapsed", "message")
+    table = Table("id", "when", "from", "command", "status", "elapsed", "message")
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["requested_at"]))
         elapsed = "" if r["elapsed_s"] is None else f"{r['elapsed_s']:.3f}s"
-        table.add_row(r["id"][:12], when, r["command"], r["status"], elapsed, r["message"])
+        origin = "" if r["origin"] in (None, here) else r["origin"][:8]
+        table.add_row(r["id"][:12], when, origin, r["command"], r["status"], elapsed, r["message"])
     console().print(table)
 
 
