@@ -20,7 +20,7 @@ from eventpile.commands.base import Command, Handler
 from eventpile.commands.claims import Claims
 from eventpile.commands.context import ProgressCallback
 from eventpile.commands.passphrase import passphrase_changed
-from eventpile.commands.sync import Sync, sync
+from eventpile.commands.sync import Sync, is_url, sync
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate
 from eventpile.domain.operation import Operation
@@ -42,11 +42,12 @@ class Application(Claims):
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}
 
-    def sync(self, folder: Path, on_progress: ProgressCallback | None = None) -> Operation:
-        """Exchange events with the other installations that sync through ``folder`` (an
-        operation, see :mod:`eventpile.commands.sync`); then run what :meth:`after_sync`
-        asks for if events came in. The sync's state."""
-        operation = self.execute(Sync(folder=str(folder.absolute())), on_progress=on_progress)
+    def sync(self, folder: Path | str, on_progress: ProgressCallback | None = None) -> Operation:
+        """Exchange events with the other installations that sync through ``folder``, or
+        with the one at a URL (an operation, see :mod:`eventpile.commands.sync`); then
+        run what :meth:`after_sync` asks for if events came in. The sync's state."""
+        where = str(folder) if is_url(str(folder)) else str(Path(folder).absolute())
+        operation = self.execute(Sync(folder=where), on_progress=on_progress)
         if operation.result.get("received"):
             for command in self.after_sync():
                 self.execute(command)

@@ -93,8 +93,8 @@ class Claims(Dispatcher):
                 raise NotClaimable(f"operation {state.id} runs {state.command}, unknown here")
             if not state.belongs_to(self.keyring.installation_id):
                 raise NotClaimable(
-                    f"operation {state.id} was requested on installation "
-                    f"{state.origin.hex[:8] if state.origin else ''}: it runs there"
+                    f"operation {state.id} runs on installation "
+                    f"{state.runs_on.hex[:8] if state.runs_on else ''}, not on this one"
                 )
             with self.scope(state.id):
                 if state.in_doubt is not None and state.lease_expired(now):

@@ -66,8 +66,10 @@ class Dispatcher(EventLog):
         *,
         run_after: datetime | None = None,
         parent_id: uuid.UUID | None = None,
+        runs_on: uuid.UUID | None = None,
     ) -> OperationRequested:
-        """The (unwritten) event that records ``command`` as a new operation."""
+        """The (unwritten) event that records ``command`` as a new operation (to run on
+        installation ``runs_on``, if not on this one)."""
         self.registry.handler(command)
         operation_id = operation_id or uuid7()
         public, private = command.split_args()
@@ -80,6 +82,7 @@ class Dispatcher(EventLog):
                 command.describe(),
                 run_after=run_after,
                 parent_id=parent_id,
+                runs_on=runs_on if runs_on != self.keyring.installation_id else None,
             )
 
     def submit(

@@ -157,7 +157,10 @@ def answer(
         if spec is None or answered.follow_up_id is None:
             return [answered]
         command = app.registry.command_from_record(spec.command, {**spec.args, **spec.private_args})
-        return [answered, app.request(command, answered.follow_up_id, parent_id=state.id)]
+        follow_up = app.request(
+            command, answered.follow_up_id, parent_id=state.id, runs_on=state.runs_on
+        )
+        return [answered, follow_up]
 
     answered = _decide(app, operation_id, decide)
     if answered.follow_up_id is None:

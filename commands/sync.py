@@ -22,19 +22,21 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, ClassVar, cast
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from pydantic_core import from_json, to_json
 
-from eventpile.commands.base import Command, Outcome, handles
+from eventpile.commands.base import Command, Outcome, Retryable, handles
 from eventpile.commands.context import Context
 from eventpile.commands.eventlog import EventLog
+from eventpile.commands.operations import RetryPolicy
 from eventpile.domain.events import Private
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
-from eventpile.store.segments import Folder, Head, Record, Segment
+from eventpile.store.remote import RemoteFiles, Unreachable
+from eventpile.store.segments import Folder, Head, LocalFiles, Record, Segment
 
 OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events())
 SEGMENT_EVENTS = 5000
@@ -44,10 +46,14 @@ ATTEMPTS = 5
 
 
 class Sync(Command):
-    """Exchange events with the other installations that use a folder."""
+    """Exchange events with the other installations that use a folder, or with the
+    installation at a URL (``eventpile serve --sync``): one that does not answer is
+    tried again later (the queue's worker does)."""
 
     undoable = False
+    retry: ClassVar[RetryPolicy | None] = RetryPolicy(max_attempts=10, base_s=30.0)
     folder: Annotated[str, Private]
+    """A folder's absolute path, or an ``http://`` or ``https://`` URL."""
 
     def describe(self) -> str:
         return "Sync with other installations"
@@ -74,9 +80,16 @@ class Report:
         return {**counts, "unknown": self.unknown} if self.unknown else counts
 
 
+def is_url(where: str) -> bool:
+    return where.startswith(("http://", "https://"))
+
+
 @handles(Sync)
 def sync(command: Sync, ctx: Context) -> Outcome:
-    report = Exchange(ctx.app, Path(command.folder).expanduser(), ctx.progress).run()
+    try:
+        report = Exchange(ctx.app, command.folder, ctx.progress).run()
+    except Unreachable as error:
+        raise Retryable(str(error)) from error
     message = (
         f"Synced with {report.peers} other installation{'s' * (report.peers != 1)}: "
         f"{report.sent:,} events sent, {report.received:,} received"
@@ -97,19 +110,30 @@ def sync(command: Sync, ctx: Context) -> Outcome:
 class Exchange:
     """One sync of an application's log with a folder."""
 
-    def __init__(self, app: EventLog, path: Path, progress: Any = None):
+    def __init__(self, app: EventLog, where: str, progress: Any = None):
         self.app = app
         self.origin = app.keyring.installation_id
-        self.folder = Folder(path, app.keyring.purpose_key("sync"), self.origin)
+        self.remote = (
+            RemoteFiles(where, app.keyring.purpose_key("sync over http"), self.origin)
+            if is_url(where)
+            else None
+        )
+        files = self.remote or LocalFiles(Path(where).expanduser())
+        self.folder = Folder(files, app.keyring.purpose_key("sync"), self.origin)
         self.rows = cast(RowReader, app.recorder)
         self.cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
         self.progress = progress or (lambda done, total=None, message="": None)
         self.report = Report()
 
     def run(self) -> Report:
-        self.folder.publish_keys(self.app.home.key_file)
+        if self.remote is None:
+            self.folder.publish_keys(self.app.home.key_file)
+        else:
+            self.remote.run()  # the server's latest events into its folder
         self.receive()
         self.send()
+        if self.remote is not None:
+            self.remote.run()  # and ours into its log
         return self.report
 
     # receiving ------------------------------------------------------------

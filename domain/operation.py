@@ -28,7 +28,7 @@ from typing import Annotated, Any, ClassVar, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event
-from eventpile.domain.events import DomainEvent, Private, uuid7
+from eventpile.domain.events import DomainEvent, Private
 
 JSONDict = dict[str, Any]
 
@@ -90,6 +90,9 @@ class OperationRequested(OperationEvent):
     message: str
     run_after: AwareDatetime | None = None
     parent_id: uuid.UUID | None = None
+    runs_on: uuid.UUID | None = None
+    """The installation that runs it, where that is not its origin: the second stage of
+    an operation runs where the first did, whichever installation answered its question."""
 
     def describe(self) -> str:
         return self.message
@@ -227,8 +230,10 @@ class Operation(Aggregate):
     run_after: datetime | None = None
     parent_id: uuid.UUID | None = None
     origin: uuid.UUID | None = None
-    """The installation that requested it: the only one that runs it (see
-    :mod:`eventpile.commands.sync`)."""
+    """The installation that requested it."""
+    runs_on: uuid.UUID | None = None
+    """The only installation that runs it (see :mod:`eventpile.commands.sync`): where it
+    was requested, or where the operation whose question it answers ran."""
     attempts: int = 0
     worker: str = ""
     lease_until: datetime | None = None
@@ -265,11 +270,12 @@ class Operation(Aggregate):
             run_after=event.run_after,
             parent_id=event.parent_id,
             origin=event.origin,
+            runs_on=event.runs_on or event.origin,
         )
 
     def belongs_to(self, installation: uuid.UUID) -> bool:
-        """Does ``installation`` run this operation (it requested it, or nobody said)?"""
-        return self.origin is None or self.origin == installation
+        """Does ``installation`` run this operation (or does nobody say which does)?"""
+        return self.runs_on is None or self.runs_on == installation
 
     def evolve(self, event: DomainEvent) -> Self:
         match event:
@@ -421,6 +427,7 @@ class Operation(Aggregate):
         *,
         run_after: datetime | None = None,
         parent_id: uuid.UUID | None = None,
+        runs_on: uuid.UUID | None = None,
     ) -> OperationRequested:
         return first_event(
             OperationRequested,
@@ -431,6 +438,7 @@ class Operation(Aggregate):
             message=message,
             run_after=run_after,
             parent_id=parent_id,
+            runs_on=runs_on,
         )
 
     def _unfinished(self) -> None:
@@ -544,7 +552,9 @@ class Operation(Aggregate):
         if choice not in self.question.choices:
             offered = ", ".join(self.question.choices)
             raise DomainError(f"{choice!r} is not one of the choices ({offered})")
-        follow_up = uuid7() if self.question.choices[choice] is not None else None
+        # named by the question and the choice: the same answer given on two installations
+        # before they sync requests one operation, which runs once
+        follow_up = uuid.uuid5(self.id, choice) if self.question.choices[choice] else None
         return self.event(OperationAnswered, choice=choice, follow_up_id=follow_up)
 
     def cancel(self, now: datetime) -> OperationCancelled:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from eventpile import DomainEvent, Projection, ViewDB
+from eventpile import DomainEvent, Projection, ViewDB, registers
 from eventpile.mail.message import (
     TRASH_TAG_ID,
     MessageIndexed,
@@ -34,8 +34,6 @@ from eventpile.mail.query import (
     words,
 )
 from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
-from eventpile.projections.registers import SCHEMA as REGISTERS
-from eventpile.projections.registers import value, write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -210,10 +208,10 @@ def _tag_changed(db: ViewDB, event: TagCreated | TagRenamed | TagRemoved) -> Non
     tag = event.originator_id.hex
     match event:
         case TagCreated(name=new) | TagRenamed(new_name=new):
-            write(db, tag, "name", event, new)
+            registers.write(db, tag, "name", event, new)
     if isinstance(event, TagCreated | TagRemoved):
-        write(db, tag, "removed", event, "1" if isinstance(event, TagRemoved) else "")
-    name, removed = value(db, tag, "name"), value(db, tag, "removed")
+        registers.write(db, tag, "removed", event, "1" if isinstance(event, TagRemoved) else "")
+    name, removed = registers.value(db, tag, "name"), registers.value(db, tag, "removed")
     if removed or name is None:
         db.execute("DELETE FROM tags WHERE id=?", (tag,))
     else:
@@ -238,7 +236,7 @@ class MessageIndex(Projection):
     )
 
     def create(self, db: ViewDB) -> None:
-        db.script(FULL_TEXT[db.dialect] + REGISTERS)
+        db.script(FULL_TEXT[db.dialect] + registers.SCHEMA)
         if db.dialect == "sqlite":
             for key, value in FTS5_SETTINGS.items():
                 row = db.execute("SELECT v FROM messages_fts_config WHERE k=?", (key,)).fetchone()
@@ -270,9 +268,13 @@ class MessageIndex(Projection):
         match event:
             # whether a message is indexed, and with what, is the latest write (a sync
             # brings what two installations did at once in either order)
-            case MessageIndexed() if write(db, event.originator_id.hex, "indexed", event, "1"):
+            case MessageIndexed() if registers.write(
+                db, event.originator_id.hex, "indexed", event, "1"
+            ):
                 _index(db, event, position, page)
-            case MessageRemoved() if write(db, event.originator_id.hex, "indexed", event, ""):
+            case MessageRemoved() if registers.write(
+                db, event.originator_id.hex, "indexed", event, ""
+            ):
                 _remove(db, event.originator_id.hex, page)
             case MessageTagged():
                 page.dot(_TAG, [(event.originator_id.hex, event.tag_id.hex, event.event_id.hex)])

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS queue (
     due_at DOUBLE PRECISION,
     attempts BIGINT NOT NULL,
     state TEXT NOT NULL,
-    origin TEXT
+    runs_on TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_due ON queue(due_at);
 """
@@ -114,7 +114,7 @@ class OperationRows(Projection):
 
 class Queue(OperationRows):
     name: ClassVar[str] = "queue"
-    schema: ClassVar[int] = 3  # 2: operation states hold in_doubt; 3: and their origin
+    schema: ClassVar[int] = 3  # 2: operation states hold in_doubt; 3: and where they run
 
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)
@@ -143,7 +143,7 @@ def _store(db: ViewDB, state: Operation, position: int) -> None:
                 None if due is None else due.timestamp(),
                 state.attempts,
                 state.model_dump_json(),
-                None if state.origin is None else state.origin.hex,
+                None if state.runs_on is None else state.runs_on.hex,
             ),
         )
 
@@ -180,4 +180,4 @@ def _runs(origin: uuid.UUID | None) -> tuple[str, tuple[str, ...]]:
     """SQL that keeps the operations ``origin`` runs (all without one), and its parameters."""
     if origin is None:
         return "", ()
-    return " AND (origin IS NULL OR origin = ?)", (origin.hex,)
+    return " AND (runs_on IS NULL OR runs_on = ?)", (origin.hex,)

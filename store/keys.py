@@ -132,14 +132,23 @@ def _write(fd: int, document: dict[str, Any]) -> None:
 
 def open_key_file(path: Path, passphrase: str) -> Keyring:
     """Unwrap the data keys; a clear error for a wrong passphrase or a damaged file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotInitialised(f"no key file at {path}: run `eventpile init` first") from None
+    except OSError as e:
+        raise StoreError(f"the key file {path} is unreadable: {e}") from None
+    return unwrap_keys(data, passphrase, path)
+
+
+def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
+    """The data keys of a key file's content (from ``path``, a file or an address)."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     try:
-        document: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NotInitialised(f"no key file at {path}: run `eventpile init` first") from None
-    except (OSError, ValueError, RecursionError) as e:
+        document: dict[str, Any] = json.loads(data)
+    except (ValueError, RecursionError) as e:
         raise StoreError(f"the key file {path} is unreadable: {e}") from None
     try:
         if document["format"] != KEY_FILE_FORMAT or document["kdf"]["name"] != "scrypt":

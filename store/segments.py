@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,9 +52,10 @@ _RECORD: Final = struct.Struct(">16sQ16sIHBHI")
 _LENGTH: Final = struct.Struct(">I")
 
 
-class FolderError(Exception):
+class FolderError(ValueError):
     """A sync folder that cannot be used, or a file in it that is not what its writer
-    sealed: the sync stops there, and what it took before stays taken."""
+    sealed: the sync stops there (recorded as its failure), and what it took before
+    stays taken."""
 
 
 class Record(NamedTuple):
@@ -122,13 +123,62 @@ def padded_length(length: int) -> int:
     return (length + mask) & ~mask
 
 
-class Folder:
-    """A sync folder, as one installation (``origin``) reads and writes it."""
+class Files(Protocol):
+    """Where a sync folder's files are: a directory here, or another installation's over
+    HTTP (:class:`eventpile.store.remote.RemoteFiles`). Names are ``keys.json``,
+    ``ORIGIN/head`` and ``ORIGIN/AFTER-LAST.seg``."""
 
-    def __init__(self, path: Path, key: bytes, origin: uuid.UUID):
+    where: str
+    """What to call it in messages."""
+
+    def origins(self) -> list[str]:
+        """The names of the installations' folders."""
+
+    def names(self, origin: str) -> list[str]:
+        """The names of the files in an installation's folder (none if it has none)."""
+
+    def get(self, name: str) -> bytes | None:
+        """A file's content, None if there is no such file."""
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write a file whole (a reader sees the old content or the new, never a part)."""
+
+
+class LocalFiles:
+    """A folder on this machine: shared, synced by a tool, a USB stick."""
+
+    def __init__(self, path: Path):
         if not path.is_dir():
             raise FolderError(f"{path} is not a folder: make it (or mount it) first")
         self.path = path
+        self.where = str(path)
+
+    def origins(self) -> list[str]:
+        return [p.name for p in self.path.iterdir() if p.is_dir()]
+
+    def names(self, origin: str) -> list[str]:
+        try:
+            return os.listdir(self.path / origin)
+        except FileNotFoundError:
+            return []
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, name: str, data: bytes) -> None:
+        target = self.path / name
+        target.parent.mkdir(exist_ok=True)
+        _write_whole(target.parent, target.name, data)
+
+
+class Folder:
+    """A sync folder, as one installation (``origin``) reads and writes it."""
+
+    def __init__(self, files: Files, key: bytes, origin: uuid.UUID):
+        self.files = files
         self.origin = origin
         self._aead = AESGCM(key)
 
@@ -136,27 +186,22 @@ class Folder:
 
     def origins(self) -> list[uuid.UUID]:
         """The installations that have a folder here (this one too, once it has)."""
-        return sorted(
-            uuid.UUID(p.name)
-            for p in self.path.iterdir()
-            if _ORIGIN_NAME.match(p.name) and p.is_dir()
-        )
+        return sorted(uuid.UUID(n) for n in self.files.origins() if _ORIGIN_NAME.match(n))
 
     def head(self, origin: uuid.UUID) -> Head | None:
         """What ``origin``'s head says (None before it wrote one)."""
-        path = self.path / origin.hex / HEAD
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
+        name = f"{origin.hex}/{HEAD}"
+        blob = self.files.get(name)
+        if blob is None:
             return None
-        document = json.loads(self._open(blob, _head_aad(origin), path))
+        document = json.loads(self._open(blob, _head_aad(origin), name))
         return Head(document["last"], document["end"], document["exported"], document["received"])
 
     def segments(self, origin: uuid.UUID, after: int) -> list[tuple[int, int]]:
         """The ranges of ``origin``'s segments from the one that holds ``after + 1``, as
         far as they follow each other (one not here yet, or lost, ends the chain)."""
         starts: dict[int, int] = {}
-        for name in os.listdir(self.path / origin.hex):
+        for name in self.files.names(origin.hex):
             if (m := _SEGMENT_NAME.match(name)) and int(m[2], 16) > after:
                 starts[int(m[1], 16)] = int(m[2], 16)
         chain: list[tuple[int, int]] = []
@@ -169,8 +214,11 @@ class Folder:
     def read(self, origin: uuid.UUID, after: int, last: int) -> Segment:
         """One segment, authenticated; :class:`FolderError` if it is not what its writer
         sealed (altered, cut short, renamed or moved)."""
-        path = self.path / origin.hex / _segment_name(after, last)
-        plain = self._open(path.read_bytes(), _segment_aad(origin, after, last), path)
+        name = f"{origin.hex}/{_segment_name(after, last)}"
+        blob = self.files.get(name)
+        if blob is None:
+            raise FolderError(f"sync folder {self.files.where}: {name} is gone")
+        plain = self._open(blob, _segment_aad(origin, after, last), name)
         (length,) = _LENGTH.unpack_from(plain)
         body = zlib.decompress(plain[_LENGTH.size : _LENGTH.size + length])
         (header_length,) = _LENGTH.unpack_from(body)
@@ -204,9 +252,8 @@ class Folder:
     def publish_keys(self, key_file: Path) -> None:
         """Leave the home's key file here for ``join`` (when it is not already)."""
         data = key_file.read_bytes()
-        target = self.path / KEYS
-        if not target.exists() or target.read_bytes() != data:
-            _write_whole(self.path, KEYS, data)
+        if self.files.get(KEYS) != data:
+            self.files.put(KEYS, data)
 
     # sealing ------------------------------------------------------------------
 
@@ -214,21 +261,20 @@ class Folder:
         nonce = secrets.token_bytes(12)
         return bytes([FORMAT]) + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
-    def _open(self, blob: bytes, aad: bytes, path: Path) -> bytes:
+    def _open(self, blob: bytes, aad: bytes, name: str) -> bytes:
+        where = f"sync folder {self.files.where}: {name}"
         if len(blob) < 29 or blob[0] != FORMAT:
-            raise FolderError(f"sync folder: {path} is not a segment of this format (or cut)")
+            raise FolderError(f"{where} is not a file of this format (or cut short)")
         try:
             return self._aead.decrypt(blob[1:13], blob[13:], aad)
         except InvalidTag:
             raise FolderError(
-                f"sync folder: {path} fails authentication (altered, cut short, renamed, or "
-                "sealed with other keys)"
+                f"{where} fails authentication (altered, cut short, renamed, or sealed with "
+                "other keys)"
             ) from None
 
     def _put(self, name: str, data: bytes) -> None:
-        folder = self.path / self.origin.hex
-        folder.mkdir(exist_ok=True)
-        _write_whole(folder, name, data)
+        self.files.put(f"{self.origin.hex}/{name}", data)
 
 
 def _write_whole(folder: Path, name: str, data: bytes) -> None:

@@ -16,25 +16,28 @@ from pathlib import Path
 import pytest
 
 from eventpile import CommandFailed, DomainError, Home, Undo
+from eventpile.commands.operations import answer
 from eventpile.commands.sync import Sync
 from eventpile.commands.worker import Worker
+from eventpile.domain.operation import Operation
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from eventpile.mail.query import all_tags, parse_query, search
-from eventpile.store.segments import Folder, FolderError, padded_length
+from eventpile.store.segments import Folder, FolderError, LocalFiles, padded_length
 from eventpile.testing.sync import shared_events
 from tests.conftest import PASSPHRASE, cli, eventpile_process
 
 
-def write_mbox(path: Path, subjects: list[str]) -> Path:
-    """A mailbox with a message per subject (its Message-ID made of the subject)."""
+def write_mbox(path: Path, subjects: list[str], text: str = "about") -> Path:
+    """A mailbox with a message per subject (its Message-ID made of the subject, its
+    text ``text`` and the subject)."""
     box = mailbox.mbox(path)
     for subject in subjects:
         message = EmailMessage()
         message["Subject"] = subject
         message["From"] = "Ann <ann@example.org>"
         message["Message-ID"] = f"<{subject.replace(' ', '.')}@example.org>"
-        message.set_content(f"about {subject}")
+        message.set_content(f"{text} {subject}")
         box.add(message)
     box.flush()
     box.close()
@@ -67,9 +70,9 @@ class Installations:
         self.sync()
         self.sync()
 
-    def imported(self, n: int, name: str, subjects: list[str]) -> None:
-        path = write_mbox(self.root / f"{name}.mbox", subjects)
-        self.apps[n].execute(ImportMailbox(path=str(path)))
+    def imported(self, n: int, name: str, subjects: list[str], text: str = "about") -> Operation:
+        path = write_mbox(self.root / f"{name}.mbox", subjects, text)
+        return self.apps[n].execute(ImportMailbox(path=str(path)))
 
     def __len__(self) -> int:
         return len(self.apps)
@@ -192,12 +195,37 @@ def test_an_operation_runs_only_where_it_was_requested(two: Installations) -> No
     two.converge()
     assert Worker(two[1]).drain() == []
     assert seen(two[1]) == [("red", [])]
-    with pytest.raises(Exception, match=r"requested on installation \w+: it runs there"):
+    with pytest.raises(Exception, match=r"runs on installation \w+, not on this one"):
         two[1].run(requested.id)
     ran = Worker(two[0]).drain()
     assert [r.operation_id for r in ran] == [requested.id]
     two.converge()
     assert seen(two[0]) == seen(two[1]) == [("red", ["later"])]
+
+
+def test_a_question_asked_on_one_and_answered_on_the_other_runs_its_answer_once_there(
+    two: Installations,
+) -> None:
+    """The second stage of an import runs where the import ran (it reads that machine's
+    mailbox), whichever installation answered; an answer given again is refused."""
+    two.imported(0, "a", ["red"])
+    asking = two.imported(0, "b", ["red"], text="other words for")
+    assert asking.status == "waiting"
+    two.converge()
+    _answered, follow_up = answer(two[1], asking.id, "replace")
+    assert follow_up is not None and follow_up.status == "pending"
+    assert follow_up.runs_on == two[0].keyring.installation_id
+    assert Worker(two[1]).drain() == []
+    with pytest.raises(DomainError, match="not waiting"):
+        answer(two[1], asking.id, "keep")
+    two.converge()
+    [ran] = Worker(two[0]).drain()
+    assert (ran.operation_id, ran.status) == (follow_up.id, "complete")
+    assert Worker(two[0]).drain() == []
+    two.converge()
+    for app in two.apps:
+        assert seen(app, "other") == [("red", [])]
+        assert app.require(Operation, follow_up.id).attempts == 1
 
 
 def test_three_installations_reach_each_other_through_two_folders(tmp_path: Path) -> None:
@@ -258,7 +286,9 @@ def test_a_segment_renamed_or_moved_fails(two: Installations) -> None:
     two.sync(0)
     mine = two.folder / two[0].keyring.installation_id.hex
     [segment] = mine.glob("*.seg")
-    folder = Folder(two.folder, two[1].keyring.purpose_key("sync"), two[1].keyring.installation_id)
+    folder = Folder(
+        LocalFiles(two.folder), two[1].keyring.purpose_key("sync"), two[1].keyring.installation_id
+    )
     after, last = (int(x, 16) for x in segment.stem.split("-"))
     moved = two.folder / uuid.uuid4().hex
     moved.mkdir()

@@ -138,7 +138,7 @@ def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterato
     """The application on an unlocked home, closed afterwards (saying which views it
     found damaged and made anew)."""
     home, keyring = unlocked or unlock(s)
-    application = _loaded(s.application)(home, keyring)
+    application = application_class(s.application)(home, keyring)
     try:
         yield application
     finally:
@@ -148,7 +148,7 @@ def opened(s: Settings, unlocked: tuple[Home, Keyring] | None = None) -> Iterato
                 print(f"eventpile: {view.remade}: made anew from the log", file=sys.stderr)
 
 
-def _loaded(application: type[Application] | str) -> type[Application]:
+def application_class(application: type[Application] | str) -> type[Application]:
     if not isinstance(application, str):
         return application
     module, _, name = application.partition(":")

@@ -3,14 +3,24 @@ folder (see :mod:`eventpile.commands.sync`)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from eventpile.commands.cli.core import emit, opened, passphrase, progress_bar, settings
+from eventpile.commands.cli.core import (
+    application_class,
+    emit,
+    opened,
+    passphrase,
+    progress_bar,
+    settings,
+    unlock,
+)
 
 if TYPE_CHECKING:
+    from eventpile.commands.app import Application
     from eventpile.store.home import Home
     from eventpile.store.keys import Keyring
 
@@ -18,41 +28,114 @@ commands = typer.Typer()
 """Its commands, for :func:`eventpile.commands.cli.core.command_line`."""
 
 FOLDER = typer.Argument(
-    ..., help="A folder every installation reaches: a shared or synced folder, a USB stick."
+    ...,
+    help="A folder every installation reaches (a shared or synced folder, a USB stick), "
+    "or the address another installation's `eventpile serve --sync` printed.",
 )
 
 
 @commands.command()
-def sync(ctx: typer.Context, folder: Path = FOLDER) -> None:
-    """Exchange events with the other installations that sync through FOLDER."""
+def sync(ctx: typer.Context, folder: str = FOLDER) -> None:
+    """Exchange events with the other installations that sync through FOLDER (or with
+    the installation at its address)."""
     _exchange(ctx, folder, None)
 
 
 @commands.command()
-def join(ctx: typer.Context, folder: Path = FOLDER) -> None:
+def join(ctx: typer.Context, folder: str = FOLDER) -> None:
     """Make the home (a new one) another installation of the user who syncs through
     FOLDER: its keys, opened with their passphrase, and everything the others have."""
+    from eventpile.commands.sync import is_url
     from eventpile.store.errors import StoreError
     from eventpile.store.home import Home
-    from eventpile.store.keys import open_key_file
+    from eventpile.store.keys import unwrap_keys
+    from eventpile.store.remote import fetch_key_file
     from eventpile.store.segments import KEYS
 
     s = settings(ctx)
     home = Home(s.home, s.database_url)
     if home.exists():
         raise StoreError(f"{home.path} is already an eventpile home: `eventpile sync` it")
-    if not (folder / KEYS).is_file():
+    if is_url(folder):
+        data, where = fetch_key_file(folder), folder.partition("?")[0]
+    elif (Path(folder) / KEYS).is_file():
+        data, where = (Path(folder) / KEYS).read_bytes(), folder
+    else:
         raise StoreError(
             f"{folder} has no {KEYS}: run `eventpile sync {folder}` on an installation first"
         )
     secret = passphrase()
-    keyring = home.init(secret, open_key_file(folder / KEYS, secret))
-    _exchange(ctx, folder, (home, keyring))
+    keyring = home.init(secret, unwrap_keys(data, secret, where))
+    _exchange(ctx, where, (home, keyring))
 
 
-def _exchange(ctx: typer.Context, folder: Path, unlocked: tuple[Home, Keyring] | None) -> None:
-
+def _exchange(ctx: typer.Context, folder: str, unlocked: tuple[Home, Keyring] | None) -> None:
     s = settings(ctx)
     with opened(s, unlocked) as application, progress_bar(s, "Syncing") as update:
         operation = application.sync(folder, update)
-    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
+    data = {"operation_id": operation.id.hex, "status": operation.status, **operation.result}
+    said = operation.message
+    if operation.retry_at is not None:  # the other installation did not answer
+        data["error"], data["retry_at"] = operation.error, operation.retry_at.isoformat()
+        said = f"{operation.error}: tried again at {operation.retry_at:%H:%M:%S} UTC by the worker"
+    emit(s, data, lambda: typer.echo(said))
+    if operation.retry_at is not None:
+        raise typer.Exit(1)
+
+
+@commands.command()
+def serve(
+    ctx: typer.Context,
+    sync: bool = typer.Option(False, "--sync", help="Answer other installations' syncs."),
+    host: str = typer.Option("127.0.0.1", help="The address to listen on."),
+    port: int = typer.Option(8765, min=0, max=65535, help="The port (0: any free one)."),
+) -> None:
+    """Serve this installation over HTTP until stopped (Ctrl-C): with --sync, other
+    installations of the user sync with it (`eventpile sync ADDRESS`)."""
+    import secrets
+    import socket
+    import sys
+
+    import uvicorn
+
+    from eventpile.commands.serve import sync_server
+    from eventpile.store.errors import StoreError
+
+    if not sync:
+        raise StoreError("say what to serve: --sync (other installations sync with this one)")
+    s = settings(ctx)
+    home, keyring = unlock(s)
+    folder = home.path / "sync"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    token = secrets.token_urlsafe(16)
+    one = ThreadPoolExecutor(max_workers=1)  # the application lives in one thread
+    held: list[Application] = []
+
+    def run() -> dict[str, object]:
+        if not held:
+            held.append(application_class(s.application)(home, keyring))
+        return dict(held[0].sync(folder).result)
+
+    web = sync_server(
+        folder,
+        keyring.purpose_key("sync over http"),
+        token,
+        home.key_file,
+        lambda: one.submit(run).result(),
+    )
+    listening = socket.create_server((host, port))
+    address = f"http://{host}:{listening.getsockname()[1]}/"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"eventpile: listening on {host}: anyone who reaches it may try", file=sys.stderr)
+    said = (
+        f"Serving sync at {address} (Ctrl-C stops)\n"
+        f"A new installation joins with: eventpile join '{address}?token={token}'"
+    )
+    emit(s, {"address": address, "join": f"{address}?token={token}"}, lambda: typer.echo(said))
+    sys.stdout.flush()
+    try:
+        uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[listening])
+    finally:
+        if held:
+            one.submit(held[0].close).result()
+        one.shutdown()
