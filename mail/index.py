@@ -8,6 +8,7 @@ References (as notmuch, not by subject). Queries are in :mod:`eventpile.mail.que
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -260,21 +261,32 @@ class MessageIndex(Projection):
         removing one 15 times dearer. On PostgreSQL, the messages' rows are written in
         batches (see :meth:`PageWrites.index`), not a statement and round trip each."""
         page = PageWrites()
+        # whether a message is indexed, and with what, is the latest write (a sync brings
+        # what two installations did at once in either order)
+        latest = registers.write_many(
+            db,
+            [
+                (e.originator_id.hex, "indexed", e, "1" if isinstance(e, MessageIndexed) else "")
+                for _, e in events
+                if isinstance(e, MessageIndexed | MessageRemoved)
+            ],
+        )
         for position, event in events:
-            self._apply(db, event, position, page)
+            self._apply(db, event, position, page, latest)
         page.write(db)
 
-    def _apply(self, db: ViewDB, event: DomainEvent, position: int, page: PageWrites) -> None:
+    def _apply(
+        self,
+        db: ViewDB,
+        event: DomainEvent,
+        position: int,
+        page: PageWrites,
+        latest: set[uuid.UUID],
+    ) -> None:
         match event:
-            # whether a message is indexed, and with what, is the latest write (a sync
-            # brings what two installations did at once in either order)
-            case MessageIndexed() if registers.write(
-                db, event.originator_id.hex, "indexed", event, "1"
-            ):
+            case MessageIndexed() if event.event_id in latest:
                 _index(db, event, position, page)
-            case MessageRemoved() if registers.write(
-                db, event.originator_id.hex, "indexed", event, ""
-            ):
+            case MessageRemoved() if event.event_id in latest:
                 _remove(db, event.originator_id.hex, page)
             case MessageTagged():
                 page.dot(_TAG, [(event.originator_id.hex, event.tag_id.hex, event.event_id.hex)])

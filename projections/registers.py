@@ -13,6 +13,9 @@ register an event writes, and changes its own tables only where the event won.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 from eventpile.domain.events import DomainEvent
 from eventpile.store.views import ViewDB
 
@@ -30,18 +33,48 @@ def stamp_text(event: DomainEvent) -> str:
     return f"{version:016x}{event_id.hex}"
 
 
+Write = tuple[str, str, DomainEvent, str | None]
+"""A write of a register: ``(key, register, event, value)``."""
+KEYS_PER_READ = 500
+
+
 def write(db: ViewDB, key: str, register: str, event: DomainEvent, new: str | None) -> bool:
     """Write ``new`` to the register if ``event`` is its latest write (True), else leave it."""
-    stamp = stamp_text(event)
-    row = _read(db, key, register)
-    if row is not None and row[0] >= stamp:
-        return False
-    db.execute(
-        "INSERT INTO registers VALUES (?, ?, ?, ?) ON CONFLICT (key, register) DO UPDATE "
-        "SET stamp=excluded.stamp, value=excluded.value",
-        (key, register, stamp, new),
-    )
-    return True
+    return event.event_id in write_many(db, [(key, register, event, new)])
+
+
+def write_many(db: ViewDB, writes: Sequence[Write]) -> set[uuid.UUID]:
+    """:func:`write` each, in order, with one read and one write of the table (a page of
+    a view's events): the ids of the events that are their register's latest write."""
+    held: dict[tuple[str, str], str] = {}
+    wanted: dict[str, set[str]] = {}
+    for key, register, _, _ in writes:
+        wanted.setdefault(register, set()).add(key)
+    for register, keys in wanted.items():
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), KEYS_PER_READ):
+            chunk = ordered[start : start + KEYS_PER_READ]
+            rows = db.execute(
+                f"SELECT key, stamp FROM registers WHERE register=? "
+                f"AND key IN ({','.join('?' * len(chunk))})",
+                (register, *chunk),
+            )
+            held.update(((key, register), stamp) for key, stamp in rows)
+    won: dict[tuple[str, str], tuple[str, str | None]] = {}
+    winners: set[uuid.UUID] = set()
+    for key, register, event, new in writes:
+        stamp = stamp_text(event)
+        if held.get((key, register), "") < stamp:
+            held[key, register] = stamp
+            won[key, register] = (stamp, new)
+            winners.add(event.event_id)
+    if won:
+        db.executemany(
+            "INSERT INTO registers VALUES (?, ?, ?, ?) ON CONFLICT (key, register) DO UPDATE "
+            "SET stamp=excluded.stamp, value=excluded.value",
+            [(key, register, stamp, new) for (key, register), (stamp, new) in won.items()],
+        )
+    return winners
 
 
 def value(db: ViewDB, key: str, register: str) -> str | None:
