@@ -32,6 +32,7 @@ from eventpile.commands.context import Context
 from eventpile.commands.eventlog import EventLog
 from eventpile.commands.operations import RetryPolicy
 from eventpile.domain.events import Private
+from eventpile.domain.operation import Operation
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
@@ -251,7 +252,9 @@ class Exchange:
         while scanned < end:
             rows = self.rows.select_export(scanned, end, SEGMENT_EVENTS)
             last = rows[-1][0]
-            syncs = self.syncs({oid for _, oid, _, topic, *_ in rows if topic in OPERATION_TOPICS})
+            syncs = self.syncs(
+                {row[1] for row in rows if row[5] is None and row[3] in OPERATION_TOPICS}
+            )
             records = [
                 self.record(row)
                 for row in rows
@@ -286,15 +289,8 @@ class Exchange:
         )
 
     def syncs(self, operation_ids: set[str]) -> set[str]:
-        """Which of these operations (ids as the log gives them) are syncs."""
-        wanted = sorted({uuid.UUID(str(i)).hex for i in operation_ids})
-        db = self.app.current("operations")
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(
-                f"SELECT id FROM operations WHERE command = 'Sync' AND id IN ({marks})", chunk
-            )
-            found.update(row[0] for row in rows)
-        return {i for i in operation_ids if uuid.UUID(str(i)).hex in found}
+        """Which of these operations of this installation's (ids as the log gives them)
+        are syncs: their streams folded (a few per batch), not a view caught up first."""
+        ids = {uuid.UUID(str(i)): i for i in operation_ids}
+        states = self.app.load_many(Operation, ids)
+        return {ids[i] for i, state in states.items() if state and state.command == "Sync"}
