@@ -14,17 +14,21 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eventpile import CommandFailed, DomainError, Home, Undo
+from eventpile import CommandFailed, DomainError, DomainEvent, Home, Undo, fold
 from eventpile.commands.operations import answer
 from eventpile.commands.sync import Sync
 from eventpile.commands.worker import Worker
 from eventpile.domain.operation import Operation
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
+from eventpile.mail.message import Message, MessageContent
 from eventpile.mail.query import all_tags, parse_query, search
+from eventpile.mail.tag import Tag, TagCreated
 from eventpile.store.segments import Folder, FolderError, LocalFiles, padded_length
-from eventpile.testing.sync import shared_events
+from eventpile.testing.sync import interleaved, shared_events
 from tests.conftest import PASSPHRASE, cli, eventpile_process
 
 
@@ -466,3 +470,91 @@ def test_events_of_unknown_types_are_kept_reported_once_and_applied_after_an_upg
         assert [c["name"] for c in AddressBook.find(upgraded, "ann@example.org")] == ["Ann"]  # type: ignore[arg-type]
     finally:
         upgraded.close()
+
+
+# the law of one stream: events decided apart fold alike in any causal order ----------
+
+TAG_NAMES = ("work", "job", "office")
+
+
+def _tag_branch(state: Tag, data: st.DataObject) -> list[DomainEvent]:
+    """What one installation decides about a tag, apart: renames, a removal, a revival."""
+    events: list[DomainEvent] = []
+    for _ in range(data.draw(st.integers(0, 4))):
+        action = data.draw(st.sampled_from(["rename", "remove", "revive"]))
+        name = data.draw(st.sampled_from(TAG_NAMES))
+        if action == "rename" and not state.removed and name != state.name:
+            new = state.rename(name)
+        elif action == "remove" and not state.removed:
+            new = state.remove()
+        elif action == "revive" and state.removed:
+            new = [state.event(TagCreated, name=name)]
+        else:
+            continue
+        for event in new:
+            state = state.apply(event)
+        events += new
+    return events
+
+
+def _message_branch(state: Message, data: st.DataObject) -> list[DomainEvent]:
+    """What one installation decides about a message, apart: tags on and off, out of the
+    index and back."""
+    events: list[DomainEvent] = []
+    tags = [uuid.UUID(int=n) for n in (1, 2)]
+    for _ in range(data.draw(st.integers(0, 4))):
+        action = data.draw(st.sampled_from(["tag", "untag", "remove", "reindex"]))
+        tag = data.draw(st.sampled_from(tags))
+        if action == "tag":
+            new = state.tag(tag)
+        elif action == "untag":
+            new = state.untag(tag)
+        elif action == "remove" and state.indexed:
+            new = state.remove()
+        elif action == "reindex" and not state.indexed:
+            new = state.reindex(state.content())
+        else:
+            continue
+        for event in new:
+            state = state.apply(event)
+        events += new
+    return events
+
+
+def _same_in_any_order(
+    aggregate: type[Tag] | type[Message],
+    prefix: list[DomainEvent],
+    branches: list[list[DomainEvent]],
+    data: st.DataObject,
+) -> None:
+    marks = [b for b, branch in enumerate(branches) for _ in branch]
+    order = data.draw(st.permutations(marks))
+    one = fold(aggregate, interleaved(prefix, branches, marks))
+    other = fold(aggregate, interleaved(prefix, branches, order))
+    assert one is not None and other is not None
+    assert one.model_copy(update={"version": 0}) == other.model_copy(update={"version": 0})
+
+
+CHEAP = settings(max_examples=max(400, settings.default.max_examples))
+"""Folding a few events costs microseconds: many examples, even in the ``ci`` profile."""
+
+
+@CHEAP
+@given(data=st.data())
+def test_a_tag_changed_apart_folds_alike_in_any_order(data: st.DataObject) -> None:
+    prefix: list[DomainEvent] = [Tag.create("work")]
+    state = fold(Tag, prefix)
+    assert state is not None
+    branches = [_tag_branch(state, data), _tag_branch(state, data)]
+    _same_in_any_order(Tag, prefix, branches, data)
+
+
+@CHEAP
+@given(data=st.data())
+def test_a_message_changed_apart_folds_alike_in_any_order(data: st.DataObject) -> None:
+    content = MessageContent(header_id="<m@example.org>", subject="red", size=10)
+    prefix: list[DomainEvent] = [Message.index(uuid.uuid4(), content)]
+    state = fold(Message, prefix)
+    assert state is not None
+    branches = [_message_branch(state, data), _message_branch(state, data)]
+    _same_in_any_order(Message, prefix, branches, data)

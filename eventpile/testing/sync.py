@@ -4,7 +4,8 @@ however they did end identical after a full exchange.
 Subclass :class:`SyncLaws` and give ``application``, :meth:`~SyncLaws.commands` (a
 hypothesis strategy of your commands) and :meth:`~SyncLaws.observe` (what a user sees,
 free of local positions and times), as for :class:`eventpile.testing.ApplicationLaws`;
-``TestMySync = MySync.TestCase`` runs it. Each example makes :attr:`~SyncLaws.count`
+``TestMySync = MySync.TestCase`` runs it. :func:`interleaved` states the same law for
+one aggregate's stream. Each example makes :attr:`~SyncLaws.count`
 installations of one user sharing a folder; the rules run your commands, undos and
 redos of any operation an installation knows of (wherever it ran), syncs of one
 installation, restarts, and the debris a shared folder collects (a sync tool's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +31,7 @@ from eventpile.commands.app import Application
 from eventpile.commands.base import Command
 from eventpile.commands.undo import Redo, Undo
 from eventpile.domain.aggregate import DomainError
+from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import OperationRequested
 from eventpile.projections.operations import undo_candidates
 from eventpile.store.home import Home
@@ -45,6 +48,26 @@ def shared_events(app: Application) -> set[uuid.UUID]:
         e.originator_id for e in events if isinstance(e, OperationRequested) and e.command == "Sync"
     }
     return {e.event_id for e in events if e.originator_id not in syncs}
+
+
+def interleaved(
+    prefix: Sequence[DomainEvent], branches: Sequence[Sequence[DomainEvent]], order: Sequence[int]
+) -> list[DomainEvent]:
+    """One stream as an installation holds it after a sync: ``prefix``, then the events of
+    ``branches`` (each decided apart after the prefix, in its own order) taken in
+    ``order`` (a branch's index per event), each placed at the stream's next version and
+    remembering the one it was written at, as a sync does. The law for an aggregate:
+    every such order folds to one state (:func:`fold` of any two are equal)."""
+    stream = list(prefix)
+    rest = [iter(branch) for branch in branches]
+    for branch in order:
+        event = next(rest[branch])
+        version = len(stream) + 1
+        born = event.born or (
+            event.originator_version if version != event.originator_version else None
+        )
+        stream.append(event.model_copy(update={"originator_version": version, "born": born}))
+    return stream
 
 
 class SyncLaws(RuleBasedStateMachine):

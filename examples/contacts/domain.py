@@ -127,10 +127,11 @@ class Contact(Aggregate):
             case ContactRemoved():
                 return self.write(event, "removed", removed=True)
             case EmailAdded(address=address) | EmailRemoved(address=address):
-                kept = tuple(a for a in self.emails if a != address)
+                # in address order, not the order adds arrived in (which a sync changes)
+                kept = {a for a in self.emails if a != address}
                 if isinstance(event, EmailAdded):
-                    kept = (*kept, address)
-                return self.write(event, f"email {address}", emails=kept)
+                    kept.add(address)
+                return self.write(event, f"email {address}", emails=tuple(sorted(kept)))
             case NameChanged(new_name=name):
                 return self.write(event, "name", name=name)
             case ContactMerged(into=into):

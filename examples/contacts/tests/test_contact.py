@@ -75,8 +75,9 @@ def test_merge_moves_the_addresses_the_other_lacks() -> None:
     target = given(created(), added("r@x.org", 2))
     assert target.state is not None
     source.when(lambda c: c.merge_into(target.state)).then(
-        source.event(EmailRemoved, address="ralf@gnu.org"),
-        source.event(EmailRemoved, 2, address="r@x.org"),
+        # in address order: a contact keeps its addresses sorted
+        source.event(EmailRemoved, address="r@x.org"),
+        source.event(EmailRemoved, 2, address="ralf@gnu.org"),
         source.event(ContactMerged, 3, into=RALF),
         target.event(EmailAdded, address="ralf@gnu.org"),
     )
