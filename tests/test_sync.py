@@ -27,9 +27,11 @@ from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMess
 from eventpile.mail.message import Message, MessageContent
 from eventpile.mail.query import all_tags, parse_query, search
 from eventpile.mail.tag import Tag, TagCreated
+from eventpile.projections.operations import recent
 from eventpile.store.segments import Folder, FolderError, LocalFiles, padded_length
 from eventpile.testing.sync import interleaved, shared_events
 from tests.conftest import PASSPHRASE, cli, eventpile_process
+from tests.test_send import Server, free_port, mail
 
 
 def write_mbox(path: Path, subjects: list[str], text: str = "about") -> Path:
@@ -232,6 +234,28 @@ def test_a_question_asked_on_one_and_answered_on_the_other_runs_its_answer_once_
         assert app.require(Operation, follow_up.id).attempts == 1
 
 
+def test_a_mail_queued_on_one_is_sent_once_and_by_it(
+    two: Installations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = Server(free_port())
+    monkeypatch.setenv("EVENTPILE_SMTP", f"127.0.0.1:{server.port}")
+    server.start()
+    try:
+        queued = two[0].submit(mail())
+        two.converge()
+        assert Worker(two[1]).drain() == []  # the desktop's worker leaves it to the laptop
+        assert server.inbox.received == []
+        [sent] = Worker(two[0]).drain()
+        assert (sent.operation_id, sent.status) == (queued.id, "complete")
+        two.converge()
+        assert Worker(two[1]).drain() == Worker(two[0]).drain() == []
+        assert len(server.inbox.received) == 1
+        for app in two.apps:
+            assert app.require(Operation, queued.id).status == "complete"
+    finally:
+        server.stop()
+
+
 def test_three_installations_reach_each_other_through_two_folders(tmp_path: Path) -> None:
     """A syncs with B through one folder, B with C through another: C gets A's events
     from B's segments (relayed), and A gets C's."""
@@ -280,6 +304,8 @@ def test_an_altered_segment_is_refused_and_nothing_of_it_applied(two: Installati
     segment.write_bytes(bytes(data))
     with pytest.raises(CommandFailed, match="fails authentication"):
         two[1].sync(two.folder)
+    [failed] = [r for r in recent(two[1].current("operations"), 5) if r["command"] == "Sync"]
+    assert failed["status"] == "failed"  # in the log and the feed, like any operation
     assert seen(two[1]) == []
     # the failed sync wrote its own operation's record, and nothing of the segment
     assert not any(e.origin == two[0].keyring.installation_id for _, e in two[1].all_events())
@@ -323,6 +349,27 @@ def test_segments_missing_from_the_folder_wait_and_nothing_is_lost(two: Installa
     shutil.move(aside / segments[0].name, segments[0])
     two.sync(1)
     assert [s for s, _ in seen(two[1])] == ["green", "red"]
+
+
+def test_a_sync_with_nothing_to_do_reads_the_heads_only(
+    two: Installations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It costs what there are installations, not what their logs hold."""
+    for n in range(2):
+        two.imported(n, f"m{n}", [f"subject {n}"])
+    two.converge()
+    read: list[str] = []
+    get = LocalFiles.get
+
+    def counted(self: LocalFiles, name: str) -> bytes | None:
+        read.append(name)
+        return get(self, name)
+
+    monkeypatch.setattr(LocalFiles, "get", counted)
+    [result] = two.sync(0)
+    assert (result["sent"], result["received"]) == (0, 0)
+    peers = {app.keyring.installation_id.hex for app in two.apps}
+    assert sorted(read) == sorted(["keys.json", *(f"{p}/head" for p in peers)])
 
 
 def test_the_folder_holds_no_plaintext(two: Installations) -> None:
