@@ -81,6 +81,17 @@ class Report:
         return {**counts, "unknown": self.unknown} if self.unknown else counts
 
 
+def said(operation: Operation) -> tuple[dict[str, Any], str]:
+    """What a command line prints of a sync: its JSON document and its line for people
+    (for one left retrying, why and when it is tried again)."""
+    data = {"operation_id": operation.id.hex, "status": operation.status, **operation.result}
+    line = operation.message
+    if operation.retry_at is not None:  # the other installation did not answer
+        data["error"], data["retry_at"] = operation.error, operation.retry_at.isoformat()
+        line = f"{operation.error}: tried again at {operation.retry_at:%H:%M:%S} UTC by the worker"
+    return data, line
+
+
 def is_url(where: str) -> bool:
     return where.startswith(("http://", "https://"))
 

@@ -1,4 +1,5 @@
-"""The ``eventpile`` command's entry point, with a fast path for ``--json search``.
+"""The ``eventpile`` command's entry point, with fast paths for ``--json search`` and,
+while an agent holds the keys, ``sync``.
 
 A search is the command scripts and mail clients run most, and a whole process of it
 spent a third of its time importing the command-line framework (typer and click).
@@ -9,6 +10,11 @@ with the keys of the agent or ``EVENTPILE_PASSPHRASE``. Anything else — other 
 passphrase to ask, any error — goes to the full command line
 (:mod:`eventpile.mail.cli`), which prints the same help and errors as always: a
 search reads only, so running it there again changes nothing.
+
+``eventpile [--json] [--home DIR] sync FOLDER`` is run by the home's agent
+(``eventpile unlock``), which has the application loaded, when one runs: what it
+prints, and its exit status, are the full command line's. Without an agent, it is
+the full command line's.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 INTERRUPTED = 130
+SYNC_WAIT_S = 24 * 3600.0
+"""How long a sync run by the agent may take."""
 SEARCH_OPTIONS = {"-n": "limit", "--limit": "limit", "--offset": "offset", "--sort": "sort"}
 
 
@@ -31,6 +39,8 @@ def run() -> None:
         if parsed is not None:
             home = _home_dir(parsed[0])
             found = _served(home, argv) or _fast_search(home, parsed[1], parsed[2])
+        else:
+            _synced_by_agent(argv)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception:  # the full command line says what went wrong, as it does
@@ -66,15 +76,58 @@ def _served(home: Path, argv: list[str]) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def _synced_by_agent(argv: list[str]) -> None:
+    """Have the home's agent run the sync ``argv`` asks for, print what it says, and
+    exit; return if there is no agent, or the sync is not one the agent runs."""
+    found = _command(argv, "sync")
+    if found is None or len(found[2]) != 1 or found[2][0].startswith("-"):
+        return
+    if "EVENTPILE_DATABASE_URL" in os.environ:
+        return  # another store than the agent's, maybe
+    home, as_json, (where,) = found
+    if not where.startswith(("http://", "https://")):
+        where = str(Path(where).absolute())  # the agent's working directory is not ours
+    from eventpile import agent_run
+
+    answer = agent_run(_home_dir(home), {"sync": where}, SYNC_WAIT_S)
+    if not isinstance(answer, dict) or not ({"said", "error"} & answer.keys()):
+        return
+    if "error" in answer:
+        sys.stderr.write(f"eventpile: {answer['error']}\n")
+        sys.exit(1)
+    sys.stdout.write(json.dumps(answer["data"]) + "\n" if as_json else answer["said"] + "\n")
+    sys.exit(1 if "retry_at" in answer["data"] else 0)
+
+
 def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
     """In the agent: ``{"found": the JSON document of the search document["search"]
-    asks for}``, or ``{"found": None}`` to leave it to the command."""
+    asks for}``, or ``{"found": None}`` to leave it to the command; for ``{"sync":
+    FOLDER}``, what the sync's command line prints (:func:`_sync`)."""
+    if "sync" in document:
+        return _sync(home, keyring, document["sync"])
     parsed = _read(document["search"])
     if parsed is None or (parsed[0] is not None and parsed[0].resolve() != home):
         return {"found": None}
     from eventpile import Home
 
     return {"found": _answer(Home(home), keyring, parsed[1], parsed[2])}
+
+
+def _sync(home: Path, keyring: Any, where: str) -> dict[str, Any]:
+    """In the agent: ``{"data", "said"}`` of a sync with ``where``, or ``{"error"}``."""
+    from eventpile import Home
+    from eventpile.commands.cli.main import one_line
+    from eventpile.commands.sync import said
+    from eventpile.mail.app import MailApplication
+
+    app = MailApplication(Home(home), keyring)
+    try:
+        data, line = said(app.sync(where))
+    except Exception as error:
+        return {"error": one_line(error)}
+    finally:
+        app.close()
+    return {"data": data, "said": line}
 
 
 def _fast_search(home_dir: Path, query: str, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -107,9 +160,9 @@ def _answer(home: Any, keyring: Any, query: str, options: dict[str, Any]) -> dic
         db.close()
 
 
-def _read(argv: list[str]) -> tuple[Path | None, str, dict[str, Any]] | None:
-    """``(home, query, options)`` of a ``--json search`` that the fast path reads; None
-    for anything else."""
+def _command(argv: list[str], name: str) -> tuple[Path | None, bool, list[str]] | None:
+    """``(home, --json, the arguments after it)`` of ``eventpile [--json] [--home DIR]
+    NAME ...``; None for anything else."""
     home: Path | None = None
     as_json = False
     args = iter(argv)
@@ -118,12 +171,21 @@ def _read(argv: list[str]) -> tuple[Path | None, str, dict[str, Any]] | None:
             as_json = True
         elif arg == "--home":
             home = Path(next(args))
-        elif arg == "search":
-            break
+        elif arg == name:
+            return home, as_json, list(args)
         else:
             return None
-    else:
+    return None
+
+
+def _read(argv: list[str]) -> tuple[Path | None, str, dict[str, Any]] | None:
+    """``(home, query, options)`` of a ``--json search`` that the fast path reads; None
+    for anything else."""
+    found = _command(argv, "search")
+    if found is None:
         return None
+    home, as_json, rest = found
+    args = iter(rest)
     options: dict[str, Any] = {"limit": "20", "offset": "0", "sort": "newest", "threads": False}
     queries = []
     for arg in args:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -192,22 +193,33 @@ def _serve(
             connection, _ = listener.accept()
         except TimeoutError:
             continue
-        with connection:
-            connection.settimeout(ASK_TIMEOUT_S)
-            try:
-                if peer_uid(connection) != os.getuid():
-                    continue
-                request = _request(connection)
-                if request == b"stop":
-                    remove_if(path, identity)
-                    connection.sendall(stopped)
-                    return
-                if request == b"keys":
-                    connection.sendall(answer)
-                elif request.startswith(RUN) and service is not None:
-                    connection.sendall(json.dumps(service(json.loads(request[4:]))).encode())
-            except (OSError, ValueError):
-                pass
+        connection.settimeout(ASK_TIMEOUT_S)
+        try:
+            if peer_uid(connection) != os.getuid():
+                connection.close()
+                continue
+            request = _request(connection)
+            if request == b"stop":
+                remove_if(path, identity)
+                connection.sendall(stopped)
+                connection.close()
+                return
+            if request == b"keys":
+                connection.sendall(answer)
+            elif request.startswith(RUN) and service is not None:
+                # in a thread: a run may take a while, and the keys are asked for meanwhile
+                document = json.loads(request[4:])
+                threading.Thread(target=_answer, args=(connection, service, document)).start()
+                continue
+        except (OSError, ValueError):
+            pass
+        connection.close()
+
+
+def _answer(connection: socket.socket, service: Callable[[Any], Any], document: Any) -> None:
+    with connection, suppress(OSError):  # OSError: the client gave up waiting
+        connection.settimeout(None)
+        connection.sendall(json.dumps(service(document)).encode())
 
 
 def _request(connection: socket.socket) -> bytes:

@@ -28,21 +28,21 @@ Identity = tuple[int, int]
 """A file's device and inode: which socket is at a path."""
 
 
-def run(home: Path, document: dict[str, Any]) -> Any:
+def run(home: Path, document: dict[str, Any], timeout: float = ASK_TIMEOUT_S) -> Any:
     """The answer of the agent of the home at ``home`` to a ``run`` of ``document`` (what
     the command line that started it serves: see :func:`eventpile.store.agent.start`);
-    None if no agent of this user answers."""
-    return ask(home / SOCKET, RUN + json.dumps(document).encode())
+    None if no agent of this user answers (within ``timeout`` seconds)."""
+    return ask(home / SOCKET, RUN + json.dumps(document).encode(), timeout)
 
 
-def ask(path: Path, request: bytes) -> Any:
+def ask(path: Path, request: bytes, timeout: float = ASK_TIMEOUT_S) -> Any:
     """The answer of the agent at ``path`` to ``request``; None if none of this user's
     answers."""
     known = identity_of(path)
     if known is None:
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(ASK_TIMEOUT_S)
+        client.settimeout(timeout)
         try:
             with short_address(path) as address:
                 client.connect(address)

@@ -117,6 +117,29 @@ def test_commands_ask_no_passphrase_while_the_home_is_unlocked(
     assert human.stdout.startswith(f"Unlocked {mailbox.path} until ")
 
 
+def test_the_agent_runs_a_sync_as_the_command_line_does(
+    mailbox: Home, unlock: Unlock, tmp_path: Path
+) -> None:
+    folder, missing = tmp_path / "folder", tmp_path / "missing"
+    folder.mkdir()
+    ok(unlock(mailbox))
+    synced = ok(eventpile(mailbox, "--json", "sync", str(folder)))  # no passphrase given
+    assert synced["status"] == "complete" and synced["sent"] > 0
+    again = eventpile(mailbox, "sync", str(folder))
+    assert (again.returncode, again.stdout) == (0, synced_line(0, 0))
+    refused = eventpile(mailbox, "sync", str(missing))
+    assert refused.returncode == 1
+    assert refused.stderr == f"eventpile: {missing} is not a folder: make it (or mount it) first\n"
+    syncs = [
+        r for r in ok(eventpile(mailbox, "--json", "log"))["operations"] if r["command"] == "Sync"
+    ]
+    assert [r["status"] for r in syncs] == ["failed", "complete", "complete"]
+
+
+def synced_line(sent: int, received: int) -> str:
+    return f"Synced with 0 other installations: {sent:,} events sent, {received:,} received\n"
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from eventpile.commands.cli.main import _explain
+from eventpile.commands.cli.main import one_line
 from eventpile.store.views import SQLCipherDB, SQLCipherViewStore
 from tests.conftest import PASSPHRASE
 
@@ -34,10 +34,10 @@ def test_a_view_another_process_is_writing_is_waited_for(tmp_path: Path) -> None
 
 
 def test_a_busy_database_is_not_blamed_on_the_home() -> None:
-    line = _explain(sqlite3.OperationalError("database is locked"))
+    line = one_line(sqlite3.OperationalError("database is locked"))
     assert line.startswith("the database is busy: database is locked")
     assert "damaged" not in line and "try again" in line
-    assert "damaged" in _explain(sqlite3.DatabaseError("file is not a database"))
+    assert "damaged" in one_line(sqlite3.DatabaseError("file is not a database"))
 
 
 ROUNDS = 3

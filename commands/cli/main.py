@@ -28,7 +28,7 @@ def main(cli: typer.Typer, argv: list[str] | None = None, prog_name: str = "even
         sys.stderr.write(f"{prog_name}: aborted\n")
         return EXIT_ERROR
     except Exception as e:
-        sys.stderr.write(f"{prog_name}: {_explain(e)}\n")
+        sys.stderr.write(f"{prog_name}: {one_line(e)}\n")
         if os.environ.get("EVENTPILE_DEBUG"):
             raise
         return EXIT_ERROR
@@ -51,7 +51,7 @@ def _usage(error: click.ClickException) -> str:
     return message if ctx is None else f"{message} (see '{ctx.command_path} --help')"
 
 
-def _explain(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     """The one-line message of an error; unexpected ones say so."""
     from pydantic import ValidationError
 

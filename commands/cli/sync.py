@@ -70,15 +70,13 @@ def join(ctx: typer.Context, folder: str = FOLDER) -> None:
 
 
 def _exchange(ctx: typer.Context, folder: str, unlocked: tuple[Home, Keyring] | None) -> None:
+    from eventpile.commands.sync import said
+
     s = settings(ctx)
     with opened(s, unlocked) as application, progress_bar(s, "Syncing") as update:
         operation = application.sync(folder, update)
-    data = {"operation_id": operation.id.hex, "status": operation.status, **operation.result}
-    said = operation.message
-    if operation.retry_at is not None:  # the other installation did not answer
-        data["error"], data["retry_at"] = operation.error, operation.retry_at.isoformat()
-        said = f"{operation.error}: tried again at {operation.retry_at:%H:%M:%S} UTC by the worker"
-    emit(s, data, lambda: typer.echo(said))
+    data, line = said(operation)
+    emit(s, data, lambda: typer.echo(line))
     if operation.retry_at is not None:
         raise typer.Exit(1)
 
