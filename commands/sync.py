@@ -226,24 +226,23 @@ class Exchange:
             return
 
     def reseal(self, record: Record, version: int) -> StoredEvent:
-        """The record's event at ``version`` of its stream here, sealed for that row; one
-        placed at another version than its origin's keeps that one as ``born``."""
-        plaintext = record.plaintext
+        """The record's event at ``version`` of its stream here: its state as it came (it
+        is sealed for that row) or, placed at another version than its writer's, sealed
+        anew for its row, keeping the version its origin wrote it at as ``born``."""
+        state = record.state
         if version != record.version:
-            compressed = record.flags & COMPRESSED
+            flags, class_version, plaintext = self.cipher.open(
+                state, record.originator_id, record.version, record.topic
+            )
+            compressed = flags & COMPRESSED
             data = from_json(zlib.decompress(plaintext) if compressed else plaintext)
             data.setdefault("born", record.version)
             plaintext = to_json(data)
             if compressed:
                 plaintext = zlib.compress(plaintext, 1)
-        state = self.cipher.seal(
-            plaintext,
-            record.originator_id,
-            version,
-            record.topic,
-            record.flags,
-            record.class_version,
-        )
+            state = self.cipher.seal(
+                plaintext, record.originator_id, version, record.topic, flags, class_version
+            )
         return StoredEvent(
             originator_id=record.originator_id,
             originator_version=version,
@@ -287,16 +286,8 @@ class Exchange:
     def record(self, row: ExportRow) -> Record:
         """A row of this log as a segment carries it: from its origin, or from here."""
         position, oid, version, topic, state, origin, seq = row
-        flags, class_version, plaintext = self.cipher.open(state, oid, version, topic)
         return Record(
-            origin or self.origin.hex,
-            seq or position,
-            uuid.UUID(str(oid)),
-            version,
-            class_version,
-            flags,
-            topic,
-            plaintext,
+            origin or self.origin.hex, seq or position, uuid.UUID(str(oid)), version, topic, state
         )
 
     def syncs(self, operation_ids: set[str]) -> set[str]:

@@ -11,8 +11,10 @@
 
 A segment holds the events of its writer's log in that range: those it wrote, and
 those a sync brought it from installations that have no folder here (so that a peer
-of a peer is reached). Each event is a :class:`Record` with its origin and its place
-in its origin's log (``seq``), which is what a reader uses to take each event once.
+of a peer is reached). Each event is a :class:`Record`: its row's state as the writer
+stored it (already sealed with the data keys; a reader that places it at the same
+version of its stream stores it as it is), its origin and its place in its origin's
+log (``seq``), which is what a reader uses to take each event once.
 
 Every file is sealed with AES-256-GCM under a key every installation of the user
 derives from the data keys; its writer and range are associated data, so a file
@@ -47,8 +49,8 @@ KEYS: Final = "keys.json"
 HEAD: Final = "head"
 _SEGMENT_NAME: Final = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.seg$")
 _ORIGIN_NAME: Final = re.compile(r"^[0-9a-f]{32}$")
-_RECORD: Final = struct.Struct(">16sQ16sIHBHI")
-"""origin, seq, originator id, version, class version, flags, topic length, state length"""
+_RECORD: Final = struct.Struct(">16sQ16sIHI")
+"""origin, seq, originator id, version, topic length, state length"""
 _LENGTH: Final = struct.Struct(">I")
 
 
@@ -59,8 +61,9 @@ class FolderError(ValueError):
 
 
 class Record(NamedTuple):
-    """One event as a segment carries it: its payload as its origin sealed it (the
-    plaintext, still compressed if it was), and where it came from."""
+    """One event as a segment carries it: its row's state as its writer stored it (sealed
+    with the data keys every installation of the user shares, bound to its stream,
+    version and topic), and where it came from."""
 
     origin: str
     """The installation that wrote it (hex)."""
@@ -69,10 +72,8 @@ class Record(NamedTuple):
     originator_id: uuid.UUID
     version: int
     """Its version in the writer's log (the receiver may place it at another)."""
-    class_version: int
-    flags: int
     topic: str
-    plaintext: bytes
+    state: bytes
 
 
 @dataclass(frozen=True)
@@ -306,23 +307,14 @@ def _head_aad(origin: uuid.UUID) -> bytes:
 def _record(r: Record) -> bytes:
     topic = r.topic.encode()
     fixed = _RECORD.pack(
-        bytes.fromhex(r.origin),
-        r.seq,
-        r.originator_id.bytes,
-        r.version,
-        r.class_version,
-        r.flags,
-        len(topic),
-        len(r.plaintext),
+        bytes.fromhex(r.origin), r.seq, r.originator_id.bytes, r.version, len(topic), len(r.state)
     )
-    return fixed + topic + r.plaintext
+    return fixed + topic + r.state
 
 
 def _records(body: bytes, offset: int) -> Iterator[Record]:
     while offset < len(body):
-        origin, seq, oid, version, class_version, flags, topic_length, length = _RECORD.unpack_from(
-            body, offset
-        )
+        origin, seq, oid, version, topic_length, length = _RECORD.unpack_from(body, offset)
         offset += _RECORD.size
         topic = body[offset : offset + topic_length].decode()
         offset += topic_length
@@ -331,8 +323,6 @@ def _records(body: bytes, offset: int) -> Iterator[Record]:
             seq,
             uuid.UUID(bytes=oid),
             version,
-            class_version,
-            flags,
             topic,
             body[offset : offset + length],
         )
