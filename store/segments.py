@@ -35,7 +35,6 @@ import re
 import secrets
 import struct
 import uuid
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +220,7 @@ class Folder:
             raise FolderError(f"sync folder {self.files.where}: {name} is gone")
         plain = self._open(blob, _segment_aad(origin, after, last), name)
         (length,) = _LENGTH.unpack_from(plain)
-        body = zlib.decompress(plain[_LENGTH.size : _LENGTH.size + length])
+        body = plain[_LENGTH.size : _LENGTH.size + length]
         (header_length,) = _LENGTH.unpack_from(body)
         offset = _LENGTH.size + header_length
         header: dict[str, Any] = json.loads(body[_LENGTH.size : offset])
@@ -233,8 +232,8 @@ class Folder:
         """Write one of this installation's segments."""
         header = json.dumps({"requires": segment.requires}).encode()
         body = b"".join([_LENGTH.pack(len(header)), header, *(_record(r) for r in segment.records)])
-        packed = zlib.compress(body, 1)
-        plain = _LENGTH.pack(len(packed)) + packed
+        # not compressed: the states it carries are ciphertexts already
+        plain = _LENGTH.pack(len(body)) + body
         plain += bytes(padded_length(len(plain)) - len(plain))
         aad = _segment_aad(self.origin, segment.after, segment.last)
         self._put(_segment_name(segment.after, segment.last), self._seal(plain, aad))
