@@ -25,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from eventpile.store.remote import PREFIX, check
+from eventpile.store.remote import PREFIX, check, check_form
 from eventpile.store.segments import HEAD, LocalFiles
 
+MAX_BODY: Final = 256 << 20
+"""The largest file a client may write (a segment of 5,000 events is far less)."""
 _ORIGIN: Final = re.compile(r"^[0-9a-f]{32}$")
 _OWN_FILE: Final = re.compile(rf"^([0-9a-f]{{32}})/([0-9a-f]{{16}}-[0-9a-f]{{16}}\.seg|{HEAD})$")
 
@@ -39,9 +41,16 @@ def sync_server(
     this installation's log with it (one at a time)."""
     files = LocalFiles(folder)
     running = threading.Lock()
+    unused = [token]  # the join token works once
 
     async def proven(request: Request) -> tuple[str, bytes]:
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY:
+            raise PermissionError(f"a request body is at most {MAX_BODY:,} bytes")
+        check_form(request.headers.get("authorization"), time.time())
         body = await request.body()
+        if len(body) > MAX_BODY:
+            raise PermissionError(f"a request body is at most {MAX_BODY:,} bytes")
         origin = check(
             key,
             request.headers.get("authorization"),
@@ -86,8 +95,12 @@ def sync_server(
         return _json(await run_in_threadpool(once))
 
     async def keys(request: Request) -> Response:
-        if not hmac.compare_digest(request.query_params.get("token", ""), token):
-            return PlainTextResponse("the join token is wrong (see what serve printed)", 403)
+        given = request.query_params.get("token", "")
+        if not unused or not hmac.compare_digest(given, unused[0]):
+            return PlainTextResponse(
+                "the join token is wrong or used (restart serve for a new one)", 403
+            )
+        unused.clear()
         return Response(key_file.read_bytes())
 
     async def refused(request: Request, error: Exception) -> Response:

@@ -35,9 +35,10 @@ from eventpile.domain.events import Private
 from eventpile.domain.operation import Operation
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
+from eventpile.store.errors import TamperedData
 from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
 from eventpile.store.remote import RemoteFiles, Unreachable
-from eventpile.store.segments import Folder, Head, LocalFiles, Record, Segment
+from eventpile.store.segments import Folder, FolderError, Head, LocalFiles, Record, Segment
 
 OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events())
 SEGMENT_EVENTS = 5000
@@ -136,6 +137,8 @@ class Exchange:
         self.cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
         self.progress = progress or (lambda done, total=None, message="": None)
         self.report = Report()
+        self.heads: dict[str, Head | None] = {}
+        """The other installations' heads, as this sync read them (by hex id)."""
 
     def run(self) -> Report:
         if self.remote is None:
@@ -164,7 +167,7 @@ class Exchange:
             if peer == self.origin:
                 continue
             self.report.peers += 1
-            head = self.folder.head(peer)
+            head = self.heads[peer.hex] = self.folder.head(peer)
             if head is not None and head.news_for(known):
                 todo[peer] = self.folder.segments(peer, known.get(peer.hex, 0))
                 reached = todo[peer][-1][1] if todo[peer] else known.get(peer.hex, 0)
@@ -228,12 +231,19 @@ class Exchange:
     def reseal(self, record: Record, version: int) -> StoredEvent:
         """The record's event at ``version`` of its stream here: its state as it came (it
         is sealed for that row) or, placed at another version than its writer's, sealed
-        anew for its row, keeping the version its origin wrote it at as ``born``."""
+        anew for its row, keeping the version its origin wrote it at as ``born``. Either
+        way it is opened first: what does not open with this home's keys is refused."""
         state = record.state
-        if version != record.version:
+        try:
             flags, class_version, plaintext = self.cipher.open(
                 state, record.originator_id, record.version, record.topic
             )
+        except TamperedData as error:
+            raise FolderError(
+                f"sync folder {self.folder.files.where}: an event of {record.origin[:8]} "
+                f"does not open with this home's keys ({error})"
+            ) from None
+        if version != record.version:
             compressed = flags & COMPRESSED
             data = from_json(zlib.decompress(plaintext) if compressed else plaintext)
             data.setdefault("born", record.version)
@@ -257,22 +267,31 @@ class Exchange:
         own record stays here: each installation has its own history of syncs)."""
         head = self.folder.head(self.origin)
         scanned, end = (head.last if head else 0), self.app.max_position()
+        if scanned > end:
+            raise FolderError(
+                f"this log ends at {end} but its folder in {self.folder.files.where} says it "
+                f"sent up to {scanned}: the home is an older copy (restored, or its last "
+                "writes lost); sync it as a new installation (join) instead"
+            )
         chain, exported = (head.end, dict(head.exported)) if head else (0, {})
-        here = {o.hex for o in self.folder.origins()} | {self.origin.hex}
+        # what each installation's own folder holds of its own events needs no relaying
+        held = {o: h.exported.get(o, 0) for o, h in self.heads.items() if h is not None}
         while scanned < end:
             rows = self.rows.select_export(scanned, end, SEGMENT_EVENTS)
             last = rows[-1][0]
             syncs = self.syncs(
                 {row[1] for row in rows if row[5] is None and row[3] in OPERATION_TOPICS}
             )
-            records = [
-                self.record(row)
-                for row in rows
-                if row[5] not in here  # else its origin's own folder has it
-                and not (row[5] is None and row[1] in syncs)
-            ]
+            records, requires = [], {}
+            for row in rows:
+                origin, seq = row[5], row[6]
+                if origin is None and row[1] in syncs:
+                    continue
+                if origin is not None and seq is not None and seq <= held.get(origin, 0):
+                    requires[origin] = seq  # in its origin's folder: readers take it there
+                    continue
+                records.append(self.record(row))
             if records:
-                requires = {o: s for o, s in self.rows.received_upto(last).items() if o in here}
                 self.folder.write(Segment(self.origin, chain, last, records, requires))
                 chain = last
                 exported.update((r.origin, r.seq) for r in records)

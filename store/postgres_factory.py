@@ -77,13 +77,26 @@ class Recorder(PostgresApplicationRecorder):
         """The positions, and where each of ``received`` came from (see
         :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
         positions = [row[0] for row in curs.fetchall()]
-        if received:
+        if received:  # each by its row (RETURNING's order is not promised)
             curs.execute(
                 SQL(
-                    "INSERT INTO {} (position, origin, seq) "
-                    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
-                ).format(self.received_table),
-                (positions, [o for o, _ in received], [s for _, s in received]),
+                    "INSERT INTO {received} (position, origin, seq) "
+                    "SELECT e.notification_id, r.origin, r.seq FROM unnest("
+                    "%s::{id_type}[], %s::bigint[], %s::text[], %s::bigint[]"
+                    ") AS r(oid, version, origin, seq) JOIN {schema}.{table} e "
+                    "ON e.originator_id = r.oid AND e.originator_version = r.version"
+                ).format(
+                    received=self.received_table,
+                    id_type=Identifier(self.datastore.originator_id_type),
+                    schema=Identifier(self.datastore.schema),
+                    table=Identifier(self.events_table_name),
+                ),
+                (
+                    [e.originator_id for e in stored_events],
+                    [e.originator_version for e in stored_events],
+                    [o for o, _ in received],
+                    [s for _, s in received],
+                ),
             )
         return positions
 

@@ -40,11 +40,9 @@ def mac(key: bytes, method: str, path: str, stamp: int, body: bytes) -> str:
     return hmac.new(key, message, "sha256").hexdigest()
 
 
-def check(
-    key: bytes, header: str | None, method: str, path: str, body: bytes, now: float
-) -> uuid.UUID:
-    """The installation a request comes from; ``PermissionError`` if it cannot prove it
-    holds the keys."""
+def check_form(header: str | None, now: float) -> tuple[uuid.UUID, int, str]:
+    """``(origin, time, MAC)`` of a request's proof, checked for its form and time only
+    (before its body is read); ``PermissionError`` if it has none."""
     try:
         scheme, origin, stamp, given = (header or "").split()
         who, when = uuid.UUID(hex=origin), int(stamp)
@@ -52,6 +50,15 @@ def check(
         raise PermissionError("no proof of the keys (Authorization: Eventpile ...)") from None
     if scheme != "Eventpile" or abs(now - when) > SKEW_S:
         raise PermissionError("no proof of the keys, or a clock more than 5 minutes off")
+    return who, when, given
+
+
+def check(
+    key: bytes, header: str | None, method: str, path: str, body: bytes, now: float
+) -> uuid.UUID:
+    """The installation a request comes from; ``PermissionError`` if it cannot prove it
+    holds the keys."""
+    who, when, given = check_form(header, now)
     if not hmac.compare_digest(given, mac(key, method, path, when, body)):
         raise PermissionError("the request does not prove it holds this user's keys")
     return who

@@ -198,18 +198,22 @@ class Folder:
         return Head(document["last"], document["end"], document["exported"], document["received"])
 
     def segments(self, origin: uuid.UUID, after: int) -> list[tuple[int, int]]:
-        """The ranges of ``origin``'s segments from the one that holds ``after + 1``, as
-        far as they follow each other (one not here yet, or lost, ends the chain)."""
-        starts: dict[int, int] = {}
+        """The ranges of ``origin``'s segments that reach furthest past ``after``, each
+        following the one before (one not here yet, or lost, ends a chain). Two may start
+        at one position (a send cut short before its head, and the next one); a reader
+        takes each event once whichever it reads."""
+        ends: dict[int, list[int]] = {}
         for name in self.files.names(origin.hex):
             if (m := _SEGMENT_NAME.match(name)) and int(m[2], 16) > after:
-                starts[int(m[1], 16)] = int(m[2], 16)
-        chain: list[tuple[int, int]] = []
-        position = max((first for first in starts if first <= after), default=None)
-        while position is not None and position in starts:
-            chain.append((position, starts[position]))
-            position = starts[position]
-        return chain
+                ends.setdefault(int(m[1], 16), []).append(int(m[2], 16))
+        best: list[tuple[int, int]] = []
+        todo = [[(first, last)] for first in ends if first <= after for last in ends[first]]
+        while todo:
+            chain = todo.pop()
+            if chain[-1][1] > (best[-1][1] if best else after):
+                best = chain
+            todo += [[*chain, (chain[-1][1], last)] for last in ends.get(chain[-1][1], ())]
+        return best
 
     def read(self, origin: uuid.UUID, after: int, last: int) -> Segment:
         """One segment, authenticated; :class:`FolderError` if it is not what its writer
@@ -250,10 +254,10 @@ class Folder:
         self._put(HEAD, self._seal(document, _head_aad(self.origin)))
 
     def publish_keys(self, key_file: Path) -> None:
-        """Leave the home's key file here for ``join`` (when it is not already)."""
-        data = key_file.read_bytes()
-        if self.files.get(KEYS) != data:
-            self.files.put(KEYS, data)
+        """Leave the home's key file here for ``join``, if there is none yet (each home
+        wraps the keys with its own salt: the first one's stays)."""
+        if self.files.get(KEYS) is None:
+            self.files.put(KEYS, key_file.read_bytes())
 
     # sealing ------------------------------------------------------------------
 

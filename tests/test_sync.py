@@ -28,7 +28,15 @@ from eventpile.mail.message import Message, MessageContent
 from eventpile.mail.query import all_tags, parse_query, search
 from eventpile.mail.tag import Tag, TagCreated
 from eventpile.projections.operations import recent
-from eventpile.store.segments import Folder, FolderError, LocalFiles, padded_length
+from eventpile.store.segments import (
+    Folder,
+    FolderError,
+    Head,
+    LocalFiles,
+    Record,
+    Segment,
+    padded_length,
+)
 from eventpile.testing.sync import interleaved, shared_events
 from tests.conftest import PASSPHRASE, cli, eventpile_process
 from tests.test_send import Server, free_port, mail
@@ -311,6 +319,24 @@ def test_an_altered_segment_is_refused_and_nothing_of_it_applied(two: Installati
     assert not any(e.origin == two[0].keyring.installation_id for _, e in two[1].all_events())
 
 
+def test_an_event_that_does_not_open_is_refused_and_nothing_of_its_segment_taken(
+    two: Installations,
+) -> None:
+    """A peer that holds the keys but sends what they do not open (a bug, a damaged disk)."""
+    peer = uuid.uuid4()
+    folder = Folder(LocalFiles(two.folder), two[1].keyring.purpose_key("sync"), peer)
+    good = Record(peer.hex, 1, uuid.uuid4(), 1, "eventpile.mail.tag:TagCreated", b"")
+    two.imported(0, "a", ["red"])
+    [row] = two[0].recorder.select_export(0, 1, 1)  # type: ignore[attr-defined]
+    good = good._replace(originator_id=uuid.UUID(row[1]), topic=row[3], state=row[4])
+    bad = good._replace(seq=2, originator_id=uuid.uuid4(), state=b"\x01" * 60)
+    folder.write(Segment(peer, 0, 2, [good, bad]))
+    folder.write_head(Head(2, 2, {peer.hex: 2}, {}))
+    with pytest.raises(CommandFailed, match="does not open with this home's keys"):
+        two[1].sync(two.folder)
+    assert not any(e.origin == two[0].keyring.installation_id for _, e in two[1].all_events())
+
+
 def test_a_segment_renamed_or_moved_fails(two: Installations) -> None:
     two.imported(0, "a", ["red"])
     two.sync(0)
@@ -370,6 +396,47 @@ def test_a_sync_with_nothing_to_do_reads_the_heads_only(
     assert (result["sent"], result["received"]) == (0, 0)
     peers = {app.keyring.installation_id.hex for app in two.apps}
     assert sorted(read) == sorted(["keys.json", *(f"{p}/head" for p in peers)])
+
+
+def test_a_send_cut_short_before_its_head_loses_nothing(
+    two: Installations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment written, then the head not (a crash, a stick pulled out): the next send
+    writes again from the old head, and readers take everything once, whichever of the
+    two segments that start there they find first."""
+    two.imported(0, "a", ["red"])
+    write_head = Folder.write_head
+
+    def cut(self: Folder, head: Head) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Folder, "write_head", cut)
+    with pytest.raises(KeyboardInterrupt):
+        two[0].execute(Sync(folder=str(two.folder)))
+    monkeypatch.setattr(Folder, "write_head", write_head)
+    two.imported(0, "b", ["green"])
+    two.sync(0)
+    starts = [p.name[:16] for p in (two.folder / two[0].keyring.installation_id.hex).glob("*.seg")]
+    assert len(starts) == 2 and len(set(starts)) == 1  # two segments from one position
+    [taken] = two.sync(1)
+    assert (taken["received"], taken["duplicates"]) == (len(event_ids(two[0])), 0)
+    assert seen(two[1]) == seen(two[0]) == [("green", []), ("red", [])]
+
+
+def test_an_older_copy_of_a_home_is_refused_a_send(two: Installations, tmp_path: Path) -> None:
+    """A home restored from a backup made before its last sync would give new events the
+    positions its peers know from events they have: refused, in one line."""
+    home = two[0].home
+    backup = tmp_path / "backup"
+    shutil.copytree(home.path, backup)
+    two.imported(0, "a", ["red"])
+    two.sync(0)
+    two[0].close()
+    shutil.rmtree(home.path)
+    shutil.copytree(backup, home.path)
+    two.apps[0] = MailApplication(home, home.unlock(PASSPHRASE))
+    with pytest.raises(CommandFailed, match="older copy"):
+        two[0].sync(two.folder)
 
 
 def test_the_folder_holds_no_plaintext(two: Installations) -> None:
