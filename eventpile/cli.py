@@ -3,11 +3,13 @@
 :func:`command_line` makes an application's Typer command line: the framework's
 commands (``init``, ``log``, ``show``, ``feed``, ``ops``, ``answer``, ``cancel``,
 ``retry``, ``worker``, ``undo``, ``redo``, ``rebuild``, ``verify``,
-``support-bundle``, ``unlock``, ``lock``) and the application's own, each a Typer of
+``support-bundle``, ``unlock``, ``lock``, ``passwd``, ``sync``, ``join``, ``serve``)
+and the application's own, each a Typer of
 commands (the application given as a class, or as ``"package.module:Class"`` to be
 imported only by the commands that open it); :func:`main` runs it with every error
-on one line. Inside a command, :func:`settings` gives the global options,
-:func:`opened` the application on the unlocked home, :func:`emit` prints JSON or text.
+on one line (:func:`one_line` is that line). Inside a command, :func:`settings` gives
+the global options, :func:`opened` the application on the unlocked home, :func:`emit`
+prints JSON or text; :func:`sync_said` is what ``sync`` prints of a sync operation.
 """
 
 from eventpile.commands.cli.core import (
@@ -23,8 +25,9 @@ from eventpile.commands.cli.core import (
     unlock,
     utf8,
 )
-from eventpile.commands.cli.main import main
+from eventpile.commands.cli.main import main, one_line
 from eventpile.commands.cli.operations import line, summary
+from eventpile.commands.sync import said as sync_said
 
 __all__ = [
     "MAX_COUNT",
@@ -34,11 +37,13 @@ __all__ = [
     "emit",
     "line",
     "main",
+    "one_line",
     "opened",
     "passphrase",
     "progress_bar",
     "settings",
     "summary",
+    "sync_said",
     "unlock",
     "utf8",
 ]

@@ -116,13 +116,12 @@ def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
 def _sync(home: Path, keyring: Any, where: str) -> dict[str, Any]:
     """In the agent: ``{"data", "said"}`` of a sync with ``where``, or ``{"error"}``."""
     from eventpile import Home
-    from eventpile.commands.cli.main import one_line
-    from eventpile.commands.sync import said
+    from eventpile.cli import one_line, sync_said
     from eventpile.mail.app import MailApplication
 
     app = MailApplication(Home(home), keyring)
     try:
-        data, line = said(app.sync(where))
+        data, line = sync_said(app.sync(where))
     except Exception as error:
         return {"error": one_line(error)}
     finally:
