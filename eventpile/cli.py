@@ -12,6 +12,10 @@ the global options, :func:`opened` the application on the unlocked home, :func:`
 prints JSON or text; :func:`sync_said` is what ``sync`` prints of a sync operation.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from eventpile.commands.cli.core import (
     MAX_COUNT,
     Settings,
@@ -27,7 +31,9 @@ from eventpile.commands.cli.core import (
 )
 from eventpile.commands.cli.main import main, one_line
 from eventpile.commands.cli.operations import line, summary
-from eventpile.commands.sync import said as sync_said
+
+if TYPE_CHECKING:
+    from eventpile.domain.operation import Operation
 
 __all__ = [
     "MAX_COUNT",
@@ -47,3 +53,11 @@ __all__ = [
     "unlock",
     "utf8",
 ]
+
+
+def sync_said(operation: Operation) -> tuple[dict[str, Any], str]:
+    """What ``sync`` prints of a sync operation: its JSON document and its line (loaded
+    when asked: importing this kit loads no application)."""
+    from eventpile.commands.sync import said
+
+    return said(operation)
