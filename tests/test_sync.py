@@ -9,9 +9,10 @@ from __future__ import annotations
 import mailbox
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -37,7 +38,7 @@ from eventpile.store.segments import (
     Segment,
     padded_length,
 )
-from eventpile.testing.sync import interleaved, shared_events
+from eventpile.testing.sync import decided, interleaved, shared_events
 from tests.conftest import PASSPHRASE, cli, eventpile_process
 from tests.test_send import Server, free_port, mail
 
@@ -589,50 +590,26 @@ def test_events_of_unknown_types_are_kept_reported_once_and_applied_after_an_upg
 # the law of one stream: events decided apart fold alike in any causal order ----------
 
 TAG_NAMES = ("work", "job", "office")
+T = TypeVar("T")
 
 
-def _tag_branch(state: Tag, data: st.DataObject) -> list[DomainEvent]:
-    """What one installation decides about a tag, apart: renames, a removal, a revival."""
-    events: list[DomainEvent] = []
-    for _ in range(data.draw(st.integers(0, 4))):
-        action = data.draw(st.sampled_from(["rename", "remove", "revive"]))
-        name = data.draw(st.sampled_from(TAG_NAMES))
-        if action == "rename" and not state.removed and name != state.name:
-            new = state.rename(name)
-        elif action == "remove" and not state.removed:
-            new = state.remove()
-        elif action == "revive" and state.removed:
-            new = [state.event(TagCreated, name=name)]
-        else:
-            continue
-        for event in new:
-            state = state.apply(event)
-        events += new
-    return events
+TAG_DECISIONS: dict[str, Callable[[str], Callable[[Tag], list[DomainEvent]]]] = {
+    "rename": lambda name: lambda tag: tag.rename(name),
+    "remove": lambda name: lambda tag: tag.remove(),
+    "revive": lambda name: lambda tag: [tag.event(TagCreated, name=name)] if tag.removed else [],
+}
+MESSAGE_DECISIONS: dict[str, Callable[[uuid.UUID], Callable[[Message], list[DomainEvent]]]] = {
+    "tag": lambda tag: lambda message: message.tag(tag),
+    "untag": lambda tag: lambda message: message.untag(tag),
+    "remove": lambda tag: lambda message: message.remove(),
+    "reindex": lambda tag: lambda message: message.reindex(message.content()),
+}
 
 
-def _message_branch(state: Message, data: st.DataObject) -> list[DomainEvent]:
-    """What one installation decides about a message, apart: tags on and off, out of the
-    index and back."""
-    events: list[DomainEvent] = []
-    tags = [uuid.UUID(int=n) for n in (1, 2)]
-    for _ in range(data.draw(st.integers(0, 4))):
-        action = data.draw(st.sampled_from(["tag", "untag", "remove", "reindex"]))
-        tag = data.draw(st.sampled_from(tags))
-        if action == "tag":
-            new = state.tag(tag)
-        elif action == "untag":
-            new = state.untag(tag)
-        elif action == "remove" and state.indexed:
-            new = state.remove()
-        elif action == "reindex" and not state.indexed:
-            new = state.reindex(state.content())
-        else:
-            continue
-        for event in new:
-            state = state.apply(event)
-        events += new
-    return events
+def decisions(table: dict[str, Callable[[T], Any]], values: Sequence[T]) -> st.SearchStrategy[Any]:
+    """Up to four decisions of ``table``, each with one of ``values``."""
+    pairs = st.tuples(st.sampled_from(sorted(table)), st.sampled_from(values))
+    return st.lists(pairs.map(lambda pair: table[pair[0]](pair[1])), max_size=4)
 
 
 def _same_in_any_order(
@@ -659,7 +636,7 @@ def test_a_tag_changed_apart_folds_alike_in_any_order(data: st.DataObject) -> No
     prefix: list[DomainEvent] = [Tag.create("work")]
     state = fold(Tag, prefix)
     assert state is not None
-    branches = [_tag_branch(state, data), _tag_branch(state, data)]
+    branches = [decided(state, data.draw(decisions(TAG_DECISIONS, TAG_NAMES))) for _ in "ab"]
     _same_in_any_order(Tag, prefix, branches, data)
 
 
@@ -670,5 +647,6 @@ def test_a_message_changed_apart_folds_alike_in_any_order(data: st.DataObject) -
     prefix: list[DomainEvent] = [Message.index(uuid.uuid4(), content)]
     state = fold(Message, prefix)
     assert state is not None
-    branches = [_message_branch(state, data), _message_branch(state, data)]
+    tags = [uuid.UUID(int=n) for n in (1, 2)]
+    branches = [decided(state, data.draw(decisions(MESSAGE_DECISIONS, tags))) for _ in "ab"]
     _same_in_any_order(Message, prefix, branches, data)

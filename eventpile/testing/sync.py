@@ -19,10 +19,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
@@ -30,12 +30,13 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from eventpile.commands.app import Application
 from eventpile.commands.base import Command
 from eventpile.commands.undo import Redo, Undo
-from eventpile.domain.aggregate import DomainError
+from eventpile.domain.aggregate import Aggregate, DomainError
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import OperationRequested
 from eventpile.projections.operations import undo_candidates
 from eventpile.store.home import Home
 
+A = TypeVar("A", bound=Aggregate)
 PASSPHRASE = "sync laws"
 ROUNDS = 8
 """Full exchanges at the end before the installations must have stopped changing."""
@@ -68,6 +69,22 @@ def interleaved(
         )
         stream.append(event.model_copy(update={"originator_version": version, "born": born}))
     return stream
+
+
+def decided(state: A, decisions: Iterable[Callable[[A], list[DomainEvent]]]) -> list[DomainEvent]:
+    """The events of ``decisions`` taken one after another from ``state`` (a branch of a
+    stream as one installation decides it apart, for :func:`interleaved`); a refused
+    decision (:class:`DomainError`) adds nothing."""
+    events: list[DomainEvent] = []
+    for decide in decisions:
+        try:
+            new = decide(state)
+        except DomainError:
+            continue
+        for event in new:
+            state = state.apply(event)
+        events += new
+    return events
 
 
 class SyncLaws(RuleBasedStateMachine):

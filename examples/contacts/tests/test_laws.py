@@ -55,6 +55,23 @@ FILES = {
 LONG = settings.default.max_examples > 100  # the ``long`` profile
 
 
+def contact_commands() -> list[st.SearchStrategy[Command]]:
+    """Commands on the contacts of the pool (all but an import)."""
+    ids, names, addresses = (st.sampled_from(v) for v in (IDS, NAMES, ADDRESSES))
+    return [
+        command_strategy(
+            CreateContact,
+            contact_id=ids,
+            name=names,
+            emails=st.lists(addresses, max_size=2).map(tuple),
+        ),
+        command_strategy(AddEmail, contact_id=ids, address=addresses),
+        command_strategy(RemoveEmail, contact_id=ids, address=addresses),
+        command_strategy(RenameContact, contact_id=ids, name=names),
+        command_strategy(MergeContacts, contact_id=ids, into_id=ids),
+    ]
+
+
 class ContactLaws(ApplicationLaws):
     application = AddressBook
 
@@ -63,21 +80,8 @@ class ContactLaws(ApplicationLaws):
             (files / name).write_text(text, encoding="utf-8")
 
     def commands(self) -> st.SearchStrategy[Command]:
-        ids, names, addresses = (st.sampled_from(v) for v in (IDS, NAMES, ADDRESSES))
         paths = st.sampled_from([self.files / name for name in FILES])
-        return st.one_of(
-            command_strategy(
-                CreateContact,
-                contact_id=ids,
-                name=names,
-                emails=st.lists(addresses, max_size=2).map(tuple),
-            ),
-            command_strategy(AddEmail, contact_id=ids, address=addresses),
-            command_strategy(RemoveEmail, contact_id=ids, address=addresses),
-            command_strategy(RenameContact, contact_id=ids, name=names),
-            command_strategy(MergeContacts, contact_id=ids, into_id=ids),
-            command_strategy(ImportContacts, path=paths),
-        )
+        return st.one_of(*contact_commands(), command_strategy(ImportContacts, path=paths))
 
     def open_application(self, home: Home) -> Application:
         """The address book; a new one starts with three of the contacts (one operation)."""
