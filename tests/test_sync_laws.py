@@ -17,6 +17,7 @@ from eventpile import Application, Command
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from eventpile.testing import command_strategy
+from eventpile.testing.postgres import on_postgres
 from eventpile.testing.sync import SyncLaws
 from tests.test_sync import seen, tags, write_mbox
 
@@ -65,4 +66,8 @@ class MailSyncLaws(SyncLaws):
 TestMailSyncLaws = MailSyncLaws.TestCase
 TestMailSyncLaws.settings = settings(
     max_examples=200 if LONG else 25, stateful_step_count=40 if LONG else 25, deadline=None
+)
+# one installation on PostgreSQL, syncing with two on SQLite (each program makes a database)
+TestMailSyncLawsOnPostgres = on_postgres(
+    MailSyncLaws, settings(TestMailSyncLaws.settings, max_examples=40 if LONG else 5)
 )

@@ -262,6 +262,21 @@ class Step:
     operation_id: uuid.UUID | None
 
 
+def new_database(server: str) -> str:
+    """A new empty database on the PostgreSQL ``server`` (a URL); its URL."""
+    name = f"eventpile_laws_{uuid.uuid4().hex[:16]}"
+    with connect(server) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    return urlsplit(server)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(server: str, url: str) -> None:
+    """Drop the database at ``url`` (made by :func:`new_database` on ``server``)."""
+    name = urlsplit(url).path.lstrip("/")
+    with connect(server) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 class InAHome(RuleBasedStateMachine):
     """A state machine working on an application in a home of its own, made for each
     example in a temporary directory (SQLite files, or a fresh database of
@@ -330,7 +345,8 @@ class InAHome(RuleBasedStateMachine):
     def _new_home(self, path: Path) -> tuple[Home, Keyring]:
         """A new home with the same key file as every other (the key derivation is slow),
         in a fresh database of :attr:`database_server` if one is given."""
-        home = Home(path, self._create_database() if self.database_server else None)
+        server = self.database_server
+        home = Home(path, new_database(server) if server else None)
         if InAHome._keys is None:
             keyring = home.init(PASSPHRASE)
             InAHome._keys = (home.key_file.read_bytes(), keyring)
@@ -341,21 +357,11 @@ class InAHome(RuleBasedStateMachine):
         home.key_file.write_bytes(key_file)
         return home, keyring
 
-    def _create_database(self) -> str:
-        """A new empty database on :attr:`database_server`; its URL."""
-        assert self.database_server is not None
-        name = f"eventpile_laws_{uuid.uuid4().hex[:16]}"
-        with connect(self.database_server) as admin:
-            admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
-        return urlsplit(self.database_server)._replace(path=f"/{name}").geturl()
-
     def _remove(self, home: Home) -> None:
         """Delete a home the machine made: its files, and its database if it has one."""
         shutil.rmtree(home.path, ignore_errors=True)
         if home.database_url and self.database_server:
-            name = urlsplit(home.database_url).path.lstrip("/")
-            with connect(self.database_server) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            drop_database(self.database_server, home.database_url)
 
     def _digests(self) -> dict[str, str]:
         return {name: view.digest() for name, view in self.app.views.items()}

@@ -35,6 +35,7 @@ from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import OperationRequested
 from eventpile.projections.operations import undo_candidates
 from eventpile.store.home import Home
+from eventpile.testing import drop_database, new_database
 
 A = TypeVar("A", bound=Aggregate)
 PASSPHRASE = "sync laws"
@@ -91,6 +92,10 @@ class SyncLaws(RuleBasedStateMachine):
     application: ClassVar[type[Application]] = Application
     count: ClassVar[int] = 3
     """How many installations."""
+    database_server: ClassVar[str | None] = None
+    """None: every installation on SQLite files. Else a PostgreSQL server's URL (see
+    :func:`eventpile.testing.postgres.on_postgres`): the first installation keeps its
+    events and views in a fresh database there, and syncs with the others on SQLite."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -100,7 +105,8 @@ class SyncLaws(RuleBasedStateMachine):
         self.files.mkdir()
         self.folder.mkdir()
         self.prepare(self.files)
-        first = Home(self.directory / "i0")
+        server = self.database_server
+        first = Home(self.directory / "i0", new_database(server) if server else None)
         keys = first.init(PASSPHRASE)
         homes = [(first, keys)]
         for n in range(1, self.count):
@@ -148,7 +154,7 @@ class SyncLaws(RuleBasedStateMachine):
     def restart(self, n: int) -> None:
         old = self.apps[n % self.count]
         old.close()
-        self.apps[n % self.count] = self.application(Home(old.home.path), old.keyring)
+        self.apps[n % self.count] = self.application(old.home, old.keyring)
 
     @precondition(lambda self: any(self.folder.glob("*/*.seg")))
     @rule(data=st.data())
@@ -188,6 +194,9 @@ class SyncLaws(RuleBasedStateMachine):
             for app in self.apps:
                 app.close()
             shutil.rmtree(self.directory, ignore_errors=True)
+            url = self.apps[0].home.database_url
+            if self.database_server and url:
+                drop_database(self.database_server, url)
 
     def _run(self, n: int, command: Command) -> None:
         with suppress(DomainError):  # refused: nothing written
