@@ -65,7 +65,7 @@ class MailSyncLaws(SyncLaws):
 
 TestMailSyncLaws = MailSyncLaws.TestCase
 TestMailSyncLaws.settings = settings(
-    max_examples=200 if LONG else 25, stateful_step_count=40 if LONG else 25, deadline=None
+    max_examples=200 if LONG else 15, stateful_step_count=40 if LONG else 25, deadline=None
 )
 # one installation on PostgreSQL, syncing with two on SQLite (each program makes a database)
 TestMailSyncLawsOnPostgres = on_postgres(

@@ -41,7 +41,7 @@ class ContactSyncLaws(SyncLaws):
 
 TestContactSyncLaws = ContactSyncLaws.TestCase
 TestContactSyncLaws.settings = settings(
-    max_examples=200 if LONG else 20, stateful_step_count=40 if LONG else 25, deadline=None
+    max_examples=200 if LONG else 12, stateful_step_count=40 if LONG else 25, deadline=None
 )
 
 
