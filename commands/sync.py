@@ -1,19 +1,22 @@
-"""Sync: installations of one user exchange their events through a folder.
+"""Sync: installations of one user exchange their events through a folder, or over
+HTTP with one that serves its own (:mod:`eventpile.commands.serve`).
 
 Each installation keeps its own log; a sync sends what this one's log has that its
 folder does not yet (see :mod:`eventpile.store.segments`), and takes what the
-others' folders have that this log does not. An event is the same event
-everywhere: it keeps its id, time, origin and operation, and its payload is sealed
-anew for its row here. Each installation takes each event once: it keeps, beside
-the log, where every event it received came from (``origin``, ``seq``), so an event
-met again (a segment read twice, an event relayed by two peers) is a duplicate.
+others' folders have that this log does not. An event is the same event everywhere:
+it keeps its id, time, origin and operation, and its row's state as sealed (the
+installations share the data keys), checked to open before it is stored. Each
+installation takes each event once: it keeps, beside the log, where every event it
+received came from (``origin``, ``seq``), so an event met again (a segment read
+twice, an event relayed by two peers) is a duplicate.
 
 An event received for a stream that has events written here meanwhile goes at the
-end of the stream, and remembers the version its origin wrote it at
-(:attr:`~eventpile.domain.events.DomainEvent.stamp`): events written at the same time
-on two installations apply in either order, so an aggregate's decisions that pick a
-winner compare stamps. Operations stay with their origin: only the installation
-that requested an operation runs it.
+end of the stream, sealed anew for that row, and remembers the version its origin
+wrote it at (:attr:`~eventpile.domain.events.DomainEvent.stamp`): events written at
+the same time on two installations apply in either order, so an aggregate's
+decisions that pick a winner compare stamps. Operations stay where they run: only
+the installation that requested an operation runs it (or, for the second stage of
+an answered question, the one that ran the first).
 """
 
 from __future__ import annotations
