@@ -10,16 +10,19 @@
             AFTER-LAST.seg         its log's events at positions AFTER < p <= LAST
 
 A segment holds the events of its writer's log in that range: those it wrote, and
-those a sync brought it from installations that have no folder here (so that a peer
-of a peer is reached). Each event is a :class:`Record`: its row's state as the writer
-stored it (already sealed with the data keys; a reader that places it at the same
-version of its stream stores it as it is), its origin and its place in its origin's
-log (``seq``), which is what a reader uses to take each event once.
+those a sync brought it that their origin's own folder here does not hold (as its
+head says; so that a peer of a peer is reached), with ``requires``: the events of
+others it follows, which a reader takes from their folders first. Each event is a
+:class:`Record`: its row's state as the writer stored it (already sealed with the
+data keys; a reader that places it at the same version of its stream stores it as it
+is), its origin and its place in its origin's log (``seq``), which is what a reader
+uses to take each event once.
 
 Every file is sealed with AES-256-GCM under a key every installation of the user
 derives from the data keys; its writer and range are associated data, so a file
-renamed, moved to another folder, cut short or altered fails, and a gap in a writer's
-chain of segments (``AFTER`` of one is ``LAST`` of the one before) is noticed. The
+renamed, moved to another folder, cut short or altered fails, and a reader follows a
+writer's chain of segments (``AFTER`` of one is ``LAST`` of the one before) as far as
+it reaches: one not here yet holds the rest back. The
 sealed length is padded (Padmé), so a reader of the folder learns which installations
 there are, how many events each has logged (the file names) and roughly how big they
 are, and when each synced; not what any event is. Files are written whole under a
