@@ -264,7 +264,8 @@ def demo(
     ctx: typer.Context,
     messages: int = typer.Option(2000, "--messages", min=1, help="Synthetic messages to import."),
 ) -> None:
-    """A tour in a throwaway home: import, search, tag, the operation log."""
+    """A tour in a throwaway home: import, search, tag, undo, a second installation that
+    syncs, the operation log."""
     import tempfile
 
     from eventpile.mail.synthetic import write_mbox
@@ -273,8 +274,10 @@ def demo(
     out = console()
     with tempfile.TemporaryDirectory(prefix="eventpile-demo-") as tmp:
         os.environ["EVENTPILE_PASSPHRASE"] = "demo passphrase"
-        home = Path(tmp) / "home"
+        home, laptop, folder = Path(tmp) / "home", Path(tmp) / "laptop", Path(tmp) / "sync"
+        folder.mkdir()
         mbox = write_mbox(Path(tmp) / "demo.mbox", messages, seed=1)
+        there = ["--home", str(laptop)]  # a step on the second installation
         steps: list[tuple[str, list[str]]] = [
             ("Create an encrypted home", ["init"]),
             (f"Import {messages:,} synthetic messages", ["import", str(mbox)]),
@@ -286,18 +289,26 @@ def demo(
             ("Search by tag and date", ["search", "-n", "3", "tag:kernel after:2024-06-01"]),
             ("Undo the tagging: compensating events, as an operation", ["undo"]),
             ("Search by tag again: the tag is gone", ["search", "-n", "3", "tag:kernel"]),
+            ("Sync through a folder (shared, synced, a USB stick)", ["sync", str(folder)]),
+            ("A second installation joins: the keys, everything", [*there, "join", str(folder)]),
+            ("Tag on the second one, and sync", [*there, "tag", "add", "laptop", "fix"]),
+            ("Sync from the second one", [*there, "sync", str(folder)]),
+            ("The first takes it", ["sync", str(folder)]),
+            ("Search by the tag made on the other", ["search", "-n", "3", "tag:laptop"]),
             ("The operation log", ["log", "-n", "5"]),
             ("The notification feed: one entry per operation", ["feed"]),
             ("Verify: every event decrypts, every view equals its rebuild", ["verify"]),
         ]
         done: list[dict[str, Any]] = []
         for title, argv in steps:
+            shown = " ".join(argv).replace(str(laptop), "LAPTOP").replace(tmp + "/", "")
+            argv = argv if argv[:1] == ["--home"] else ["--home", str(home), *argv]
             if not s.json:
-                out.rule(f"[bold]{title}[/]  eventpile {' '.join(argv)}")
-                code = main(["--home", str(home), *argv])
+                out.rule(f"[bold]{title}[/]  eventpile {shown}")
+                code = main(argv)
             else:  # one document in all: each step's, in a list
                 with contextlib.redirect_stdout(io.StringIO()) as printed:
-                    code = main(["--json", "--home", str(home), *argv])
+                    code = main(["--json", *argv])
                 result = json.loads(printed.getvalue()) if not code else None
                 done.append({"title": title, "command": ["eventpile", *argv], "result": result})
             if code:
