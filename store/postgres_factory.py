@@ -33,15 +33,14 @@ class Recorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: Any, **kwargs: Any):
         super().__init__(datastore, **kwargs)
+        self.events_table = SQL("{}.{}").format(
+            Identifier(datastore.schema), Identifier(self.events_table_name)
+        )
         self.insert_events_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "INSERT INTO {table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
-        ).format(
-            schema=Identifier(datastore.schema),
-            table=Identifier(self.events_table_name),
-            id_type=Identifier(datastore.originator_id_type),
-        )
+        ).format(table=self.events_table, id_type=Identifier(datastore.originator_id_type))
         self.received_table = SQL("{}.{}").format(
             Identifier(datastore.schema), Identifier(RECEIVED_TABLE)
         )
@@ -83,13 +82,12 @@ class Recorder(PostgresApplicationRecorder):
                     "INSERT INTO {received} (position, origin, seq) "
                     "SELECT e.notification_id, r.origin, r.seq FROM unnest("
                     "%s::{id_type}[], %s::bigint[], %s::text[], %s::bigint[]"
-                    ") AS r(oid, version, origin, seq) JOIN {schema}.{table} e "
+                    ") AS r(oid, version, origin, seq) JOIN {table} e "
                     "ON e.originator_id = r.oid AND e.originator_version = r.version"
                 ).format(
                     received=self.received_table,
                     id_type=Identifier(self.datastore.originator_id_type),
-                    schema=Identifier(self.datastore.schema),
-                    table=Identifier(self.events_table_name),
+                    table=self.events_table,
                 ),
                 (
                     [e.originator_id for e in stored_events],
@@ -103,45 +101,30 @@ class Recorder(PostgresApplicationRecorder):
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_streams`, in one query."""
         statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "SELECT originator_id, originator_version, topic, state FROM {} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(statement, (list(originator_ids),))
-            return [StoredEvent(*row) for row in curs.fetchall()]
+        ).format(self.events_table)
+        return [StoredEvent(*row) for row in self._rows(statement, (list(originator_ids),))]
 
     def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_rows`: tuples, the ids as text."""
         statement = SQL(
             "SELECT notification_id, originator_id::text, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s{topics} "
+            "FROM {} WHERE notification_id > %s AND notification_id <= %s{} "
             "ORDER BY notification_id LIMIT %s"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-            topics=SQL(" AND topic = ANY(%s)" if topics else ""),
-        )
+        ).format(self.events_table, SQL(" AND topic = ANY(%s)" if topics else ""))
         params = (after, upto, *([list(topics)] if topics else []), limit)
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(statement, params, prepare=True)
-            return curs.fetchall()
+        return self._rows(statement, params, prepare=True)
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_export`."""
         statement = SQL(
             "SELECT e.notification_id, e.originator_id::text, e.originator_version, e.topic, "
-            "e.state, r.origin, r.seq FROM {schema}.{table} e "
-            "LEFT JOIN {received} r ON r.position = e.notification_id "
+            "e.state, r.origin, r.seq FROM {} e LEFT JOIN {} r ON r.position = e.notification_id "
             "WHERE e.notification_id > %s AND e.notification_id <= %s "
             "ORDER BY e.notification_id LIMIT %s"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-            received=self.received_table,
-        )
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(statement, (after, upto, limit))
-            return curs.fetchall()
+        ).format(self.events_table, self.received_table)
+        return self._rows(statement, (after, upto, limit))
 
     def received_upto(self, upto: int | None = None) -> dict[str, int]:
         """As :meth:`eventpile.store.sqlite.Recorder.received_upto`."""
@@ -149,19 +132,21 @@ class Recorder(PostgresApplicationRecorder):
         statement = SQL("SELECT origin, max(seq) FROM {}{} GROUP BY origin").format(
             self.received_table, where
         )
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(statement, () if upto is None else (upto,))
-            return dict(curs.fetchall())
+        return dict(self._rows(statement, () if upto is None else (upto,)))
 
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """As :meth:`eventpile.store.sqlite.Recorder.stream_ends`."""
         statement = SQL(
-            "SELECT originator_id, max(originator_version) FROM {schema}.{table} "
+            "SELECT originator_id, max(originator_version) FROM {} "
             "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        ).format(self.events_table)
+        return dict(self._rows(statement, (list(originator_ids),)))
+
+    def _rows(self, statement: Any, params: Sequence[Any], *, prepare: bool = False) -> list[Any]:
+        """The rows of one query, as tuples."""
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(statement, (list(originator_ids),))
-            return dict(curs.fetchall())
+            curs.execute(statement, params, prepare=prepare)
+            return curs.fetchall()
 
 
 class Factory(PostgresFactory):

@@ -68,76 +68,77 @@ class Recorder(SQLiteApplicationRecorder):
         One query per :data:`STREAMS_PER_QUERY` aggregates instead of one each (a
         read transaction costs ~50 µs; importing asks for every message).
         """
-        ids = [i.hex for i in originator_ids]
-        found: list[StoredEvent] = []
-        with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(ids), STREAMS_PER_QUERY):
-                chunk = ids[start : start + STREAMS_PER_QUERY]
-                c.execute(
-                    "SELECT originator_id, originator_version, topic, state "
-                    f"FROM {self.events_table_name} "
-                    f"WHERE originator_id IN ({','.join('?' * len(chunk))}) "
-                    "ORDER BY originator_id, originator_version",
-                    chunk,
-                )
-                found += (StoredEvent(uuid.UUID(row[0]), *row[1:]) for row in c.fetchall())
-        return found
+        rows = self._per_stream(
+            "originator_id, originator_version, topic, state",
+            originator_ids,
+            "ORDER BY originator_id, originator_version",
+        )
+        return [StoredEvent(uuid.UUID(row[0]), *row[1:]) for row in rows]
 
     def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
         """The notifications after ``after`` up to ``upto`` (of ``topics``, if any), as
         plain tuples: the library's objects and id conversions cost a third of a rebuild."""
         where = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
-        with self.datastore.transaction(commit=False) as c:
-            c.sqlite_cursor.row_factory = None
-            c.execute(
-                "SELECT rowid, originator_id, originator_version, topic, state "
-                f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ?{where} "
-                "ORDER BY rowid LIMIT ?",
-                (after, upto, *topics, limit),
-            )
-            return c.fetchall()
+        return self._rows(
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ?{where} "
+            "ORDER BY rowid LIMIT ?",
+            (after, upto, *topics, limit),
+        )
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
         """The rows after ``after`` up to ``upto`` with where each came from: ``origin``
         and ``seq`` for an event a sync brought in, None for one written here."""
-        with self.datastore.transaction(commit=False) as c:
-            c.sqlite_cursor.row_factory = None
-            c.execute(
-                "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
-                f"r.origin, r.seq FROM {self.events_table_name} e "
-                f"LEFT JOIN {RECEIVED_TABLE} r ON r.position = e.rowid "
-                "WHERE e.rowid > ? AND e.rowid <= ? ORDER BY e.rowid LIMIT ?",
-                (after, upto, limit),
-            )
-            return c.fetchall()
+        return self._rows(
+            "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
+            f"r.origin, r.seq FROM {self.events_table_name} e "
+            f"LEFT JOIN {RECEIVED_TABLE} r ON r.position = e.rowid "
+            "WHERE e.rowid > ? AND e.rowid <= ? ORDER BY e.rowid LIMIT ?",
+            (after, upto, limit),
+        )
 
     def received_upto(self, upto: int | None = None) -> dict[str, int]:
         """By origin (hex), the last of its events that a sync brought in (up to
         position ``upto``)."""
         where = "" if upto is None else " WHERE position <= ?"
-        with self.datastore.transaction(commit=False) as c:
-            c.sqlite_cursor.row_factory = None
-            c.execute(
+        return dict(
+            self._rows(
                 f"SELECT origin, max(seq) FROM {RECEIVED_TABLE}{where} GROUP BY origin",
                 () if upto is None else (upto,),
             )
-            return dict(c.fetchall())
+        )
 
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """The last version of each of these streams that has one."""
+        rows = self._per_stream(
+            "originator_id, max(originator_version)", originator_ids, "GROUP BY originator_id"
+        )
+        return {uuid.UUID(i): v for i, v in rows}
+
+    def _rows(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of one query, as plain tuples."""
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None
+            c.execute(statement, params)
+            return c.fetchall()
+
+    def _per_stream(
+        self, columns: str, originator_ids: Collection[uuid.UUID], rest: str
+    ) -> list[Any]:
+        """``SELECT columns`` of the events of these streams, ``rest`` after the WHERE:
+        one query per :data:`STREAMS_PER_QUERY` streams, in one read transaction."""
         ids = [i.hex for i in originator_ids]
-        found: dict[uuid.UUID, int] = {}
+        found: list[Any] = []
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None
             for start in range(0, len(ids), STREAMS_PER_QUERY):
                 chunk = ids[start : start + STREAMS_PER_QUERY]
                 c.execute(
-                    "SELECT originator_id, max(originator_version) "
-                    f"FROM {self.events_table_name} "
-                    f"WHERE originator_id IN ({','.join('?' * len(chunk))}) GROUP BY originator_id",
+                    f"SELECT {columns} FROM {self.events_table_name} "
+                    f"WHERE originator_id IN ({','.join('?' * len(chunk))}) {rest}",
                     chunk,
                 )
-                found.update((uuid.UUID(i), v) for i, v in c.fetchall())
+                found += c.fetchall()
         return found
 
 
