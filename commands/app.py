@@ -20,6 +20,7 @@ from eventpile.commands.base import Command, Handler
 from eventpile.commands.claims import Claims
 from eventpile.commands.context import ProgressCallback
 from eventpile.commands.passphrase import passphrase_changed
+from eventpile.commands.retention import purge
 from eventpile.commands.sync import Sync, is_url, sync
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate
@@ -38,7 +39,13 @@ class Application(Claims):
     """
 
     aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Operation,)
-    handlers: ClassVar[tuple[Handler[Any], ...]] = (undo, redo, passphrase_changed, sync)
+    handlers: ClassVar[tuple[Handler[Any], ...]] = (
+        undo,
+        redo,
+        passphrase_changed,
+        sync,
+        purge,
+    )
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}
 

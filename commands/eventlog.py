@@ -103,11 +103,17 @@ class EventLog(LibraryApplication[uuid.UUID]):
 
     # the event store ------------------------------------------------------
 
-    def append(self, events: Sequence[DomainEvent]) -> list[int]:
-        """Write events in one transaction; their notification ids (log positions)."""
+    def append(
+        self, events: Sequence[DomainEvent], *, purge: Collection[uuid.UUID] = ()
+    ) -> list[int]:
+        """Write events in one transaction (which deletes the streams ``purge``, see
+        :mod:`eventpile.commands.retention`); their notification ids (log positions)."""
         stored = [self.mapper.to_stored_event(e) for e in events]
         try:
-            ids = self.recorder.insert_events(stored)
+            if purge:
+                ids = cast(RowReader, self.recorder).insert_events(stored, purge=purge)
+            else:
+                ids = self.recorder.insert_events(stored)
         except RecordConflictError as e:
             raise Conflict(str(e)) from None
         positions = list(ids or ())

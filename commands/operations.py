@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from eventpile.commands.base import Command
 from eventpile.commands.context import ProgressCallback
 from eventpile.commands.eventlog import Conflict
+from eventpile.commands.retention import missing_operation
 from eventpile.domain.aggregate import DomainError
 from eventpile.domain.events import DomainEvent
 from eventpile.domain.operation import Operation, Status
@@ -96,10 +97,12 @@ def find_operation(app: Application, prefix: str) -> Operation:
     key = prefix.strip().replace("-", "").lower()
     if len(key) < 4 or any(c not in "0123456789abcdef" for c in key):
         raise DomainError(f"{prefix!r} is not an operation id (4 to 32 hex digits)")
-    found = find(app.current("operations"), key)
-    if len(found) != 1:
-        what = "no" if not found else "more than one"
-        raise DomainError(f"{what} operation has an id starting with {prefix!r}")
+    db = app.current("operations")
+    found = find(db, key)
+    if not found:
+        raise missing_operation(db, f"with an id starting with {prefix!r}")
+    if len(found) > 1:
+        raise DomainError(f"more than one operation has an id starting with {prefix!r}")
     state = app.load(Operation, uuid.UUID(found[0]["id"]))
     assert state is not None
     return state

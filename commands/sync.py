@@ -35,7 +35,7 @@ from eventpile.commands.context import Context
 from eventpile.commands.eventlog import EventLog
 from eventpile.commands.operations import RetryPolicy
 from eventpile.domain.events import Private
-from eventpile.domain.operation import Operation
+from eventpile.domain.operation import Operation, OperationsPurged
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import TamperedData
@@ -44,6 +44,7 @@ from eventpile.store.remote import RemoteFiles, Unreachable
 from eventpile.store.segments import Folder, FolderError, Head, LocalFiles, Record, Segment
 
 OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events())
+PURGE_TOPIC = topic_of(OperationsPurged)
 SEGMENT_EVENTS = 5000
 """Events per segment file (and per transaction that applies one)."""
 ATTEMPTS = 5
@@ -70,18 +71,26 @@ class Report:
     received: int = 0
     duplicates: int = 0
     peers: int = 0
+    purged: int = 0
+    """Events received for operations whose history this installation has purged."""
+    sent_upto: int = 0
+    """The position in this log up to which the folder holds this log's events (what a
+    purge keeps after it, see :mod:`eventpile.commands.retention`)."""
     waiting: dict[str, str] = field(default_factory=dict)
     """By peer (short id), why some of its events could not be taken yet."""
     unknown: dict[str, int] = field(default_factory=dict)
     """By type name, the events received of types this version does not know."""
 
     def result(self) -> dict[str, Any]:
-        counts = {
+        counts: dict[str, Any] = {
             "sent": self.sent,
             "received": self.received,
             "duplicates": self.duplicates,
             "peers": self.peers,
+            "sent_upto": self.sent_upto,
         }
+        if self.purged:
+            counts["purged"] = self.purged
         return {**counts, "unknown": self.unknown} if self.unknown else counts
 
 
@@ -202,8 +211,13 @@ class Exchange:
         for attempt in range(ATTEMPTS):
             fresh = [r for r in segment.records if r.seq > known.get(r.origin, 0)]
             ends = self.rows.stream_ends({r.originator_id for r in fresh})
-            stored, received = [], []
+            stored, received, purged = [], [], 0
             for r in fresh:
+                if r.version > 1 and r.originator_id not in ends:
+                    # its stream's beginning came before and was purged here since: an
+                    # operation's history, which this installation has let go
+                    purged += 1
+                    continue
                 version = ends.get(r.originator_id, 0) + 1
                 ends[r.originator_id] = version
                 stored.append(self.reseal(r, version))
@@ -217,15 +231,20 @@ class Exchange:
                 known.update(self.known())
                 continue
             self.report.received += len(stored)
+            self.report.purged += purged
             for r in fresh:
                 if not self.app.registry.knows(r.topic):
                     name = r.topic.rpartition(":")[2]
                     self.report.unknown[name] = self.report.unknown.get(name, 0) + 1
-            self.report.duplicates += sum(
-                1  # not counted: the writer's own events of a segment read again
-                for r in segment.records
-                if r.origin != segment.origin.hex or r.seq > self.read_before.get(r.origin, 0)
-            ) - len(stored)
+            self.report.duplicates += (
+                sum(
+                    1  # not counted: the writer's own events of a segment read again
+                    for r in segment.records
+                    if r.origin != segment.origin.hex or r.seq > self.read_before.get(r.origin, 0)
+                )
+                - len(stored)
+                - purged
+            )
             for origin, seq in received:
                 known[origin] = max(known.get(origin, 0), seq)
             self.progress(self.report.received, None, "receiving")
@@ -288,8 +307,8 @@ class Exchange:
             records, requires = [], {}
             for row in rows:
                 origin, seq = row[5], row[6]
-                if origin is None and row[1] in syncs:
-                    continue
+                if origin is None and (row[1] in syncs or row[3] == PURGE_TOPIC):
+                    continue  # this installation's own history
                 if origin is not None and seq is not None and seq <= held.get(origin, 0):
                     requires[origin] = seq  # in its origin's folder: readers take it there
                     continue
@@ -301,6 +320,7 @@ class Exchange:
                 self.report.sent += len(records)
                 self.progress(self.report.sent, None, "sending")
             scanned = last
+        self.report.sent_upto = scanned
         now = Head(scanned, chain, exported, self.rows.received_upto())
         if head is None or now.settles(head, SEGMENT_EVENTS):
             self.folder.write_head(now)

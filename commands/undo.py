@@ -30,6 +30,7 @@ from typing import Any, TypeGuard, TypeVar
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.commands.registry import Registry
+from eventpile.commands.retention import missing_operation
 from eventpile.domain.aggregate import Aggregate, DomainError, Invertible
 from eventpile.domain.events import DomainEvent, ForeignEvent
 from eventpile.domain.operation import Operation, Status
@@ -207,7 +208,10 @@ def _preload(ctx: Context, registry: Registry, written: list[tuple[DomainEvent, 
 
 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
-    return ctx.require(Operation, operation_id)
+    found = ctx.load(Operation, operation_id)
+    if found is None:
+        raise missing_operation(ctx.app.current("operations"), str(operation_id))
+    return found
 
 
 def _latest(

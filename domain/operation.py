@@ -218,6 +218,18 @@ class OperationRedone(OperationEvent, Invertible):
         return self.follow(OperationUndone, version, previous=self.status)
 
 
+class OperationsPurged(OperationEvent):
+    """A purge deleted these streams from the log: the history of operations finished
+    before ``horizon`` (and the records of earlier purges among them). The first event of
+    a stream of its own; views drop what they held of those streams."""
+
+    streams: list[uuid.UUID]
+    horizon: AwareDatetime
+
+    def describe(self) -> str:
+        return f"Purged {len(self.streams):,} operations' history before {self.horizon:%Y-%m-%d}"
+
+
 class Operation(Aggregate):
     event_types: ClassVar[tuple[type[DomainEvent], ...]] = (OperationEvent,)
 

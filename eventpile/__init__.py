@@ -7,9 +7,10 @@ or raise :class:`DomainError`, and what of a past event is still in effect),
 commands (:class:`Command` models with a handler registered by :func:`handles`)
 and projections (:class:`Projection` over a :class:`ViewDB`), and lists them in
 an :class:`Application` subclass. It gets the encrypted store, operation records,
-:class:`Undo` and :class:`Redo`, rebuild, sync between installations (with
-:mod:`registers` for views, and :meth:`Aggregate.write`, to settle what two
-installations changed at once), a command line
+:class:`Undo` and :class:`Redo`, rebuild, :class:`Purge` of old operation history,
+sync between installations (with :mod:`registers` for views, and
+:meth:`Aggregate.write`, to settle what two installations changed at once), a
+command line
 (:mod:`eventpile.cli`) and the testing kit (:mod:`eventpile.testing`) from the
 framework. Everything outside this module, :mod:`eventpile.cli` and
 :mod:`eventpile.testing` is internal; the mail application (:mod:`eventpile.mail`)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from eventpile.commands.dispatcher import CommandFailed
     from eventpile.commands.eventlog import Conflict
     from eventpile.commands.operations import RetryPolicy
+    from eventpile.commands.retention import Purge
     from eventpile.commands.undo import Redo, Undo
     from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
     from eventpile.domain.events import DomainEvent, Private, utcnow, uuid7
@@ -66,6 +68,7 @@ _WHERE = {
     "Context": ("eventpile.commands.context", "Context"),
     "Undo": ("eventpile.commands.undo", "Undo"),
     "Redo": ("eventpile.commands.undo", "Redo"),
+    "Purge": ("eventpile.commands.retention", "Purge"),
     "Projection": ("eventpile.projections.base", "Projection"),
     "ViewDB": ("eventpile.store.views", "ViewDB"),
     "read_position": ("eventpile.store.views", "read_position"),
@@ -103,6 +106,7 @@ __all__ = [
     "Outcome",
     "Private",
     "Projection",
+    "Purge",
     "Redo",
     "Renderer",
     "RetryPolicy",

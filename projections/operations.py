@@ -9,13 +9,15 @@ it undid are among its events).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from eventpile.domain.events import DomainEvent, private_fields_of
-from eventpile.domain.operation import Operation, OperationEvent
-from eventpile.projections.queue import OperationRows
+from eventpile.domain.operation import FINISHED, Operation, OperationEvent
+from eventpile.projections.queue import ROWS_PER_READ, OperationRows
 from eventpile.store.views import ViewDB
 
 SCHEMA = """
@@ -83,6 +85,15 @@ class OperationLog(OperationRows):
 
     def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
         _store(db, state, position)
+
+    def forget(self, db: ViewDB, streams: Sequence[str]) -> None:
+        """Also the events of those streams that operations wrote (an undo's marks on the
+        operations it undid, a purge's record): the domain events stay, and so their rows."""
+        super().forget(db, streams)
+        for start in range(0, len(streams), ROWS_PER_READ):
+            chunk = streams[start : start + ROWS_PER_READ]
+            marks = ",".join("?" * len(chunk))
+            db.execute(f"DELETE FROM operation_events WHERE stream IN ({marks})", chunk)
 
     def content_queries(self) -> Sequence[str]:
         return (
@@ -197,4 +208,95 @@ def redo_candidates(db: ViewDB) -> Iterator[tuple[str, str, str]]:
     yield from db.execute(
         "SELECT o.id, o.command, o.status FROM operations o JOIN operations u ON u.id = o.undone_by"
         " WHERE o.status = 'undone' ORDER BY u.position DESC"
+    )
+
+
+@dataclass(frozen=True)
+class PurgePlan:
+    """What a purge deletes (see :mod:`eventpile.commands.retention`)."""
+
+    streams: list[str]
+    """The streams to delete (hex ids): the operations', and their purges' records."""
+    operations: int
+    held: int
+    """Operations old enough that stay because a sync folder does not hold them yet."""
+
+
+def purge_plan(
+    db: ViewDB, before: float, last_positions: Callable[[list[uuid.UUID]], dict[uuid.UUID, int]]
+) -> PurgePlan:
+    """The operations that finished before ``before`` (Unix time) and may go: none that
+    is tied (by a question's answer, an undo's or a redo's mark) to one that stays, nor
+    the latest sync with each folder, nor one with events after what a folder holds
+    (``last_positions``: the position of each stream's last event, from the log)."""
+    finished = tuple(s.value for s in FINISHED)
+    candidates: set[str] = set()
+    everyone: set[str] = set()
+    for op, status, finished_at in db.execute("SELECT id, status, finished_at FROM operations"):
+        everyone.add(op)
+        if status in finished and finished_at is not None and finished_at < before:
+            candidates.add(op)
+    keep = everyone - candidates
+    folders: dict[str, tuple[str, int]] = {}
+    for op, private_args, result in db.execute(
+        "SELECT id, private_args, result FROM operations "
+        "WHERE command = 'Sync' AND status = 'complete' ORDER BY position"
+    ):
+        folder = json.loads(private_args).get("folder", "")
+        folders[folder] = (op, int(json.loads(result).get("sent_upto", 0)))
+    keep.update(op for op, _ in folders.values())
+    held: set[str] = set()
+    if folders:
+        floor = min(upto for _, upto in folders.values())
+        ends = last_positions([uuid.UUID(hex=op) for op in candidates - keep])
+        held = {i.hex for i, last in ends.items() if last > floor}
+        keep |= held
+    links = db.execute(
+        "SELECT id, parent_id FROM operations WHERE parent_id IS NOT NULL UNION "
+        "SELECT DISTINCT e.operation, e.stream FROM operation_events e "
+        "JOIN operations o ON o.id = e.stream"
+    ).fetchall()
+    going = _unkept(candidates, keep, [(a, b) for a, b in links if a in everyone and b in everyone])
+    records: list[str] = []
+    ordered = sorted(going)
+    for start in range(0, len(ordered), ROWS_PER_READ):
+        chunk = ordered[start : start + ROWS_PER_READ]
+        records += (
+            stream
+            for (stream,) in db.execute(
+                "SELECT stream FROM operation_events WHERE type = 'OperationsPurged' "
+                f"AND operation IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        )
+    return PurgePlan(ordered + records, len(going), len(held - going))
+
+
+def _unkept(candidates: set[str], keep: set[str], links: list[tuple[str, str]]) -> set[str]:
+    """The candidates not linked, directly or through others, to one that is kept."""
+    parent = {op: op for op in candidates | keep}
+
+    def root(op: str) -> str:
+        while parent[op] != op:
+            parent[op] = parent[parent[op]]
+            op = parent[op]
+        return op
+
+    for a, b in links:
+        parent[root(a)] = root(b)
+    kept_roots = {root(op) for op in keep}
+    return {op for op in candidates if root(op) not in kept_roots}
+
+
+def latest_purge(db: ViewDB) -> tuple[datetime, datetime] | None:
+    """``(horizon, when)`` of the latest purge, if there was one."""
+    row = db.execute(
+        "SELECT result, finished_at FROM operations WHERE command = 'Purge' "
+        "AND status = 'complete' ORDER BY position DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    return (
+        datetime.fromisoformat(json.loads(row[0])["horizon"]),
+        datetime.fromtimestamp(row[1], UTC),
     )

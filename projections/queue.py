@@ -18,7 +18,12 @@ from typing import ClassVar
 
 from eventpile.domain.aggregate import fold
 from eventpile.domain.events import DomainEvent
-from eventpile.domain.operation import Operation, OperationEvent, OperationRequested
+from eventpile.domain.operation import (
+    Operation,
+    OperationEvent,
+    OperationRequested,
+    OperationsPurged,
+)
 from eventpile.projections.base import Projection
 from eventpile.store.views import ViewDB
 
@@ -104,8 +109,24 @@ class OperationRows(Projection):
         self.apply_page(db, [(position, event)])
 
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        """Fold the page; a purge in it drops the rows of the streams it deleted."""
+        start = 0
+        for i, (_, event) in enumerate(events):
+            if isinstance(event, OperationsPurged):
+                self._fold(db, events[start:i])
+                self.forget(db, [s.hex for s in event.streams])
+                start = i + 1
+        self._fold(db, events[start:])
+
+    def _fold(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
         for state, position, last in fold_rows(db, self.name, events):
             self.store(db, state, position, last)
+
+    def forget(self, db: ViewDB, streams: Sequence[str]) -> None:
+        """Drop what the view holds of these streams (hex ids), purged from the log."""
+        for start in range(0, len(streams), ROWS_PER_READ):
+            chunk = streams[start : start + ROWS_PER_READ]
+            db.execute(f"DELETE FROM {self.name} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     @abstractmethod
     def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:

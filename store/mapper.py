@@ -39,8 +39,8 @@ the origin's log) for an event a sync brought in, ``None, None`` for one written
 
 
 class RowReader(Protocol):
-    """Our recorders: notifications as :data:`Row` tuples, no object per row, and the
-    events of many streams in one query."""
+    """Our recorders: notifications as :data:`Row` tuples, no object per row, the
+    events of many streams in one query, and streams purged as an append commits."""
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]: ...
 
@@ -54,9 +54,17 @@ class RowReader(Protocol):
 
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]: ...
 
+    def last_positions(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]: ...
+
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], *, received: Sequence[tuple[str, int]] = ()
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        received: Sequence[tuple[str, int]] = (),
+        purge: Collection[uuid.UUID] = (),
     ) -> Sequence[int] | None: ...
+
+    def reclaim(self) -> None: ...
 
 
 class _Unused(Transcoder):

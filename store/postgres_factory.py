@@ -71,11 +71,18 @@ class Recorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         received: Sequence[tuple[str, int]] = (),
+        purge: Collection[uuid.UUID] = (),
         **kwargs: Any,
     ) -> list[int]:
-        """The positions, and where each of ``received`` came from (see
-        :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
+        """The positions, where each of ``received`` came from, and the deletion of the
+        streams ``purge`` (see :meth:`eventpile.store.sqlite.Recorder._insert_events`), in
+        the same transaction."""
         positions = [row[0] for row in curs.fetchall()]
+        if purge:
+            curs.execute(
+                SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(self.events_table),
+                (list(purge),),
+            )
         if received:  # each by its row (RETURNING's order is not promised)
             curs.execute(
                 SQL(
@@ -134,12 +141,26 @@ class Recorder(PostgresApplicationRecorder):
         )
         return dict(self._rows(statement, () if upto is None else (upto,)))
 
+    def last_positions(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """As :meth:`eventpile.store.sqlite.Recorder.last_positions`."""
+        return self._stream_max("notification_id", originator_ids)
+
+    def reclaim(self) -> None:
+        """Nothing now: the server's autovacuum makes the space of deleted events reusable
+        (a plain ``VACUUM`` does the same at once; only ``VACUUM FULL``, which locks the
+        table while it rewrites it, gives it back to the file system)."""
+
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """As :meth:`eventpile.store.sqlite.Recorder.stream_ends`."""
+        return self._stream_max("originator_version", originator_ids)
+
+    def _stream_max(
+        self, column: str, originator_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, int]:
         statement = SQL(
-            "SELECT originator_id, max(originator_version) FROM {} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-        ).format(self.events_table)
+            "SELECT originator_id, max({}) FROM {} WHERE originator_id = ANY(%s) "
+            "GROUP BY originator_id"
+        ).format(Identifier(column), self.events_table)
         return dict(self._rows(statement, (list(originator_ids),)))
 
     def _rows(self, statement: Any, params: Sequence[Any], *, prepare: bool = False) -> list[Any]:

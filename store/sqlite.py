@@ -23,6 +23,7 @@ from eventsourcing.sqlite import (
 from eventpile.store.mapper import ExportRow, Row
 
 STREAMS_PER_QUERY = 500
+AUTO_VACUUM_INCREMENTAL = 2
 RECEIVED_TABLE = "received_events"
 """Where each event a sync brought in came from: its position here, its origin (the
 installation that wrote it) and its position in the origin's log (``seq``)."""
@@ -32,7 +33,10 @@ class TunedPool(SQLiteConnectionPool):
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         sync = "FULL" if os.environ.get("EVENTPILE_SYNC", "").lower() == "full" else "NORMAL"
-        connection.cursor().execute(f"PRAGMA synchronous={sync}")
+        cursor = connection.cursor()
+        cursor.execute(f"PRAGMA synchronous={sync}")
+        # a new file's pages can be given back one by one after a purge (see reclaim)
+        cursor.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
         return connection
 
 
@@ -50,17 +54,40 @@ class Recorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         received: Sequence[tuple[str, int]] = (),
+        purge: Collection[uuid.UUID] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """As the library's, and where each of ``received`` came from (``(origin, seq)``
-        per event), in the same transaction."""
+        per event), and the deletion of the streams ``purge``, in the same transaction
+        (after the insert: the log's last position is never freed for reuse)."""
         positions = super()._insert_events(c, stored_events, **kwargs)
         if received:
             c.executemany(
                 f"INSERT INTO {RECEIVED_TABLE} (position, origin, seq) VALUES (?, ?, ?)",
                 [(p, o, s) for p, (o, s) in zip(positions or (), received, strict=True)],
             )
+        ids = [i.hex for i in purge]
+        for start in range(0, len(ids), STREAMS_PER_QUERY):
+            chunk = ids[start : start + STREAMS_PER_QUERY]
+            c.execute(
+                f"DELETE FROM {self.events_table_name} "
+                f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
         return positions
+
+    def reclaim(self) -> None:
+        """Give the pages of deleted events back to the file system: an incremental
+        vacuum, which costs what it frees (a log made before files were made
+        incrementally vacuumable is converted by one whole ``VACUUM``)."""
+        with self.datastore.get_connection(commit=True) as connection:
+            db = connection._sqlite_conn  # VACUUM cannot run inside a transaction
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != AUTO_VACUUM_INCREMENTAL:
+                db.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
+                db.execute("VACUUM")
+            else:
+                db.execute("PRAGMA incremental_vacuum").fetchall()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """The stored events of several aggregates, by aggregate and version.
@@ -108,10 +135,19 @@ class Recorder(SQLiteApplicationRecorder):
             )
         )
 
+    def last_positions(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The position of the last event of each of these streams that has one."""
+        return self._stream_max("rowid", originator_ids)
+
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """The last version of each of these streams that has one."""
+        return self._stream_max("originator_version", originator_ids)
+
+    def _stream_max(
+        self, column: str, originator_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, int]:
         rows = self._per_stream(
-            "originator_id, max(originator_version)", originator_ids, "GROUP BY originator_id"
+            f"originator_id, max({column})", originator_ids, "GROUP BY originator_id"
         )
         return {uuid.UUID(i): v for i, v in rows}
 

@@ -144,3 +144,21 @@ def init(ctx: typer.Context) -> None:
     keyring = Home(s.home, s.database_url).init(passphrase(confirm=True))
     data = {"home": str(s.home), "installation_id": str(keyring.installation_id)}
     emit(s, data, f"Initialised {s.home}")
+
+
+@commands.command()
+def purge(
+    ctx: typer.Context,
+    older_than: str = typer.Option(
+        ..., "--older-than", help="A horizon: 90d, 12h, 30m, 0s (s, m, h, d, w)."
+    ),
+) -> None:
+    """Delete the history of operations that finished before the horizon (what they
+    changed stays), and give its space back."""
+    from eventpile.commands.retention import Purge
+
+    command = Purge(older_than=older_than)  # refused here, before the home is opened
+    s = settings(ctx)
+    with opened(s) as application:
+        operation = application.execute(command)
+    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)

@@ -18,7 +18,9 @@ The laws checked:
 - undoing an undone operation is refused and writes nothing;
 - every projection rebuilt from scratch equals its incremental state;
 - replaying the log twice gives the same state (determinism);
-- a restart (a new application on the same files) loses nothing.
+- a restart (a new application on the same files) loses nothing;
+- a purge of old operation history changes nothing the user sees, every projection
+  still rebuilds to its incremental state, and undo of a purged operation is refused.
 
 - :class:`ModelLaws` is another: it drives your application and a plain model of
   what your user expects (their own statement of the rules, in plain Python) with the
@@ -36,6 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast, overload
 from urllib.parse import urlsplit
@@ -47,9 +50,11 @@ from pydantic import ValidationError
 
 from eventpile.commands.app import Application
 from eventpile.commands.base import Command
+from eventpile.commands.retention import Purge
 from eventpile.commands.undo import Redo, Undo
 from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, fold
 from eventpile.domain.events import ENVELOPE, DomainEvent
+from eventpile.domain.operation import Operation
 from eventpile.projections.operations import events_of
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
@@ -488,6 +493,40 @@ class ApplicationLaws(InAHome):
         self.history.append(Step(None, target.operation_id, False, operation.id))
         self.done.clear()  # the states observed around the later operations included k
         self.undone.clear()
+
+    @precondition(lambda self: self.history)
+    @rule(data=st.data())
+    def purge(self, data: st.DataObject) -> None:
+        """Purge the history of the operations that finished before one of them did (or
+        all that finished): what the user sees stays, every projection still rebuilds to
+        its incremental state (checked by the rebuild and at the end), and an undo of a
+        purged operation is refused and writes nothing."""
+        log = self.app.current("operations")
+        ended = sorted(t for (t,) in log.execute("SELECT finished_at FROM operations") if t)
+        if not ended:
+            return
+        cut = data.draw(st.sampled_from([*ended, ended[-1] + 1]), "purge before")
+        now = self.app.clock()
+        older_than = max(timedelta(0), now - datetime.fromtimestamp(cut, UTC))
+        before, ids = self.observe(self.app), {s.operation_id for s in self.history}
+        operation = self.app.execute(Purge(older_than=older_than))
+        hypothesis.event(f"purge: {'some' if operation.result['operations'] else 'none'}")
+        assert self.observe(self.app) == before, "a purge changed what the user sees"
+        kept = {uuid.UUID(hex=op) for (op,) in log.execute("SELECT id FROM operations")}
+        gone = {op for op in ids if op is not None and op not in kept}
+        for op in gone:
+            assert self.app.load(Operation, op) is None, "a purged operation's stream stays"
+            end = self.app.max_position()
+            try:
+                self.app.execute(Undo(operation_id=op))
+            except DomainError as refusal:
+                assert "purged" in str(refusal), f"refused, but not for its purge: {refusal}"
+            else:
+                raise AssertionError("a purged operation was undone")
+            assert self.app.max_position() == end, "a refused undo wrote events"
+        # a purged operation can no longer be undone, nor redone
+        self.done = [d for d in self.done if d.operation_id not in gone]
+        self.undone = [d for d in self.undone if d.operation_id not in gone]
 
     @rule(check=st.sampled_from(("restart", "rebuild", "replay twice")))
     def replay(self, check: str) -> None:
