@@ -87,7 +87,8 @@ def purge(command: Purge, ctx: Context) -> Outcome:
     streams = sorted(counts)
     record = first_event(OperationsPurged, uuid.uuid4(), streams=streams, horizon=horizon)
     app.append([record], purge=streams)
-    rows.reclaim()
+    if streams:
+        rows.reclaim()
     events = sum(counts.values())
     message = (
         f"Purged {plan.operations:,} operations finished before {horizon:%Y-%m-%d %H:%M} UTC "

@@ -43,8 +43,9 @@ from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_o
 from eventpile.store.remote import RemoteFiles, Unreachable
 from eventpile.store.segments import Folder, FolderError, Head, LocalFiles, Record, Segment
 
-OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events())
 PURGE_TOPIC = topic_of(OperationsPurged)
+OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events()) - {PURGE_TOPIC}
+"""The topics of the events of operations' own streams."""
 SEGMENT_EVENTS = 5000
 """Events per segment file (and per transaction that applies one)."""
 ATTEMPTS = 5

@@ -23,7 +23,6 @@ from eventsourcing.sqlite import (
 from eventpile.store.mapper import ExportRow, Row
 
 STREAMS_PER_QUERY = 500
-AUTO_VACUUM_INCREMENTAL = 2
 RECEIVED_TABLE = "received_events"
 """Where each event a sync brought in came from: its position here, its origin (the
 installation that wrote it) and its position in the origin's log (``seq``)."""
@@ -33,10 +32,7 @@ class TunedPool(SQLiteConnectionPool):
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         sync = "FULL" if os.environ.get("EVENTPILE_SYNC", "").lower() == "full" else "NORMAL"
-        cursor = connection.cursor()
-        cursor.execute(f"PRAGMA synchronous={sync}")
-        # a new file's pages can be given back one by one after a purge (see reclaim)
-        cursor.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
+        connection.cursor().execute(f"PRAGMA synchronous={sync}")
         return connection
 
 
@@ -77,16 +73,13 @@ class Recorder(SQLiteApplicationRecorder):
         return positions
 
     def reclaim(self) -> None:
-        """Give the pages of deleted events back to the file system: an incremental
-        vacuum, which costs what it frees (a log made before files were made
-        incrementally vacuumable is converted by one whole ``VACUUM``)."""
+        """Give the space of deleted events back to the file system: a ``VACUUM``, which
+        rewrites the file (its time grows with the log's size: see the soak benchmark).
+        Only whole free pages could be given back without it, and a purge leaves few:
+        an operation's records share their pages with the changes it made, which stay."""
         with self.datastore.get_connection(commit=True) as connection:
             db = connection._sqlite_conn  # VACUUM cannot run inside a transaction
-            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != AUTO_VACUUM_INCREMENTAL:
-                db.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
-                db.execute("VACUUM")
-            else:
-                db.execute("PRAGMA incremental_vacuum").fetchall()
+            db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
