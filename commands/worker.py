@@ -6,7 +6,7 @@ runs it; the others get a conflict and move on (to the other end of the queue).
 ``drain`` runs what is due now (``eventpile worker --once``); ``serve`` keeps
 doing so until stopped, waking when the next operation falls due or another
 process writes to the log (at once on PostgreSQL, which notifies; SQLite is
-polled).
+polled); given a purge, it requests it once a day.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from eventpile.commands.app import Application
 from eventpile.commands.claims import Claim, NotClaimable
 from eventpile.commands.dispatcher import CommandFailed
 from eventpile.commands.eventlog import Conflict
+from eventpile.commands.retention import Purge
 from eventpile.domain.aggregate import DomainError
 from eventpile.domain.operation import Operation
+from eventpile.projections.operations import latest_request
 from eventpile.projections.queue import due_operations, next_due
 from eventpile.store.errors import StoreError
 
@@ -33,6 +35,7 @@ CLAIM_AT_ONCE = 16
 """The most operations a worker claims in one write: after a quick one (under
 :data:`QUICK_S`); after a slow one, one at a time, so that none waits long claimed."""
 QUICK_S = 1.0
+PURGE_EVERY_S = 86400.0
 STOP_CHECK_S = 0.5
 """How long ``serve`` may take to notice that it should stop."""
 
@@ -47,10 +50,26 @@ class Ran:
 
 
 class Worker:
-    def __init__(self, app: Application, on_ran: Callable[[Ran], None] | None = None):
+    def __init__(
+        self,
+        app: Application,
+        on_ran: Callable[[Ran], None] | None = None,
+        purge: Purge | None = None,
+    ):
         self.app = app
         self.on_ran = on_ran
         self.at_once = 1
+        self.purge = purge
+        """What ``serve`` requests once a day (``EVENTPILE_PURGE_OLDER_THAN``), if anything."""
+
+    def retention(self) -> Operation | None:
+        """Request :attr:`purge` if none was requested in the last day: the operation."""
+        if self.purge is None:
+            return None
+        latest = latest_request(self.app.current("operations"), "Purge")
+        if latest is not None and self.app.clock().timestamp() - latest < PURGE_EVERY_S:
+            return None
+        return self.app.submit(self.purge)
 
     def drain(self) -> list[Ran]:
         """Run every operation due now (each at most once), until none is left.
@@ -133,6 +152,7 @@ class Worker:
         while not stop.is_set():
             if not self.app.home.exists():
                 raise StoreError(f"the home {self.app.home.path} is gone: the worker stops")
+            self.retention()
             position = self.app.max_position()  # before draining: a write after it wakes us
             began = self.app.clock().timestamp()
             self.drain()

@@ -288,6 +288,14 @@ def _unkept(candidates: set[str], keep: set[str], links: list[tuple[str, str]]) 
     return {op for op in candidates if root(op) not in kept_roots}
 
 
+def latest_request(db: ViewDB, command: str) -> float | None:
+    """When the latest operation of ``command`` was requested (Unix time), if any."""
+    row = db.execute(
+        "SELECT max(requested_at) FROM operations WHERE command = ?", (command,)
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def latest_purge(db: ViewDB) -> tuple[datetime, datetime] | None:
     """``(horizon, when)`` of the latest purge, if there was one."""
     row = db.execute(

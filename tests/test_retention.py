@@ -18,6 +18,7 @@ from eventpile import DomainError
 from eventpile.commands.operations import answer
 from eventpile.commands.retention import Purge
 from eventpile.commands.undo import Undo
+from eventpile.commands.worker import Worker
 from eventpile.domain.operation import Operation
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
@@ -282,3 +283,32 @@ def test_after_any_purges_the_log_lists_what_the_model_says(
         assert digests(app) == rebuilt(app)
     finally:
         app.close()
+
+
+def test_the_worker_requests_a_purge_once_a_day(
+    mail: MailApplication, clock: Clock, tmp_path: Path
+) -> None:
+    old = a_day_of_use(mail, write_mbox(tmp_path / "a.mbox", 3, seed=1), "old")
+    worker = Worker(mail, purge=Purge(older_than="1d"))
+    clock.advance(days=2)
+    first = worker.retention()
+    assert first is not None and worker.retention() is None  # one a day
+    [ran] = worker.drain()
+    assert (ran.operation_id, ran.status) == (first.id, "complete")
+    assert not {op.id.hex for op in old} & logged(mail)
+    clock.advance(hours=23)
+    assert worker.retention() is None
+    clock.advance(hours=2)
+    assert worker.retention() is not None
+    assert Worker(mail).retention() is None  # without a purge, none
+
+
+def test_a_bad_purge_setting_stops_the_worker_in_one_line(
+    cli_env: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli(["init"], capsys)[0] == 0
+    end = log_end(cli_env)
+    monkeypatch.setenv("EVENTPILE_PURGE_OLDER_THAN", "ninety days")
+    code, _, err = cli(["worker", "--once"], capsys)
+    assert code == 1 and err.startswith("eventpile: EVENTPILE_PURGE_OLDER_THAN=ninety days:")
+    assert len(err.strip().splitlines()) == 1 and log_end(cli_env) == end

@@ -4,6 +4,7 @@ and ``support-bundle``."""
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from eventpile.commands.cli.core import (
 )
 
 if TYPE_CHECKING:
+    from eventpile.commands.retention import Purge
     from eventpile.domain.operation import Operation
 
 
@@ -162,13 +164,15 @@ def worker(
     once: bool = typer.Option(False, "--once", help="Run what is due now, then exit."),
     poll: float = typer.Option(5.0, "--poll", min=0.1, help="Look for new work this often (s)."),
 ) -> None:
-    """Run due operations (scheduled, retrying, abandoned by a dead worker) until stopped."""
+    """Run due operations (scheduled, retrying, abandoned by a dead worker) until stopped;
+    with EVENTPILE_PURGE_OLDER_THAN (90d, say), purge older history once a day."""
     import threading
 
     from eventpile.commands.worker import Ran, Worker
 
     s = settings(ctx)
     ran: list[Ran] = []
+    purge = _purge_setting()
 
     def report(result: Ran) -> None:
         ran.append(result)
@@ -177,7 +181,7 @@ def worker(
             console().print(line, markup=False)
 
     with opened(s) as application:
-        runner = Worker(application, report)
+        runner = Worker(application, report, purge)
         if once:
             runner.drain()
         else:
@@ -186,6 +190,20 @@ def worker(
                 runner.serve(threading.Event(), poll)
     if s.json:
         emit(s, {"ran": [asdict(r) for r in ran]}, "")
+
+
+def _purge_setting() -> Purge | None:
+    """The purge ``EVENTPILE_PURGE_OLDER_THAN`` asks the worker for (refused if bad)."""
+    from pydantic import ValidationError
+
+    from eventpile.commands.base import explain
+    from eventpile.commands.retention import Purge
+
+    horizon = os.environ.get("EVENTPILE_PURGE_OLDER_THAN", "")
+    try:
+        return Purge(older_than=horizon) if horizon else None
+    except ValidationError as error:
+        raise ValueError(f"EVENTPILE_PURGE_OLDER_THAN={horizon}: {explain(error)}") from None
 
 
 @commands.command("support-bundle")
