@@ -20,6 +20,7 @@ from eventpile.commands.base import Command, Handler
 from eventpile.commands.claims import Claims
 from eventpile.commands.context import ProgressCallback
 from eventpile.commands.passphrase import passphrase_changed
+from eventpile.commands.rekey import rekey
 from eventpile.commands.retention import purge
 from eventpile.commands.sync import Sync, is_url, sync
 from eventpile.commands.undo import redo, undo
@@ -45,6 +46,7 @@ class Application(Claims):
         passphrase_changed,
         sync,
         purge,
+        rekey,
     )
     projections: ClassVar[tuple[type[Projection], ...]] = (OperationLog, Queue, Feed)
     topic_aliases: ClassVar[Mapping[str, str]] = {"domain.operation": "eventpile.domain.operation"}

@@ -22,47 +22,43 @@ Undo of a purged operation is refused with the horizon (:func:`missing_operation
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
+from eventpile.commands.durations import UNITS, parse_duration
 from eventpile.domain.aggregate import DomainError, first_event
 from eventpile.domain.operation import OperationsPurged
 from eventpile.projections.operations import latest_purge, purge_plan
 from eventpile.store.mapper import RowReader
 from eventpile.store.views import ViewDB
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d{1,6})([smhdw])")
 
-
-def parse_duration(value: Any) -> Any:
+def _duration(value: Any) -> Any:
     """``90d``, ``12h``, ``30m``, ``0s``, ``2w`` as a timedelta; anything else as it is
     (pydantic reads a timedelta's own forms, and refuses the rest)."""
-    if isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
-    if isinstance(value, str) and value.strip()[-1:] in _UNITS:
+    if not isinstance(value, str):
+        return value
+    delta = parse_duration(value)
+    if delta is None and value.strip()[-1:] in UNITS:
         raise ValueError(f"{value!r} is not a duration: a number and a unit, like 90d or 12h")
-    return value
+    return value if delta is None else delta
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Horizon = Annotated[
+    timedelta, BeforeValidator(_duration), Field(ge=timedelta(0), le=timedelta(days=36500))
+]
 
 
 class Purge(Command):
     """Delete the history of the operations that finished longer than ``older_than`` ago."""
 
     undoable = False
-    older_than: Duration
-
-    def model_post_init(self, context: Any) -> None:
-        if self.older_than < timedelta(0):
-            raise ValueError("older_than: a purge horizon cannot be in the future")
+    older_than: Horizon
 
     def describe(self) -> str:
         return f"Purge the history of operations finished over {_span(self.older_than)} ago"
@@ -107,10 +103,9 @@ def purge(command: Purge, ctx: Context) -> Outcome:
     return Outcome(message, result)
 
 
-def missing_operation(db: ViewDB, operation: str) -> DomainError:
-    """Why there is no operation ``operation`` (an id, or the start of one): it may have
-    been purged, which is said with the horizon of the latest purge."""
-    said = f"there is no operation {operation}"
+def missing_operation(db: ViewDB, said: str) -> DomainError:
+    """``said`` (that an operation is not there), and that it may have been purged, with
+    the horizon of the latest purge."""
     purged = latest_purge(db)
     if purged is None:
         return DomainError(said)

@@ -210,7 +210,9 @@ def _preload(ctx: Context, registry: Registry, written: list[tuple[DomainEvent, 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
     found = ctx.load(Operation, operation_id)
     if found is None:
-        raise missing_operation(ctx.app.current("operations"), str(operation_id))
+        raise missing_operation(
+            ctx.app.current("operations"), f"there is no operation {operation_id}"
+        )
     return found
 
 

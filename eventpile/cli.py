@@ -3,7 +3,7 @@
 :func:`command_line` makes an application's Typer command line: the framework's
 commands (``init``, ``log``, ``show``, ``feed``, ``ops``, ``answer``, ``cancel``,
 ``retry``, ``worker``, ``undo``, ``redo``, ``rebuild``, ``verify``,
-``support-bundle``, ``unlock``, ``lock``, ``passwd``, ``sync``, ``join``, ``serve``,
+``support-bundle``, ``unlock``, ``lock``, ``passwd``, ``rekey``, ``sync``, ``join``, ``serve``,
 ``purge``)
 and the application's own, each a Typer of
 commands (the application given as a class, or as ``"package.module:Class"`` to be

@@ -122,19 +122,24 @@ def _holds(home: Home, ring: Keyring) -> bool:
 
 
 def _decode(document: Any) -> Keyring:
+    root = document.get("root")
     return Keyring(
         uuid.UUID(document["installation_id"]),
         {int(n): base64.b64decode(key) for n, key in document["keys"].items()},
         int(document["current"]),
+        None if root is None else base64.b64decode(root),
     )
 
 
 def _encode(ring: Keyring) -> dict[str, Any]:
-    return {
+    document = {
         "installation_id": str(ring.installation_id),
         "keys": {str(n): base64.b64encode(key).decode() for n, key in ring.keys.items()},
         "current": ring.current,
     }
+    if ring.root is not None:
+        document["root"] = base64.b64encode(ring.root).decode()
+    return document
 
 
 # the agent's side -------------------------------------------------------------------

@@ -38,6 +38,11 @@ class Backend(ABC):
     @abstractmethod
     def view_store(self, keyring: Keyring) -> ViewStore: ...
 
+    def rekey_views(self, keyring: Keyring) -> int:
+        """Views under a retired key of ``keyring`` keyed anew with its current one, before
+        any opens them (SQLite's; PostgreSQL's views are not encrypted). How many were."""
+        return 0
+
     @abstractmethod
     def log_end(self) -> int:
         """The last position in the event log (0 if empty), read cheaply."""
@@ -81,7 +86,14 @@ class SQLiteBackend(Backend):
     def view_store(self, keyring: Keyring) -> ViewStore:
         from eventpile.store.views import SQLCipherViewStore
 
-        return SQLCipherViewStore(self.home.views, keyring.purpose_key("views"))
+        return SQLCipherViewStore(self.home.views, keyring.views_key())
+
+    def rekey_views(self, keyring: Keyring) -> int:
+        from eventpile.store.keys import view_keys
+        from eventpile.store.views import rekey_views
+
+        old, new = view_keys(keyring)
+        return rekey_views(self.home.views, old, new)
 
     def log_end(self) -> int:
         if not self.home.events_db.exists():

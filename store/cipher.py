@@ -54,6 +54,22 @@ class EventCipher:
         aad = row_aad(header, originator_id, version, topic)
         return header + nonce + self._aeads[self._current].encrypt(nonce, plaintext, aad)
 
+    @property
+    def current(self) -> int:
+        return self._current
+
+    @staticmethod
+    def key_of(blob: bytes) -> int:
+        """The id of the data key that sealed ``blob`` (0 if it is too short to say)."""
+        return HEADER.unpack(blob[: HEADER.size])[3] if len(blob) >= HEADER.size else 0
+
+    def reseal(
+        self, blob: bytes, originator_id: uuid.UUID | str, version: int, topic: str
+    ) -> bytes:
+        """``blob``, authenticated, sealed anew with the current key for the same row."""
+        flags, class_version, plaintext = self.open(blob, originator_id, version, topic)
+        return self.seal(plaintext, _uuid(originator_id), version, topic, flags, class_version)
+
     def open(
         self, blob: bytes, originator_id: uuid.UUID | str, version: int, topic: str
     ) -> tuple[int, int, bytes]:
@@ -63,9 +79,16 @@ class EventCipher:
         header = blob[: HEADER.size]
         fmt, flags, class_version, key_id = HEADER.unpack(header)
         aead = self._aeads.get(key_id)
-        if fmt != ENVELOPE_FORMAT or aead is None:
+        if fmt != ENVELOPE_FORMAT:
+            raise _tampered(originator_id, version, f"unknown envelope format {fmt}")
+        if aead is None:
             raise _tampered(
-                originator_id, version, f"unknown envelope format {fmt} or key {key_id}"
+                originator_id,
+                version,
+                f"sealed with data key {key_id}, which these keys lack (they hold "
+                f"{', '.join(map(str, sorted(self._aeads)))}): if the home was rekeyed since "
+                "this process started, run it again; another installation or machine needs "
+                "the keys.json of the home that ran `eventpile rekey`",
             )
         nonce = blob[HEADER.size : HEADER.size + 12]
         try:
@@ -77,6 +100,10 @@ class EventCipher:
                 originator_id, version, "ciphertext fails authentication (tampered or moved)"
             ) from None
         return flags, class_version, plaintext
+
+
+def _uuid(originator_id: uuid.UUID | str) -> uuid.UUID:
+    return originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id)
 
 
 def _tampered(originator_id: uuid.UUID | str, version: int, problem: str) -> TamperedData:

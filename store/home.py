@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 
 from eventpile.store.agent_protocol import SOCKET
 from eventpile.store.errors import NotInitialised, StoreError
-from eventpile.store.keys import Keyring, change_passphrase, create_key_file, open_key_file
+from eventpile.store.keys import (
+    Keyring,
+    change_passphrase,
+    create_key_file,
+    open_key_file,
+    rotate_keys,
+)
 
 if TYPE_CHECKING:
     from eventpile.store.backend import Backend
@@ -108,6 +114,16 @@ class Home:
         """The keys wrapped by ``new`` from now on; ``old`` is refused afterwards."""
         self._check_exists()
         return change_passphrase(self.key_file, old, new)
+
+    def rekey(self, passphrase: str) -> Keyring:
+        """A new current data key (unless a rekey is under way: then its keys), and the
+        views keyed anew with it. The events are sealed anew by the ``Rekey`` operation
+        (:mod:`eventpile.commands.rekey`), which an application opened with the keys
+        returned runs, and which destroys the old keys at its end."""
+        self._check_exists()
+        _, ring = rotate_keys(self.key_file, passphrase)
+        self.backend().rekey_views(ring)
+        return ring
 
     def _check_exists(self) -> None:
         if not self.path.is_dir():

@@ -2,9 +2,12 @@
 
 The key file (mode 0600) holds the scrypt parameters and salt, and each data key
 wrapped with AES-256-GCM under the key derived from the passphrase. Data keys
-have numeric ids so they can rotate; ciphertexts name the key that made them.
-Purpose keys (the projection database key, the message-id key) are derived from
-the first data key with HKDF, so they stay stable across rotations.
+have numeric ids so they can rotate (``eventpile rekey``); ciphertexts name the key
+that made them. Purpose keys (the message-id key, the sync folder's key) are derived
+with HKDF from a root that stays when data keys rotate: the first data key's HKDF
+extract, kept wrapped in the key file once that key is retired (it is one-way: it
+opens no event). The views' key is derived from the current data key: it rotates
+with it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from eventpile.store.errors import NotInitialised, StoreError, WrongPassphrase
 KEY_FILE_FORMAT = 1
 SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
 SCRYPT_R = 8
+ROOT_AAD = b"eventpile purpose root"
+VIEWS = "views"
 
 
 def _b64(data: bytes) -> str:
@@ -51,17 +56,52 @@ class Keyring:
     installation_id: uuid.UUID
     keys: dict[int, bytes]
     current: int
+    root: bytes | None = None
+    """The purpose keys' root, kept once the data key it came from is retired (None: it
+    comes from the first data key)."""
 
     def purpose_key(self, purpose: str) -> bytes:
         """A 256-bit key for one purpose, stable across data-key rotation."""
-        return _hkdf(self.keys[min(self.keys)], purpose)
+        return _expand(self.purpose_root(), purpose)
+
+    def purpose_root(self) -> bytes:
+        return self.root if self.root is not None else _extract(self.keys[min(self.keys)])
+
+    def views_key(self) -> bytes:
+        """The views' key: from the current data key, so that it rotates with it."""
+        return _hkdf(self.keys[self.current], VIEWS)
+
+    def rotated(self) -> Keyring:
+        """These keys and a new current one (the purpose root kept)."""
+        new = max(self.keys) + 1
+        keys = {**self.keys, new: os.urandom(32)}
+        return Keyring(self.installation_id, keys, new, self.purpose_root())
+
+    def retired(self) -> Keyring:
+        """Only the current key (the purpose root kept)."""
+        keys = {self.current: self.keys[self.current]}
+        return Keyring(self.installation_id, keys, self.current, self.purpose_root())
 
 
-@cache
+def view_keys(ring: Keyring) -> tuple[list[bytes], bytes]:
+    """The views' keys of ``ring``'s retired data keys, and of its current one."""
+    old = [_hkdf(key, VIEWS) for key_id, key in sorted(ring.keys.items()) if key_id != ring.current]
+    return old, ring.views_key()
+
+
 def _hkdf(key: bytes, purpose: str) -> bytes:
     """HKDF-SHA256 (RFC 5869) without salt, 32 bytes: one HMAC to extract, one to expand
     (the standard library's, so that a process that reads a view loads no cryptography)."""
-    pseudorandom = hmac.digest(bytes(32), key, "sha256")
+    return _expand(_extract(key), purpose)
+
+
+@cache
+def _extract(key: bytes) -> bytes:
+    return hmac.digest(bytes(32), key, "sha256")
+
+
+@cache
+def _expand(pseudorandom: bytes, purpose: str) -> bytes:
     return hmac.digest(pseudorandom, purpose.encode() + b"\x01", "sha256")
 
 
@@ -72,6 +112,7 @@ def create_key_file(path: Path, passphrase: str, keys: Keyring | None = None) ->
         installation_id=uuid.uuid4(),
         keys=dict(keys.keys) if keys else {1: os.urandom(32)},
         current=keys.current if keys else 1,
+        root=keys.root if keys else None,
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     _write(fd, _wrapped(ring, passphrase))
@@ -85,7 +126,34 @@ def change_passphrase(path: Path, old: str, new: str) -> Keyring:
     ring = open_key_file(path, old)
     if new == old:
         raise StoreError("the new passphrase is the one the home has")
-    document = _wrapped(ring, new)
+    _replace(path, _wrapped(ring, new))
+    return open_key_file(path, new)
+
+
+def rotate_keys(path: Path, passphrase: str) -> tuple[Keyring, Keyring]:
+    """A new current data key in the key file of ``path`` (the purpose root saved beside
+    it), unless a rotation is under way already (the file holds more than one key): the
+    keys before and after. The file is replaced whole."""
+    ring = open_key_file(path, passphrase)
+    if len(ring.keys) > 1:
+        return ring, ring
+    rotated = ring.rotated()
+    _replace(path, _wrapped(rotated, passphrase))
+    return ring, open_key_file(path, passphrase)
+
+
+def retire_keys(path: Path, ring: Keyring) -> None:
+    """Destroy every data key of the key file of ``path`` but ``ring``'s current one: their
+    entries leave the file (no passphrase is needed: each key is wrapped apart)."""
+    document = json.loads(path.read_bytes())
+    if int(document["current"]) != ring.current or "root" not in document:
+        raise StoreError(f"the key file {path} changed during the rekey: run it again")
+    document["keys"] = [e for e in document["keys"] if int(e["id"]) == ring.current]
+    _replace(path, document)
+
+
+def _replace(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as the file ``path`` whole: a crash leaves the old or the new."""
     fresh = path.with_name(path.name + ".new")
     try:
         _write(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), document)
@@ -98,7 +166,6 @@ def change_passphrase(path: Path, old: str, new: str) -> Keyring:
         os.fsync(directory)
     finally:
         os.close(directory)
-    return open_key_file(path, new)
 
 
 def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
@@ -114,13 +181,17 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
         nonce = os.urandom(12)
         wrapped = nonce + kek.encrypt(nonce, key, _wrap_aad(key_id))
         keys.append({"id": key_id, "wrapped": _b64(wrapped)})
-    return {
+    document = {
         "format": KEY_FILE_FORMAT,
         "installation_id": str(ring.installation_id),
         "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": 1, "salt": _b64(salt)},
         "keys": keys,
         "current": ring.current,
     }
+    if ring.root is not None:
+        nonce = os.urandom(12)
+        document["root"] = _b64(nonce + kek.encrypt(nonce, ring.root, ROOT_AAD))
+    return document
 
 
 def _write(fd: int, document: dict[str, Any]) -> None:
@@ -159,7 +230,11 @@ def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
         for entry in document["keys"]:
             blob = _unb64(entry["wrapped"])
             keys[int(entry["id"])] = kek.decrypt(blob[:12], blob[12:], _wrap_aad(entry["id"]))
-        ring = Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]))
+        root = None
+        if "root" in document:
+            blob = _unb64(document["root"])
+            root = kek.decrypt(blob[:12], blob[12:], ROOT_AAD)
+        ring = Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]), root)
         if ring.current not in keys:
             raise StoreError(f"the key file {path} is damaged: no current key {ring.current}")
         return ring

@@ -145,6 +145,17 @@ class Recorder(PostgresApplicationRecorder):
         """As :meth:`eventpile.store.sqlite.Recorder.last_positions`."""
         return self._stream_max("notification_id", originator_ids)
 
+    def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
+        """As :meth:`eventpile.store.sqlite.Recorder.replace_states`."""
+        statement = SQL(
+            "UPDATE {} e SET state = x.new FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) "
+            "AS x(position, old, new) WHERE e.notification_id = x.position AND e.state = x.old"
+        ).format(self.events_table)
+        columns = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(statement, columns)
+            return int(curs.rowcount)
+
     def reclaim(self) -> None:
         """Nothing now: the server's autovacuum makes the space of deleted events reusable
         (a plain ``VACUUM`` does the same at once; only ``VACUUM FULL``, which locks the

@@ -72,6 +72,16 @@ class Recorder(SQLiteApplicationRecorder):
             )
         return positions
 
+    def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
+        """Each ``(position, old, new)``: the state ``new`` at ``position`` if it is still
+        ``old`` (another process may have done it), in one transaction; how many were."""
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(
+                f"UPDATE {self.events_table_name} SET state = ? WHERE rowid = ? AND state = ?",
+                [(new, position, old) for position, old, new in rows],
+            )
+            return int(c.sqlite_cursor.rowcount)
+
     def reclaim(self) -> None:
         """Give the space of deleted events back to the file system: a ``VACUUM``, which
         rewrites the file (its time grows with the log's size: see the soak benchmark).

@@ -200,6 +200,31 @@ class SQLCipherViewStore(ViewStore):
         self.swap(self.open_fresh(name, "drop"), name, "drop")
 
 
+def rekey_views(directory: Path, old_keys: Iterable[bytes], new: bytes) -> int:
+    """Each view file of ``directory`` under one of ``old_keys`` keyed anew with ``new``
+    (SQLCipher rewrites its pages); those under ``new`` already are left. How many were."""
+    import sqlcipher3
+
+    done = 0
+    for path in sorted(directory.glob("*.db")):
+        for key in old_keys:
+            db = sqlcipher3.connect(str(path), isolation_level=None)
+            try:
+                db.execute("PRAGMA cipher_log_level = NONE")
+                db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlcipher3.DatabaseError:
+                continue  # not under this key
+            else:
+                db.execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
+                done += 1
+                break
+            finally:
+                db.close()
+    return done
+
+
 def _remove(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)

@@ -4,21 +4,28 @@ passphrase."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 import typer
 
-from eventpile.commands.cli.core import emit, new_passphrase, opened, passphrase, settings
+from eventpile.commands.cli.core import (
+    emit,
+    new_passphrase,
+    opened,
+    passphrase,
+    progress_bar,
+    settings,
+)
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SECONDS = 366 * 86400
 
 
 def duration(text: str) -> int:
     """The seconds of ``90s``, ``30m``, ``2h`` or ``1d``."""
-    match = re.fullmatch(r"([0-9]+)([smhd])", text.strip())
-    seconds = 0 if match is None else int(match[1]) * UNITS[match[2]]
+    from eventpile.commands.durations import parse_duration
+
+    delta = parse_duration(text)
+    seconds = 0 if delta is None else int(delta.total_seconds())
     if not 0 < seconds <= MAX_SECONDS:
         raise typer.BadParameter(
             f"{text!r} is not a duration like 90s, 30m, 2h or 1d (at most 366d)"
@@ -88,4 +95,20 @@ def passwd(ctx: typer.Context) -> None:
     digest = key_file_digest(home.key_file.read_bytes())
     with opened(s, (home, keyring)) as application:
         operation = application.execute(PassphraseChanged(key_file=digest))
+    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
+
+
+@commands.command()
+def rekey(ctx: typer.Context) -> None:
+    """A new data key: what is written from now on is sealed with it, the log and the
+    views are re-encrypted under it (resumable: run it again), then the old key is
+    destroyed. Stop other eventpile processes on the home first."""
+    from eventpile.commands.rekey import Rekey
+    from eventpile.store.home import Home
+
+    s = settings(ctx)
+    home = Home(s.home, s.database_url)
+    keyring = home.rekey(passphrase())
+    with opened(s, (home, keyring)) as application, progress_bar(s, "Re-encrypting") as update:
+        operation = application.execute(Rekey(), on_progress=update)
     emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
