@@ -148,10 +148,18 @@ class Recorder(PostgresApplicationRecorder):
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
         """As :meth:`eventpile.store.sqlite.Recorder.replace_states`."""
         statement = SQL(
-            "UPDATE {} e SET state = x.new FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) "
-            "AS x(position, old, new) WHERE e.notification_id = x.position AND e.state = x.old"
+            "UPDATE {} e SET state = x.new FROM unnest(%b::bigint[], %b::bytea[], %b::bytea[]) "
+            "AS x(position, old, new) WHERE e.notification_id = x.position AND e.state = x.old "
+            "AND e.notification_id BETWEEN %s AND %s"
         ).format(self.events_table)
-        columns = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        positions = [r[0] for r in rows]
+        columns = (
+            positions,
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            min(positions),
+            max(positions),
+        )
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(statement, columns)
             return int(curs.rowcount)
