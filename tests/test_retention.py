@@ -31,6 +31,8 @@ from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 from tests.conftest import cli, log_end
 from tests.test_operations import Clock, _mbox
+from tests.test_sync import Installations
+from tests.test_sync import seen as sync_seen
 
 pytest_plugins = ["tests.test_operations"]  # its fixture: clock
 
@@ -312,3 +314,31 @@ def test_a_bad_purge_setting_stops_the_worker_in_one_line(
     code, _, err = cli(["worker", "--once"], capsys)
     assert code == 1 and err.startswith("eventpile: EVENTPILE_PURGE_OLDER_THAN=ninety days:")
     assert len(err.strip().splitlines()) == 1 and log_end(cli_env) == end
+
+
+def test_a_peer_that_is_behind_is_not_stranded_and_its_undo_lands(tmp_path: Path) -> None:
+    """A purges what it has synced; B, behind, takes it all from the folder, keeps its own
+    history of it, and undoes one of A's purged operations: A applies the undo's changes
+    and drops its mark on the operation it no longer has."""
+    two = Installations(tmp_path, 2)
+    try:
+        two.imported(0, "a", ["red", "green"])
+        tagged = two[0].execute(TagMessages(action="add", tag="work", query="*"))
+        two.sync(0)
+        purged = two[0].execute(Purge(older_than="0s"))
+        assert purged.result["operations"] == 2 and purged.result["kept_for_sync"] == 0
+        assert two[0].load(Operation, tagged.id) is None
+        [taken] = two.sync(1)
+        assert taken["received"] > 0
+        both = [("green", ["work"]), ("red", ["work"])]
+        assert sync_seen(two[0]) == sync_seen(two[1]) == both
+        assert two[1].load(Operation, tagged.id) is not None
+        two[1].execute(Undo(operation_id=tagged.id))
+        two.sync(1)
+        [back] = two.sync(0)
+        assert back["purged"] == 1  # the undo's mark on the purged operation
+        assert sync_seen(two[0]) == sync_seen(two[1]) == [("green", []), ("red", [])]
+        for app in two.apps:
+            assert all(view.verify(app) for view in app.views.values())
+    finally:
+        two.close()
