@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d{1,9})([smhdw])")
+_DURATION = re.compile(r"(\d{1,6})([smhdw])")
 
 
 def parse_duration(text: str) -> timedelta | None:

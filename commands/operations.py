@@ -100,7 +100,8 @@ def find_operation(app: Application, prefix: str) -> Operation:
     db = app.current("operations")
     found = find(db, key)
     if not found:
-        raise missing_operation(db, f"no operation has an id starting with {prefix!r}")
+        said = f"no operation has an id starting with {prefix!r}"
+        raise missing_operation(db, said, app.keyring.installation_id)
     if len(found) > 1:
         raise DomainError(f"more than one operation has an id starting with {prefix!r}")
     state = app.load(Operation, uuid.UUID(found[0]["id"]))

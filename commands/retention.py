@@ -103,10 +103,10 @@ def purge(command: Purge, ctx: Context) -> Outcome:
     return Outcome(message, result)
 
 
-def missing_operation(db: ViewDB, said: str) -> DomainError:
+def missing_operation(db: ViewDB, said: str, here: uuid.UUID) -> DomainError:
     """``said`` (that an operation is not there), and that it may have been purged, with
-    the horizon of the latest purge."""
-    purged = latest_purge(db)
+    the horizon of the latest purge this installation (``here``) ran."""
+    purged = latest_purge(db, here)
     if purged is None:
         return DomainError(said)
     horizon, when = purged

@@ -214,9 +214,10 @@ class Exchange:
             ends = self.rows.stream_ends({r.originator_id for r in fresh})
             stored, received, purged = [], [], 0
             for r in fresh:
-                if r.version > 1 and r.originator_id not in ends:
+                if r.version > 1 and r.originator_id not in ends and r.topic in OPERATION_TOPICS:
                     # its stream's beginning came before and was purged here since: an
-                    # operation's history, which this installation has let go
+                    # operation's history, which this installation has let go (its segment
+                    # is read again while nothing later of its origin's comes)
                     purged += 1
                     continue
                 version = ends.get(r.originator_id, 0) + 1

@@ -210,8 +210,9 @@ def _preload(ctx: Context, registry: Registry, written: list[tuple[DomainEvent, 
 def _operation(ctx: Context, operation_id: uuid.UUID) -> Operation:
     found = ctx.load(Operation, operation_id)
     if found is None:
+        said = f"there is no operation {operation_id}"
         raise missing_operation(
-            ctx.app.current("operations"), f"there is no operation {operation_id}"
+            ctx.app.current("operations"), said, ctx.app.keyring.installation_id
         )
     return found
 

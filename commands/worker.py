@@ -66,7 +66,8 @@ class Worker:
         """Request :attr:`purge` if none was requested in the last day: the operation."""
         if self.purge is None:
             return None
-        latest = latest_request(self.app.current("operations"), "Purge")
+        here = self.app.keyring.installation_id
+        latest = latest_request(self.app.current("operations"), "Purge", here)
         if latest is not None and self.app.clock().timestamp() - latest < PURGE_EVERY_S:
             return None
         return self.app.submit(self.purge)

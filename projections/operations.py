@@ -288,19 +288,22 @@ def _unkept(candidates: set[str], keep: set[str], links: list[tuple[str, str]]) 
     return {op for op in candidates if root(op) not in kept_roots}
 
 
-def latest_request(db: ViewDB, command: str) -> float | None:
-    """When the latest operation of ``command`` was requested (Unix time), if any."""
+def latest_request(db: ViewDB, command: str, origin: uuid.UUID) -> float | None:
+    """When the latest operation of ``command`` requested by installation ``origin`` was
+    requested (Unix time), if any."""
     row = db.execute(
-        "SELECT max(requested_at) FROM operations WHERE command = ?", (command,)
+        "SELECT max(requested_at) FROM operations WHERE command = ? AND origin = ?",
+        (command, origin.hex),
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
-def latest_purge(db: ViewDB) -> tuple[datetime, datetime] | None:
-    """``(horizon, when)`` of the latest purge, if there was one."""
+def latest_purge(db: ViewDB, origin: uuid.UUID) -> tuple[datetime, datetime] | None:
+    """``(horizon, when)`` of the latest purge installation ``origin`` ran, if any."""
     row = db.execute(
         "SELECT result, finished_at FROM operations WHERE command = 'Purge' "
-        "AND status = 'complete' ORDER BY position DESC LIMIT 1"
+        "AND status = 'complete' AND origin = ? ORDER BY position DESC LIMIT 1",
+        (origin.hex,),
     ).fetchone()
     if row is None:
         return None

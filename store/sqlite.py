@@ -17,12 +17,14 @@ from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
+    SQLiteDatastore,
     SQLiteFactory,
 )
 
 from eventpile.store.mapper import ExportRow, Row
 
 STREAMS_PER_QUERY = 500
+COLUMNS = "originator_id, originator_version, topic, state"
 RECEIVED_TABLE = "received_events"
 """Where each event a sync brought in came from: its position here, its origin (the
 installation that wrote it) and its position in the origin's log (``seq``)."""
@@ -37,9 +39,22 @@ class TunedPool(SQLiteConnectionPool):
 
 
 class Recorder(SQLiteApplicationRecorder):
+    """The library's recorder, its positions an explicit ``INTEGER PRIMARY KEY``: SQLite
+    keeps those through a ``VACUUM`` (it may renumber an implicit rowid), and positions
+    are what views and sync count by. A log made before is converted at its first
+    purge (:meth:`reclaim`)."""
+
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+        self.insert_events_statement = (
+            f"INSERT INTO {self.events_table_name} ({COLUMNS}) VALUES (?, ?, ?, ?)"
+        )
+
     def construct_create_table_statements(self) -> list[str]:
+        library = f"CREATE TABLE IF NOT EXISTS {self.events_table_name} ("
         return [
-            *super().construct_create_table_statements(),
+            *(s for s in super().construct_create_table_statements() if not s.startswith(library)),
+            _events_table(self.events_table_name),
             f"CREATE TABLE IF NOT EXISTS {RECEIVED_TABLE} (position INTEGER PRIMARY KEY, "
             "origin TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (origin, seq))",
         ]
@@ -86,7 +101,19 @@ class Recorder(SQLiteApplicationRecorder):
         """Give the space of deleted events back to the file system: a ``VACUUM``, which
         rewrites the file (its time grows with the log's size: see the soak benchmark).
         Only whole free pages could be given back without it, and a purge leaves few:
-        an operation's records share their pages with the changes it made, which stay."""
+        an operation's records share their pages with the changes it made, which stay.
+        A log whose positions are implicit rowids gets its explicit ones first."""
+        table = self.events_table_name
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"SELECT name, pk FROM pragma_table_info('{table}')")
+            if ("rowid", 1) not in [tuple(row) for row in c.fetchall()]:
+                c.execute(_events_table(f"{table}_positions"))
+                c.execute(
+                    f"INSERT INTO {table}_positions (rowid, {COLUMNS}) "
+                    f"SELECT rowid, {COLUMNS} FROM {table} ORDER BY rowid"
+                )
+                c.execute(f"DROP TABLE {table}")
+                c.execute(f"ALTER TABLE {table}_positions RENAME TO {table}")
         with self.datastore.get_connection(commit=True) as connection:
             db = connection._sqlite_conn  # VACUUM cannot run inside a transaction
             db.execute("VACUUM")
@@ -179,6 +206,14 @@ class Recorder(SQLiteApplicationRecorder):
                 )
                 found += c.fetchall()
         return found
+
+
+def _events_table(name: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} (rowid INTEGER PRIMARY KEY, originator_id TEXT, "
+        "originator_version INTEGER, topic TEXT, state BLOB, "
+        "UNIQUE (originator_id, originator_version))"
+    )
 
 
 class Factory(SQLiteFactory):

@@ -342,3 +342,44 @@ def test_a_peer_that_is_behind_is_not_stranded_and_its_undo_lands(tmp_path: Path
             assert all(view.verify(app) for view in app.views.values())
     finally:
         two.close()
+
+
+def test_positions_stay_through_a_purge_and_its_vacuum(
+    home: Home, keyring: Keyring, clock: Clock, tmp_path: Path
+) -> None:
+    """A log made before positions were explicit (implicit rowids, which a VACUUM may
+    renumber) is converted at its first purge: every event that stays keeps its position."""
+    app = MailApplication(home, keyring, clock=clock)
+    app.execute(ImportMailbox(path=write_mbox(tmp_path / "a.mbox", 5, seed=1)))
+    for n in range(30):
+        app.execute(TagMessages(action="remove" if n % 2 else "add", tag="t", query="*"))
+    app.close()
+    db = sqlite3.connect(home.events_db)
+    db.executescript(
+        "CREATE TABLE old (originator_id TEXT, originator_version INTEGER, topic TEXT, "
+        "state BLOB, PRIMARY KEY (originator_id, originator_version));"
+        "INSERT INTO old (rowid, originator_id, originator_version, topic, state) "
+        "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events;"
+        "DROP TABLE stored_events; ALTER TABLE old RENAME TO stored_events;"
+    )
+    before = set(db.execute("SELECT rowid, originator_id, originator_version FROM stored_events"))
+    db.close()
+    app = MailApplication(home, keyring, clock=clock)
+    try:
+        clock.advance(days=2)
+        purged = app.execute(Purge(older_than="1d"))
+        db = sqlite3.connect(home.events_db)
+        after = set(
+            db.execute("SELECT rowid, originator_id, originator_version FROM stored_events")
+        )
+        explicit = ("rowid", 1) in db.execute(
+            "SELECT name, pk FROM pragma_table_info('stored_events')"
+        ).fetchall()
+        db.close()
+        end = max(p for p, _, _ in before)
+        kept = {row for row in after if row[0] <= end}
+        assert kept <= before and len(before) - len(kept) == purged.result["events"]
+        assert explicit
+        assert digests(app) == rebuilt(app)
+    finally:
+        app.close()
