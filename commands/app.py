@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from eventpile.commands.base import Command, Handler
 from eventpile.commands.claims import Claims
 from eventpile.commands.context import ProgressCallback
 from eventpile.commands.passphrase import passphrase_changed
 from eventpile.commands.rekey import rekey
-from eventpile.commands.retention import purge
+from eventpile.commands.retention import Purge, purge
 from eventpile.commands.sync import Sync, is_url, sync
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate
@@ -30,6 +30,7 @@ from eventpile.projections.base import Projection
 from eventpile.projections.feed import Feed
 from eventpile.projections.operations import OperationLog
 from eventpile.projections.queue import Queue
+from eventpile.store.mapper import RowReader
 
 
 class Application(Claims):
@@ -60,6 +61,17 @@ class Application(Claims):
         if operation.result.get("received"):
             for command in self.after_sync():
                 self.execute(command)
+        return operation
+
+    def purge(self, older_than: Purge | str) -> Operation:
+        """Purge the history of the operations that finished longer ago than ``older_than``
+        (``90d``, see :mod:`eventpile.commands.retention`), then give its space back to
+        the file system (on SQLite; left for the next purge while another process
+        writes). The purge's state."""
+        command = older_than if isinstance(older_than, Purge) else Purge(older_than=older_than)
+        operation = self.execute(command)
+        if operation.result.get("operations"):
+            cast(RowReader, self.recorder).reclaim()  # busy: the next purge does it
         return operation
 
     def after_sync(self) -> list[Command]:

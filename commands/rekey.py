@@ -31,6 +31,7 @@ class Rekey(Command):
     the old keys."""
 
     undoable = False
+    outside_effects = True  # it rewrites rows: recorded as started first, resumed if killed
 
     def describe(self) -> str:
         return "Re-encrypt the log under the new data key"
@@ -48,15 +49,16 @@ def rekey(command: Rekey, ctx: Context) -> Outcome:
         )
     rows = cast(RowReader, app.recorder)
     cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
-    resealed = scanned = 0
-    position, end = 0, app.max_position()
-    while position < end:  # a second pass takes what older processes wrote meanwhile
+    resealed = scanned = position = 0
+    while True:  # again over what was written meanwhile, until a pass finds nothing old
+        found, end = 0, app.max_position()
         while position < end:
             page = rows.select_rows(position, end, (), PAGE)
             if not page:
                 break
             old = [row for row in page if cipher.key_of(row[4]) != cipher.current]
             if old:
+                found += len(old)
                 resealed += rows.replace_states(
                     [
                         (p, state, cipher.reseal(state, oid, v, topic))
@@ -66,7 +68,9 @@ def rekey(command: Rekey, ctx: Context) -> Outcome:
             scanned += len(page)
             position = page[-1][0]
             ctx.progress(position, end, f"{scanned:,} events read, {resealed:,} sealed anew")
-        end = app.max_position()
+            ctx.flush(catch_up=False)  # the progress, or a renewed lease, in the log
+        if not found:
+            break
     retired = sorted(set(ring.keys) - {ring.current})
     if retired:
         retire_keys(app.home.key_file, ring)

@@ -18,6 +18,8 @@ is behind reads what it lacks from the folder, not from this log, so a purge her
 strands nobody.
 
 Undo of a purged operation is refused with the horizon (:func:`missing_operation`).
+The space is given back after the operation (:meth:`Application.purge
+<eventpile.commands.app.Application.purge>`), where a busy database only delays it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Purge(Command):
     """Delete the history of the operations that finished longer than ``older_than`` ago."""
 
     undoable = False
+    outside_effects = True  # it deletes: recorded as started first, so a killed one is found
     older_than: Horizon
 
     def describe(self) -> str:
@@ -83,8 +86,6 @@ def purge(command: Purge, ctx: Context) -> Outcome:
     streams = sorted(counts)
     record = first_event(OperationsPurged, uuid.uuid4(), streams=streams, horizon=horizon)
     app.append([record], purge=streams)
-    if streams:
-        rows.reclaim()
     events = sum(counts.values())
     message = (
         f"Purged {plan.operations:,} operations finished before {horizon:%Y-%m-%d %H:%M} UTC "

@@ -6,7 +6,7 @@ runs it; the others get a conflict and move on (to the other end of the queue).
 ``drain`` runs what is due now (``eventpile worker --once``); ``serve`` keeps
 doing so until stopped, waking when the next operation falls due or another
 process writes to the log (at once on PostgreSQL, which notifies; SQLite is
-polled); given a purge, it requests it once a day.
+polled); given a purge, it runs it once a day.
 """
 
 from __future__ import annotations
@@ -60,17 +60,18 @@ class Worker:
         self.on_ran = on_ran
         self.at_once = 1
         self.purge = purge
-        """What ``serve`` requests once a day (``EVENTPILE_PURGE_OLDER_THAN``), if anything."""
+        """What ``serve`` runs once a day (``EVENTPILE_PURGE_OLDER_THAN``), if anything."""
 
     def retention(self) -> Operation | None:
-        """Request :attr:`purge` if none was requested in the last day: the operation."""
+        """Run :attr:`purge` if this installation requested none in the last day: the
+        operation."""
         if self.purge is None:
             return None
         here = self.app.keyring.installation_id
         latest = latest_request(self.app.current("operations"), "Purge", here)
         if latest is not None and self.app.clock().timestamp() - latest < PURGE_EVERY_S:
             return None
-        return self.app.submit(self.purge)
+        return self.app.purge(self.purge)
 
     def drain(self) -> list[Ran]:
         """Run every operation due now (each at most once), until none is left.

@@ -164,10 +164,11 @@ class Recorder(PostgresApplicationRecorder):
             curs.execute(statement, columns)
             return int(curs.rowcount)
 
-    def reclaim(self) -> None:
+    def reclaim(self) -> bool:
         """Nothing now: the server's autovacuum makes the space of deleted events reusable
         (a plain ``VACUUM`` does the same at once; only ``VACUUM FULL``, which locks the
         table while it rewrites it, gives it back to the file system)."""
+        return True
 
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """As :meth:`eventpile.store.sqlite.Recorder.stream_ends`."""

@@ -8,11 +8,12 @@ commits. Set ``EVENTPILE_SYNC=full`` to sync every commit to disk.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -97,12 +98,22 @@ class Recorder(SQLiteApplicationRecorder):
             )
             return int(c.sqlite_cursor.rowcount)
 
-    def reclaim(self) -> None:
+    def reclaim(self) -> bool:
         """Give the space of deleted events back to the file system: a ``VACUUM``, which
         rewrites the file (its time grows with the log's size: see the soak benchmark).
         Only whole free pages could be given back without it, and a purge leaves few:
         an operation's records share their pages with the changes it made, which stay.
-        A log whose positions are implicit rowids gets its explicit ones first."""
+        A log whose positions are implicit rowids gets its explicit ones first. False if
+        another process's transaction kept it from running (nothing changed then)."""
+        try:
+            self._reclaim()
+        except (OperationalError, sqlite3.OperationalError) as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            return False
+        return True
+
+    def _reclaim(self) -> None:
         table = self.events_table_name
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"SELECT name, pk FROM pragma_table_info('{table}')")

@@ -10,16 +10,20 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eventpile.commands.rekey import Rekey
+from eventpile.commands.worker import Worker
+from eventpile.domain.events import utcnow
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import TagMessages
 from eventpile.mail.synthetic import write_mbox
 from eventpile.mail.tag import Tag
+from eventpile.projections.queue import pending
 from eventpile.store.cipher import EventCipher
 from eventpile.store.errors import StoreError, TamperedData, WrongPassphrase
 from eventpile.store.home import Home
@@ -94,43 +98,66 @@ def test_the_views_are_keyed_anew(imported: Home, capsys: pytest.CaptureFixture[
     assert not list(imported.views.glob("*.new*"))
 
 
+DIES = (
+    "import os\n"
+    "import eventpile.commands.rekey as r\n"
+    "from eventpile.store import postgres_factory, sqlite\n"
+    "r.PAGE = 20\n"
+    "for recorder in (sqlite.Recorder, postgres_factory.Recorder):\n"
+    "    def dying(self, rows, _orig=recorder.replace_states, _n=[0]):\n"
+    "        done = _orig(self, rows)\n"
+    "        _n[0] += 1\n"
+    "        if _n[0] == 2:\n"
+    "            os._exit(9)\n"
+    "        return done\n"
+    "    recorder.replace_states = dying\n"
+    "from eventpile.mail.cli import run\n"
+    "run()\n"
+)
+"""``eventpile ARGV`` that dies (``os._exit``, as kill -9) after its second page of 20
+events sealed anew."""
+
+
+def killed_half_way(home: Home) -> None:
+    env = {"EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
+    if home.database_url:
+        env["EVENTPILE_DATABASE_URL"] = home.database_url
+    killed = subprocess.run(
+        [sys.executable, "-c", DIES, "rekey"], env=env, capture_output=True, text=True
+    )
+    assert killed.returncode == 9, killed.stderr
+    assert key_ids(home) == [1, 2]  # both kept: the log is under each
+    assert {EventCipher.key_of(r[4]) for r in rows(home)} == {1, 2}
+
+
 def test_a_rekey_killed_half_way_finishes_when_run_again(
     imported: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The process dies (``os._exit``, as kill -9) after its second page of 20 events."""
     count = len(rows(imported))
-    dies = (
-        "import os\n"
-        "import eventpile.commands.rekey as r\n"
-        "from eventpile.store import postgres_factory, sqlite\n"
-        "r.PAGE = 20\n"
-        "for recorder in (sqlite.Recorder, postgres_factory.Recorder):\n"
-        "    def dying(self, rows, _orig=recorder.replace_states, _n=[0]):\n"
-        "        done = _orig(self, rows)\n"
-        "        _n[0] += 1\n"
-        "        if _n[0] == 2:\n"
-        "            os._exit(9)\n"
-        "        return done\n"
-        "    recorder.replace_states = dying\n"
-        "from eventpile.mail.cli import run\n"
-        "run()\n"
-    )
-    env = {"EVENTPILE_HOME": str(imported.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
-    if imported.database_url:
-        env["EVENTPILE_DATABASE_URL"] = imported.database_url
-    killed = subprocess.run(
-        [sys.executable, "-c", dies, "rekey"], env=env, capture_output=True, text=True
-    )
-    assert killed.returncode == 9, killed.stderr
-    assert key_ids(imported) == [1, 2]  # both kept: half the log is under each
-    mixed = {EventCipher.key_of(r[4]) for r in rows(imported)}
-    assert mixed == {1, 2}
+    killed_half_way(imported)
     code, done, err = cli(["rekey"], capsys)
     assert (code, err) == (0, "")
     assert 0 < done["resealed"] < count and done["retired"] == [1]
     assert {EventCipher.key_of(r[4]) for r in rows(imported)} == {2}
     assert key_ids(imported) == [2]
     assert cli(["verify"], capsys)[0] == 0
+
+
+def test_a_rekey_killed_half_way_is_finished_by_the_worker(imported: Home) -> None:
+    """The killed attempt is in the log as running, with its progress; once its lease
+    has run out, a worker (with the new keys) takes it up and finishes it."""
+    killed_half_way(imported)
+    keyring = imported.unlock(PASSPHRASE)
+    later = MailApplication(imported, keyring, clock=lambda: utcnow() + timedelta(hours=1))
+    try:
+        [stopped] = [op for op in pending(later.current("queue")) if op.command == "Rekey"]
+        assert stopped.status == "running" and stopped.progress is not None
+        [ran] = Worker(later).drain()
+        assert (ran.operation_id, ran.status) == (stopped.id, "complete")
+    finally:
+        later.close()
+    assert {EventCipher.key_of(r[4]) for r in rows(imported)} == {2}
+    assert key_ids(imported) == [2]
 
 
 def test_a_process_that_holds_the_old_key_writes_nothing(

@@ -160,5 +160,5 @@ def purge(
     command = Purge(older_than=older_than)  # refused here, before the home is opened
     s = settings(ctx)
     with opened(s) as application:
-        operation = application.execute(command)
+        operation = application.purge(command)
     emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)

@@ -509,7 +509,7 @@ class ApplicationLaws(InAHome):
         now = self.app.clock()
         older_than = max(timedelta(0), now - datetime.fromtimestamp(cut, UTC))
         before, ids = self.observe(self.app), {s.operation_id for s in self.history}
-        operation = self.app.execute(Purge(older_than=older_than))
+        operation = self.app.purge(Purge(older_than=older_than))
         hypothesis.event(f"purge: {'some' if operation.result['operations'] else 'none'}")
         assert self.observe(self.app) == before, "a purge changed what the user sees"
         kept = {uuid.UUID(hex=op) for (op,) in log.execute("SELECT id FROM operations")}
