@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
@@ -107,15 +107,16 @@ class EventLog(LibraryApplication[uuid.UUID]):
     # the event store ------------------------------------------------------
 
     def append(
-        self, events: Sequence[DomainEvent], *, purge: Collection[uuid.UUID] = ()
+        self, events: Sequence[DomainEvent], *, purge: Mapping[uuid.UUID, int] | None = None
     ) -> list[int]:
-        """Write events in one transaction (which deletes the streams ``purge``, see
-        :mod:`eventpile.commands.retention`); their notification ids (log positions)."""
+        """Write events in one transaction (which deletes the streams of ``purge``, each
+        ending at the version given, see :mod:`eventpile.commands.retention`); their
+        notification ids (log positions). :class:`Conflict` if a writer came first."""
         self._check_keys()
         stored = [self.mapper.to_stored_event(e) for e in events]
         try:
             if purge:
-                ids = cast(RowReader, self.recorder).insert_events(stored, purge=purge)
+                ids = cast(RowReader, self.recorder).purge_streams(stored, purge)
             else:
                 ids = self.recorder.insert_events(stored)
         except RecordConflictError as e:

@@ -33,6 +33,7 @@ from pydantic import BeforeValidator, Field
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.commands.durations import UNITS, parse_duration
+from eventpile.commands.eventlog import Conflict
 from eventpile.domain.aggregate import DomainError, first_event
 from eventpile.domain.operation import OperationsPurged
 from eventpile.projections.operations import latest_purge, purge_plan
@@ -75,17 +76,27 @@ def _span(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
+ATTEMPTS = 5
+"""Plans a purge makes while other commands change what it would delete."""
+
+
 @handles(Purge)
 def purge(command: Purge, ctx: Context) -> Outcome:
     app = ctx.app
     horizon = app.clock() - command.older_than
     rows = cast(RowReader, app.recorder)
-    db = app.current("operations")
-    plan = purge_plan(db, horizon.timestamp(), rows.last_positions)
-    counts = rows.stream_ends([uuid.UUID(hex=s) for s in plan.streams]) if plan.streams else {}
-    streams = sorted(counts)
-    record = first_event(OperationsPurged, uuid.uuid4(), streams=streams, horizon=horizon)
-    app.append([record], purge=streams)
+    for attempt in range(ATTEMPTS):
+        plan = purge_plan(app.current("operations"), horizon.timestamp(), rows.last_positions)
+        counts = {uuid.UUID(hex=s): version for s, version in plan.streams.items()}
+        record = first_event(
+            OperationsPurged, uuid.uuid4(), streams=sorted(counts), horizon=horizon
+        )
+        try:
+            app.append([record], purge=counts)
+            break
+        except Conflict:  # an operation to purge changed meanwhile (an undo marked it)
+            if attempt == ATTEMPTS - 1:
+                raise
     events = sum(counts.values())
     message = (
         f"Purged {plan.operations:,} operations finished before {horizon:%Y-%m-%d %H:%M} UTC "

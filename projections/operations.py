@@ -69,7 +69,7 @@ class OperationLog(OperationRows):
     def create(self, db: ViewDB) -> None:
         db.script(SCHEMA)
 
-    def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+    def fold(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
         """The events operations wrote go in with one statement, then the operations' rows."""
         written = [
             (e.operation_id.hex, p, e.originator_id.hex, e.originator_version, e.type_name())
@@ -81,7 +81,7 @@ class OperationLog(OperationRows):
             db.executemany(
                 "INSERT INTO operation_events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", written
             )
-        super().apply_page(db, events)
+        super().fold(db, events)
 
     def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
         _store(db, state, position)
@@ -215,8 +215,9 @@ def redo_candidates(db: ViewDB) -> Iterator[tuple[str, str, str]]:
 class PurgePlan:
     """What a purge deletes (see :mod:`eventpile.commands.retention`)."""
 
-    streams: list[str]
-    """The streams to delete (hex ids): the operations', and their purges' records."""
+    streams: dict[str, int]
+    """The streams to delete (hex ids), each with its last version as the view has it: the
+    operations', and their purges' records."""
     operations: int
     held: int
     """Operations old enough that stay because a sync folder does not hold them yet."""
@@ -257,19 +258,24 @@ def purge_plan(
         "JOIN operations o ON o.id = e.stream"
     ).fetchall()
     going = _unkept(candidates, keep, [(a, b) for a, b in links if a in everyone and b in everyone])
-    records: list[str] = []
+    streams: dict[str, int] = {}
     ordered = sorted(going)
     for start in range(0, len(ordered), ROWS_PER_READ):
         chunk = ordered[start : start + ROWS_PER_READ]
-        records += (
-            stream
+        marks = ",".join("?" * len(chunk))
+        for op, state in db.execute(
+            f"SELECT id, state FROM operations WHERE id IN ({marks})", chunk
+        ):
+            streams[op] = int(json.loads(state)["version"])
+        streams.update(  # a purge's record is the one event of its stream
+            (stream, 1)
             for (stream,) in db.execute(
                 "SELECT stream FROM operation_events WHERE type = 'OperationsPurged' "
-                f"AND operation IN ({','.join('?' * len(chunk))})",
+                f"AND operation IN ({marks})",
                 chunk,
             )
         )
-    return PurgePlan(ordered + records, len(going), len(held - going))
+    return PurgePlan(streams, len(going), len(held - going))
 
 
 def _unkept(candidates: set[str], keep: set[str], links: list[tuple[str, str]]) -> set[str]:

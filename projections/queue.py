@@ -109,16 +109,18 @@ class OperationRows(Projection):
         self.apply_page(db, [(position, event)])
 
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
-        """Fold the page; a purge in it drops the rows of the streams it deleted."""
+        """Fold the page, in parts: a purge in it drops the rows of the streams it
+        deleted, after what came before it and before what comes after."""
         start = 0
         for i, (_, event) in enumerate(events):
             if isinstance(event, OperationsPurged):
-                self._fold(db, events[start:i])
+                self.fold(db, events[start:i])
                 self.forget(db, [s.hex for s in event.streams])
                 start = i + 1
-        self._fold(db, events[start:])
+        self.fold(db, events[start:])
 
-    def _fold(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+    def fold(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        """Fold events that hold no purge."""
         for state, position, last in fold_rows(db, self.name, events):
             self.store(db, state, position, last)
 

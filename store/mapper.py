@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cache
 from typing import Any, Final, Protocol, cast
 
@@ -57,11 +57,11 @@ class RowReader(Protocol):
     def last_positions(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]: ...
 
     def insert_events(
-        self,
-        stored_events: Sequence[StoredEvent],
-        *,
-        received: Sequence[tuple[str, int]] = (),
-        purge: Collection[uuid.UUID] = (),
+        self, stored_events: Sequence[StoredEvent], *, received: Sequence[tuple[str, int]] = ()
+    ) -> Sequence[int] | None: ...
+
+    def purge_streams(
+        self, stored_events: Sequence[StoredEvent], purge: Mapping[uuid.UUID, int]
     ) -> Sequence[int] | None: ...
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int: ...

@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, cast
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from eventpile.store.errors import StoreError
 from eventpile.store.mapper import ExportRow, Row
 from eventpile.store.postgres import LOCK_KEY
+from eventpile.store.sqlite import check_purged
 
 RECEIVED_TABLE = "eventpile_received"
 """As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
@@ -71,18 +72,11 @@ class Recorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         received: Sequence[tuple[str, int]] = (),
-        purge: Collection[uuid.UUID] = (),
         **kwargs: Any,
     ) -> list[int]:
-        """The positions, where each of ``received`` came from, and the deletion of the
-        streams ``purge`` (see :meth:`eventpile.store.sqlite.Recorder._insert_events`), in
-        the same transaction."""
+        """The positions, and where each of ``received`` came from (see
+        :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
         positions = [row[0] for row in curs.fetchall()]
-        if purge:
-            curs.execute(
-                SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(self.events_table),
-                (list(purge),),
-            )
         if received:  # each by its row (RETURNING's order is not promised)
             curs.execute(
                 SQL(
@@ -104,6 +98,22 @@ class Recorder(PostgresApplicationRecorder):
                 ),
             )
         return positions
+
+    def purge_streams(
+        self, stored_events: Sequence[StoredEvent], purge: Mapping[uuid.UUID, int]
+    ) -> list[int]:
+        """As :meth:`eventpile.store.sqlite.Recorder.purge_streams`: in a transaction of its
+        own, because the library's insert commits what was written when Python code after
+        its statements raises (it keeps the error for after the transaction)."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_stored_events(curs, stored_events)
+            positions = [cast(tuple[int], row)[0] for row in curs.fetchall()]
+            curs.execute(
+                SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(self.events_table),
+                (list(purge),),
+            )
+            check_purged(purge, curs.rowcount)
+            return positions
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_streams`, in one query."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from eventsourcing.persistence import OperationalError, StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -66,19 +67,20 @@ class Recorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         received: Sequence[tuple[str, int]] = (),
-        purge: Collection[uuid.UUID] = (),
+        purge: Mapping[uuid.UUID, int] = MappingProxyType({}),
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """As the library's, and where each of ``received`` came from (``(origin, seq)``
-        per event), and the deletion of the streams ``purge``, in the same transaction
-        (after the insert: the log's last position is never freed for reuse)."""
+        per event), and the deletion of the streams of ``purge`` (each ending at the
+        version given, else nothing is written: :func:`check_purged`), in the same
+        transaction (after the insert: the log's last position is never freed for reuse)."""
         positions = super()._insert_events(c, stored_events, **kwargs)
         if received:
             c.executemany(
                 f"INSERT INTO {RECEIVED_TABLE} (position, origin, seq) VALUES (?, ?, ?)",
                 [(p, o, s) for p, (o, s) in zip(positions or (), received, strict=True)],
             )
-        ids = [i.hex for i in purge]
+        ids, deleted = [i.hex for i in purge], 0
         for start in range(0, len(ids), STREAMS_PER_QUERY):
             chunk = ids[start : start + STREAMS_PER_QUERY]
             c.execute(
@@ -86,7 +88,17 @@ class Recorder(SQLiteApplicationRecorder):
                 f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
+            deleted += c.sqlite_cursor.rowcount
+        check_purged(purge, deleted)
         return positions
+
+    def purge_streams(
+        self, stored_events: Sequence[StoredEvent], purge: Mapping[uuid.UUID, int]
+    ) -> Sequence[int] | None:
+        """Append ``stored_events`` and delete the streams of ``purge`` in one transaction;
+        if those streams hold other events than the versions given (one was written
+        meanwhile), nothing is written (:func:`check_purged`)."""
+        return self.insert_events(stored_events, purge=purge)
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
         """Each ``(position, old, new)``: the state ``new`` at ``position`` if it is still
@@ -217,6 +229,15 @@ class Recorder(SQLiteApplicationRecorder):
                 )
                 found += c.fetchall()
         return found
+
+
+def check_purged(purge: Mapping[uuid.UUID, int], deleted: int) -> None:
+    """Refuse a purge (its transaction rolls back) if its streams held other events than
+    the versions it decided on: one was written meanwhile (an undo's mark, say)."""
+    if deleted != sum(purge.values()):
+        raise IntegrityError(
+            f"a stream to purge changed meanwhile ({deleted} events, not {sum(purge.values())})"
+        )
 
 
 def _events_table(name: str) -> str:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventpile import DomainError
+from eventpile.commands import retention
 from eventpile.commands.operations import answer
 from eventpile.commands.retention import Purge
 from eventpile.commands.undo import Undo
@@ -381,4 +382,37 @@ def test_positions_stay_through_a_purge_and_its_vacuum(
         assert explicit
         assert digests(app) == rebuilt(app)
     finally:
+        app.close()
+
+
+def test_a_purge_that_an_undo_overtakes_plans_again(
+    home: Home, keyring: Keyring, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process undoes an old operation between the purge's plan and its write:
+    the purge writes nothing then, plans again, and keeps the operation with its undo."""
+    app = MailApplication(home, keyring, clock=clock)
+    other = MailApplication(home, keyring, clock=clock)
+    try:
+        app.execute(ImportMailbox(path=write_mbox(tmp_path / "a.mbox", 3, seed=1)))
+        tagged = app.execute(TagMessages(action="add", tag="t", query="*"))
+        clock.advance(days=2)
+        plans, original = [], retention.purge_plan
+
+        def planned(*args: Any) -> Any:
+            plan = original(*args)
+            if not plans:  # the first time, the other process comes in between
+                other.execute(Undo(operation_id=tagged.id))
+            plans.append(plan)
+            return plan
+
+        monkeypatch.setattr("eventpile.commands.retention.purge_plan", planned)
+        purged = app.execute(Purge(older_than="1d"))
+        assert len(plans) == 2 and tagged.id.hex in plans[0].streams
+        assert tagged.id.hex not in plans[1].streams
+        assert purged.result["operations"] == 1  # the import alone
+        assert app.load(Operation, tagged.id).status == "undone"
+        assert seen(app)["messages"] == [(s, []) for s, _ in seen(app)["messages"]]
+        assert digests(app) == rebuilt(app)
+    finally:
+        other.close()
         app.close()
