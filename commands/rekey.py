@@ -18,6 +18,7 @@ from typing import cast
 
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
+from eventpile.commands.eventlog import EventLog
 from eventpile.domain.aggregate import DomainError
 from eventpile.store.cipher import EventCipher
 from eventpile.store.keys import retire_keys
@@ -37,9 +38,26 @@ class Rekey(Command):
         return "Re-encrypt the log under the new data key"
 
 
+def refuse_if_syncing(app: EventLog) -> None:
+    """Refuse a rekey of a home that syncs with other installations: they share its data
+    keys, and would be cut off from what it writes under the new one (not yet built)."""
+    synced = (
+        app.current("operations")
+        .execute("SELECT 1 FROM operations WHERE command = 'Sync' LIMIT 1")
+        .fetchone()
+    )
+    if synced or cast(RowReader, app.recorder).received_upto():
+        raise DomainError(
+            "this home syncs with other installations, which share its data keys: a rekey "
+            "would cut them off from what it writes next (a rekey that hands them the new "
+            "key is not built yet); nothing was changed"
+        )
+
+
 @handles(Rekey)
 def rekey(command: Rekey, ctx: Context) -> Outcome:
     app = ctx.app
+    refuse_if_syncing(app)
     ring = app.keyring
     on_disk = json.loads(app.home.key_file.read_bytes())
     if int(on_disk["current"]) != ring.current:

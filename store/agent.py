@@ -122,12 +122,12 @@ def _holds(home: Home, ring: Keyring) -> bool:
 
 
 def _decode(document: Any) -> Keyring:
-    root = document.get("root")
+    kept = document.get("kept")
     return Keyring(
         uuid.UUID(document["installation_id"]),
         {int(n): base64.b64decode(key) for n, key in document["keys"].items()},
         int(document["current"]),
-        None if root is None else base64.b64decode(root),
+        None if kept is None else {p: base64.b64decode(k) for p, k in kept.items()},
     )
 
 
@@ -137,8 +137,8 @@ def _encode(ring: Keyring) -> dict[str, Any]:
         "keys": {str(n): base64.b64encode(key).decode() for n, key in ring.keys.items()},
         "current": ring.current,
     }
-    if ring.root is not None:
-        document["root"] = base64.b64encode(ring.root).decode()
+    if ring.kept is not None:
+        document["kept"] = {p: base64.b64encode(k).decode() for p, k in ring.kept.items()}
     return document
 
 

@@ -4,10 +4,10 @@ The key file (mode 0600) holds the scrypt parameters and salt, and each data key
 wrapped with AES-256-GCM under the key derived from the passphrase. Data keys
 have numeric ids so they can rotate (``eventpile rekey``); ciphertexts name the key
 that made them. Purpose keys (the message-id key, the sync folder's key) are derived
-with HKDF from a root that stays when data keys rotate: the first data key's HKDF
-extract, kept wrapped in the key file once that key is retired (it is one-way: it
-opens no event). The views' key is derived from the current data key: it rotates
-with it.
+with HKDF from the first data key; the views' key from the current one. When the data
+keys rotate, the purpose keys that must not change (:data:`KEPT`: message ids are
+identities) are kept wrapped in the key file (each is one-way: it opens no event nor
+view), and the others rotate with the keys.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from eventpile.store.errors import NotInitialised, StoreError, WrongPassphrase
 KEY_FILE_FORMAT = 1
 SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
 SCRYPT_R = 8
-ROOT_AAD = b"eventpile purpose root"
 VIEWS = "views"
+KEPT = ("message-id",)
+"""The purpose keys a rotation of the data keys keeps: message ids are made with it."""
 
 
 def _b64(data: bytes) -> str:
@@ -49,6 +50,10 @@ def _wrap_aad(key_id: int) -> bytes:
     return f"eventpile data key {key_id}".encode()
 
 
+def _purpose_aad(purpose: str) -> bytes:
+    return f"eventpile purpose key {purpose}".encode()
+
+
 @dataclass(frozen=True)
 class Keyring:
     """The unlocked data keys of one home."""
@@ -56,31 +61,33 @@ class Keyring:
     installation_id: uuid.UUID
     keys: dict[int, bytes]
     current: int
-    root: bytes | None = None
-    """The purpose keys' root, kept once the data key it came from is retired (None: it
-    comes from the first data key)."""
+    kept: dict[str, bytes] | None = None
+    """The purpose keys of :data:`KEPT`, once the data keys have rotated (None: derived
+    from the first data key, as every other purpose key)."""
 
     def purpose_key(self, purpose: str) -> bytes:
-        """A 256-bit key for one purpose, stable across data-key rotation."""
-        return _expand(self.purpose_root(), purpose)
+        """A 256-bit key for one purpose (those of :data:`KEPT` stable across rotation)."""
+        if self.kept is not None and purpose in self.kept:
+            return self.kept[purpose]
+        return _hkdf(self.keys[min(self.keys)], purpose)
 
-    def purpose_root(self) -> bytes:
-        return self.root if self.root is not None else _extract(self.keys[min(self.keys)])
+    def kept_keys(self) -> dict[str, bytes]:
+        return {purpose: self.purpose_key(purpose) for purpose in KEPT}
 
     def views_key(self) -> bytes:
         """The views' key: from the current data key, so that it rotates with it."""
         return _hkdf(self.keys[self.current], VIEWS)
 
     def rotated(self) -> Keyring:
-        """These keys and a new current one (the purpose root kept)."""
+        """These keys and a new current one (the purpose keys of :data:`KEPT` kept)."""
         new = max(self.keys) + 1
         keys = {**self.keys, new: os.urandom(32)}
-        return Keyring(self.installation_id, keys, new, self.purpose_root())
+        return Keyring(self.installation_id, keys, new, self.kept_keys())
 
     def retired(self) -> Keyring:
-        """Only the current key (the purpose root kept)."""
+        """Only the current key (the purpose keys of :data:`KEPT` kept)."""
         keys = {self.current: self.keys[self.current]}
-        return Keyring(self.installation_id, keys, self.current, self.purpose_root())
+        return Keyring(self.installation_id, keys, self.current, self.kept_keys())
 
 
 def view_keys(ring: Keyring) -> tuple[list[bytes], bytes]:
@@ -89,19 +96,11 @@ def view_keys(ring: Keyring) -> tuple[list[bytes], bytes]:
     return old, ring.views_key()
 
 
+@cache
 def _hkdf(key: bytes, purpose: str) -> bytes:
     """HKDF-SHA256 (RFC 5869) without salt, 32 bytes: one HMAC to extract, one to expand
     (the standard library's, so that a process that reads a view loads no cryptography)."""
-    return _expand(_extract(key), purpose)
-
-
-@cache
-def _extract(key: bytes) -> bytes:
-    return hmac.digest(bytes(32), key, "sha256")
-
-
-@cache
-def _expand(pseudorandom: bytes, purpose: str) -> bytes:
+    pseudorandom = hmac.digest(bytes(32), key, "sha256")
     return hmac.digest(pseudorandom, purpose.encode() + b"\x01", "sha256")
 
 
@@ -112,7 +111,7 @@ def create_key_file(path: Path, passphrase: str, keys: Keyring | None = None) ->
         installation_id=uuid.uuid4(),
         keys=dict(keys.keys) if keys else {1: os.urandom(32)},
         current=keys.current if keys else 1,
-        root=keys.root if keys else None,
+        kept=keys.kept if keys else None,
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     _write(fd, _wrapped(ring, passphrase))
@@ -131,7 +130,7 @@ def change_passphrase(path: Path, old: str, new: str) -> Keyring:
 
 
 def rotate_keys(path: Path, passphrase: str) -> tuple[Keyring, Keyring]:
-    """A new current data key in the key file of ``path`` (the purpose root saved beside
+    """A new current data key in the key file of ``path`` (the purpose keys kept beside
     it), unless a rotation is under way already (the file holds more than one key): the
     keys before and after. The file is replaced whole."""
     ring = open_key_file(path, passphrase)
@@ -146,7 +145,7 @@ def retire_keys(path: Path, ring: Keyring) -> None:
     """Destroy every data key of the key file of ``path`` but ``ring``'s current one: their
     entries leave the file (no passphrase is needed: each key is wrapped apart)."""
     document = json.loads(path.read_bytes())
-    if int(document["current"]) != ring.current or "root" not in document:
+    if int(document["current"]) != ring.current or "purposes" not in document:
         raise StoreError(f"the key file {path} changed during the rekey: run it again")
     document["keys"] = [e for e in document["keys"] if int(e["id"]) == ring.current]
     _replace(path, document)
@@ -188,9 +187,12 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
         "keys": keys,
         "current": ring.current,
     }
-    if ring.root is not None:
-        nonce = os.urandom(12)
-        document["root"] = _b64(nonce + kek.encrypt(nonce, ring.root, ROOT_AAD))
+    if ring.kept is not None:
+        purposes: dict[str, str] = {}
+        for purpose, key in sorted(ring.kept.items()):
+            nonce = os.urandom(12)
+            purposes[purpose] = _b64(nonce + kek.encrypt(nonce, key, _purpose_aad(purpose)))
+        document["purposes"] = purposes
     return document
 
 
@@ -230,11 +232,13 @@ def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
         for entry in document["keys"]:
             blob = _unb64(entry["wrapped"])
             keys[int(entry["id"])] = kek.decrypt(blob[:12], blob[12:], _wrap_aad(entry["id"]))
-        root = None
-        if "root" in document:
-            blob = _unb64(document["root"])
-            root = kek.decrypt(blob[:12], blob[12:], ROOT_AAD)
-        ring = Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]), root)
+        kept = None
+        if "purposes" in document:
+            kept = {}
+            for purpose, text in document["purposes"].items():
+                blob = _unb64(text)
+                kept[purpose] = kek.decrypt(blob[:12], blob[12:], _purpose_aad(purpose))
+        ring = Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]), kept)
         if ring.current not in keys:
             raise StoreError(f"the key file {path} is damaged: no current key {ring.current}")
         return ring

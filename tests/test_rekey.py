@@ -24,6 +24,7 @@ from eventpile.mail.commands import TagMessages
 from eventpile.mail.synthetic import write_mbox
 from eventpile.mail.tag import Tag
 from eventpile.projections.queue import pending
+from eventpile.store import agent
 from eventpile.store.cipher import EventCipher
 from eventpile.store.errors import StoreError, TamperedData, WrongPassphrase
 from eventpile.store.home import Home
@@ -191,7 +192,7 @@ def test_a_wrong_passphrase_changes_nothing(
 
 
 def test_purpose_keys_stay_across_a_rekey(imported: Home) -> None:
-    """Message ids and the sync folder's key come from a root the rekey keeps."""
+    """The message-id key is kept (ids are identities); the others rotate."""
     before = imported.unlock(PASSPHRASE)
     after = imported.rekey(PASSPHRASE)
     app = MailApplication(imported, after)
@@ -200,9 +201,12 @@ def test_purpose_keys_stay_across_a_rekey(imported: Home) -> None:
     finally:
         app.close()
     final = imported.unlock(PASSPHRASE)
-    assert list(final.keys) == [2] and final.root is not None
-    for purpose in ("message-id", "sync", "sync over http"):
-        assert final.purpose_key(purpose) == before.purpose_key(purpose)
+    assert list(final.keys) == [2] and final.kept is not None
+    assert final.purpose_key("message-id") == before.purpose_key("message-id")
+    for purpose in ("sync", "sync over http", "views"):
+        assert final.purpose_key(purpose) != before.purpose_key(purpose)
+    # nothing the key file keeps derives the old views' key
+    assert before.views_key() not in {*final.kept.values(), final.views_key()}
 
 
 def test_the_log_file_holds_no_old_ciphertext(
@@ -216,3 +220,25 @@ def test_the_log_file_holds_no_old_ciphertext(
     states = {row[0] for row in db.execute("SELECT state FROM stored_events")}
     db.close()
     assert not states & before
+
+
+def test_a_home_that_syncs_is_refused_a_rekey_and_nothing_changes(
+    imported: Home, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert cli(["sync", str(folder)], capsys)[0] == 0
+    keys, end = imported.key_file.read_bytes(), log_end(imported)
+    code, out, err = cli(["rekey"], capsys)
+    assert (code, out) == (1, None) and "syncs with other installations" in err
+    assert imported.key_file.read_bytes() == keys and log_end(imported) == end
+
+
+def test_the_agent_that_held_the_old_key_is_stopped(
+    imported: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent.start(imported, imported.unlock(PASSPHRASE), 600)
+    assert agent.keyring(imported) is not None
+    code, done, _ = cli(["rekey"], capsys)
+    assert code == 0 and done["agent_stopped"] is True
+    assert agent.keyring(imported) is None

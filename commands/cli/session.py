@@ -103,12 +103,21 @@ def rekey(ctx: typer.Context) -> None:
     """A new data key: what is written from now on is sealed with it, the log and the
     views are re-encrypted under it (resumable: run it again), then the old key is
     destroyed. Stop other eventpile processes on the home first."""
-    from eventpile.commands.rekey import Rekey
+    from eventpile.commands.rekey import Rekey, refuse_if_syncing
+    from eventpile.store import agent
     from eventpile.store.home import Home
 
     s = settings(ctx)
     home = Home(s.home, s.database_url)
-    keyring = home.rekey(passphrase())
+    secret = passphrase()
+    with opened(s, (home, home.unlock(secret))) as application:
+        refuse_if_syncing(application)
+    keyring = home.rekey(secret)
+    stopped = agent.stop(home)  # it holds the old key
     with opened(s, (home, keyring)) as application, progress_bar(s, "Re-encrypting") as update:
         operation = application.execute(Rekey(), on_progress=update)
-    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
+    said = operation.message
+    if stopped is not None:
+        said += f"; the agent that held the old key stopped (pid {stopped.pid}): unlock again"
+    data = {"operation_id": operation.id.hex, **operation.result, "agent_stopped": bool(stopped)}
+    emit(s, data, said)
