@@ -9,7 +9,6 @@ not ask which.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -26,7 +25,7 @@ from eventpile.domain.aggregate import Aggregate, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from eventpile.store.backend import Waiter
-from eventpile.store.cipher import EventCipher
+from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
@@ -84,7 +83,6 @@ class EventLog(LibraryApplication[uuid.UUID]):
         store = backend.view_store(keyring)
         self._backend = backend
         self._waiter: Waiter | None = None
-        self._keys_seen = home.key_file.stat().st_mtime_ns if home.key_file.exists() else 0
         self.written = RecentWrites(self)
         wanted = dict.fromkeys((*self.registry.projections, *projections))
         self.views = {p.name: View(p(), store) for p in wanted}
@@ -112,7 +110,6 @@ class EventLog(LibraryApplication[uuid.UUID]):
         """Write events in one transaction (which deletes the streams of ``purge``, each
         ending at the version given, see :mod:`eventpile.commands.retention`); their
         notification ids (log positions). :class:`Conflict` if a writer came first."""
-        self._check_keys()
         stored = [self.mapper.to_stored_event(e) for e in events]
         try:
             if purge:
@@ -120,28 +117,16 @@ class EventLog(LibraryApplication[uuid.UUID]):
             else:
                 ids = self.recorder.insert_events(stored)
         except RecordConflictError as e:
+            if RETIRED_KEY in str(e):
+                raise StoreError(
+                    "the home's data key was replaced (`eventpile rekey` ran since this "
+                    "process read its keys): nothing was written; run the command again "
+                    "(another machine or installation needs the new keys.json)"
+                ) from None
             raise Conflict(str(e)) from None
         positions = list(ids or ())
         self.written.add(positions, events)
         return positions
-
-    def _check_keys(self) -> None:
-        """Refuse to write with a data key the home has replaced (``eventpile rekey`` ran
-        since this process read its keys): what it sealed would outlive the key. A look
-        at the key file's time; the file is read only when that changed."""
-        try:
-            seen = self.home.key_file.stat().st_mtime_ns
-        except FileNotFoundError:
-            return  # a home without keys stops elsewhere, with its own words
-        if seen == self._keys_seen:
-            return
-        current = int(json.loads(self.home.key_file.read_bytes())["current"])
-        if current != self.keyring.current:
-            raise StoreError(
-                f"the home's data key is now key {current} (`eventpile rekey` ran since this "
-                "process started): nothing was written; run the command again"
-            )
-        self._keys_seen = seen
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
         """The events of one aggregate, oldest first."""

@@ -67,6 +67,7 @@ def rekey(command: Rekey, ctx: Context) -> Outcome:
         )
     rows = cast(RowReader, app.recorder)
     cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
+    rows.require_key(cipher.current)  # a process with the old key writes nothing now
     resealed = scanned = position = 0
     while True:  # again over what was written meanwhile, until a pass finds nothing old
         found, end = 0, app.max_position()

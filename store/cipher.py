@@ -22,6 +22,9 @@ from eventpile.store.keys import Keyring
 HEADER: Final = struct.Struct(">BBHI")
 ENVELOPE_FORMAT: Final = 1
 COMPRESSED: Final = 0x01
+RETIRED_KEY: Final = "sealed with a retired data key"
+"""What the database says of an event sealed with a key a rekey replaced (bytes 5 to 8 of
+a sealed event are its key's id: the database checks them, see ``require_key``)."""
 
 
 def row_aad(header: bytes, originator_id: uuid.UUID | str, version: int, topic: str) -> bytes:

@@ -15,10 +15,11 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
+from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.errors import StoreError
 from eventpile.store.mapper import ExportRow, Row
 from eventpile.store.postgres import LOCK_KEY
-from eventpile.store.sqlite import check_purged
+from eventpile.store.sqlite import KEY_TABLE, check_purged
 
 RECEIVED_TABLE = "eventpile_received"
 """As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
@@ -154,6 +155,34 @@ class Recorder(PostgresApplicationRecorder):
     def last_positions(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
         """As :meth:`eventpile.store.sqlite.Recorder.last_positions`."""
         return self._stream_max("notification_id", originator_ids)
+
+    def require_key(self, key_id: int) -> None:
+        """As :meth:`eventpile.store.sqlite.Recorder.require_key` (the events table locked
+        as a writer locks it, so that no insert under way slips past)."""
+        schema = Identifier(self.datastore.schema)
+        table, function = (SQL("{}.{}").format(schema, Identifier(n)) for n in (KEY_TABLE,) * 2)
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (id BYTEA NOT NULL)").format(table))
+            curs.execute(SQL("DELETE FROM {}").format(table))
+            curs.execute(
+                SQL("INSERT INTO {} VALUES (%s)").format(table), (key_id.to_bytes(4, "big"),)
+            )
+            curs.execute(
+                SQL(
+                    "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger AS $$ BEGIN "
+                    "IF substring(NEW.state from 5 for 4) IS DISTINCT FROM "
+                    "(SELECT id FROM {table} LIMIT 1) THEN RAISE EXCEPTION {message} "
+                    "USING ERRCODE = 'integrity_constraint_violation'; END IF; RETURN NEW; "
+                    "END $$ LANGUAGE plpgsql"
+                ).format(function=function, table=table, message=Literal(RETIRED_KEY))
+            )
+            curs.execute(
+                SQL(
+                    "CREATE OR REPLACE TRIGGER {} BEFORE INSERT ON {} FOR EACH ROW "
+                    "EXECUTE FUNCTION {}()"
+                ).format(Identifier(KEY_TABLE), self.events_table, function)
+            )
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
         """As :meth:`eventpile.store.sqlite.Recorder.replace_states`."""

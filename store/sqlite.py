@@ -23,10 +23,12 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
+from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.mapper import ExportRow, Row
 
 STREAMS_PER_QUERY = 500
 COLUMNS = "originator_id, originator_version, topic, state"
+KEY_TABLE = "eventpile_data_key"
 RECEIVED_TABLE = "received_events"
 """Where each event a sync brought in came from: its position here, its origin (the
 installation that wrote it) and its position in the origin's log (``seq``)."""
@@ -100,6 +102,16 @@ class Recorder(SQLiteApplicationRecorder):
         meanwhile), nothing is written (:func:`check_purged`)."""
         return self.insert_events(stored_events, purge=purge)
 
+    def require_key(self, key_id: int) -> None:
+        """From now on refuse (in the database, whatever process writes) an event sealed
+        with another data key than ``key_id``: after a rekey, a process that still holds
+        the old key writes nothing."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"CREATE TABLE IF NOT EXISTS {KEY_TABLE} (id BLOB NOT NULL)")
+            c.execute(f"DELETE FROM {KEY_TABLE}")
+            c.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", (key_id.to_bytes(4, "big"),))
+            c.execute(_key_guard(self.events_table_name))
+
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
         """Each ``(position, old, new)``: the state ``new`` at ``position`` if it is still
         ``old`` (another process may have done it), in one transaction; how many were."""
@@ -135,8 +147,11 @@ class Recorder(SQLiteApplicationRecorder):
                     f"INSERT INTO {table}_positions (rowid, {COLUMNS}) "
                     f"SELECT rowid, {COLUMNS} FROM {table} ORDER BY rowid"
                 )
-                c.execute(f"DROP TABLE {table}")
+                c.execute(f"DROP TABLE {table}")  # and its triggers
                 c.execute(f"ALTER TABLE {table}_positions RENAME TO {table}")
+                c.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{KEY_TABLE}'")
+                if c.fetchone():
+                    c.execute(_key_guard(table))
         with self.datastore.get_connection(commit=True) as connection:
             db = connection._sqlite_conn  # VACUUM cannot run inside a transaction
             db.execute("VACUUM")
@@ -238,6 +253,16 @@ def check_purged(purge: Mapping[uuid.UUID, int], deleted: int) -> None:
         raise IntegrityError(
             f"a stream to purge changed meanwhile ({deleted} events, not {sum(purge.values())})"
         )
+
+
+def _key_guard(table: str) -> str:
+    """The trigger of :meth:`Recorder.require_key`: bytes 5 to 8 of a sealed event are
+    the id of the key that sealed it (:mod:`eventpile.store.cipher`)."""
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {KEY_TABLE} BEFORE INSERT ON {table} "
+        f"WHEN substr(NEW.state, 5, 4) IS NOT (SELECT id FROM {KEY_TABLE}) "
+        f"BEGIN SELECT RAISE(ABORT, '{RETIRED_KEY}'); END"
+    )
 
 
 def _events_table(name: str) -> str:

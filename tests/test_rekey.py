@@ -170,7 +170,7 @@ def test_a_process_that_holds_the_old_key_writes_nothing(
         end = log_end(imported)
         with pytest.raises(StoreError, match="rekey"):
             stale.execute(TagMessages(action="add", tag="stale", query="*"))
-        with pytest.raises(StoreError, match="rekey` ran since this process started"):
+        with pytest.raises(StoreError, match="rekey` ran since this process read its keys"):
             stale.append([Tag.create("stale")])  # a write that reads nothing first
         assert log_end(imported) == end
     finally:
