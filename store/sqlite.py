@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -82,14 +82,9 @@ class Recorder(SQLiteApplicationRecorder):
                 f"INSERT INTO {RECEIVED_TABLE} (position, origin, seq) VALUES (?, ?, ?)",
                 [(p, o, s) for p, (o, s) in zip(positions or (), received, strict=True)],
             )
-        ids, deleted = [i.hex for i in purge], 0
-        for start in range(0, len(ids), STREAMS_PER_QUERY):
-            chunk = ids[start : start + STREAMS_PER_QUERY]
-            c.execute(
-                f"DELETE FROM {self.events_table_name} "
-                f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        deleted = 0
+        for where, chunk in _of_streams(purge):
+            c.execute(f"DELETE FROM {self.events_table_name} WHERE {where}", chunk)
             deleted += c.sqlite_cursor.rowcount
         check_purged(purge, deleted)
         return positions
@@ -231,19 +226,24 @@ class Recorder(SQLiteApplicationRecorder):
     ) -> list[Any]:
         """``SELECT columns`` of the events of these streams, ``rest`` after the WHERE:
         one query per :data:`STREAMS_PER_QUERY` streams, in one read transaction."""
-        ids = [i.hex for i in originator_ids]
         found: list[Any] = []
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None
-            for start in range(0, len(ids), STREAMS_PER_QUERY):
-                chunk = ids[start : start + STREAMS_PER_QUERY]
+            for where, chunk in _of_streams(originator_ids):
                 c.execute(
-                    f"SELECT {columns} FROM {self.events_table_name} "
-                    f"WHERE originator_id IN ({','.join('?' * len(chunk))}) {rest}",
-                    chunk,
+                    f"SELECT {columns} FROM {self.events_table_name} WHERE {where} {rest}", chunk
                 )
                 found += c.fetchall()
         return found
+
+
+def _of_streams(originator_ids: Iterable[uuid.UUID]) -> Iterator[tuple[str, list[str]]]:
+    """``(condition, parameters)`` that select the events of these streams, a statement per
+    :data:`STREAMS_PER_QUERY` of them (SQLite binds at most 32,766 parameters)."""
+    ids = [i.hex for i in originator_ids]
+    for start in range(0, len(ids), STREAMS_PER_QUERY):
+        chunk = ids[start : start + STREAMS_PER_QUERY]
+        yield f"originator_id IN ({','.join('?' * len(chunk))})", chunk
 
 
 def check_purged(purge: Mapping[uuid.UUID, int], deleted: int) -> None:
