@@ -124,7 +124,7 @@ def main() -> None:
         a_day(purged, day, mbox, recent, rng_purged)
         a_day(kept, day, mbox, recent, rng_kept)
         took = time.perf_counter()
-        purged.execute(purge)
+        purged.purge(purge)
         last_purge_s = time.perf_counter() - took
         clock.advance(days=1)
         if day % 30 == 0 or day == args.days:
