@@ -38,10 +38,9 @@ class Backend(ABC):
     @abstractmethod
     def view_store(self, keyring: Keyring) -> ViewStore: ...
 
-    def rekey_views(self, keyring: Keyring) -> int:
-        """Views under a retired key of ``keyring`` keyed anew with its current one, before
-        any opens them (SQLite's; PostgreSQL's views are not encrypted). How many were."""
-        return 0
+    def rekey_views(self, keyring: Keyring) -> None:  # noqa: B027  (PostgreSQL's: not encrypted)
+        """Key the views under a retired key of ``keyring`` anew with its current one,
+        before any opens them."""
 
     @abstractmethod
     def log_end(self) -> int:
@@ -88,12 +87,11 @@ class SQLiteBackend(Backend):
 
         return SQLCipherViewStore(self.home.views, keyring.views_key())
 
-    def rekey_views(self, keyring: Keyring) -> int:
+    def rekey_views(self, keyring: Keyring) -> None:
         from eventpile.store.keys import view_keys
         from eventpile.store.views import rekey_views
 
-        old, new = view_keys(keyring)
-        return rekey_views(self.home.views, old, new)
+        rekey_views(self.home.views, *view_keys(keyring))
 
     def log_end(self) -> int:
         if not self.home.events_db.exists():

@@ -121,7 +121,7 @@ class Home:
         (:mod:`eventpile.commands.rekey`), which an application opened with the keys
         returned runs, and which destroys the old keys at its end."""
         self._check_exists()
-        _, ring = rotate_keys(self.key_file, passphrase)
+        ring = rotate_keys(self.key_file, passphrase)
         self.backend().rekey_views(ring)
         return ring
 

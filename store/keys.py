@@ -84,11 +84,6 @@ class Keyring:
         keys = {**self.keys, new: os.urandom(32)}
         return Keyring(self.installation_id, keys, new, self.kept_keys())
 
-    def retired(self) -> Keyring:
-        """Only the current key (the purpose keys of :data:`KEPT` kept)."""
-        keys = {self.current: self.keys[self.current]}
-        return Keyring(self.installation_id, keys, self.current, self.kept_keys())
-
 
 def view_keys(ring: Keyring) -> tuple[list[bytes], bytes]:
     """The views' keys of ``ring``'s retired data keys, and of its current one."""
@@ -129,16 +124,15 @@ def change_passphrase(path: Path, old: str, new: str) -> Keyring:
     return open_key_file(path, new)
 
 
-def rotate_keys(path: Path, passphrase: str) -> tuple[Keyring, Keyring]:
+def rotate_keys(path: Path, passphrase: str) -> Keyring:
     """A new current data key in the key file of ``path`` (the purpose keys kept beside
     it), unless a rotation is under way already (the file holds more than one key): the
-    keys before and after. The file is replaced whole."""
+    keys after it. The file is replaced whole."""
     ring = open_key_file(path, passphrase)
     if len(ring.keys) > 1:
-        return ring, ring
-    rotated = ring.rotated()
-    _replace(path, _wrapped(rotated, passphrase))
-    return ring, open_key_file(path, passphrase)
+        return ring
+    _replace(path, _wrapped(ring.rotated(), passphrase))
+    return open_key_file(path, passphrase)
 
 
 def retire_keys(path: Path, ring: Keyring) -> None:

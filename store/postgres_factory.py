@@ -159,8 +159,10 @@ class Recorder(PostgresApplicationRecorder):
     def require_key(self, key_id: int) -> None:
         """As :meth:`eventpile.store.sqlite.Recorder.require_key` (the events table locked
         as a writer locks it, so that no insert under way slips past)."""
-        schema = Identifier(self.datastore.schema)
-        table, function = (SQL("{}.{}").format(schema, Identifier(n)) for n in (KEY_TABLE,) * 2)
+        # the table of the current key and the function of the trigger share its name
+        table = function = SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(KEY_TABLE)
+        )
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)
             curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (id BYTEA NOT NULL)").format(table))

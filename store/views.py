@@ -200,29 +200,20 @@ class SQLCipherViewStore(ViewStore):
         self.swap(self.open_fresh(name, "drop"), name, "drop")
 
 
-def rekey_views(directory: Path, old_keys: Iterable[bytes], new: bytes) -> int:
-    """Each view file of ``directory`` under one of ``old_keys`` keyed anew with ``new``
-    (SQLCipher rewrites its pages); those under ``new`` already are left. How many were."""
-    import sqlcipher3
-
-    done = 0
+def rekey_views(directory: Path, old_keys: Sequence[bytes], new: bytes) -> None:
+    """Key each view file of ``directory`` that one of ``old_keys`` opens anew with ``new``
+    (SQLCipher rewrites its pages); one under ``new`` already is left as it is."""
     for path in sorted(directory.glob("*.db")):
         for key in old_keys:
-            db = sqlcipher3.connect(str(path), isolation_level=None)
             try:
-                db.execute("PRAGMA cipher_log_level = NONE")
-                db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlcipher3.DatabaseError:
+                db = SQLCipherDB(path, key)
+            except DamagedView:
                 continue  # not under this key
-            else:
+            try:
                 db.execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
-                done += 1
-                break
             finally:
                 db.close()
-    return done
+            break
 
 
 def _remove(path: Path) -> None:
