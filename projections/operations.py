@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from eventpile.domain.events import DomainEvent, private_fields_of
 from eventpile.domain.operation import FINISHED, Operation, OperationEvent
-from eventpile.projections.queue import ROWS_PER_READ, OperationRows
+from eventpile.projections.queue import OperationRows, in_chunks, states_in
 from eventpile.store.views import ViewDB
 
 SCHEMA = """
@@ -90,9 +90,7 @@ class OperationLog(OperationRows):
         """Also the events of those streams that operations wrote (an undo's marks on the
         operations it undid, a purge's record): the domain events stay, and so their rows."""
         super().forget(db, streams)
-        for start in range(0, len(streams), ROWS_PER_READ):
-            chunk = streams[start : start + ROWS_PER_READ]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(streams):
             db.execute(f"DELETE FROM operation_events WHERE stream IN ({marks})", chunk)
 
     def content_queries(self) -> Sequence[str]:
@@ -258,15 +256,9 @@ def purge_plan(
         "JOIN operations o ON o.id = e.stream"
     ).fetchall()
     going = _unkept(candidates, keep, [(a, b) for a, b in links if a in everyone and b in everyone])
-    streams: dict[str, int] = {}
-    ordered = sorted(going)
-    for start in range(0, len(ordered), ROWS_PER_READ):
-        chunk = ordered[start : start + ROWS_PER_READ]
-        marks = ",".join("?" * len(chunk))
-        for op, state in db.execute(
-            f"SELECT id, state FROM operations WHERE id IN ({marks})", chunk
-        ):
-            streams[op] = int(json.loads(state)["version"])
+    states = states_in(db, "operations", {uuid.UUID(hex=op) for op in going})
+    streams = {op.hex: state.version for op, state in states.items()}
+    for chunk, marks in in_chunks(sorted(going)):
         streams.update(  # a purge's record is the one event of its stream
             (stream, 1)
             for (stream,) in db.execute(

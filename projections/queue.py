@@ -67,7 +67,7 @@ def fold_rows(
     gone stays gone).
     """
     ours = [(p, e) for p, e in events if isinstance(e, OperationEvent)]
-    stored = _states(
+    stored = states_in(
         db, table, {e.originator_id for _, e in ours if not isinstance(e, OperationRequested)}
     )
     found: dict[uuid.UUID, tuple[Operation, int, DomainEvent]] = {}
@@ -87,16 +87,20 @@ def _evolve(stored: Operation | None, event: DomainEvent) -> Operation | None:
     return None if stored is None else stored.apply(event)
 
 
-def _states(db: ViewDB, table: str, ids: set[uuid.UUID]) -> dict[uuid.UUID, Operation]:
+def states_in(db: ViewDB, table: str, ids: set[uuid.UUID]) -> dict[uuid.UUID, Operation]:
     """The states in the rows of ``table`` of the operations ``ids`` that have one."""
-    wanted = [i.hex for i in ids]
     states: dict[uuid.UUID, Operation] = {}
-    for start in range(0, len(wanted), ROWS_PER_READ):
-        chunk = wanted[start : start + ROWS_PER_READ]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks([i.hex for i in ids]):
         for op, state in db.execute(f"SELECT id, state FROM {table} WHERE id IN ({marks})", chunk):
             states[uuid.UUID(hex=op)] = Operation.model_validate_json(state)
     return states
+
+
+def in_chunks(values: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+    """``values`` :data:`ROWS_PER_READ` at a time, each chunk with its ``?`` marks."""
+    for start in range(0, len(values), ROWS_PER_READ):
+        chunk = values[start : start + ROWS_PER_READ]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 class OperationRows(Projection):
@@ -126,9 +130,8 @@ class OperationRows(Projection):
 
     def forget(self, db: ViewDB, streams: Sequence[str]) -> None:
         """Drop what the view holds of these streams (hex ids), purged from the log."""
-        for start in range(0, len(streams), ROWS_PER_READ):
-            chunk = streams[start : start + ROWS_PER_READ]
-            db.execute(f"DELETE FROM {self.name} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for chunk, marks in in_chunks(streams):
+            db.execute(f"DELETE FROM {self.name} WHERE id IN ({marks})", chunk)
 
     @abstractmethod
     def store(self, db: ViewDB, state: Operation, position: int, last: DomainEvent) -> None:
