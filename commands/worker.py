@@ -61,16 +61,22 @@ class Worker:
         self.at_once = 1
         self.purge = purge
         """What ``serve`` runs once a day (``EVENTPILE_PURGE_OLDER_THAN``), if anything."""
+        self._purge_due = 0.0
+        """Before this (Unix time), no purge is due: the log is not asked until then."""
 
     def retention(self) -> Operation | None:
         """Run :attr:`purge` if this installation requested none in the last day: the
-        operation."""
-        if self.purge is None:
+        operation. (``serve`` asks at each turn; the operation log is read only once the
+        day this worker knows of has passed, another worker's purge included.)"""
+        now = self.app.clock().timestamp()
+        if self.purge is None or now < self._purge_due:
             return None
         here = self.app.keyring.installation_id
         latest = latest_request(self.app.current("operations"), "Purge", here)
-        if latest is not None and self.app.clock().timestamp() - latest < PURGE_EVERY_S:
+        if latest is not None and now - latest < PURGE_EVERY_S:
+            self._purge_due = latest + PURGE_EVERY_S
             return None
+        self._purge_due = now + PURGE_EVERY_S
         return self.app.purge(self.purge)
 
     def drain(self) -> list[Ran]:
