@@ -72,8 +72,6 @@ class Report:
     received: int = 0
     duplicates: int = 0
     peers: int = 0
-    purged: int = 0
-    """Events received for operations whose history this installation has purged."""
     sent_upto: int = 0
     """The position in this log up to which the folder holds this log's events (what a
     purge keeps after it, see :mod:`eventpile.commands.retention`)."""
@@ -90,8 +88,6 @@ class Report:
             "peers": self.peers,
             "sent_upto": self.sent_upto,
         }
-        if self.purged:
-            counts["purged"] = self.purged
         return {**counts, "unknown": self.unknown} if self.unknown else counts
 
 
@@ -212,14 +208,8 @@ class Exchange:
         for attempt in range(ATTEMPTS):
             fresh = [r for r in segment.records if r.seq > known.get(r.origin, 0)]
             ends = self.rows.stream_ends({r.originator_id for r in fresh})
-            stored, received, purged = [], [], 0
+            stored, received = [], []
             for r in fresh:
-                if r.version > 1 and r.originator_id not in ends and r.topic in OPERATION_TOPICS:
-                    # its stream's beginning came before and was purged here since: an
-                    # operation's history, which this installation has let go (its segment
-                    # is read again while nothing later of its origin's comes)
-                    purged += 1
-                    continue
                 version = ends.get(r.originator_id, 0) + 1
                 ends[r.originator_id] = version
                 stored.append(self.reseal(r, version))
@@ -233,20 +223,15 @@ class Exchange:
                 known.update(self.known())
                 continue
             self.report.received += len(stored)
-            self.report.purged += purged
             for r in fresh:
                 if not self.app.registry.knows(r.topic):
                     name = r.topic.rpartition(":")[2]
                     self.report.unknown[name] = self.report.unknown.get(name, 0) + 1
-            self.report.duplicates += (
-                sum(
-                    1  # not counted: the writer's own events of a segment read again
-                    for r in segment.records
-                    if r.origin != segment.origin.hex or r.seq > self.read_before.get(r.origin, 0)
-                )
-                - len(stored)
-                - purged
-            )
+            self.report.duplicates += sum(
+                1  # not counted: the writer's own events of a segment read again
+                for r in segment.records
+                if r.origin != segment.origin.hex or r.seq > self.read_before.get(r.origin, 0)
+            ) - len(stored)
             for origin, seq in received:
                 known[origin] = max(known.get(origin, 0), seq)
             self.progress(self.report.received, None, "receiving")
