@@ -23,6 +23,7 @@ from eventpile.commands.recent import RecentWrites
 from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
+from eventpile.domain.people import PersonKeyIssued
 from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from eventpile.store.backend import Waiter
 from eventpile.store.cipher import RETIRED_KEY, EventCipher
@@ -30,6 +31,7 @@ from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 from eventpile.store.mapper import PydanticMapper, RowReader
+from eventpile.store.people import PURPOSE, PersonKeys
 from eventpile.store.views import ViewDB
 
 A = TypeVar("A", bound=Aggregate)
@@ -88,7 +90,43 @@ class EventLog(LibraryApplication[uuid.UUID]):
         self.views = {p.name: View(p(), store) for p in wanted}
 
     def construct_mapper(self) -> PydanticMapper:
-        return PydanticMapper(self.registry.event_class, EventCipher(self.keyring))
+        self.people = PersonKeys(self.keyring.purpose_key(PURPOSE), self._read_keys)
+        mapper = PydanticMapper(self.registry.event_class, people=self.people)
+        self.mapper = mapper
+        self.use_keys(self.keyring)
+        return mapper
+
+    def use_keys(self, keyring: Keyring) -> None:
+        """Seal and open with ``keyring`` from now on (the same data keys, the people's
+        key replaced: see :meth:`~eventpile.store.home.Home.rotate_people`)."""
+        self.keyring = keyring
+        mapper = cast(PydanticMapper, self.mapper)
+        mapper.event_cipher = EventCipher(
+            keyring, apart=self.registry.stored_topics(PersonKeyIssued)
+        )
+
+    def _read_keys(self, stream: uuid.UUID) -> None:
+        """Read a person's key stream (the mapper learns its keys as it decodes them)."""
+        for _ in self.stream(stream):
+            pass
+
+    def _issue_keys(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        """New keys for the people whose values ``events`` hold and who have none (the
+        streams asked of the log at each write: another process may have forgotten one)."""
+        needed = self.people.needed(events)
+        if not needed:
+            return []
+        ends = cast(RowReader, self.recorder).stream_ends(needed)
+        issued: list[DomainEvent] = []
+        for stream in sorted(needed):
+            end = ends.get(stream, 0)
+            if self.people.known(stream) != end:
+                self.people.drop([stream])
+                if end:
+                    self._read_keys(stream)
+            if not end:
+                issued.append(self.people.issue(stream, 1))
+        return issued
 
     def scope(self, operation_id: uuid.UUID) -> AbstractContextManager[None]:
         """Events made inside belong to ``operation_id``, come from this installation and
@@ -109,7 +147,13 @@ class EventLog(LibraryApplication[uuid.UUID]):
     ) -> list[int]:
         """Write events in one transaction (which deletes the streams of ``purge``, each
         ending at the version given, see :mod:`eventpile.commands.retention`); their
-        notification ids (log positions). :class:`Conflict` if a writer came first."""
+        notification ids (log positions). :class:`Conflict` if a writer came first.
+
+        The people whose values they hold get a key first if they have none, written in
+        the same transaction (:mod:`eventpile.store.people`)."""
+        issued = self._issue_keys(events)
+        if issued:
+            events = [*issued, *events]
         stored = [self.mapper.to_stored_event(e) for e in events]
         try:
             if purge:
@@ -117,11 +161,12 @@ class EventLog(LibraryApplication[uuid.UUID]):
             else:
                 ids = self.recorder.insert_events(stored)
         except RecordConflictError as e:
+            self.people.drop(e.originator_id for e in issued)
             if RETIRED_KEY in str(e):
                 raise StoreError(
-                    "the home's data key was replaced (`eventpile rekey` ran since this "
-                    "process read its keys): nothing was written; run the command again "
-                    "(another machine or installation needs the new keys.json)"
+                    "the home's keys were replaced (`eventpile rekey` or `eventpile forget` "
+                    "ran since this process read them): nothing was written; run the command "
+                    "again (another machine or installation needs the new keys.json)"
                 ) from None
             raise Conflict(str(e)) from None
         positions = list(ids or ())

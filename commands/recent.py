@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from eventpile.domain.events import DomainEvent
+from eventpile.domain.events import DomainEvent, kind
+from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import Page, Topics
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ class RecentWrites:
 
     def add(self, positions: list[int], events: Sequence[DomainEvent]) -> None:
         run = self.events
+        if any(isinstance(e, PersonForgotten) for e in events):
+            run.clear()  # what it holds of the person is no longer readable: not from here
+            return
         if not positions or positions[-1] - positions[0] != len(positions) - 1:
             run.clear()  # another writer's events are in between: read them all
             return
@@ -45,4 +49,4 @@ class RecentWrites:
             return self.log.read(after, upto, topics, limit)
         first = run[0][0]
         page = run[after + 1 - first : upto + 1 - first]
-        return [(p, e) for p, e in page if not topics or type(e) in topics][:limit]
+        return [(p, e) for p, e in page if not topics or kind(e) in topics][:limit]

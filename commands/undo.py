@@ -115,6 +115,13 @@ def revert(ctx: Context, target: Operation) -> tuple[int, Counter[str]]:
                 f"operation {target.id} ({target.command}) changed what another application "
                 f"keeps ({foreign.type_name()}): undo or redo it with that application"
             )
+        forgotten = next((e for e in events if type(e).forgotten), None)
+        if forgotten is not None:
+            raise DomainError(
+                f"operation {target.id} ({target.command}) changed personal data of someone "
+                f"forgotten since ({forgotten.describe()}): it can no longer be restored; "
+                "nothing was changed"
+            )
         pairs = list(zip(events, (last for _, last in written), strict=True))
         return _compensate(ctx, pairs, _Undoing(ctx))
 

@@ -17,10 +17,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from functools import cache
-from typing import Annotated, Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final, cast
 
 from annotated_types import Ge
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -35,6 +36,24 @@ class _PrivateMarker:
 
 
 Private: Final = _PrivateMarker()
+
+
+@dataclass(frozen=True)
+class Of:
+    """Field metadata: whose personal data a ``Private`` value is, so that forgetting that
+    person makes it unreadable (``Annotated[str, Private, Of("sender")]``). ``owner``
+    names a field of the same event that holds the person's email address (with a
+    display name or not), or is :data:`STREAM`: the person is the event's aggregate (a
+    contact, say). The store seals such values under that person's own key
+    (:mod:`eventpile.store.people`)."""
+
+    owner: str
+
+
+STREAM: Final = "originator_id"
+"""``Of(STREAM)``: the person a value belongs to is the aggregate the event is of."""
+FORGOTTEN: Final = "[forgotten]"
+"""What a text field of a person forgotten since reads (other fields read their default)."""
 
 
 _uuid7_lock = threading.Lock()
@@ -56,6 +75,14 @@ def uuid7() -> uuid.UUID:
         _uuid7_last = value
     rand_a, rand_b = value >> 62 & 0xFFF, value & (1 << 62) - 1
     return uuid.UUID(int=(value >> 74) << 80 | 0x7 << 76 | rand_a << 64 | 0x2 << 62 | rand_b)
+
+
+def hashed_uuid(digest: bytes) -> uuid.UUID:
+    """A UUID (RFC 9562 version 8) made of the first 122 bits of a hash."""
+    value = int.from_bytes(digest[:16], "big")
+    value = value & ~(0xF << 76) | 0x8 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return uuid.UUID(int=value)
 
 
 def utcnow() -> datetime:
@@ -108,6 +135,8 @@ class DomainEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     class_version: ClassVar[int] = 1
+    forgotten: ClassVar[frozenset[str]] = frozenset()
+    """The fields of this event whose person was forgotten (see :func:`forgetting`)."""
 
     originator_id: uuid.UUID
     originator_version: int = Field(ge=1)
@@ -154,6 +183,18 @@ class DomainEvent(BaseModel):
     def private_fields(cls) -> frozenset[str]:
         return _private_fields(cls)
 
+    @classmethod
+    def owned_fields(cls) -> dict[str, tuple[str, ...]]:
+        """The fields declared ``Of`` a person, by the field that names the person."""
+        return _owned_fields(cls)
+
+    def person(self, owner: str) -> str | None:
+        """Who the fields ``Of(owner)`` belong to: a lower-cased email address, or the
+        aggregate's id for :data:`STREAM` (None: nobody, then they are not sealed apart)."""
+        if owner == STREAM:
+            return str(self.originator_id)
+        return person_of(getattr(self, owner))
+
 
 ENVELOPE: Final = frozenset(DomainEvent.model_fields)
 
@@ -178,6 +219,46 @@ def _private_fields(cls: type[BaseModel]) -> frozenset[str]:
         for name, info in cls.model_fields.items()
         if any(isinstance(m, _PrivateMarker) for m in info.metadata)
     )
+
+
+@cache
+def _owned_fields(cls: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for name, info in cls.model_fields.items():
+        for mark in info.metadata:
+            if isinstance(mark, Of):
+                found.setdefault(mark.owner, []).append(name)
+    return {owner: tuple(names) for owner, names in found.items()}
+
+
+def person_of(value: Any) -> str | None:
+    """The person an address names (``"Ann <Ann@Example.org>"``: ``ann@example.org``)."""
+    if not isinstance(value, str):
+        return None
+    address = parseaddr(value)[1].strip().lower()
+    return address if "@" in address else None
+
+
+@cache
+def forgetting(cls: type[DomainEvent], fields: frozenset[str]) -> type[DomainEvent]:
+    """``cls`` as it reads with ``fields`` forgotten: a subclass of the same name whose
+    ``fields`` hold :data:`FORGOTTEN` (text) or their default, whatever their type's rules."""
+    from pydantic import create_model
+
+    placeholders: dict[str, Any] = {}
+    for name in fields:
+        info = cls.model_fields[name]
+        default = FORGOTTEN if info.is_required() else info.get_default(call_default_factory=True)
+        placeholders[name] = (Any, FORGOTTEN if isinstance(default, str) else default)
+    forgotten = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **placeholders)
+    forgotten.forgotten = fields
+    return cast(type[DomainEvent], forgotten)
+
+
+def kind(event: DomainEvent) -> type[DomainEvent]:
+    """The class ``event`` was written as (of an event read forgotten: its base)."""
+    cls = type(event)
+    return cls.__mro__[1] if cls.forgotten else cls
 
 
 def private_fields_of(model: type[BaseModel]) -> frozenset[str]:

@@ -1,7 +1,8 @@
 """eventpile's public API: what application code imports.
 
 An application defines its own events (:class:`DomainEvent`, with fields marked
-:data:`Private`; :class:`Invertible` when undo can revert them), aggregates
+:data:`Private`, and :class:`Of` the person they belong to, so that :class:`Forget`
+makes them unreadable; :class:`Invertible` when undo can revert them), aggregates
 (:class:`Aggregate`: state folded from events, decisions that return new events
 or raise :class:`DomainError`, and what of a past event is still in effect),
 commands (:class:`Command` models with a handler registered by :func:`handles`)
@@ -31,11 +32,21 @@ if TYPE_CHECKING:
     from eventpile.commands.context import Context
     from eventpile.commands.dispatcher import CommandFailed
     from eventpile.commands.eventlog import Conflict
+    from eventpile.commands.forget import Forget
     from eventpile.commands.operations import RetryPolicy
     from eventpile.commands.retention import Purge
     from eventpile.commands.undo import Redo, Undo
     from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, first_event, fold
-    from eventpile.domain.events import DomainEvent, Private, utcnow, uuid7
+    from eventpile.domain.events import (
+        FORGOTTEN,
+        STREAM,
+        DomainEvent,
+        Of,
+        Private,
+        hashed_uuid,
+        utcnow,
+        uuid7,
+    )
     from eventpile.domain.undoing import Undoing
     from eventpile.projections import registers
     from eventpile.projections.base import Projection
@@ -50,7 +61,12 @@ if TYPE_CHECKING:
 _WHERE = {
     "DomainEvent": ("eventpile.domain.events", "DomainEvent"),
     "Private": ("eventpile.domain.events", "Private"),
+    "Of": ("eventpile.domain.events", "Of"),
+    "STREAM": ("eventpile.domain.events", "STREAM"),
+    "FORGOTTEN": ("eventpile.domain.events", "FORGOTTEN"),
+    "Forget": ("eventpile.commands.forget", "Forget"),
     "uuid7": ("eventpile.domain.events", "uuid7"),
+    "hashed_uuid": ("eventpile.domain.events", "hashed_uuid"),
     "utcnow": ("eventpile.domain.events", "utcnow"),
     "Aggregate": ("eventpile.domain.aggregate", "Aggregate"),
     "DomainError": ("eventpile.domain.aggregate", "DomainError"),
@@ -90,6 +106,8 @@ _WHERE = {
 }
 
 __all__ = [
+    "FORGOTTEN",
+    "STREAM",
     "Aggregate",
     "Application",
     "Command",
@@ -99,10 +117,12 @@ __all__ = [
     "DamagedView",
     "DomainError",
     "DomainEvent",
+    "Forget",
     "Handler",
     "Home",
     "Invertible",
     "Keyring",
+    "Of",
     "Outcome",
     "Private",
     "Projection",
@@ -123,6 +143,7 @@ __all__ = [
     "first_event",
     "fold",
     "handles",
+    "hashed_uuid",
     "read_position",
     "registers",
     "testing",

@@ -225,6 +225,7 @@ def _tag_changed(db: ViewDB, event: TagCreated | TagRenamed | TagRemoved) -> Non
 class MessageIndex(Projection):
     name: ClassVar[str] = "messages"
     schema: ClassVar[int] = INDEX_SCHEMA
+    personal: ClassVar[bool] = True
     topics: ClassVar[tuple[type[DomainEvent], ...]] = (
         MessageIndexed,
         MessageRemoved,
@@ -336,24 +337,27 @@ def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -
     date = None if event.sent is None else int(event.sent.timestamp())
     message_id = event.originator_id.hex
     row = (message_id, event.subject, event.sender, date, event.size)
+    forgotten = type(event).forgotten  # found by none of their words, nor threaded by them
     parts = (
-        event.subject,
-        event.sender,
-        event.to,
-        event.cc,
-        event.text,
+        *("" if name in forgotten else getattr(event, name) for name in _SAID),
         " ".join(event.attachments),
         " ".join(event.mimetypes),
     )
+    header = message_id if "header_id" in forgotten else event.header_id
     if db.dialect == "postgresql":
         _remove(db, message_id, page)
         page.index(db, message_id, (position, *row, event.text, tsvector(parts)))
     else:
         page.texts[_insert(db, message_id, date, row, page)] = parts
     page.joining[message_id] = (
-        link_key(event.header_id),
-        list(dict.fromkeys(map(link_key, [event.header_id, *event.references]))),
+        link_key(header),
+        list(dict.fromkeys(map(link_key, [header, *event.references]))),
     )
+
+
+_SAID = ("subject", "sender", "to", "cc", "text")
+"""The text fields of a message that its words are found in (with its parts' names and
+types)."""
 
 
 _NEW_ROW = "INSERT INTO messages VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING RETURNING rowid"

@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel
 
-from eventpile import Aggregate, DomainError, DomainEvent, Invertible, Private, first_event
+from eventpile import (
+    Aggregate,
+    DomainError,
+    DomainEvent,
+    Invertible,
+    Of,
+    Private,
+    first_event,
+    hashed_uuid,
+)
 
 if TYPE_CHECKING:
     from eventpile import Undoing
@@ -32,29 +41,28 @@ def message_uuid(key: bytes, header_id: str) -> uuid.UUID:
     The same message gets the same id on every installation sharing ``key``.
     """
     digest = hmac.new(key, b"message-id\0" + header_id.encode(), hashlib.sha256).digest()
-    value = int.from_bytes(digest[:16], "big")
-    value = value & ~(0xF << 76) | 0x8 << 76
-    value = value & ~(0x3 << 62) | 0x2 << 62
-    return uuid.UUID(int=value)
+    return hashed_uuid(digest)
 
 
 class MessageContent(BaseModel):
-    """What indexing records about a message. Only its size is public."""
+    """What indexing records about a message. Only its size is public. What its sender
+    wrote, and to whom, is theirs (``Of("sender")``): forgetting the sender makes it
+    unreadable; forgetting a recipient leaves it to the others."""
 
-    header_id: Annotated[str, Private]
-    subject: Annotated[str, Private] = ""
-    sender: Annotated[str, Private] = ""
-    to: Annotated[str, Private] = ""
-    cc: Annotated[str, Private] = ""
-    sent: Annotated[datetime | None, Private] = None
+    header_id: Annotated[str, Private, Of("sender")]
+    subject: Annotated[str, Private, Of("sender")] = ""
+    sender: Annotated[str, Private, Of("sender")] = ""
+    to: Annotated[str, Private, Of("sender")] = ""
+    cc: Annotated[str, Private, Of("sender")] = ""
+    sent: Annotated[datetime | None, Private, Of("sender")] = None
     """When it was sent (its Date header); ``date`` is the event's own time."""
-    references: Annotated[tuple[str, ...], Private] = ()
+    references: Annotated[tuple[str, ...], Private, Of("sender")] = ()
     """The Message-IDs of its References and In-Reply-To fields: what threads it."""
-    text: Annotated[str, Private] = ""
+    text: Annotated[str, Private, Of("sender")] = ""
     """All its text: every text part, forwarded messages' too, whitespace folded."""
-    attachments: Annotated[tuple[str, ...], Private] = ()
+    attachments: Annotated[tuple[str, ...], Private, Of("sender")] = ()
     """The file names of its parts."""
-    mimetypes: Annotated[tuple[str, ...], Private] = ()
+    mimetypes: Annotated[tuple[str, ...], Private, Of("sender")] = ()
     """The content types of its parts."""
     location: Annotated[str, Private] = ""
     fingerprint: Annotated[str, Private] = ""

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from eventpile.domain.events import DomainEvent
+from eventpile.domain.events import DomainEvent, kind
+from eventpile.domain.people import PersonForgotten
 from eventpile.store.errors import DamagedView, StoreError
 from eventpile.store.views import ViewDB, ViewStore, read_position, write_position
 
@@ -45,6 +46,17 @@ class Projection(ABC):
     """Bump when the tables or the fold change: the view is then rebuilt."""
     topics: ClassVar[tuple[type[DomainEvent], ...]] = ()
     """The event classes this projection reads (empty: all of them)."""
+    personal: ClassVar[bool] = False
+    """Does it hold values ``Of`` a person? Then it is made anew from the log when one is
+    forgotten (:class:`~eventpile.domain.people.PersonForgotten`), so that it holds none
+    of theirs: their values read forgotten from the log from then on."""
+
+    @classmethod
+    def reads(cls) -> tuple[type[DomainEvent], ...]:
+        """The event classes read from the log for it (empty: all of them)."""
+        if cls.personal and cls.topics:
+            return (*cls.topics, PersonForgotten)
+        return cls.topics
 
     @abstractmethod
     def create(self, db: ViewDB) -> None:
@@ -124,7 +136,7 @@ class View:
             self._db = None
 
     def catch_up(self, source: EventSource, progress: Progress | None = None) -> RunReport:
-        return _fold([(self.db, self.projection)], source, None, progress)[0]
+        return catch_up_together([self], source, progress)[self.name]
 
     def rebuild(self, source: EventSource, progress: Progress | None = None) -> RunReport:
         """Build from scratch beside the live view, then swap it in."""
@@ -148,11 +160,20 @@ class View:
         return _digest(self.db, self.projection)
 
 
-def catch_up_together(views: Sequence[View], source: EventSource) -> dict[str, RunReport]:
-    """``catch_up`` of several views, each page of the log read and decoded once for all."""
+def catch_up_together(
+    views: Sequence[View], source: EventSource, progress: Progress | None = None
+) -> dict[str, RunReport]:
+    """``catch_up`` of several views, each page of the log read and decoded once for all.
+
+    A personal view that reaches a person forgotten is made anew from the log instead
+    (it stops before that event, so a crash meanwhile leaves it to do again)."""
     targets = [(view.db, view.projection) for view in views]
-    reports = _fold(targets, source, None, None)
-    return {view.name: report for view, report in zip(views, reports, strict=True)}
+    remake: set[int] = set()
+    reports = _fold(targets, source, None, progress, remake)
+    found = {view.name: report for view, report in zip(views, reports, strict=True)}
+    if remake:
+        found.update(rebuild_together([views[n] for n in sorted(remake)], source))
+    return found
 
 
 def rebuild_together(
@@ -182,6 +203,7 @@ def _fold(
     source: EventSource,
     upto: int | None,
     progress: Progress | None,
+    remake: set[int] | None = None,
 ) -> list[RunReport]:
     """Apply the events after each view's tracked position, up to ``upto`` (None: the
     end of the log): a page of the log at a time, read once, then in one transaction
@@ -189,6 +211,8 @@ def _fold(
 
     Positions are read once and then known from the writes; each transaction reads
     its view's position again (another process may have moved it) and trusts that.
+    With ``remake``, a personal view stops before a person forgotten, and its index
+    joins ``remake`` (a fold from scratch passes none: what it reads is forgotten already).
     """
     started, applied = time.perf_counter(), [0] * len(targets)
     positions = [_position(db, projection) for db, projection in targets]
@@ -198,17 +222,34 @@ def _fold(
     with gc_paused():
         while behind := [n for n, position in enumerate(positions) if position < upto]:
             start = min(positions[n] for n in behind)
-            wanted = [targets[n][1].topics for n in behind]
+            wanted = [targets[n][1].reads() for n in behind]
             topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
             batch = source.read(start, upto, topics, PAGE)
             end = batch[-1][0] if len(batch) == PAGE else upto
             for n in behind:
-                positions[n], count = _apply(*targets[n], batch, start, end)
+                db, projection = targets[n]
+                forgot = None if remake is None else _forgotten_at(projection, batch, positions[n])
+                if forgot is not None and remake is not None:
+                    cut = [(p, e) for p, e in batch if p < forgot]
+                    _, applied_now = _apply(db, projection, cut, start, forgot - 1)
+                    applied[n] += applied_now
+                    positions[n] = upto
+                    remake.add(n)
+                    continue
+                positions[n], count = _apply(db, projection, batch, start, end)
                 applied[n] += count
             if progress is not None:
                 progress(end, upto)
     elapsed = time.perf_counter() - started
     return [RunReport(count, elapsed) for count in applied]
+
+
+def _forgotten_at(projection: Projection, batch: Page, position: int) -> int | None:
+    """The position of the first person forgotten in ``batch`` after ``position``, if the
+    projection is personal."""
+    if not projection.personal:
+        return None
+    return next((p for p, e in batch if p > position and isinstance(e, PersonForgotten)), None)
 
 
 def _apply(
@@ -223,7 +264,7 @@ def _apply(
         events = [
             (p, e)
             for p, e in batch
-            if p > position and (not projection.topics or type(e) in projection.topics)
+            if p > position and (not projection.topics or kind(e) in projection.topics)
         ]
         projection.apply_page(db, events)
         write_position(db, projection.name, end, projection.schema)

@@ -45,7 +45,7 @@ from eventpile.store.agent_protocol import (
 )
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
-from eventpile.store.keys import Keyring
+from eventpile.store.keys import PEOPLE_BASE, Keyring
 
 START_TIMEOUT_S = 30.0
 """How long ``unlock`` waits for a new agent to say it serves."""
@@ -116,29 +116,44 @@ def _holds(home: Home, ring: Keyring) -> bool:
         document = json.loads(home.key_file.read_text())
         ids = {int(entry["id"]) for entry in document["keys"]}
         same = uuid.UUID(document["installation_id"]) == ring.installation_id
-        return same and ids == set(ring.keys) and int(document["current"]) == ring.current
+        people = document.get("people", {}).get("current", ring.people_current)
+        return (
+            same
+            and ids == set(ring.keys)
+            and int(document["current"]) == ring.current
+            and int(people) == ring.people_current
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False  # opening it with the passphrase says what is wrong
 
 
 def _decode(document: Any) -> Keyring:
-    kept = document.get("kept")
+    kept, people = document.get("kept"), document.get("people")
     return Keyring(
         uuid.UUID(document["installation_id"]),
         {int(n): base64.b64decode(key) for n, key in document["keys"].items()},
         int(document["current"]),
         None if kept is None else {p: base64.b64decode(k) for p, k in kept.items()},
+        None if people is None else {int(n): base64.b64decode(k) for n, k in people.items()},
+        int(document.get("people_current", PEOPLE_BASE)),
     )
 
 
+_KEYRING = ("installation_id", "keys", "current", "kept", "people", "people_current")
+"""The names of a keyring's parts in the agent's orders and answers (see :func:`_encode`)."""
+
+
 def _encode(ring: Keyring) -> dict[str, Any]:
-    document = {
+    document: dict[str, Any] = {
         "installation_id": str(ring.installation_id),
         "keys": {str(n): base64.b64encode(key).decode() for n, key in ring.keys.items()},
         "current": ring.current,
     }
     if ring.kept is not None:
         document["kept"] = {p: base64.b64encode(k).decode() for p, k in ring.kept.items()}
+    if ring.people is not None:
+        document["people"] = {str(n): base64.b64encode(k).decode() for n, k in ring.people.items()}
+        document["people_current"] = ring.people_current
     return document
 
 
@@ -272,7 +287,7 @@ def _main(fd: int) -> None:
         try:
             seconds = float(order["seconds"])
             running = {"pid": os.getpid(), "expires_at": time.time() + seconds}
-            keys = {name: order[name] for name in ("installation_id", "keys", "current")}
+            keys = {name: order[name] for name in _KEYRING if name in order}
             spec = order.get("service")
             service = None if spec is None else _service(spec, home, _decode(keys))
             send(starter, running)

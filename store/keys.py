@@ -8,6 +8,12 @@ with HKDF from the first data key; the views' key from the current one. When the
 keys rotate, the purpose keys that must not change (:data:`KEPT`: message ids are
 identities) are kept wrapped in the key file (each is one-way: it opens no event nor
 view), and the others rotate with the keys.
+
+The people's key (:data:`PEOPLE`) seals the keys of the people whose data the log
+holds, one key each (:mod:`eventpile.store.people`): forgetting a person destroys
+theirs, and replaces the people's key, so that a copy of the log from before opens
+for everyone else but them. It rotates apart from the data keys; its ids start at
+:data:`PEOPLE_BASE`, so that a ciphertext's key id says which series made it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hmac
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,8 +34,13 @@ KEY_FILE_FORMAT = 1
 SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
 SCRYPT_R = 8
 VIEWS = "views"
-KEPT = ("message-id",)
-"""The purpose keys a rotation of the data keys keeps: message ids are made with it."""
+KEPT = ("message-id", "person")
+"""The purpose keys a rotation of the data keys keeps: message ids and the ids of people's
+key streams are made with them."""
+PEOPLE = "people"
+PEOPLE_BASE = 0x8000_0000
+"""The id of a home's first people's key, derived from its first data key where the key
+file holds none (a home made before people had keys); a new home's is random, the next."""
 
 
 def _b64(data: bytes) -> str:
@@ -54,6 +65,10 @@ def _purpose_aad(purpose: str) -> bytes:
     return f"eventpile purpose key {purpose}".encode()
 
 
+def _people_aad(key_id: int) -> bytes:
+    return f"eventpile people key {key_id}".encode()
+
+
 @dataclass(frozen=True)
 class Keyring:
     """The unlocked data keys of one home."""
@@ -64,6 +79,9 @@ class Keyring:
     kept: dict[str, bytes] | None = None
     """The purpose keys of :data:`KEPT`, once the data keys have rotated (None: derived
     from the first data key, as every other purpose key)."""
+    people: dict[int, bytes] | None = None
+    """The people's keys by id (None: the one derived from the first data key)."""
+    people_current: int = PEOPLE_BASE
 
     def purpose_key(self, purpose: str) -> bytes:
         """A 256-bit key for one purpose (those of :data:`KEPT` stable across rotation)."""
@@ -74,6 +92,12 @@ class Keyring:
     def kept_keys(self) -> dict[str, bytes]:
         return {purpose: self.purpose_key(purpose) for purpose in KEPT}
 
+    def people_keys(self) -> dict[int, bytes]:
+        """The people's keys by id (the current one: :attr:`people_current`)."""
+        if self.people is None:
+            return {PEOPLE_BASE: _hkdf(self.keys[min(self.keys)], PEOPLE)}
+        return self.people
+
     def views_key(self) -> bytes:
         """The views' key: from the current data key, so that it rotates with it."""
         return _hkdf(self.keys[self.current], VIEWS)
@@ -82,7 +106,15 @@ class Keyring:
         """These keys and a new current one (the purpose keys of :data:`KEPT` kept)."""
         new = max(self.keys) + 1
         keys = {**self.keys, new: os.urandom(32)}
-        return Keyring(self.installation_id, keys, new, self.kept_keys())
+        return Keyring(
+            self.installation_id, keys, new, self.kept_keys(), self.people, self.people_current
+        )
+
+    def people_rotated(self) -> Keyring:
+        """These keys and a new current people's key (the old ones kept until retired)."""
+        people = self.people_keys()
+        new = max(people) + 1
+        return replace(self, people={**people, new: os.urandom(32)}, people_current=new)
 
 
 def view_keys(ring: Keyring) -> tuple[list[bytes], bytes]:
@@ -107,6 +139,8 @@ def create_key_file(path: Path, passphrase: str, keys: Keyring | None = None) ->
         keys=dict(keys.keys) if keys else {1: os.urandom(32)},
         current=keys.current if keys else 1,
         kept=keys.kept if keys else None,
+        people=keys.people if keys else {PEOPLE_BASE + 1: os.urandom(32)},
+        people_current=keys.people_current if keys else PEOPLE_BASE + 1,
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     _write(fd, _wrapped(ring, passphrase))
@@ -133,6 +167,26 @@ def rotate_keys(path: Path, passphrase: str) -> Keyring:
         return ring
     _replace(path, _wrapped(ring.rotated(), passphrase))
     return open_key_file(path, passphrase)
+
+
+def rotate_people(path: Path, passphrase: str) -> Keyring:
+    """A new current people's key in the key file of ``path``, unless a rotation is under
+    way already (it holds more than one): the keys after it. The file is replaced whole."""
+    ring = open_key_file(path, passphrase)
+    if ring.people is not None and len(ring.people) > 1:
+        return ring
+    _replace(path, _wrapped(ring.people_rotated(), passphrase))
+    return open_key_file(path, passphrase)
+
+
+def retire_people(path: Path, ring: Keyring) -> None:
+    """Destroy every people's key of the key file of ``path`` but ``ring``'s current one."""
+    document = json.loads(path.read_bytes())
+    people = document.get(PEOPLE)
+    if people is None or int(people["current"]) != ring.people_current:
+        raise StoreError(f"the key file {path} changed while a person was forgotten: run it again")
+    people["keys"] = [e for e in people["keys"] if int(e["id"]) == ring.people_current]
+    _replace(path, document)
 
 
 def retire_keys(path: Path, ring: Keyring) -> None:
@@ -174,7 +228,7 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
         nonce = os.urandom(12)
         wrapped = nonce + kek.encrypt(nonce, key, _wrap_aad(key_id))
         keys.append({"id": key_id, "wrapped": _b64(wrapped)})
-    document = {
+    document: dict[str, Any] = {
         "format": KEY_FILE_FORMAT,
         "installation_id": str(ring.installation_id),
         "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": 1, "salt": _b64(salt)},
@@ -187,6 +241,13 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
             nonce = os.urandom(12)
             purposes[purpose] = _b64(nonce + kek.encrypt(nonce, key, _purpose_aad(purpose)))
         document["purposes"] = purposes
+    if ring.people is not None:
+        people = []
+        for key_id, key in sorted(ring.people.items()):
+            nonce = os.urandom(12)
+            wrapped = nonce + kek.encrypt(nonce, key, _people_aad(key_id))
+            people.append({"id": key_id, "wrapped": _b64(wrapped)})
+        document[PEOPLE] = {"current": ring.people_current, "keys": people}
     return document
 
 
@@ -232,9 +293,27 @@ def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
             for purpose, text in document["purposes"].items():
                 blob = _unb64(text)
                 kept[purpose] = kek.decrypt(blob[:12], blob[12:], _purpose_aad(purpose))
-        ring = Keyring(uuid.UUID(document["installation_id"]), keys, int(document["current"]), kept)
+        people, people_current = None, PEOPLE_BASE
+        if PEOPLE in document:
+            people = {}
+            for entry in document[PEOPLE]["keys"]:
+                blob = _unb64(entry["wrapped"])
+                people[int(entry["id"])] = kek.decrypt(
+                    blob[:12], blob[12:], _people_aad(entry["id"])
+                )
+            people_current = int(document[PEOPLE]["current"])
+        ring = Keyring(
+            uuid.UUID(document["installation_id"]),
+            keys,
+            int(document["current"]),
+            kept,
+            people,
+            people_current,
+        )
         if ring.current not in keys:
             raise StoreError(f"the key file {path} is damaged: no current key {ring.current}")
+        if people is not None and people_current not in people:
+            raise StoreError(f"the key file {path} is damaged: no people's key {people_current}")
         return ring
     except InvalidTag:
         raise WrongPassphrase("wrong passphrase (or a damaged key file)") from None

@@ -4,8 +4,9 @@ Serialises with pydantic's JSON serializer, parses with pydantic-core's parser (
 fast as orjson here, and exact for integers beyond 64 bits) and validates with
 the event model, upcasts old stored versions (``class_version`` with
 ``upcast_vN_vN+1`` methods, which the library's own mapper does for its events),
-compresses only payloads large enough to pay for it, and seals each payload to
-its row with :class:`eventpile.store.cipher.EventCipher`.
+compresses only payloads large enough to pay for it, seals the values ``Of`` a
+person under that person's key (:mod:`eventpile.store.people`), and seals each
+payload to its row with :class:`eventpile.store.cipher.EventCipher`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
-from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent
+from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent, forgetting
+from eventpile.domain.people import PersonKeyIssued
 from eventpile.store.cipher import COMPRESSED, EventCipher
-from eventpile.store.errors import UnknownEvent
+from eventpile.store.errors import StoreError, UnknownEvent
+from eventpile.store.people import SEALED, PersonKeys
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
 # message here and saves ~45%: more than the whole budget of an append (33 µs) or a
@@ -66,7 +69,7 @@ class RowReader(Protocol):
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int: ...
 
-    def require_key(self, key_id: int) -> None: ...
+    def require_key(self, key_ids: Collection[int]) -> None: ...
 
     def reclaim(self) -> bool: ...
 
@@ -93,18 +96,30 @@ EventClasses = Callable[[str], type[DomainEvent]]
 class PydanticMapper(Mapper[uuid.UUID]):
     """Stored events of the classes ``event_class`` knows (a topic never imports a module)."""
 
-    def __init__(self, event_class: EventClasses, cipher: EventCipher | None = None):
+    def __init__(
+        self,
+        event_class: EventClasses,
+        cipher: EventCipher | None = None,
+        people: PersonKeys | None = None,
+    ):
         super().__init__(transcoder=_Unused())
         self.event_class = event_class
         self.event_cipher = cipher
+        self.people = people
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         event = cast(DomainEvent, domain_event)
         cls = type(event)
+        if cls.forgotten:
+            raise StoreError(f"{event.describe()}: its person was forgotten, it is not written")
         topic = topic_of(cls)
-        payload = event.model_dump_json(
-            exclude=_ROW_FIELDS if event.born else _ROW_FIELDS_AND_BORN
-        ).encode()
+        exclude = _ROW_FIELDS if event.born else _ROW_FIELDS_AND_BORN
+        if self.people is not None and cls.owned_fields():
+            data = event.model_dump(mode="json", exclude=exclude)
+            self.people.seal(event, data)
+            payload = to_json(data)
+        else:
+            payload = event.model_dump_json(exclude=exclude).encode()
         flags = 0
         if len(payload) > COMPRESS_OVER:
             payload, flags = zlib.compress(payload, 1), COMPRESSED
@@ -169,7 +184,15 @@ class PydanticMapper(Mapper[uuid.UUID]):
         if cls is ForeignEvent:
             envelope = {k: data.pop(k) for k in ENVELOPE if k in data}
             return ForeignEvent.model_validate({**envelope, "topic": topic, "data": data})
+        forgotten = frozenset[str]()
+        if SEALED in data and self.people is not None:
+            forgotten = self.people.open(data, cls.owned_fields())
         while class_version < cls.class_version:
             getattr(cls, f"upcast_v{class_version}_v{class_version + 1}")(data)
             class_version += 1
-        return cls.model_validate(data)
+        if forgotten:
+            return forgetting(cls, forgotten).model_validate(data)
+        event = cls.model_validate(data)
+        if isinstance(event, PersonKeyIssued) and self.people is not None:
+            self.people.learn(event)
+        return event

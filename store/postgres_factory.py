@@ -156,7 +156,7 @@ class Recorder(PostgresApplicationRecorder):
         """As :meth:`eventpile.store.sqlite.Recorder.last_positions`."""
         return self._stream_max("notification_id", originator_ids)
 
-    def require_key(self, key_id: int) -> None:
+    def require_key(self, key_ids: Collection[int]) -> None:
         """As :meth:`eventpile.store.sqlite.Recorder.require_key` (the events table locked
         as a writer locks it, so that no insert under way slips past)."""
         # the table of the current key and the function of the trigger share its name
@@ -167,14 +167,15 @@ class Recorder(PostgresApplicationRecorder):
             self._lock_table(curs)
             curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (id BYTEA NOT NULL)").format(table))
             curs.execute(SQL("DELETE FROM {}").format(table))
-            curs.execute(
-                SQL("INSERT INTO {} VALUES (%s)").format(table), (key_id.to_bytes(4, "big"),)
+            curs.executemany(
+                SQL("INSERT INTO {} VALUES (%s)").format(table),
+                [(k.to_bytes(4, "big"),) for k in key_ids],
             )
             curs.execute(
                 SQL(
                     "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger AS $$ BEGIN "
-                    "IF substring(NEW.state from 5 for 4) IS DISTINCT FROM "
-                    "(SELECT id FROM {table} LIMIT 1) THEN RAISE EXCEPTION {message} "
+                    "IF NOT EXISTS (SELECT 1 FROM {table} "
+                    "WHERE id = substring(NEW.state from 5 for 4)) THEN RAISE EXCEPTION {message} "
                     "USING ERRCODE = 'integrity_constraint_violation'; END IF; RETURN NEW; "
                     "END $$ LANGUAGE plpgsql"
                 ).format(function=function, table=table, message=Literal(RETIRED_KEY))

@@ -97,14 +97,17 @@ class Recorder(SQLiteApplicationRecorder):
         meanwhile), nothing is written (:func:`check_purged`)."""
         return self.insert_events(stored_events, purge=purge)
 
-    def require_key(self, key_id: int) -> None:
+    def require_key(self, key_ids: Collection[int]) -> None:
         """From now on refuse (in the database, whatever process writes) an event sealed
-        with another data key than ``key_id``: after a rekey, a process that still holds
-        the old key writes nothing."""
+        with another key than those of ``key_ids``: after a rekey, or a person forgotten,
+        a process that still holds an old key writes nothing."""
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"CREATE TABLE IF NOT EXISTS {KEY_TABLE} (id BLOB NOT NULL)")
             c.execute(f"DELETE FROM {KEY_TABLE}")
-            c.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", (key_id.to_bytes(4, "big"),))
+            c.executemany(
+                f"INSERT INTO {KEY_TABLE} VALUES (?)", [(k.to_bytes(4, "big"),) for k in key_ids]
+            )
+            c.execute(f"DROP TRIGGER IF EXISTS {KEY_TABLE}")  # one of an earlier version
             c.execute(_key_guard(self.events_table_name))
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
@@ -260,7 +263,7 @@ def _key_guard(table: str) -> str:
     the id of the key that sealed it (:mod:`eventpile.store.cipher`)."""
     return (
         f"CREATE TRIGGER IF NOT EXISTS {KEY_TABLE} BEFORE INSERT ON {table} "
-        f"WHEN substr(NEW.state, 5, 4) IS NOT (SELECT id FROM {KEY_TABLE}) "
+        f"WHEN substr(NEW.state, 5, 4) NOT IN (SELECT id FROM {KEY_TABLE}) "
         f"BEGIN SELECT RAISE(ABORT, '{RETIRED_KEY}'); END"
     )
 

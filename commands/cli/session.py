@@ -121,3 +121,27 @@ def rekey(ctx: typer.Context) -> None:
         said += f"; the agent that held the old key stopped (pid {stopped.pid}): unlock again"
     data = {"operation_id": operation.id.hex, **operation.result, "agent_stopped": bool(stopped)}
     emit(s, data, said)
+
+
+@commands.command()
+def forget(
+    ctx: typer.Context,
+    who: str = typer.Argument(..., help="the person's email address"),
+) -> None:
+    """Forget a person: what the log holds of them becomes unreadable everywhere (the
+    log, the views, copies of the log made before), and reads "[forgotten]". It cannot
+    be undone. Cut short, run it again: it finishes."""
+    from eventpile.store import agent
+    from eventpile.store.home import Home
+
+    s = settings(ctx)
+    home = Home(s.home, s.database_url)
+    secret = passphrase()
+    with opened(s, (home, home.unlock(secret))) as application:
+        operation = application.forget(who, secret)
+    stopped = agent.stop(home)  # it holds the old people's key
+    said = operation.message
+    if stopped is not None:
+        said += f"; the agent that held the old keys stopped (pid {stopped.pid}): unlock again"
+    data = {"operation_id": operation.id.hex, **operation.result, "agent_stopped": bool(stopped)}
+    emit(s, data, said)
