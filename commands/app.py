@@ -21,14 +21,13 @@ from eventpile.commands.claims import Claims
 from eventpile.commands.context import ProgressCallback
 from eventpile.commands.forget import Forget, forget
 from eventpile.commands.passphrase import passphrase_changed
-from eventpile.commands.rekey import refuse_if_syncing, rekey
+from eventpile.commands.rekey import rekey
 from eventpile.commands.retention import Purge, purge
 from eventpile.commands.sync import Sync, is_url, sync
 from eventpile.commands.undo import redo, undo
 from eventpile.domain.aggregate import Aggregate, DomainError
-from eventpile.domain.events import person_of
 from eventpile.domain.operation import Operation
-from eventpile.domain.people import Person
+from eventpile.domain.people import Forgetting, address_of
 from eventpile.projections.base import Projection
 from eventpile.projections.feed import Feed
 from eventpile.projections.operations import OperationLog
@@ -43,7 +42,7 @@ class Application(Claims):
     it does not know (another application's commands, events and views).
     """
 
-    aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Operation, Person)
+    aggregates: ClassVar[tuple[type[Aggregate], ...]] = (Operation, Forgetting)
     handlers: ClassVar[tuple[Handler[Any], ...]] = (
         undo,
         redo,
@@ -79,29 +78,21 @@ class Application(Claims):
         return operation
 
     def people_of(self, who: str) -> set[str]:
-        """The people (see :class:`~eventpile.domain.events.Of`) that forgetting ``who``
-        forgets: by default the address it is. An application whose values belong to an
-        aggregate (a contact) adds the aggregates ``who`` names."""
-        person = person_of(who)
-        if person is None or person != who.strip().lower():
-            raise DomainError(f"{who!r} is not an email address (like name@example.org)")
-        return {person}
+        """The people (see :class:`~eventpile.domain.events.Of`) whose data forgetting
+        ``who`` (an email address) forgets, of those the log holds data of: by default the
+        address itself. An application says which it holds data of (the mail index: the
+        senders of its messages), and adds the aggregates ``who`` names (a contact)."""
+        return {address_of(who)}
 
-    def forget(self, who: str, passphrase: str) -> Operation:
+    def forget(self, who: str) -> Operation:
         """Make the personal data of ``who`` unreadable everywhere (see
-        :mod:`eventpile.commands.forget`): the people's key is replaced in the key file
-        (wrapped by ``passphrase``) and this application holds the new one, then
-        :class:`Forget` runs. Refused, with nothing changed, if the log holds nothing of
-        them (unless an earlier forget was cut short: it is finished)."""
-        streams = sorted(self.people.stream_of(p) for p in self.people_of(who))
-        rows = cast(RowReader, self.recorder)
-        if not rows.stream_ends(streams) and len(self.keyring.people_keys()) < 2:
-            on_disk = self.home.unlock(passphrase)
-            if on_disk.people is None or len(on_disk.people) < 2:
-                raise DomainError(f"the log holds no personal data of {who}: nothing to forget")
-        refuse_if_syncing(self, "forgetting a person", ", and keep the person's key")
-        self.use_keys(self.home.rotate_people(passphrase))
-        return self.execute(Forget(people=tuple(streams)))
+        :mod:`eventpile.commands.forget`). Refused, with nothing changed, if the log
+        holds none."""
+        people = self.people_of(who)
+        if not people:
+            raise DomainError(f"the log holds no personal data of {who}: nothing to forget")
+        ids = sorted(f"{self.people.current_id(person):016x}" for person in people)
+        return self.execute(Forget(people=tuple(ids)))
 
     def after_sync(self) -> list[Command]:
         """What to run, each as an operation, after a sync brought events: what makes the

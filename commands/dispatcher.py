@@ -118,6 +118,7 @@ class Dispatcher(EventLog):
         recorded as started before its handler runs, so that an attempt that dies is
         found by its lease; any other is written whole when its handler returns.
         """
+        self.heed_forgettings()
         requested = self.request(command, parent_id=parent_id)
         initial = _first_state(requested)
         with self.scope(initial.id):

@@ -23,15 +23,15 @@ from eventpile.commands.recent import RecentWrites
 from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
-from eventpile.domain.people import PersonKeyIssued
+from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from eventpile.store.backend import Waiter
 from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
-from eventpile.store.keys import Keyring
+from eventpile.store.keys import Keyring, puncture_people
 from eventpile.store.mapper import PydanticMapper, RowReader
-from eventpile.store.people import PURPOSE, PersonKeys
+from eventpile.store.people import PersonKeys, Tree
 from eventpile.store.views import ViewDB
 
 A = TypeVar("A", bound=Aggregate)
@@ -88,45 +88,39 @@ class EventLog(LibraryApplication[uuid.UUID]):
         self.written = RecentWrites(self)
         wanted = dict.fromkeys((*self.registry.projections, *projections))
         self.views = {p.name: View(p(), store) for p in wanted}
+        self._heeded = 0
+        self.heed_forgettings()
 
     def construct_mapper(self) -> PydanticMapper:
-        self.people = PersonKeys(self.keyring.purpose_key(PURPOSE), self._read_keys)
-        mapper = PydanticMapper(self.registry.event_class, people=self.people)
-        self.mapper = mapper
-        self.use_keys(self.keyring)
-        return mapper
+        self.people = PersonKeys(self.keyring)
+        return PydanticMapper(self.registry.event_class, EventCipher(self.keyring), self.people)
 
-    def use_keys(self, keyring: Keyring) -> None:
-        """Seal and open with ``keyring`` from now on (the same data keys, the people's
-        key replaced: see :meth:`~eventpile.store.home.Home.rotate_people`)."""
-        self.keyring = keyring
-        mapper = cast(PydanticMapper, self.mapper)
-        mapper.event_cipher = EventCipher(
-            keyring, apart=self.registry.stored_topics(PersonKeyIssued)
-        )
+    def heed_forgettings(self) -> None:
+        """Stop deriving the keys of the people forgotten since this process last looked
+        (by another process, another machine on the same database, or a peer whose
+        forgetting a sync brought): in this process, and in the home's key file."""
+        rows = cast(RowReader, self.recorder).forgettings(self._heeded)
+        if not rows:
+            return
+        decode = cast(PydanticMapper, self.mapper).decode
+        ids = [i for row in rows for i in cast(PersonForgotten, decode(*row[1:])).ids()]
+        self._heeded = rows[-1][0]
+        on_file = Tree.from_bytes(self.keyring.people_tree())
+        if self.keyring.people_key is not None and any(on_file.key(i) for i in ids):
+            self.forget_keys(ids)
+        else:
+            self.people.forget(ids)
 
-    def _read_keys(self, stream: uuid.UUID) -> None:
-        """Read a person's key stream (the mapper learns its keys as it decodes them)."""
-        for _ in self.stream(stream):
-            pass
+    def forget_keys(self, ids: Collection[int]) -> None:
+        """Destroy the people's keys of ``ids``: in the key file (see
+        :func:`~eventpile.store.keys.puncture_people`), and in this process."""
 
-    def _issue_keys(self, events: Sequence[DomainEvent]) -> list[DomainEvent]:
-        """New keys for the people whose values ``events`` hold and who have none (the
-        streams asked of the log at each write: another process may have forgotten one)."""
-        needed = self.people.needed(events)
-        if not needed:
-            return []
-        ends = cast(RowReader, self.recorder).stream_ends(needed)
-        issued: list[DomainEvent] = []
-        for stream in sorted(needed):
-            end = ends.get(stream, 0)
-            if self.people.known(stream) != end:
-                self.people.drop([stream])
-                if end:
-                    self._read_keys(stream)
-            if not end:
-                issued.append(self.people.issue(stream, 1))
-        return issued
+        def punctured(tree: bytes) -> bytes:
+            return Tree.from_bytes(tree).punctured(ids).to_bytes()
+
+        self.keyring = puncture_people(self.home.key_file, self.keyring, punctured)
+        self.people.forget(ids)
+        self.written.clear()  # what it holds of them opened before
 
     def scope(self, operation_id: uuid.UUID) -> AbstractContextManager[None]:
         """Events made inside belong to ``operation_id``, come from this installation and
@@ -147,13 +141,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
     ) -> list[int]:
         """Write events in one transaction (which deletes the streams of ``purge``, each
         ending at the version given, see :mod:`eventpile.commands.retention`); their
-        notification ids (log positions). :class:`Conflict` if a writer came first.
-
-        The people whose values they hold get a key first if they have none, written in
-        the same transaction (:mod:`eventpile.store.people`)."""
-        issued = self._issue_keys(events)
-        if issued:
-            events = [*issued, *events]
+        notification ids (log positions). :class:`Conflict` if a writer came first."""
         stored = [self.mapper.to_stored_event(e) for e in events]
         try:
             if purge:
@@ -161,12 +149,11 @@ class EventLog(LibraryApplication[uuid.UUID]):
             else:
                 ids = self.recorder.insert_events(stored)
         except RecordConflictError as e:
-            self.people.drop(e.originator_id for e in issued)
             if RETIRED_KEY in str(e):
                 raise StoreError(
-                    "the home's keys were replaced (`eventpile rekey` or `eventpile forget` "
-                    "ran since this process read them): nothing was written; run the command "
-                    "again (another machine or installation needs the new keys.json)"
+                    "the home's data key was replaced (`eventpile rekey` ran since this "
+                    "process read its keys): nothing was written; run the command again "
+                    "(another machine or installation needs the new keys.json)"
                 ) from None
             raise Conflict(str(e)) from None
         positions = list(ids or ())
@@ -230,6 +217,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
 
     def current(self, name: str) -> ViewDB:
         """The database of view ``name``, caught up with the log first."""
+        self.heed_forgettings()
         view = self.views[name]
         view.catch_up(self.written)
         return view.db

@@ -14,14 +14,12 @@ event is left under an old key, the old keys leave the key file.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import cast
 
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.commands.eventlog import EventLog
 from eventpile.domain.aggregate import DomainError
-from eventpile.domain.events import DomainEvent
 from eventpile.store.cipher import EventCipher
 from eventpile.store.keys import retire_keys
 from eventpile.store.mapper import PydanticMapper, RowReader
@@ -40,10 +38,9 @@ class Rekey(Command):
         return "Re-encrypt the log under the new data key"
 
 
-def refuse_if_syncing(app: EventLog, doing: str = "a rekey", because: str = "") -> None:
-    """Refuse ``doing`` on a home that syncs with other installations: they share its keys,
-    and would be cut off from what it writes under new ones (a hand-over of new keys to
-    them is not built yet)."""
+def refuse_if_syncing(app: EventLog) -> None:
+    """Refuse a rekey of a home that syncs with other installations: they share its data
+    keys, and would be cut off from what it writes under the new one (not yet built)."""
     synced = (
         app.current("operations")
         .execute("SELECT 1 FROM operations WHERE command = 'Sync' LIMIT 1")
@@ -51,49 +48,10 @@ def refuse_if_syncing(app: EventLog, doing: str = "a rekey", because: str = "") 
     )
     if synced or cast(RowReader, app.recorder).received_upto():
         raise DomainError(
-            f"this home syncs with other installations, which share its keys: {doing} "
-            f"would cut them off from what it writes next{because} (handing them new keys "
-            "is not built yet); nothing was changed"
+            "this home syncs with other installations, which share its data keys: a rekey "
+            "would cut them off from what it writes next (a rekey that hands them the new "
+            "key is not built yet); nothing was changed"
         )
-
-
-def require_current_keys(app: EventLog) -> None:
-    """From now on, the database refuses what a process that holds replaced keys writes."""
-    ring = app.keyring
-    cast(RowReader, app.recorder).require_key((ring.current, ring.people_current))
-
-
-def reseal_stale(ctx: Context, topics: Sequence[type[DomainEvent]]) -> tuple[int, int]:
-    """Seal anew with the current key every event (of ``topics``; empty: all) sealed with
-    a key that was replaced, a page per transaction, each row only if it is still what
-    was read; again over what was written meanwhile, until a pass finds nothing old.
-    How many events were read, and how many sealed anew."""
-    app = ctx.app
-    rows = cast(RowReader, app.recorder)
-    cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
-    stored = [topic for t in topics for topic in app.registry.stored_topics(t)]
-    resealed = scanned = position = 0
-    while True:
-        found, end = 0, app.max_position()
-        while position < end:
-            page = rows.select_rows(position, end, stored, PAGE)
-            if not page:
-                break
-            old = [row for row in page if cipher.stale(row[4], row[3])]
-            if old:
-                found += len(old)
-                resealed += rows.replace_states(
-                    [
-                        (p, state, cipher.reseal(state, oid, v, topic))
-                        for p, oid, v, topic, state in old
-                    ]
-                )
-            scanned += len(page)
-            position = page[-1][0]
-            ctx.progress(position, end, f"{scanned:,} events read, {resealed:,} sealed anew")
-            ctx.flush(catch_up=False)  # the progress, or a renewed lease, in the log
-        if not found:
-            return scanned, resealed
 
 
 @handles(Rekey)
@@ -107,8 +65,31 @@ def rekey(command: Rekey, ctx: Context) -> Outcome:
             f"this process holds data key {ring.current}, the home's key file "
             f"{on_disk['current']}: run it again (a worker: restart it)"
         )
-    require_current_keys(app)
-    scanned, resealed = reseal_stale(ctx, ())
+    rows = cast(RowReader, app.recorder)
+    cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
+    rows.require_key(cipher.current)  # a process with the old key writes nothing now
+    resealed = scanned = position = 0
+    while True:  # again over what was written meanwhile, until a pass finds nothing old
+        found, end = 0, app.max_position()
+        while position < end:
+            page = rows.select_rows(position, end, (), PAGE)
+            if not page:
+                break
+            old = [row for row in page if cipher.key_of(row[4]) != cipher.current]
+            if old:
+                found += len(old)
+                resealed += rows.replace_states(
+                    [
+                        (p, state, cipher.reseal(state, oid, v, topic))
+                        for p, oid, v, topic, state in old
+                    ]
+                )
+            scanned += len(page)
+            position = page[-1][0]
+            ctx.progress(position, end, f"{scanned:,} events read, {resealed:,} sealed anew")
+            ctx.flush(catch_up=False)  # the progress, or a renewed lease, in the log
+        if not found:
+            break
     retired = sorted(set(ring.keys) - {ring.current})
     if retired:
         retire_keys(app.home.key_file, ring)

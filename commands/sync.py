@@ -36,6 +36,7 @@ from eventpile.commands.eventlog import EventLog
 from eventpile.commands.operations import RetryPolicy
 from eventpile.domain.events import Private
 from eventpile.domain.operation import Operation, OperationsPurged
+from eventpile.domain.people import PersonForgotten
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import TamperedData
@@ -150,11 +151,11 @@ class Exchange:
         """The other installations' heads, as this sync read them (by hex id)."""
 
     def run(self) -> Report:
-        if self.remote is None:
-            self.folder.publish_keys(self.app.home.key_file)
-        else:
+        if self.remote is not None:
             self.remote.run()  # the server's latest events into its folder
         self.receive()
+        if self.remote is None:  # (a server keeps its own key file: a home's)
+            self.folder.publish_keys(self.app.home.key_file, self.app.keyring)
         self.send()
         if self.remote is not None:
             self.remote.run()  # and ours into its log
@@ -214,6 +215,7 @@ class Exchange:
                 ends[r.originator_id] = version
                 stored.append(self.reseal(r, version))
                 received.append((r.origin, r.seq))
+            self.forget(fresh)
             try:
                 if stored:
                     self.rows.insert_events(stored, received=received)
@@ -236,6 +238,17 @@ class Exchange:
                 known[origin] = max(known.get(origin, 0), seq)
             self.progress(self.report.received, None, "receiving")
             return
+
+    def forget(self, records: list[Record]) -> None:
+        """Destroy the keys of the people that the records forget, before they are
+        stored: what a peer forgot is forgotten here as it arrives."""
+        forgotten = self.app.registry.stored_topics(PersonForgotten)
+        for r in records:
+            if r.topic in forgotten:
+                event = self.app.mapper.to_domain_event(
+                    StoredEvent(r.originator_id, r.version, r.topic, r.state)
+                )
+                self.app.forget_keys(cast(PersonForgotten, event).ids())
 
     def reseal(self, record: Record, version: int) -> StoredEvent:
         """The record's event at ``version`` of its stream here: its state as it came (it

@@ -1,58 +1,47 @@
-"""The people whose personal data the log holds, each with a key of their own.
+"""The people whose personal data the log holds: forgetting one.
 
 A value declared ``Of`` a person (:class:`~eventpile.domain.events.Of`) is sealed in
-the log under that person's key, which lives in the log too, as the
-:class:`PersonKeyIssued` event of a stream of its own (its id a keyed hash of the
-person: the log does not name them). Forgetting a person deletes that stream and
-records :class:`PersonForgotten`: their values read
-:data:`~eventpile.domain.events.FORGOTTEN` from then on, everywhere
-(:mod:`eventpile.commands.forget`).
+the log under that person's key (:mod:`eventpile.store.people`). Forgetting them
+destroys the key, and records :class:`PersonForgotten` in a stream of its own: every
+installation that reads it no longer derives the key, and each view that holds
+personal data is made anew from the log (:mod:`eventpile.commands.forget`).
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import ClassVar, Self
 
-from eventpile.domain.aggregate import Aggregate
-from eventpile.domain.events import DomainEvent
+from eventpile.domain.aggregate import Aggregate, DomainError
+from eventpile.domain.events import DomainEvent, person_of
 
 
-class PersonKeyIssued(DomainEvent):
-    """A new key for a person's values (one installation's: a stream may hold several,
-    from installations that met the person apart before they synced)."""
-
-    key: str
-    """The 256-bit key, in hex."""
-
-    def describe(self) -> str:
-        return "Person's key issued"
+def address_of(text: str) -> str:
+    """An email address as a person is known by (lower-cased); refused if ``text`` is
+    anything else (a display name with it, say)."""
+    person = person_of(text)
+    if person is None or person != text.strip().lower():
+        raise DomainError(f"{text!r} is not an email address (like name@example.org)")
+    return person
 
 
 class PersonForgotten(DomainEvent):
-    """A person was forgotten: the key streams ``people`` were deleted with this event."""
+    """The keys of ``people`` (64-bit ids in hex: keyed hashes, which do not name them)
+    were destroyed."""
 
-    people: tuple[uuid.UUID, ...]
+    people: tuple[str, ...]
 
     def describe(self) -> str:
         return "Person forgotten"
 
+    def ids(self) -> list[int]:
+        return [int(person, 16) for person in self.people]
 
-class Person(Aggregate):
-    """A person's keys (or the record of a forgetting), by id."""
 
-    event_types: ClassVar[tuple[type[DomainEvent], ...]] = (PersonKeyIssued, PersonForgotten)
+class Forgetting(Aggregate):
+    """The record of one forgetting (a stream of one event)."""
 
-    keys: dict[uuid.UUID, bytes] = {}
-    """By the id of the event that issued it."""
+    event_types: ClassVar[tuple[type[DomainEvent], ...]] = (PersonForgotten,)
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
-        return cls(id=event.originator_id).evolve(event)
-
-    def evolve(self, event: DomainEvent) -> Self:
-        if isinstance(event, PersonKeyIssued):
-            return self.model_copy(
-                update={"keys": {**self.keys, event.event_id: bytes.fromhex(event.key)}}
-            )
-        return self
+        return cls(id=event.originator_id)

@@ -16,7 +16,7 @@ from eventpile.mail.commands import (
 )
 from eventpile.mail.index import MessageIndex
 from eventpile.mail.message import Message
-from eventpile.mail.query import orphan_memberships, shared_names
+from eventpile.mail.query import count, orphan_memberships, parse_query, shared_names
 from eventpile.mail.send import mark_sent, send_mail
 from eventpile.mail.tag import Tag
 
@@ -40,6 +40,13 @@ class MailApplication(Application):
         "domain.message": "eventpile.mail.message",
         "domain.tag": "eventpile.mail.tag",
     }
+
+    def people_of(self, who: str) -> set[str]:
+        """The address, if a message in the index is from it (a message is its sender's:
+        forgetting a recipient forgets nothing of what others wrote to them)."""
+        found = super().people_of(who)
+        index = self.current("messages")
+        return {p for p in found if count(index, parse_query(f'from:"{p}"'))}
 
     def after_sync(self) -> list[Command]:
         """Tags made with one name on two installations, or memberships given on one to a

@@ -118,11 +118,17 @@ class OperationRows(Projection):
         the streams it deleted, after what came before it and before what comes after."""
         start = 0
         for i, (_, event) in enumerate(events):
-            match event:
-                case OperationsPurged(streams=deleted) | PersonForgotten(people=deleted):
-                    self.fold(db, events[start:i])
-                    self.forget(db, [s.hex for s in deleted])
-                    start = i + 1
+            deleted = (
+                [s.hex for s in event.streams]
+                if isinstance(event, OperationsPurged)
+                else event.people
+                if isinstance(event, PersonForgotten)
+                else None
+            )
+            if deleted is not None:
+                self.fold(db, events[start:i])
+                self.forget(db, deleted)
+                start = i + 1
         self.fold(db, events[start:])
 
     def fold(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:

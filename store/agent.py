@@ -45,7 +45,7 @@ from eventpile.store.agent_protocol import (
 )
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
-from eventpile.store.keys import PEOPLE_BASE, Keyring
+from eventpile.store.keys import Keyring, people_now
 
 START_TIMEOUT_S = 30.0
 """How long ``unlock`` waits for a new agent to say it serves."""
@@ -116,13 +116,7 @@ def _holds(home: Home, ring: Keyring) -> bool:
         document = json.loads(home.key_file.read_text())
         ids = {int(entry["id"]) for entry in document["keys"]}
         same = uuid.UUID(document["installation_id"]) == ring.installation_id
-        people = document.get("people", {}).get("current", ring.people_current)
-        return (
-            same
-            and ids == set(ring.keys)
-            and int(document["current"]) == ring.current
-            and int(people) == ring.people_current
-        )
+        return same and ids == set(ring.keys) and int(document["current"]) == ring.current
     except (OSError, ValueError, KeyError, TypeError):
         return False  # opening it with the passphrase says what is wrong
 
@@ -134,12 +128,12 @@ def _decode(document: Any) -> Keyring:
         {int(n): base64.b64decode(key) for n, key in document["keys"].items()},
         int(document["current"]),
         None if kept is None else {p: base64.b64decode(k) for p, k in kept.items()},
-        None if people is None else {int(n): base64.b64decode(k) for n, k in people.items()},
-        int(document.get("people_current", PEOPLE_BASE)),
+        None if people is None else base64.b64decode(people[0]),
+        None if people is None else base64.b64decode(people[1]),
     )
 
 
-_KEYRING = ("installation_id", "keys", "current", "kept", "people", "people_current")
+_KEYRING = ("installation_id", "keys", "current", "kept", "people")
 """The names of a keyring's parts in the agent's orders and answers (see :func:`_encode`)."""
 
 
@@ -151,9 +145,11 @@ def _encode(ring: Keyring) -> dict[str, Any]:
     }
     if ring.kept is not None:
         document["kept"] = {p: base64.b64encode(k).decode() for p, k in ring.kept.items()}
-    if ring.people is not None:
-        document["people"] = {str(n): base64.b64encode(k).decode() for n, k in ring.people.items()}
-        document["people_current"] = ring.people_current
+    if ring.people_key is not None and ring.people_cover is not None:
+        document["people"] = [
+            base64.b64encode(ring.people_key).decode(),
+            base64.b64encode(ring.people_cover).decode(),
+        ]
     return document
 
 
@@ -206,7 +202,7 @@ def _serve(
     socket at ``path`` is gone or another's; each answer says who is ``running``. A
     ``run`` request's document goes to ``service``, and its answer back."""
     stopped = json.dumps(running).encode()
-    answer = json.dumps({**running, **keys}).encode()
+    answer = _Answer(running, keys, Home(Path(path).parent).key_file)
     while (left := until - _clock()) > 0 and identity_of(path) == identity:
         listener.settimeout(min(left, CHECK_S))
         try:
@@ -225,7 +221,7 @@ def _serve(
                 connection.close()
                 return
             if request == b"keys":
-                connection.sendall(answer)
+                connection.sendall(answer.now())
             elif request.startswith(RUN) and service is not None:
                 # in a thread: a run may take a while, and the keys are asked for meanwhile
                 document = json.loads(request[4:])
@@ -234,6 +230,31 @@ def _serve(
         except (OSError, ValueError):
             pass
         connection.close()
+
+
+class _Answer:
+    """The answer to ``keys``: with the people's tree as the key file has it now (a
+    forget, or a sync that brought one, punctures it while the agent runs)."""
+
+    def __init__(self, running: dict[str, Any], keys: dict[str, Any], key_file: Path) -> None:
+        self.running, self.keys, self.key_file = running, keys, key_file
+        self.read: int | None = None
+        self.text = json.dumps({**running, **keys}).encode()
+
+    def now(self) -> bytes:
+        if "people" not in self.keys:
+            return self.text
+        key_file = self.key_file
+        try:
+            changed = key_file.stat().st_mtime_ns
+        except OSError:
+            return self.text
+        if changed != self.read:
+            ring = people_now(key_file, _decode(self.keys))
+            self.keys = _encode(ring)
+            self.text = json.dumps({**self.running, **self.keys}).encode()
+            self.read = changed
+        return self.text
 
 
 def _answer(connection: socket.socket, service: Callable[[Any], Any], document: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import struct
 import uuid
-from collections.abc import Collection
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -38,26 +37,11 @@ def row_aad(header: bytes, originator_id: uuid.UUID | str, version: int, topic: 
 
 
 class EventCipher:
-    """Seals and opens event payloads with the keyring's keys: the events of the topics
-    ``apart`` (the people's keys, :mod:`eventpile.store.people`) with the people's key,
-    every other with the current data key."""
+    """Seals and opens event payloads with the keyring's keys."""
 
-    def __init__(self, keyring: Keyring, apart: Collection[str] = ()):
-        people = keyring.people_keys()
-        self._aeads = {
-            key_id: AESGCM(key) for key_id, key in (*keyring.keys.items(), *people.items())
-        }
+    def __init__(self, keyring: Keyring):
+        self._aeads = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
         self._current = keyring.current
-        self._apart = frozenset(apart)
-        self._people = keyring.people_current
-
-    def key_for(self, topic: str) -> int:
-        """The id of the key that seals the events of ``topic`` now."""
-        return self._people if topic in self._apart else self._current
-
-    def stale(self, blob: bytes, topic: str) -> bool:
-        """Was ``blob`` (an event of ``topic``) sealed by a key that has been replaced?"""
-        return self.key_of(blob) != self.key_for(topic)
 
     def seal(
         self,
@@ -68,11 +52,10 @@ class EventCipher:
         flags: int = 0,
         class_version: int = 1,
     ) -> bytes:
-        key_id = self.key_for(topic)
-        header = HEADER.pack(ENVELOPE_FORMAT, flags, class_version, key_id)
+        header = HEADER.pack(ENVELOPE_FORMAT, flags, class_version, self._current)
         nonce = os.urandom(12)
         aad = row_aad(header, originator_id, version, topic)
-        return header + nonce + self._aeads[key_id].encrypt(nonce, plaintext, aad)
+        return header + nonce + self._aeads[self._current].encrypt(nonce, plaintext, aad)
 
     @property
     def current(self) -> int:

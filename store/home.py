@@ -27,7 +27,6 @@ from eventpile.store.keys import (
     create_key_file,
     open_key_file,
     rotate_keys,
-    rotate_people,
 )
 
 if TYPE_CHECKING:
@@ -125,12 +124,6 @@ class Home:
         ring = rotate_keys(self.key_file, passphrase)
         self.backend().rekey_views(ring)
         return ring
-
-    def rotate_people(self, passphrase: str) -> Keyring:
-        """A new current people's key (unless a rotation is under way: then its keys), for
-        forgetting a person (:mod:`eventpile.commands.forget`, which retires the old one)."""
-        self._check_exists()
-        return rotate_people(self.key_file, passphrase)
 
     def _check_exists(self) -> None:
         if not self.path.is_dir():

@@ -9,11 +9,11 @@ keys rotate, the purpose keys that must not change (:data:`KEPT`: message ids ar
 identities) are kept wrapped in the key file (each is one-way: it opens no event nor
 view), and the others rotate with the keys.
 
-The people's key (:data:`PEOPLE`) seals the keys of the people whose data the log
-holds, one key each (:mod:`eventpile.store.people`): forgetting a person destroys
-theirs, and replaces the people's key, so that a copy of the log from before opens
-for everyone else but them. It rotates apart from the data keys; its ids start at
-:data:`PEOPLE_BASE`, so that a ciphertext's key id says which series made it.
+The people's tree, from which each person's key derives (:mod:`eventpile.store.people`),
+is kept sealed by a people's key, itself wrapped by the passphrase: a process that holds
+the keys can puncture the tree (forget a person) without asking for the passphrase, as
+a sync that brings a forgetting does. A home made before people had keys derives its
+tree from the first data key; it cannot forget anyone.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hmac
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -35,12 +36,9 @@ SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
 SCRYPT_R = 8
 VIEWS = "views"
 KEPT = ("message-id", "person")
-"""The purpose keys a rotation of the data keys keeps: message ids and the ids of people's
-key streams are made with them."""
+"""The purpose keys a rotation of the data keys keeps: message ids and people's ids are
+made with them."""
 PEOPLE = "people"
-PEOPLE_BASE = 0x8000_0000
-"""The id of a home's first people's key, derived from its first data key where the key
-file holds none (a home made before people had keys); a new home's is random, the next."""
 
 
 def _b64(data: bytes) -> str:
@@ -65,10 +63,6 @@ def _purpose_aad(purpose: str) -> bytes:
     return f"eventpile purpose key {purpose}".encode()
 
 
-def _people_aad(key_id: int) -> bytes:
-    return f"eventpile people key {key_id}".encode()
-
-
 @dataclass(frozen=True)
 class Keyring:
     """The unlocked data keys of one home."""
@@ -79,9 +73,10 @@ class Keyring:
     kept: dict[str, bytes] | None = None
     """The purpose keys of :data:`KEPT`, once the data keys have rotated (None: derived
     from the first data key, as every other purpose key)."""
-    people: dict[int, bytes] | None = None
-    """The people's keys by id (None: the one derived from the first data key)."""
-    people_current: int = PEOPLE_BASE
+    people_key: bytes | None = None
+    """The key that seals the people's tree in the key file (None: a home made before)."""
+    people_cover: bytes | None = None
+    """The people's tree (:class:`eventpile.store.people.Tree`, as bytes)."""
 
     def purpose_key(self, purpose: str) -> bytes:
         """A 256-bit key for one purpose (those of :data:`KEPT` stable across rotation)."""
@@ -92,11 +87,12 @@ class Keyring:
     def kept_keys(self) -> dict[str, bytes]:
         return {purpose: self.purpose_key(purpose) for purpose in KEPT}
 
-    def people_keys(self) -> dict[int, bytes]:
-        """The people's keys by id (the current one: :attr:`people_current`)."""
-        if self.people is None:
-            return {PEOPLE_BASE: _hkdf(self.keys[min(self.keys)], PEOPLE)}
-        return self.people
+    def people_tree(self) -> bytes:
+        """The people's tree as bytes: the key file's, or of a home made before people had
+        keys, a root derived from the first data key."""
+        if self.people_cover is not None:
+            return self.people_cover
+        return _root(_hkdf(self.keys[min(self.keys)], PEOPLE))
 
     def views_key(self) -> bytes:
         """The views' key: from the current data key, so that it rotates with it."""
@@ -106,15 +102,7 @@ class Keyring:
         """These keys and a new current one (the purpose keys of :data:`KEPT` kept)."""
         new = max(self.keys) + 1
         keys = {**self.keys, new: os.urandom(32)}
-        return Keyring(
-            self.installation_id, keys, new, self.kept_keys(), self.people, self.people_current
-        )
-
-    def people_rotated(self) -> Keyring:
-        """These keys and a new current people's key (the old ones kept until retired)."""
-        people = self.people_keys()
-        new = max(people) + 1
-        return replace(self, people={**people, new: os.urandom(32)}, people_current=new)
+        return replace(self, keys=keys, current=new, kept=self.kept_keys())
 
 
 def view_keys(ring: Keyring) -> tuple[list[bytes], bytes]:
@@ -139,8 +127,8 @@ def create_key_file(path: Path, passphrase: str, keys: Keyring | None = None) ->
         keys=dict(keys.keys) if keys else {1: os.urandom(32)},
         current=keys.current if keys else 1,
         kept=keys.kept if keys else None,
-        people=keys.people if keys else {PEOPLE_BASE + 1: os.urandom(32)},
-        people_current=keys.people_current if keys else PEOPLE_BASE + 1,
+        people_key=keys.people_key if keys else os.urandom(32),
+        people_cover=keys.people_cover if keys else _root(os.urandom(32)),
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     _write(fd, _wrapped(ring, passphrase))
@@ -169,24 +157,61 @@ def rotate_keys(path: Path, passphrase: str) -> Keyring:
     return open_key_file(path, passphrase)
 
 
-def rotate_people(path: Path, passphrase: str) -> Keyring:
-    """A new current people's key in the key file of ``path``, unless a rotation is under
-    way already (it holds more than one): the keys after it. The file is replaced whole."""
-    ring = open_key_file(path, passphrase)
-    if ring.people is not None and len(ring.people) > 1:
+def _root(key: bytes) -> bytes:
+    """A people's tree of its root alone (see :class:`eventpile.store.people.Tree`)."""
+    return bytes(9) + key
+
+
+def puncture_people(path: Path, ring: Keyring, puncture: Callable[[bytes], bytes]) -> Keyring:
+    """Replace the people's tree of the key file of ``path`` by ``puncture`` of it (read
+    and written under a lock, so that two processes forgetting at once lose neither);
+    ``ring`` with the new tree. Needs no passphrase: the tree is sealed by the people's key."""
+    import fcntl
+
+    if ring.people_key is None:
+        raise StoreError(
+            "this home was made before people had keys of their own (its people's keys "
+            "derive from its data key): it cannot forget anyone"
+        )
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        document = json.loads(path.read_bytes())
+        if repuncture(document, ring.people_key, puncture):
+            _replace(path, document)
+    return replace(ring, people_cover=_open_tree(ring.people_key, document[PEOPLE]["tree"]))
+
+
+def repuncture(document: dict[str, Any], key: bytes, puncture: Callable[[bytes], bytes]) -> bool:
+    """Replace the people's tree of a key file's ``document`` (sealed by ``key``) by
+    ``puncture`` of it; whether that changed it."""
+    old = _open_tree(key, document[PEOPLE]["tree"])
+    new = puncture(old)
+    if new != old:
+        document[PEOPLE]["tree"] = _seal_tree(key, new)
+    return new != old
+
+
+def people_now(path: Path, ring: Keyring) -> Keyring:
+    """``ring`` with the people's tree the key file of ``path`` holds now (a process that
+    read it earlier may hold one since punctured)."""
+    if ring.people_key is None:
         return ring
-    _replace(path, _wrapped(ring.people_rotated(), passphrase))
-    return open_key_file(path, passphrase)
-
-
-def retire_people(path: Path, ring: Keyring) -> None:
-    """Destroy every people's key of the key file of ``path`` but ``ring``'s current one."""
     document = json.loads(path.read_bytes())
-    people = document.get(PEOPLE)
-    if people is None or int(people["current"]) != ring.people_current:
-        raise StoreError(f"the key file {path} changed while a person was forgotten: run it again")
-    people["keys"] = [e for e in people["keys"] if int(e["id"]) == ring.people_current]
-    _replace(path, document)
+    return replace(ring, people_cover=_open_tree(ring.people_key, document[PEOPLE]["tree"]))
+
+
+def _seal_tree(key: bytes, tree: bytes) -> str:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    return _b64(nonce + AESGCM(key).encrypt(nonce, tree, b"eventpile people tree"))
+
+
+def _open_tree(key: bytes, text: str) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    blob = _unb64(text)
+    return AESGCM(key).decrypt(blob[:12], blob[12:], b"eventpile people tree")
 
 
 def retire_keys(path: Path, ring: Keyring) -> None:
@@ -241,13 +266,13 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
             nonce = os.urandom(12)
             purposes[purpose] = _b64(nonce + kek.encrypt(nonce, key, _purpose_aad(purpose)))
         document["purposes"] = purposes
-    if ring.people is not None:
-        people = []
-        for key_id, key in sorted(ring.people.items()):
-            nonce = os.urandom(12)
-            wrapped = nonce + kek.encrypt(nonce, key, _people_aad(key_id))
-            people.append({"id": key_id, "wrapped": _b64(wrapped)})
-        document[PEOPLE] = {"current": ring.people_current, "keys": people}
+    if ring.people_key is not None and ring.people_cover is not None:
+        nonce = os.urandom(12)
+        wrapped = nonce + kek.encrypt(nonce, ring.people_key, _purpose_aad(PEOPLE))
+        document[PEOPLE] = {
+            "key": _b64(wrapped),
+            "tree": _seal_tree(ring.people_key, ring.people_cover),
+        }
     return document
 
 
@@ -293,27 +318,21 @@ def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
             for purpose, text in document["purposes"].items():
                 blob = _unb64(text)
                 kept[purpose] = kek.decrypt(blob[:12], blob[12:], _purpose_aad(purpose))
-        people, people_current = None, PEOPLE_BASE
+        people_key = people_cover = None
         if PEOPLE in document:
-            people = {}
-            for entry in document[PEOPLE]["keys"]:
-                blob = _unb64(entry["wrapped"])
-                people[int(entry["id"])] = kek.decrypt(
-                    blob[:12], blob[12:], _people_aad(entry["id"])
-                )
-            people_current = int(document[PEOPLE]["current"])
+            blob = _unb64(document[PEOPLE]["key"])
+            people_key = kek.decrypt(blob[:12], blob[12:], _purpose_aad(PEOPLE))
+            people_cover = _open_tree(people_key, document[PEOPLE]["tree"])
         ring = Keyring(
             uuid.UUID(document["installation_id"]),
             keys,
             int(document["current"]),
             kept,
-            people,
-            people_current,
+            people_key,
+            people_cover,
         )
         if ring.current not in keys:
             raise StoreError(f"the key file {path} is damaged: no current key {ring.current}")
-        if people is not None and people_current not in people:
-            raise StoreError(f"the key file {path} is damaged: no people's key {people_current}")
         return ring
     except InvalidTag:
         raise WrongPassphrase("wrong passphrase (or a damaged key file)") from None

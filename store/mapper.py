@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 from pydantic_core import from_json, to_json
 
 from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent, forgetting
-from eventpile.domain.people import PersonKeyIssued
+from eventpile.domain.people import PersonForgotten
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import StoreError, UnknownEvent
 from eventpile.store.people import SEALED, PersonKeys
@@ -53,6 +53,8 @@ class RowReader(Protocol):
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]: ...
 
+    def forgettings(self, after: int) -> list[Row]: ...
+
     def received_upto(self, upto: int | None = None) -> dict[str, int]: ...
 
     def stream_ends(self, originator_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]: ...
@@ -69,7 +71,7 @@ class RowReader(Protocol):
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int: ...
 
-    def require_key(self, key_ids: Collection[int]) -> None: ...
+    def require_key(self, key_id: int) -> None: ...
 
     def reclaim(self) -> bool: ...
 
@@ -193,6 +195,6 @@ class PydanticMapper(Mapper[uuid.UUID]):
         if forgotten:
             return forgetting(cls, forgotten).model_validate(data)
         event = cls.model_validate(data)
-        if isinstance(event, PersonKeyIssued) and self.people is not None:
-            self.people.learn(event)
+        if isinstance(event, PersonForgotten) and self.people is not None:
+            self.people.forget(event.ids())  # read here first: from now on, not derived
         return event

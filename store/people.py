@@ -1,19 +1,20 @@
 """People's keys: the values ``Of`` a person sealed under that person's own key.
 
 Each person (an email address, or an aggregate: see
-:class:`~eventpile.domain.events.Of`) has a stream of keys in the log, its id a keyed
-hash of the person (:meth:`PersonKeys.stream_of`). Its :class:`PersonKeyIssued` events
-are sealed with the people's key of the key file (:mod:`eventpile.store.keys`), not the
-data key. The mapper seals an event's values of one person together, as one entry of
-its payload, ``[owner field, key stream, key id, nonce + ciphertext]``, bound to the
-event's id; an entry whose key is gone opens as forgotten.
+:class:`~eventpile.domain.events.Of`) has a 64-bit id, a keyed hash of who they are,
+and a key derived from the home's people's tree: a GGM tree of HMAC-SHA256, whose
+leaf for an id is reached from the root by the id's bits, so the keys are never stored
+and every installation that shares the root derives the same ones. Forgetting a person
+*punctures* the tree (:meth:`Tree.punctured`): the root gives way to the siblings of
+the path to their leaf (at most 64 keys), from which every other leaf is still derived,
+and theirs no longer is, by anyone who holds the key file from then on.
 
-Why a key per person, in the log: sync and several machines on one database get the
-keys as they get any event; a copy of the log made before a person was forgotten opens
-for everyone else (their keys are in the log) but not for them (their key is gone from
-the log, and the people's key that sealed its copy from the key file). A message is its
-sender's: what they wrote (subject, text, the people it went to) is sealed under the
-sender's key, so forgetting one recipient leaves it readable for the others.
+The mapper seals an event's values of one person together, as one entry of its
+payload, ``[owner field, person id, nonce + ciphertext]``, bound to the event's id;
+an entry whose person's leaf is gone opens as forgotten.
+
+A person forgotten who appears again (new mail from the same address) gets the id of
+the next generation (the person's hash with a count): their old values stay forgotten.
 """
 
 from __future__ import annotations
@@ -22,98 +23,178 @@ import base64
 import hashlib
 import hmac
 import os
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json, to_json
 
-from eventpile.domain.events import DomainEvent, hashed_uuid
-from eventpile.domain.people import PersonKeyIssued
-from eventpile.store.errors import TamperedData
+from eventpile.domain.events import DomainEvent
+from eventpile.store.errors import StoreError, TamperedData
+from eventpile.store.keys import Keyring
 
+FORGETTING: Final = "eventpile.domain.people:PersonForgotten"
+"""The stored topic of the record of a forgetting, which the recorders index apart (every
+process reads them all when it starts: see ``EventLog.heed_forgettings``)."""
 SEALED: Final = "§people"
 """The payload's key of the entries sealed per person (no field can have this name)."""
-PURPOSE: Final = "person"
-"""The purpose key that makes a person's key stream id (kept across rekeys)."""
+DEPTH: Final = 64
+GENERATIONS: Final = 256
+"""How many times one person may be forgotten and come back."""
+_NODE: Final = 1 + 8 + 32  # depth, prefix, key
 
-Loader = Callable[[uuid.UUID], None]
-"""Reads a key stream from the log (whose events the mapper passes to :meth:`PersonKeys.learn`)."""
+
+def _child(key: bytes, bit: int) -> bytes:
+    return hmac.digest(key, b"eventpile people tree\0" + bytes([bit]), "sha256")
+
+
+class Tree:
+    """The nodes from which the people's keys derive, each ``(depth, prefix): key``:
+    the root, or what is left of it after punctures (no node is another's ancestor)."""
+
+    def __init__(self, nodes: dict[tuple[int, int], bytes]):
+        self.nodes = nodes
+
+    @classmethod
+    def new(cls) -> Tree:
+        return cls({(0, 0): os.urandom(32)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tree:
+        if len(data) % _NODE:
+            raise StoreError("the key file's people's tree is damaged")
+        nodes = {}
+        for start in range(0, len(data), _NODE):
+            node = data[start : start + _NODE]
+            nodes[(node[0], int.from_bytes(node[1:9], "big"))] = node[9:]
+        return cls(nodes)
+
+    def to_bytes(self) -> bytes:
+        return b"".join(
+            bytes([depth]) + prefix.to_bytes(8, "big") + key
+            for (depth, prefix), key in sorted(self.nodes.items())
+        )
+
+    def _cover(self, leaf: int) -> tuple[int, int, bytes] | None:
+        """The node the leaf derives from: ``(depth, prefix, key)``, None if punctured."""
+        for depth in range(DEPTH + 1):
+            key = self.nodes.get((depth, leaf >> (DEPTH - depth)))
+            if key is not None:
+                return depth, leaf >> (DEPTH - depth), key
+        return None
+
+    def key(self, leaf: int) -> bytes | None:
+        """The key of a 64-bit id; None if it was punctured."""
+        found = self._cover(leaf)
+        if found is None:
+            return None
+        depth, _, key = found
+        for d in range(depth, DEPTH):
+            key = _child(key, leaf >> (DEPTH - 1 - d) & 1)
+        return key
+
+    def punctured(self, leaves: Iterable[int]) -> Tree:
+        """This tree without the keys of ``leaves`` (those punctured already stay so)."""
+        nodes = dict(self.nodes)
+        for leaf in leaves:
+            found = Tree(nodes)._cover(leaf)
+            if found is None:
+                continue
+            depth, prefix, key = found
+            del nodes[(depth, prefix)]
+            for d in range(depth, DEPTH):
+                bit = leaf >> (DEPTH - 1 - d) & 1
+                nodes[(d + 1, (prefix << 1) | (1 - bit))] = _child(key, 1 - bit)
+                key, prefix = _child(key, bit), (prefix << 1) | bit
+        return Tree(nodes)
+
+    def common(self, other: Tree) -> Tree:
+        """The tree of the keys both derive (two punctured copies of one root: what a
+        sync folder keeps of the trees of installations that forgot people apart)."""
+
+        def within(trees: Tree, depth: int, prefix: int) -> bool:
+            return any((d, prefix >> (depth - d)) in trees.nodes for d in range(depth + 1))
+
+        mine = {n: k for n, k in self.nodes.items() if within(other, *n)}
+        theirs = {n: k for n, k in other.nodes.items() if within(self, *n)}
+        return Tree({**mine, **theirs})
 
 
 class PersonKeys:
-    """The people's keys this process has read or issued."""
+    """The people's keys of one process: derived from the key file's tree, punctured
+    in memory too as soon as this process reads that someone was forgotten."""
 
-    def __init__(self, id_key: bytes, load: Loader) -> None:
-        self._id_key = id_key
-        self._load = load
-        self._keys: dict[uuid.UUID, dict[uuid.UUID, AESGCM]] = {}
+    def __init__(self, keyring: Keyring) -> None:
+        self._id_key = keyring.purpose_key("person")
+        self.tree = Tree.from_bytes(keyring.people_tree())
+        self._aeads: dict[int, AESGCM | None] = {}
+        self._current: dict[str, int] = {}
 
-    def stream_of(self, person: str) -> uuid.UUID:
-        """The id of a person's key stream: a keyed hash, which does not name them."""
-        digest = hmac.new(self._id_key, b"person\0" + person.encode(), hashlib.sha256).digest()
-        return hashed_uuid(digest)
+    def ids_of(self, person: str) -> Iterable[int]:
+        """The ids a person may have had, one per generation, oldest first."""
+        for generation in range(GENERATIONS):
+            message = f"person\0{person}\0{generation}".encode()
+            yield int.from_bytes(hmac.digest(self._id_key, message, hashlib.sha256)[:8], "big")
 
-    def learn(self, event: PersonKeyIssued) -> None:
-        self._keys.setdefault(event.originator_id, {})[event.event_id] = AESGCM(
-            bytes.fromhex(event.key)
-        )
+    def current_id(self, person: str) -> int:
+        """The id a person's values are sealed under now: of their first generation that
+        was not forgotten."""
+        found = self._current.get(person)
+        if found is None:
+            found = next((i for i in self.ids_of(person) if self._aead(i) is not None), None)
+            if found is None:
+                raise StoreError(f"a person was forgotten {GENERATIONS} times: no key is left")
+            self._current[person] = found
+        return found
 
-    def drop(self, streams: Iterable[uuid.UUID]) -> None:
-        """Forget what this process knows of these streams (they were deleted, or the
-        keys issued for them were not written)."""
-        for stream in streams:
-            self._keys.pop(stream, None)
+    def forget(self, ids: Iterable[int]) -> None:
+        """No longer derive the keys of ``ids`` (in this process)."""
+        ids = list(ids)
+        self.tree = self.tree.punctured(ids)
+        self._aeads.clear()
+        self._current.clear()
 
-    def known(self, stream: uuid.UUID) -> int:
-        """How many keys of ``stream`` this process holds."""
-        return len(self._keys.get(stream, ()))
-
-    def issue(self, stream: uuid.UUID, version: int) -> PersonKeyIssued:
-        """A new key for ``stream``, as its event ``version`` (known here at once)."""
-        event = PersonKeyIssued(
-            originator_id=stream, originator_version=version, key=os.urandom(32).hex()
-        )
-        self.learn(event)
-        return event
+    def _aead(self, person_id: int) -> AESGCM | None:
+        if person_id not in self._aeads:
+            key = self.tree.key(person_id)
+            self._aeads[person_id] = None if key is None else AESGCM(key)
+        return self._aeads[person_id]
 
     def seal(self, event: DomainEvent, data: dict[str, Any]) -> None:
         """Move the values of ``data`` (``event`` as JSON values) that are ``Of`` a person
-        into sealed entries, one per person, under their key (which must be known)."""
+        into sealed entries, one per person, under their key."""
         entries = []
         for owner, fields in type(event).owned_fields().items():
             person = event.person(owner)
             if person is None:
                 continue
-            stream = self.stream_of(person)
-            key_id, aead = min(self._keys[stream].items())
+            person_id = self.current_id(person)
+            aead = self._aead(person_id)
+            assert aead is not None, "current_id gives an id whose key derives"
             plaintext = to_json({name: data.pop(name) for name in fields})
             nonce = os.urandom(12)
-            sealed = aead.encrypt(nonce, plaintext, _aad(event.event_id, owner, key_id))
-            entries.append(
-                [owner, stream.hex, key_id.hex, base64.b64encode(nonce + sealed).decode()]
-            )
+            sealed = aead.encrypt(nonce, plaintext, _aad(data["event_id"], owner, person_id))
+            blob = base64.b64encode(nonce + sealed).decode()
+            entries.append([owner, f"{person_id:016x}", blob])
         if entries:
             data[SEALED] = entries
 
     def open(self, data: dict[str, Any], owned: dict[str, tuple[str, ...]]) -> frozenset[str]:
         """Put the values of the sealed entries of ``data`` back; the names of the fields
-        (of ``owned``, by owner) whose key is gone: their person was forgotten."""
+        (of ``owned``, by owner) whose person was forgotten."""
         forgotten: set[str] = set()
-        event_id = uuid.UUID(data["event_id"])
-        for owner, stream_hex, key_hex, blob in data.pop(SEALED):
-            stream, key_id = uuid.UUID(stream_hex), uuid.UUID(key_hex)
-            if key_id not in self._keys.get(stream, {}):
-                self._load(stream)
-            aead = self._keys.get(stream, {}).get(key_id)
+        for owner, person_hex, blob in data.pop(SEALED):
+            person_id = int(person_hex, 16)
+            aead = self._aead(person_id)
             if aead is None:
                 forgotten.update(owned.get(owner, ()))
                 continue
             raw = base64.b64decode(blob)
             try:
-                plaintext = aead.decrypt(raw[:12], raw[12:], _aad(event_id, owner, key_id))
+                plaintext = aead.decrypt(
+                    raw[:12], raw[12:], _aad(str(data["event_id"]), owner, person_id)
+                )
             except InvalidTag:
                 raise TamperedData(
                     f"event {data['originator_id']}: its values of one person fail "
@@ -122,15 +203,6 @@ class PersonKeys:
             data.update(from_json(plaintext))
         return frozenset(forgotten)
 
-    def needed(self, events: Sequence[DomainEvent]) -> set[uuid.UUID]:
-        """The key streams of the people whose values ``events`` hold."""
-        return {
-            self.stream_of(person)
-            for event in events
-            for owner in type(event).owned_fields()
-            if (person := event.person(owner)) is not None
-        }
 
-
-def _aad(event_id: uuid.UUID, owner: str, key_id: uuid.UUID) -> bytes:
-    return b"eventpile person\0" + event_id.bytes + key_id.bytes + owner.encode()
+def _aad(event_id: str, owner: str, person_id: int) -> bytes:
+    return f"eventpile person\0{event_id}\0{owner}\0{person_id:016x}".encode()

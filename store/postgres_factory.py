@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.errors import StoreError
 from eventpile.store.mapper import ExportRow, Row
+from eventpile.store.people import FORGETTING
 from eventpile.store.postgres import LOCK_KEY
 from eventpile.store.sqlite import KEY_TABLE, check_purged
 
@@ -51,6 +52,13 @@ class Recorder(PostgresApplicationRecorder):
                 "CREATE TABLE IF NOT EXISTS {} (position BIGINT PRIMARY KEY, "
                 "origin TEXT NOT NULL, seq BIGINT NOT NULL, UNIQUE (origin, seq))"
             ).format(self.received_table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (notification_id) WHERE topic = {}").format(
+                Identifier(f"{self.events_table_name}_forgettings"),
+                self.events_table,
+                Literal(FORGETTING),
+            )
         )
 
     def _insert_stored_events(
@@ -134,6 +142,14 @@ class Recorder(PostgresApplicationRecorder):
         params = (after, upto, *([list(topics)] if topics else []), limit)
         return self._rows(statement, params, prepare=True)
 
+    def forgettings(self, after: int) -> list[Row]:
+        """As :meth:`eventpile.store.sqlite.Recorder.forgettings`."""
+        statement = SQL(
+            "SELECT notification_id, originator_id::text, originator_version, topic, state "
+            "FROM {} WHERE topic = {} AND notification_id > %s ORDER BY notification_id"
+        ).format(self.events_table, Literal(FORGETTING))
+        return self._rows(statement, (after,), prepare=True)
+
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_export`."""
         statement = SQL(
@@ -156,7 +172,7 @@ class Recorder(PostgresApplicationRecorder):
         """As :meth:`eventpile.store.sqlite.Recorder.last_positions`."""
         return self._stream_max("notification_id", originator_ids)
 
-    def require_key(self, key_ids: Collection[int]) -> None:
+    def require_key(self, key_id: int) -> None:
         """As :meth:`eventpile.store.sqlite.Recorder.require_key` (the events table locked
         as a writer locks it, so that no insert under way slips past)."""
         # the table of the current key and the function of the trigger share its name
@@ -167,15 +183,14 @@ class Recorder(PostgresApplicationRecorder):
             self._lock_table(curs)
             curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (id BYTEA NOT NULL)").format(table))
             curs.execute(SQL("DELETE FROM {}").format(table))
-            curs.executemany(
-                SQL("INSERT INTO {} VALUES (%s)").format(table),
-                [(k.to_bytes(4, "big"),) for k in key_ids],
+            curs.execute(
+                SQL("INSERT INTO {} VALUES (%s)").format(table), (key_id.to_bytes(4, "big"),)
             )
             curs.execute(
                 SQL(
                     "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger AS $$ BEGIN "
-                    "IF NOT EXISTS (SELECT 1 FROM {table} "
-                    "WHERE id = substring(NEW.state from 5 for 4)) THEN RAISE EXCEPTION {message} "
+                    "IF substring(NEW.state from 5 for 4) IS DISTINCT FROM "
+                    "(SELECT id FROM {table} LIMIT 1) THEN RAISE EXCEPTION {message} "
                     "USING ERRCODE = 'integrity_constraint_violation'; END IF; RETURN NEW; "
                     "END $$ LANGUAGE plpgsql"
                 ).format(function=function, table=table, message=Literal(RETIRED_KEY))

@@ -46,6 +46,9 @@ from typing import Any, Final, NamedTuple, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from eventpile.store.keys import PEOPLE, Keyring, repuncture
+from eventpile.store.people import Tree
+
 FORMAT: Final = 1
 KEYS: Final = "keys.json"
 HEAD: Final = "head"
@@ -256,11 +259,31 @@ class Folder:
         ).encode()
         self._put(HEAD, self._seal(document, _head_aad(self.origin)))
 
-    def publish_keys(self, key_file: Path) -> None:
+    def publish_keys(self, key_file: Path, ring: Keyring) -> None:
         """Leave the home's key file here for ``join``, if there is none yet (each home
-        wraps the keys with its own salt: the first one's stays)."""
-        if self.files.get(KEYS) is None:
+        wraps the keys with its own salt: the first one's stays). Its people's tree is
+        kept punctured as much as ``ring``'s: who was forgotten here is not derived from
+        the copy in the folder either."""
+        found = self.files.get(KEYS)
+        if found is None:
             self.files.put(KEYS, key_file.read_bytes())
+            return
+        if ring.people_key is None:
+            return
+        mine = Tree.from_bytes(ring.people_tree())
+        try:
+            document = json.loads(found)
+            if PEOPLE not in document or not repuncture(
+                document,
+                ring.people_key,
+                lambda theirs: Tree.from_bytes(theirs).common(mine).to_bytes(),
+            ):
+                return
+        except (ValueError, KeyError, TypeError, InvalidTag):
+            raise FolderError(
+                f"sync folder {self.files.where}: its {KEYS} is damaged or another home's"
+            ) from None
+        self.files.put(KEYS, json.dumps(document, indent=2).encode())
 
     # sealing ------------------------------------------------------------------
 

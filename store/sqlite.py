@@ -25,6 +25,7 @@ from eventsourcing.sqlite import (
 
 from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.mapper import ExportRow, Row
+from eventpile.store.people import FORGETTING
 
 STREAMS_PER_QUERY = 500
 COLUMNS = "originator_id, originator_version, topic, state"
@@ -59,6 +60,7 @@ class Recorder(SQLiteApplicationRecorder):
         return [
             *(s for s in super().construct_create_table_statements() if not s.startswith(library)),
             _events_table(self.events_table_name),
+            _forgettings_index(self.events_table_name),
             f"CREATE TABLE IF NOT EXISTS {RECEIVED_TABLE} (position INTEGER PRIMARY KEY, "
             "origin TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (origin, seq))",
         ]
@@ -97,17 +99,14 @@ class Recorder(SQLiteApplicationRecorder):
         meanwhile), nothing is written (:func:`check_purged`)."""
         return self.insert_events(stored_events, purge=purge)
 
-    def require_key(self, key_ids: Collection[int]) -> None:
+    def require_key(self, key_id: int) -> None:
         """From now on refuse (in the database, whatever process writes) an event sealed
-        with another key than those of ``key_ids``: after a rekey, or a person forgotten,
-        a process that still holds an old key writes nothing."""
+        with another data key than ``key_id``: after a rekey, a process that still holds
+        the old key writes nothing."""
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"CREATE TABLE IF NOT EXISTS {KEY_TABLE} (id BLOB NOT NULL)")
             c.execute(f"DELETE FROM {KEY_TABLE}")
-            c.executemany(
-                f"INSERT INTO {KEY_TABLE} VALUES (?)", [(k.to_bytes(4, "big"),) for k in key_ids]
-            )
-            c.execute(f"DROP TRIGGER IF EXISTS {KEY_TABLE}")  # one of an earlier version
+            c.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", (key_id.to_bytes(4, "big"),))
             c.execute(_key_guard(self.events_table_name))
 
     def replace_states(self, rows: Sequence[tuple[int, bytes, bytes]]) -> int:
@@ -177,6 +176,16 @@ class Recorder(SQLiteApplicationRecorder):
             f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ?{where} "
             "ORDER BY rowid LIMIT ?",
             (after, upto, *topics, limit),
+        )
+
+    def forgettings(self, after: int) -> list[Row]:
+        """The records of people forgotten after position ``after`` (an index holds them
+        apart: this reads no other row)."""
+        return self._rows(
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {self.events_table_name} WHERE topic = '{FORGETTING}' AND rowid > ? "
+            "ORDER BY rowid",
+            (after,),
         )
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
@@ -263,8 +272,15 @@ def _key_guard(table: str) -> str:
     the id of the key that sealed it (:mod:`eventpile.store.cipher`)."""
     return (
         f"CREATE TRIGGER IF NOT EXISTS {KEY_TABLE} BEFORE INSERT ON {table} "
-        f"WHEN substr(NEW.state, 5, 4) NOT IN (SELECT id FROM {KEY_TABLE}) "
+        f"WHEN substr(NEW.state, 5, 4) IS NOT (SELECT id FROM {KEY_TABLE}) "
         f"BEGIN SELECT RAISE(ABORT, '{RETIRED_KEY}'); END"
+    )
+
+
+def _forgettings_index(table: str) -> str:
+    return (
+        f"CREATE INDEX IF NOT EXISTS {table}_forgettings ON {table} (rowid) "
+        f"WHERE topic = '{FORGETTING}'"
     )
 
 

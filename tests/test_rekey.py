@@ -41,12 +41,6 @@ def rows(home: Home) -> list[Any]:
         app.close()
 
 
-def data_rows(home: Home) -> list[Any]:
-    """The rows sealed with the data key: all but the people's keys (sealed with the
-    people's key, see tests/test_forget.py)."""
-    return [r for r in rows(home) if not r[3].endswith(":PersonKeyIssued")]
-
-
 def key_ids(home: Home) -> list[int]:
     return sorted(int(e["id"]) for e in json.loads(home.key_file.read_text())["keys"])
 
@@ -81,13 +75,13 @@ def test_rekey_seals_everything_anew_and_destroys_the_old_key(
     backup = tmp_path / "keys.json.backup"
     backup.write_bytes(imported.key_file.read_bytes())
     found = cli(["search", "tag:kept"], capsys)[1]
-    before = data_rows(imported)
+    before = rows(imported)
     code, done, err = cli(["rekey"], capsys)
     assert (code, err) == (0, "")
     assert done["key"] == 2 and done["retired"] == [1]
     assert done["resealed"] == len(before) and done["events"] >= len(before)
     assert key_ids(imported) == [2]
-    after = data_rows(imported)
+    after = rows(imported)
     assert {EventCipher.key_of(r[4]) for r in after} == {2}
     assert cli(["search", "tag:kept"], capsys)[1] == found
     assert cli(["verify"], capsys)[0] == 0
@@ -98,7 +92,7 @@ def test_rekey_seals_everything_anew_and_destroys_the_old_key(
             old.open(state, oid, version, topic)
     # what is written next is sealed with the new key too
     assert cli(["tag", "add", "later", "*"], capsys)[0] == 0
-    assert {EventCipher.key_of(r[4]) for r in data_rows(imported)} == {2}
+    assert {EventCipher.key_of(r[4]) for r in rows(imported)} == {2}
     [record] = [o for o in cli(["log"], capsys)[1]["operations"] if o["command"] == "Rekey"]
     assert record["status"] == "complete"
 
@@ -150,18 +144,18 @@ def killed_half_way(home: Home) -> None:
     )
     assert killed.returncode == 9, killed.stderr
     assert key_ids(home) == [1, 2]  # both kept: the log is under each
-    assert {EventCipher.key_of(r[4]) for r in data_rows(home)} == {1, 2}
+    assert {EventCipher.key_of(r[4]) for r in rows(home)} == {1, 2}
 
 
 def test_a_rekey_killed_half_way_finishes_when_run_again(
     imported: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    count = len(data_rows(imported))
+    count = len(rows(imported))
     killed_half_way(imported)
     code, done, err = cli(["rekey"], capsys)
     assert (code, err) == (0, "")
     assert 0 < done["resealed"] < count and done["retired"] == [1]
-    assert {EventCipher.key_of(r[4]) for r in data_rows(imported)} == {2}
+    assert {EventCipher.key_of(r[4]) for r in rows(imported)} == {2}
     assert key_ids(imported) == [2]
     assert cli(["verify"], capsys)[0] == 0
 
@@ -179,7 +173,7 @@ def test_a_rekey_killed_half_way_is_finished_by_the_worker(imported: Home) -> No
         assert (ran.operation_id, ran.status) == (stopped.id, "complete")
     finally:
         later.close()
-    assert {EventCipher.key_of(r[4]) for r in data_rows(imported)} == {2}
+    assert {EventCipher.key_of(r[4]) for r in rows(imported)} == {2}
     assert key_ids(imported) == [2]
 
 
@@ -192,7 +186,7 @@ def test_a_process_that_holds_the_old_key_writes_nothing(
         end = log_end(imported)
         with pytest.raises(StoreError, match="rekey"):
             stale.execute(TagMessages(action="add", tag="stale", query="*"))
-        with pytest.raises(StoreError, match="keys were replaced"):
+        with pytest.raises(StoreError, match="rekey` ran since this process read its keys"):
             stale.append([Tag.create("stale")])  # a write that reads nothing first
         assert log_end(imported) == end
     finally:
@@ -235,7 +229,7 @@ def test_the_log_file_holds_no_old_ciphertext(
     on_sqlite: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
     imported = on_sqlite
-    before = {r[4] for r in data_rows(imported)}
+    before = {r[4] for r in rows(imported)}
     assert cli(["rekey"], capsys)[0] == 0
     db = sqlite3.connect(f"file:{imported.events_db}?mode=ro", uri=True)
     states = {row[0] for row in db.execute("SELECT state FROM stored_events")}

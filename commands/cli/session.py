@@ -130,18 +130,8 @@ def forget(
 ) -> None:
     """Forget a person: what the log holds of them becomes unreadable everywhere (the
     log, the views, copies of the log made before), and reads "[forgotten]". It cannot
-    be undone. Cut short, run it again: it finishes."""
-    from eventpile.store import agent
-    from eventpile.store.home import Home
-
+    be undone."""
     s = settings(ctx)
-    home = Home(s.home, s.database_url)
-    secret = passphrase()
-    with opened(s, (home, home.unlock(secret))) as application:
-        operation = application.forget(who, secret)
-    stopped = agent.stop(home)  # it holds the old people's key
-    said = operation.message
-    if stopped is not None:
-        said += f"; the agent that held the old keys stopped (pid {stopped.pid}): unlock again"
-    data = {"operation_id": operation.id.hex, **operation.result, "agent_stopped": bool(stopped)}
-    emit(s, data, said)
+    with opened(s) as application:
+        operation = application.forget(who)
+    emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
 from eventpile import Aggregate, Application, Handler, Projection
@@ -14,7 +15,7 @@ from .commands import (
     remove_email,
     rename_contact,
 )
-from .directory import ContactDirectory, by_email, by_name_prefix, directory
+from .directory import ContactDirectory, by_email, by_name_prefix, directory, holders
 from .domain import Contact
 
 
@@ -35,6 +36,12 @@ class AddressBook(Application):
         import_contacts,
     )
     projections: ClassVar[tuple[type[Projection], ...]] = (ContactDirectory,)
+
+    def people_of(self, who: str) -> set[str]:
+        """Forgetting an address forgets the contacts that have it (each contact is a
+        person: its name and addresses are ``Of(STREAM)``)."""
+        address = super().people_of(who).pop()
+        return {str(uuid.UUID(hex=c)) for c in holders(directory(self), address)}
 
     def find(self, text: str) -> list[dict[str, Any]]:
         """Contacts by email address (when ``text`` has an ``@``), else by name prefix."""

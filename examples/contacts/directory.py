@@ -45,6 +45,7 @@ def name_key(text: str) -> str:
 
 class ContactDirectory(Projection):
     name: ClassVar[str] = "contacts"
+    personal: ClassVar[bool] = True
     topics: ClassVar[tuple[type[DomainEvent], ...]] = (
         ContactCreated,
         ContactRemoved,
@@ -62,6 +63,8 @@ class ContactDirectory(Projection):
         """As :meth:`Contact.evolve <examples.contacts.domain.Contact.evolve>`: each value
         its latest write (kept in the framework's registers), the tables written from them."""
         contact = event.originator_id.hex
+        if "address" in type(event).forgotten:
+            return  # an address of a contact forgotten: none to find them by
         match event:
             case ContactCreated(name=name) | NameChanged(new_name=name):
                 registers.write(db, contact, "name", event, name)
@@ -139,6 +142,23 @@ def by_email(db: ViewDB, address: str) -> list[dict[str, Any]]:
         "c.id IN (SELECT contact_id FROM contact_emails WHERE address=?)",
         (address.strip().lower(),),
     )
+
+
+def holders(db: ViewDB, address: str) -> set[str]:
+    """The ids of the contacts that have ``address``, and of those merged into them."""
+    found: set[str] = set()
+    new = {
+        row[0]
+        for row in db.execute(
+            "SELECT contact_id FROM contact_emails WHERE address=?", (address.strip().lower(),)
+        )
+    }
+    while new:
+        found |= new
+        marks = ",".join("?" * len(new))
+        merged = db.execute(f"SELECT id FROM contacts WHERE merged_into IN ({marks})", sorted(new))
+        new = {row[0] for row in merged} - found
+    return found
 
 
 def _like(text: str) -> str:

@@ -2,7 +2,9 @@
 
 Events record what happened (the delta), so each one can be undone: an address
 added or removed, the name changed from old to new, the contact merged into
-another (its addresses move there) or the merge reverted.
+another (its addresses move there) or the merge reverted. A contact's name and
+addresses are that person's (``Of(STREAM)``): forgetting the contact makes them
+unreadable.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Annotated, ClassVar, Self
 from pydantic import AfterValidator
 
 from eventpile import (
+    STREAM,
     Aggregate,
     DomainError,
     DomainEvent,
     Invertible,
+    Of,
     Private,
     first_event,
 )
@@ -49,7 +53,7 @@ class ContactEvent(Invertible):
 
 
 class ContactCreated(ContactEvent):
-    name: Annotated[DisplayName, Private]
+    name: Annotated[DisplayName, Private, Of(STREAM)]
 
     def inverse(self, version: int) -> DomainEvent:
         return self.follow(ContactRemoved, version, name=self.name)
@@ -58,29 +62,29 @@ class ContactCreated(ContactEvent):
 class ContactRemoved(ContactEvent):
     """The creation was undone."""
 
-    name: Annotated[DisplayName, Private]
+    name: Annotated[DisplayName, Private, Of(STREAM)]
 
     def inverse(self, version: int) -> DomainEvent:
         return self.follow(ContactCreated, version, name=self.name)
 
 
 class EmailAdded(ContactEvent):
-    address: Annotated[EmailAddress, Private]
+    address: Annotated[EmailAddress, Private, Of(STREAM)]
 
     def inverse(self, version: int) -> DomainEvent:
         return self.follow(EmailRemoved, version, address=self.address)
 
 
 class EmailRemoved(ContactEvent):
-    address: Annotated[EmailAddress, Private]
+    address: Annotated[EmailAddress, Private, Of(STREAM)]
 
     def inverse(self, version: int) -> DomainEvent:
         return self.follow(EmailAdded, version, address=self.address)
 
 
 class NameChanged(ContactEvent):
-    old_name: Annotated[DisplayName, Private]
-    new_name: Annotated[DisplayName, Private]
+    old_name: Annotated[DisplayName, Private, Of(STREAM)]
+    new_name: Annotated[DisplayName, Private, Of(STREAM)]
 
     def inverse(self, version: int) -> DomainEvent:
         return self.follow(NameChanged, version, old_name=self.new_name, new_name=self.old_name)
