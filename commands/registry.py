@@ -134,4 +134,5 @@ def _unique(bases: Iterable[Mapping[str, Any]], attribute: str) -> tuple[Any, ..
 def _with_subclasses(cls: type[T]) -> Iterator[type[T]]:
     yield cls
     for subclass in cls.__subclasses__():
-        yield from _with_subclasses(subclass)
+        if not getattr(subclass, "forgotten", None):  # an event read forgotten is its base's
+            yield from _with_subclasses(subclass)

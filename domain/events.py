@@ -252,6 +252,7 @@ def forgetting(cls: type[DomainEvent], fields: frozenset[str]) -> type[DomainEve
         placeholders[name] = (Any, FORGOTTEN if isinstance(default, str) else default)
     forgotten = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **placeholders)
     forgotten.forgotten = fields
+    forgotten.__qualname__ = f"{cls.__qualname__}[forgotten {','.join(sorted(fields))}]"
     return cast(type[DomainEvent], forgotten)
 
 

@@ -279,7 +279,7 @@ def _key_guard(table: str) -> str:
 
 def _forgettings_index(table: str) -> str:
     return (
-        f"CREATE INDEX IF NOT EXISTS {table}_forgettings ON {table} (rowid) "
+        f"CREATE INDEX IF NOT EXISTS {table}_forgettings ON {table} (topic) "
         f"WHERE topic = '{FORGETTING}'"
     )
 

@@ -10,6 +10,8 @@ the session's PostgreSQL server (each example in fresh databases).
 from __future__ import annotations
 
 import uuid
+from email import message_from_bytes
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from eventpile.testing.postgres import on_postgres
 MESSAGES = list(synthetic_messages(18, seed=5))
 MAILBOXES = {"a.mbox": MESSAGES[0:8], "b.mbox": MESSAGES[5:13], "c.mbox": MESSAGES[12:18]}
 """Three small mailboxes that share some messages."""
+SENDERS = sorted({parseaddr(message_from_bytes(m)["From"])[1].lower() for m in MESSAGES})
+"""Who the messages are from: the people the ``forget`` rule forgets."""
 TAGS = ("red", "blue", "trash")
 NEW_NAMES = ("green", "red")
 QUERIES = ("*", "status", "subject:help", "from:patel", "kernel", "remove", "tag:red", "tag:blue")
@@ -57,6 +61,9 @@ class MailLaws(ApplicationLaws):
             command_strategy(RenameTag, tag=tags, new_name=st.sampled_from(NEW_NAMES)),
             command_strategy(RemoveTag, tag=tags),
         )
+
+    def people(self) -> st.SearchStrategy[str]:
+        return st.sampled_from([*SENDERS[:3], "nobody@example.org"])
 
     def observe(self, app: Application) -> Any:
         """Messages, tags and the index without ids chosen at random (a tag is known by

@@ -50,11 +50,12 @@ from pydantic import ValidationError
 
 from eventpile.commands.app import Application
 from eventpile.commands.base import Command
+from eventpile.commands.forget import Forget
 from eventpile.commands.retention import Purge
 from eventpile.commands.undo import Redo, Undo
 from eventpile.domain.aggregate import Aggregate, DomainError, Invertible, fold
 from eventpile.domain.events import ENVELOPE, DomainEvent
-from eventpile.domain.operation import Operation
+from eventpile.domain.operation import Operation, Status
 from eventpile.projections.operations import events_of
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
@@ -418,6 +419,11 @@ class ApplicationLaws(InAHome):
         """The commands to run (see :func:`command_strategy`)."""
         raise NotImplementedError("give a strategy of your commands")
 
+    def people(self) -> st.SearchStrategy[str] | None:
+        """Email addresses of the people your commands write values ``Of`` (see
+        :class:`~eventpile.domain.events.Of`), for the ``forget`` rule; None: it does not run."""
+        return None
+
     # the rules ---------------------------------------------------------------------------
 
     @rule(data=st.data())
@@ -543,6 +549,33 @@ class ApplicationLaws(InAHome):
         # a purged operation can no longer be undone, nor redone
         self.done = [d for d in self.done if d.operation_id not in gone]
         self.undone = [d for d in self.undone if d.operation_id not in gone]
+
+    @precondition(lambda self: self.history)
+    @rule(data=st.data())
+    def forget(self, data: st.DataObject) -> None:
+        """Forget one of :meth:`people`: refused, writing nothing, if the log holds none
+        of their values; else every view still equals a fresh fold of the log (as the
+        rebuilds and the end check it too), and no undo brings their values back."""
+        people = self.people()
+        if people is None:
+            return
+        who = data.draw(people, "who")
+        end = self.app.max_position()
+        try:
+            operation = self.app.forget(who)
+        except DomainError as refusal:
+            assert "nothing to forget" in str(refusal), f"refused: {refusal}"
+            assert self.app.max_position() == end, "a refused forget wrote events"
+            return
+        hypothesis.event("forget: done")
+        assert operation.status is Status.COMPLETE
+        for name, view in self.app.views.items():
+            assert view.verify(self.app), f"after a forget, a fresh fold of {name} differs"
+        forgot = Forget.model_validate(operation.args)
+        self.history.append(Step(forgot, None, False, operation.id))
+        # what was observed around earlier operations held their values
+        self.done.clear()
+        self.undone.clear()
 
     @rule(check=st.sampled_from(("restart", "rebuild", "replay twice")))
     def replay(self, check: str) -> None:

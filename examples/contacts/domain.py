@@ -115,6 +115,8 @@ class Contact(Aggregate):
     emails: tuple[str, ...] = ()
     merged_into: uuid.UUID | None = None
     removed: bool = False
+    forgotten: bool = False
+    """Was the person forgotten (``eventpile forget``)? Then it can no longer be changed."""
 
     @classmethod
     def start(cls, event: DomainEvent) -> Self:
@@ -124,25 +126,29 @@ class Contact(Aggregate):
 
     def evolve(self, event: DomainEvent) -> Self:
         """Each value (the name, whether removed, merged, each address) is its latest
-        write, so that changes made at once on two installations settle alike."""
+        write, so that changes made at once on two installations settle alike. A value
+        of a contact forgotten since reads forgotten: its addresses are none."""
+        state = self.model_copy(update={"forgotten": True}) if type(event).forgotten else self
+        if type(event).forgotten and isinstance(event, EmailAdded | EmailRemoved):
+            return state
         match event:
             case ContactCreated(name=name):
-                return self.write(event, "name", name=name).write(event, "removed", removed=False)
+                return state.write(event, "name", name=name).write(event, "removed", removed=False)
             case ContactRemoved():
-                return self.write(event, "removed", removed=True)
+                return state.write(event, "removed", removed=True)
             case EmailAdded(address=address) | EmailRemoved(address=address):
                 # in address order, not the order adds arrived in (which a sync changes)
-                kept = {a for a in self.emails if a != address}
+                kept = {a for a in state.emails if a != address}
                 if isinstance(event, EmailAdded):
                     kept.add(address)
-                return self.write(event, f"email {address}", emails=tuple(sorted(kept)))
+                return state.write(event, f"email {address}", emails=tuple(sorted(kept)))
             case NameChanged(new_name=name):
-                return self.write(event, "name", name=name)
+                return state.write(event, "name", name=name)
             case ContactMerged(into=into):
-                return self.write(event, "merged", merged_into=into)
+                return state.write(event, "merged", merged_into=into)
             case ContactUnmerged():
-                return self.write(event, "merged", merged_into=None)
-        return self
+                return state.write(event, "merged", merged_into=None)
+        return state
 
     # undo -------------------------------------------------------------------
 
@@ -191,6 +197,8 @@ class Contact(Aggregate):
         return events
 
     def _check_active(self) -> None:
+        if self.forgotten:
+            raise DomainError(f"contact {self.id} was forgotten: it can no longer be changed")
         if self.removed:
             raise DomainError(f"contact {self.name!r} was removed")
         if self.merged_into is not None:

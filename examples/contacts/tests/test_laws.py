@@ -83,6 +83,9 @@ class ContactLaws(ApplicationLaws):
         paths = st.sampled_from([self.files / name for name in FILES])
         return st.one_of(*contact_commands(), command_strategy(ImportContacts, path=paths))
 
+    def people(self) -> st.SearchStrategy[str]:
+        return st.sampled_from(ADDRESSES)
+
     def open_application(self, home: Home) -> Application:
         """The address book; a new one starts with three of the contacts (one operation)."""
         book = super().open_application(home)
