@@ -88,6 +88,11 @@ class Application(Claims):
         """Make the personal data of ``who`` unreadable everywhere (see
         :mod:`eventpile.commands.forget`). Refused, with nothing changed, if the log
         holds none."""
+        if self.keyring.people_key is None:
+            raise DomainError(
+                "this home was made before people had keys of their own (its people's keys "
+                "derive from its data key): it cannot forget anyone; nothing was changed"
+            )
         people = self.people_of(who)
         if not people:
             raise DomainError(f"the log holds no personal data of {who}: nothing to forget")

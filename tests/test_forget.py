@@ -390,3 +390,22 @@ def test_what_is_seen_is_what_the_model_says(
         assert seen(app) == shown
     finally:
         app.close()
+
+
+def test_an_agent_that_holds_the_keys_hands_out_the_tree_as_it_is_now(
+    mail: MailApplication,
+) -> None:
+    """``eventpile unlock`` started before the forget: what it hands to the next command
+    no longer derives her key."""
+    from eventpile.store import agent
+
+    agent.start(mail.home, mail.home.unlock(PASSPHRASE), 60)
+    try:
+        ann = mail.people.current_id("ann@example.org")
+        held = agent.keyring(mail.home)
+        assert held is not None and Tree.from_bytes(held.people_tree()).key(ann) is not None
+        mail.forget("ann@example.org")
+        held = agent.keyring(mail.home)
+        assert held is not None and Tree.from_bytes(held.people_tree()).key(ann) is None
+    finally:
+        agent.stop(mail.home)

@@ -122,3 +122,16 @@ def test_every_stored_event_of_the_old_home_decodes_to_a_current_class(legacy: P
         "eventpile.mail.message",
         "eventpile.mail.tag",
     }
+
+
+def test_an_old_home_cannot_forget_and_says_so(
+    legacy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its people's keys derive from its data key: destroying one is not possible."""
+    keys = (legacy / "keys.json").read_bytes()
+    code, out, err = cli(["forget", "ralf@linux-mips.org"], capsys)
+    assert (code, out) == (1, None) and err.count("\n") == 1
+    assert "made before people had keys" in err
+    assert (legacy / "keys.json").read_bytes() == keys
+    code, found, _ = cli(["log"], capsys)
+    assert code == 0 and all(o["command"] != "Forget" for o in found["operations"])

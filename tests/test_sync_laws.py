@@ -50,6 +50,9 @@ class MailSyncLaws(SyncLaws):
             command_strategy(RemoveTag, tag=names),
         )
 
+    def people(self) -> st.SearchStrategy[str]:
+        return st.just("ann@example.org")  # who every message is from
+
     def observe(self, app: Application) -> Any:
         assert isinstance(app, MailApplication)
         return seen(app), tags(app)

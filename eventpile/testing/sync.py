@@ -24,6 +24,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import hypothesis
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
@@ -127,6 +128,11 @@ class SyncLaws(RuleBasedStateMachine):
     def prepare(self, files: Path) -> None:
         """Make what the commands read, in ``files`` (nothing by default)."""
 
+    def people(self) -> st.SearchStrategy[str] | None:
+        """Email addresses of the people your commands write values ``Of``, for the
+        ``forget`` rule (None: it does not run)."""
+        return None
+
     # the rules ---------------------------------------------------------------------------
 
     @rule(n=st.integers(min_value=0), data=st.data())
@@ -145,6 +151,20 @@ class SyncLaws(RuleBasedStateMachine):
             self._run(n, Redo())
         elif candidates:
             self._run(n, Undo(operation_id=uuid.UUID(candidates[pick % len(candidates)][0])))
+
+    @rule(n=st.integers(min_value=0), data=st.data())
+    def forget(self, n: int, data: st.DataObject) -> None:
+        """Forget one of :meth:`people` on one installation (refused if it holds nothing
+        of them): after the exchange, every installation has forgotten them."""
+        people = self.people()
+        if people is None:
+            return
+        try:
+            self.apps[n % self.count].forget(data.draw(people, "who"))
+        except DomainError:
+            hypothesis.event("forget: refused")
+        else:
+            hypothesis.event("forget: done")
 
     @rule(n=st.integers(min_value=0))
     def sync(self, n: int) -> None:
@@ -197,6 +217,8 @@ class SyncLaws(RuleBasedStateMachine):
                 assert self.observe(app) == self.observe(first), "what a user sees differs"
             for app in self.apps:
                 assert all(view.verify(app) for view in app.views.values()), "a view differs"
+            trees = {app.home.unlock(PASSPHRASE).people_cover for app in self.apps}
+            assert len(trees) == 1, "the installations' key files forgot different people"
         finally:
             for app in self.apps:
                 app.close()

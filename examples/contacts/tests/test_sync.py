@@ -34,6 +34,9 @@ class ContactSyncLaws(SyncLaws):
     def commands(self) -> st.SearchStrategy[Command]:
         return st.one_of(*contact_commands())
 
+    def people(self) -> st.SearchStrategy[str]:
+        return st.sampled_from(ADDRESSES)
+
     def observe(self, app: Application) -> Any:
         assert isinstance(app, AddressBook)
         return contacts(app)
