@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, cast
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from pydantic_core import from_json, to_json
 
 from eventpile.commands.base import Command, Outcome, Retryable, handles
 from eventpile.commands.context import Context
@@ -41,6 +40,7 @@ from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import TamperedData
 from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
+from eventpile.store.people import born_at
 from eventpile.store.remote import RemoteFiles, Unreachable
 from eventpile.store.segments import Folder, FolderError, Head, LocalFiles, Record, Segment
 
@@ -267,9 +267,9 @@ class Exchange:
             ) from None
         if version != record.version:
             compressed = flags & COMPRESSED
-            data = from_json(zlib.decompress(plaintext) if compressed else plaintext)
-            data.setdefault("born", record.version)
-            plaintext = to_json(data)
+            plaintext = born_at(
+                zlib.decompress(plaintext) if compressed else plaintext, record.version
+            )
             if compressed:
                 plaintext = zlib.compress(plaintext, 1)
             state = self.cipher.seal(

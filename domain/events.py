@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, ClassVar, Final, cast
 
 from annotated_types import Ge
@@ -233,9 +233,12 @@ def _owned_fields(cls: type[BaseModel]) -> dict[str, tuple[str, ...]]:
 
 def person_of(value: Any) -> str | None:
     """The person an address names (``"Ann <Ann@Example.org>"``: ``ann@example.org``)."""
-    if not isinstance(value, str):
-        return None
-    address = parseaddr(value)[1].strip().lower()
+    return _address(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _address(text: str) -> str | None:
+    address = parseaddr(text)[1].strip().lower()
     return address if "@" in address else None
 
 

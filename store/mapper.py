@@ -19,13 +19,13 @@ from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
-from pydantic_core import from_json, to_json
+from pydantic_core import from_json
 
 from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent, forgetting
 from eventpile.domain.people import PersonForgotten
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import StoreError, UnknownEvent
-from eventpile.store.people import SEALED, PersonKeys
+from eventpile.store.people import PEOPLE_FRAME, PersonKeys, head_of
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
 # message here and saves ~45%: more than the whole budget of an append (33 µs) or a
@@ -117,9 +117,7 @@ class PydanticMapper(Mapper[uuid.UUID]):
         topic = topic_of(cls)
         exclude = _ROW_FIELDS if event.born else _ROW_FIELDS_AND_BORN
         if self.people is not None and cls.owned_fields():
-            data = event.model_dump(mode="json", exclude=exclude)
-            self.people.seal(event, data)
-            payload = to_json(data)
+            payload = self.people.seal(event, exclude)
         else:
             payload = event.model_dump_json(exclude=exclude).encode()
         flags = 0
@@ -180,15 +178,19 @@ class PydanticMapper(Mapper[uuid.UUID]):
             cls = ForeignEvent
         if flags & COMPRESSED:
             state = zlib.decompress(state)
-        data: dict[str, Any] = from_json(state)
+        forgotten = frozenset[str]()
+        data: dict[str, Any]
+        if state[:1] != PEOPLE_FRAME:
+            data = from_json(state)
+        elif self.people is None or cls is ForeignEvent:  # passed on as it is
+            data = head_of(state)[0]
+        else:
+            data, forgotten = self.people.open(state, cls.owned_fields())
         data["originator_id"] = originator_id
         data["originator_version"] = version
         if cls is ForeignEvent:
             envelope = {k: data.pop(k) for k in ENVELOPE if k in data}
             return ForeignEvent.model_validate({**envelope, "topic": topic, "data": data})
-        forgotten = frozenset[str]()
-        if SEALED in data and self.people is not None:
-            forgotten = self.people.open(data, cls.owned_fields())
         while class_version < cls.class_version:
             getattr(cls, f"upcast_v{class_version}_v{class_version + 1}")(data)
             class_version += 1

@@ -9,9 +9,9 @@ and every installation that shares the root derives the same ones. Forgetting a 
 the path to their leaf (at most 64 keys), from which every other leaf is still derived,
 and theirs no longer is, by anyone who holds the key file from then on.
 
-The mapper seals an event's values of one person together, as one entry of its
-payload, ``[owner field, person id, nonce + ciphertext]``, bound to the event's id;
-an entry whose person's leaf is gone opens as forgotten.
+The mapper seals an event's values of one person together, as one ciphertext after
+the payload's JSON (which says ``[owner field, person id, length]`` of each), bound to
+the event's id; a ciphertext whose person's leaf is gone opens as forgotten.
 
 A person forgotten who appears again (new mail from the same address) gets the id of
 the next generation (the person's hash with a count): their old values stay forgotten.
@@ -19,11 +19,11 @@ the next generation (the person's hash with a count): their old values stay forg
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -39,6 +39,8 @@ FORGETTING: Final = "eventpile.domain.people:PersonForgotten"
 process reads them all when it starts: see ``EventLog.heed_forgettings``)."""
 SEALED: Final = "§people"
 """The payload's key of the entries sealed per person (no field can have this name)."""
+PEOPLE_FRAME: Final = b"\x01"
+"""The first byte of a payload with values sealed per person (a JSON payload's is ``{``)."""
 DEPTH: Final = 64
 GENERATIONS: Final = 256
 """How many times one person may be forgotten and come back."""
@@ -161,10 +163,14 @@ class PersonKeys:
             self._aeads[person_id] = None if key is None else AESGCM(key)
         return self._aeads[person_id]
 
-    def seal(self, event: DomainEvent, data: dict[str, Any]) -> None:
-        """Move the values of ``data`` (``event`` as JSON values) that are ``Of`` a person
-        into sealed entries, one per person, under their key."""
+    def seal(self, event: DomainEvent, exclude: AbstractSet[str]) -> bytes:
+        """The payload of ``event`` (without the fields ``exclude``): its JSON, and after
+        it, if it holds values ``Of`` a person, those sealed under their key, one
+        ciphertext per person (``[owner, person id, length]`` in the JSON says which)."""
+        sealed: list[bytes] = []
         entries = []
+        taken: set[str] = set()
+        event_id = str(event.event_id)
         for owner, fields in type(event).owned_fields().items():
             person = event.person(owner)
             if person is None:
@@ -172,36 +178,63 @@ class PersonKeys:
             person_id = self.current_id(person)
             aead = self._aead(person_id)
             assert aead is not None, "current_id gives an id whose key derives"
-            plaintext = to_json({name: data.pop(name) for name in fields})
+            plaintext = event.model_dump_json(include=set(fields)).encode()
             nonce = os.urandom(12)
-            sealed = aead.encrypt(nonce, plaintext, _aad(data["event_id"], owner, person_id))
-            blob = base64.b64encode(nonce + sealed).decode()
-            entries.append([owner, f"{person_id:016x}", blob])
-        if entries:
-            data[SEALED] = entries
+            blob = nonce + aead.encrypt(nonce, plaintext, _aad(event_id, owner, person_id))
+            sealed.append(blob)
+            entries.append([owner, f"{person_id:016x}", len(blob)])
+            taken.update(fields)
+        rest = event.model_dump_json(exclude={*exclude, *taken}).encode()
+        if not entries:
+            return rest
+        head = rest[:-1] + b',"' + SEALED.encode() + b'":' + to_json(entries) + b"}"
+        return PEOPLE_FRAME + len(head).to_bytes(4, "big") + head + b"".join(sealed)
 
-    def open(self, data: dict[str, Any], owned: dict[str, tuple[str, ...]]) -> frozenset[str]:
-        """Put the values of the sealed entries of ``data`` back; the names of the fields
-        (of ``owned``, by owner) whose person was forgotten."""
+    def open(
+        self, payload: bytes, owned: dict[str, tuple[str, ...]]
+    ) -> tuple[dict[str, Any], frozenset[str]]:
+        """The fields of a payload :meth:`seal` made, and the names of those (of ``owned``,
+        by owner) whose person was forgotten."""
+        data, offset = head_of(payload)
         forgotten: set[str] = set()
-        for owner, person_hex, blob in data.pop(SEALED):
+        for owner, person_hex, length in data.pop(SEALED):
+            blob, offset = payload[offset : offset + length], offset + length
             person_id = int(person_hex, 16)
             aead = self._aead(person_id)
             if aead is None:
                 forgotten.update(owned.get(owner, ()))
                 continue
-            raw = base64.b64decode(blob)
             try:
                 plaintext = aead.decrypt(
-                    raw[:12], raw[12:], _aad(str(data["event_id"]), owner, person_id)
+                    blob[:12], blob[12:], _aad(str(data["event_id"]), owner, person_id)
                 )
             except InvalidTag:
                 raise TamperedData(
-                    f"event {data['originator_id']}: its values of one person fail "
+                    f"event {data.get('originator_id', '?')}: its values of one person fail "
                     "authentication (tampered or moved)"
                 ) from None
             data.update(from_json(plaintext))
-        return frozenset(forgotten)
+        return data, frozenset(forgotten)
+
+
+def head_of(payload: bytes) -> tuple[dict[str, Any], int]:
+    """The JSON part of a payload :meth:`PersonKeys.seal` made (its values of people still
+    sealed after it), and where they start."""
+    size = int.from_bytes(payload[1:5], "big")
+    return from_json(payload[5 : 5 + size]), 5 + size
+
+
+def born_at(payload: bytes, version: int) -> bytes:
+    """``payload`` saying that its event was written at ``version`` (unless it says so
+    already): for an event a sync places at another version of its stream."""
+    if payload[:1] != PEOPLE_FRAME:
+        data = from_json(payload)
+        data.setdefault("born", version)
+        return to_json(data)
+    head, offset = head_of(payload)
+    head.setdefault("born", version)
+    text = to_json(head)
+    return PEOPLE_FRAME + len(text).to_bytes(4, "big") + text + payload[offset:]
 
 
 def _aad(event_id: str, owner: str, person_id: int) -> bytes:
