@@ -93,6 +93,7 @@ class Application(Claims):
                 "this home was made before people had keys of their own (its people's keys "
                 "derive from its data key): it cannot forget anyone; nothing was changed"
             )
+        self.heed_forgettings()
         people = self.people_of(who)
         if not people:
             raise DomainError(f"the log holds no personal data of {who}: nothing to forget")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         Of,
         Private,
         hashed_uuid,
+        person_of,
         utcnow,
         uuid7,
     )
@@ -67,6 +68,7 @@ _WHERE = {
     "Forget": ("eventpile.commands.forget", "Forget"),
     "uuid7": ("eventpile.domain.events", "uuid7"),
     "hashed_uuid": ("eventpile.domain.events", "hashed_uuid"),
+    "person_of": ("eventpile.domain.events", "person_of"),
     "utcnow": ("eventpile.domain.events", "utcnow"),
     "Aggregate": ("eventpile.domain.aggregate", "Aggregate"),
     "DomainError": ("eventpile.domain.aggregate", "DomainError"),
@@ -144,6 +146,7 @@ __all__ = [
     "fold",
     "handles",
     "hashed_uuid",
+    "person_of",
     "read_position",
     "registers",
     "testing",

@@ -16,7 +16,7 @@ from eventpile.mail.commands import (
 )
 from eventpile.mail.index import MessageIndex
 from eventpile.mail.message import Message
-from eventpile.mail.query import count, orphan_memberships, parse_query, shared_names
+from eventpile.mail.query import orphan_memberships, shared_names
 from eventpile.mail.send import mark_sent, send_mail
 from eventpile.mail.tag import Tag
 
@@ -42,11 +42,11 @@ class MailApplication(Application):
     }
 
     def people_of(self, who: str) -> set[str]:
-        """The address, if a message in the index is from it (a message is its sender's:
-        forgetting a recipient forgets nothing of what others wrote to them)."""
-        found = super().people_of(who)
+        """The address, if the log holds a message from it, indexed now or not (a message
+        is its sender's: forgetting a recipient forgets nothing others wrote to them)."""
         index = self.current("messages")
-        return {p for p in found if count(index, parse_query(f'from:"{p}"'))}
+        held = "SELECT 1 FROM message_senders WHERE address = ? LIMIT 1"
+        return {p for p in super().people_of(who) if index.execute(held, (p,)).fetchone()}
 
     def after_sync(self) -> list[Command]:
         """Tags made with one name on two installations, or memberships given on one to a

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator
 
-from eventpile import Command, Context, DomainError, Outcome, Private, handles
+from eventpile import FORGOTTEN, Command, Context, DomainError, Outcome, Private, handles
 from eventpile.mail.message import TRASH_TAG_ID, Message, MessageContent, message_uuid
 from eventpile.mail.query import (
     QueryError,
@@ -145,9 +145,10 @@ def _fingerprints(item: ParsedMail) -> set[str]:
 
 
 def _differs(ctx: Context, key: bytes, state: Message, item: ParsedMail) -> bool:
-    """Is ``item`` new for an indexed message with the same Message-ID (nor a kept copy)?"""
+    """Is ``item`` new for an indexed message with the same Message-ID (nor a kept copy)?
+    Not if its sender was forgotten: their mail read again stays forgotten."""
     known = _fingerprints(item)
-    if not state.fingerprint or state.fingerprint in known:
+    if state.fingerprint in ("", FORGOTTEN, *known):
         return False
     copies = (ctx.load(Message, _copy_id(key, item.message_id, f)) for f in known)
     return not any(copy is not None and copy.indexed for copy in copies)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from eventpile import DomainEvent, Projection, ViewDB, registers
+from eventpile import DomainEvent, Projection, ViewDB, person_of, registers
 from eventpile.mail.message import (
     TRASH_TAG_ID,
     MessageIndexed,
@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS message_links (
     link BIGINT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (link, message)
 );
 CREATE INDEX IF NOT EXISTS message_links_message ON message_links(message);
+CREATE TABLE IF NOT EXISTS message_senders (
+    address TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (address, message)
+);
 """
 FULL_TEXT = {
     "sqlite": SCHEMA.format(rowid="INTEGER", text="")
@@ -275,6 +278,17 @@ class MessageIndex(Projection):
         for position, event in events:
             self._apply(db, event, position, page, latest)
         page.write(db)
+        # whose messages the log holds, indexed now or not (what ``forget`` may forget)
+        senders = {
+            (person, e.originator_id.hex)
+            for _, e in events
+            if isinstance(e, MessageIndexed | MessageRemoved)
+            and (person := person_of(e.sender)) is not None
+        }
+        if senders:
+            db.executemany(
+                "INSERT INTO message_senders VALUES (?, ?) ON CONFLICT DO NOTHING", sorted(senders)
+            )
 
     def _apply(
         self,
@@ -328,6 +342,7 @@ class MessageIndex(Projection):
             "SELECT message, header, thread FROM message_threads ORDER BY message",
             "SELECT link, message FROM message_links ORDER BY link, message",
             "SELECT key, register, stamp, value FROM registers ORDER BY key, register",
+            "SELECT address, message FROM message_senders ORDER BY address, message",
         )
 
 

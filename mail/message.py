@@ -64,8 +64,10 @@ class MessageContent(BaseModel):
     """The file names of its parts."""
     mimetypes: Annotated[tuple[str, ...], Private, Of("sender")] = ()
     """The content types of its parts."""
-    location: Annotated[str, Private] = ""
-    fingerprint: Annotated[str, Private] = ""
+    location: Annotated[str, Private, Of("sender")] = ""
+    """Where it was read (a mailbox's path and the message's place in it)."""
+    fingerprint: Annotated[str, Private, Of("sender")] = ""
+    """A hash of the raw message (one who holds a copy could confirm it was here)."""
     size: int = 0
 
     def content_fields(self) -> dict[str, Any]:

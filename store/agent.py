@@ -238,7 +238,7 @@ class _Answer:
 
     def __init__(self, running: dict[str, Any], keys: dict[str, Any], key_file: Path) -> None:
         self.running, self.keys, self.key_file = running, keys, key_file
-        self.read: int | None = None
+        self.read: tuple[int, int, int] | None = None
         self.text = json.dumps({**running, **keys}).encode()
 
     def now(self) -> bytes:
@@ -246,9 +246,10 @@ class _Answer:
             return self.text
         key_file = self.key_file
         try:
-            changed = key_file.stat().st_mtime_ns
+            found = key_file.stat()  # a new file each write: its inode tells
         except OSError:
             return self.text
+        changed = (found.st_ino, found.st_mtime_ns, found.st_size)
         if changed != self.read:
             ring = people_now(key_file, _decode(self.keys))
             self.keys = _encode(ring)

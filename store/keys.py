@@ -23,7 +23,8 @@ import hmac
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -139,10 +140,11 @@ def change_passphrase(path: Path, old: str, new: str) -> Keyring:
     """Wrap the data keys of ``path`` under ``new`` instead of ``old`` (a new salt too):
     the keys themselves, and so every event and view, stay as they are, whatever the
     log's size. The file is replaced whole, so a crash leaves the old one or the new."""
-    ring = open_key_file(path, old)
-    if new == old:
-        raise StoreError("the new passphrase is the one the home has")
-    _replace(path, _wrapped(ring, new))
+    with _locked(path):
+        ring = open_key_file(path, old)
+        if new == old:
+            raise StoreError("the new passphrase is the one the home has")
+        _replace(path, _wrapped(ring, new))
     return open_key_file(path, new)
 
 
@@ -150,10 +152,11 @@ def rotate_keys(path: Path, passphrase: str) -> Keyring:
     """A new current data key in the key file of ``path`` (the purpose keys kept beside
     it), unless a rotation is under way already (the file holds more than one key): the
     keys after it. The file is replaced whole."""
-    ring = open_key_file(path, passphrase)
-    if len(ring.keys) > 1:
-        return ring
-    _replace(path, _wrapped(ring.rotated(), passphrase))
+    with _locked(path):
+        ring = open_key_file(path, passphrase)
+        if len(ring.keys) > 1:
+            return ring
+        _replace(path, _wrapped(ring.rotated(), passphrase))
     return open_key_file(path, passphrase)
 
 
@@ -166,15 +169,12 @@ def puncture_people(path: Path, ring: Keyring, puncture: Callable[[bytes], bytes
     """Replace the people's tree of the key file of ``path`` by ``puncture`` of it (read
     and written under a lock, so that two processes forgetting at once lose neither);
     ``ring`` with the new tree. Needs no passphrase: the tree is sealed by the people's key."""
-    import fcntl
-
     if ring.people_key is None:
         raise StoreError(
             "this home was made before people had keys of their own (its people's keys "
             "derive from its data key): it cannot forget anyone"
         )
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path):
         document = json.loads(path.read_bytes())
         if repuncture(document, ring.people_key, puncture):
             _replace(path, document)
@@ -217,11 +217,24 @@ def _open_tree(key: bytes, text: str) -> bytes:
 def retire_keys(path: Path, ring: Keyring) -> None:
     """Destroy every data key of the key file of ``path`` but ``ring``'s current one: their
     entries leave the file (no passphrase is needed: each key is wrapped apart)."""
-    document = json.loads(path.read_bytes())
-    if int(document["current"]) != ring.current or "purposes" not in document:
-        raise StoreError(f"the key file {path} changed during the rekey: run it again")
-    document["keys"] = [e for e in document["keys"] if int(e["id"]) == ring.current]
-    _replace(path, document)
+    with _locked(path):
+        document = json.loads(path.read_bytes())
+        if int(document["current"]) != ring.current or "purposes" not in document:
+            raise StoreError(f"the key file {path} changed during the rekey: run it again")
+        document["keys"] = [e for e in document["keys"] if int(e["id"]) == ring.current]
+        _replace(path, document)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Inside, no other process changes the key file ``path`` (each writer reads it,
+    changes it and writes it whole: without the lock, one could undo another's change,
+    a person forgotten say)."""
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _replace(path: Path, document: dict[str, Any]) -> None:

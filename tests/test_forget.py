@@ -263,35 +263,43 @@ def test_the_command_line(
     assert record["status"] == "complete" and "ann" not in json.dumps(record)
 
 
-def test_cut_short_it_is_finished_by_running_it_again(
+def test_cut_short_it_is_finished_by_the_next_command(
     mail: MailApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed once the key file was punctured, before the forgetting was recorded: she
-    is forgotten in the key file already, but the views still show her; forgetting her
-    again records it, and the views are made anew."""
-    import eventpile.commands.forget as forget_module
+    """Killed once the forgetting was recorded, before the key file was punctured: the
+    next command of any process reads the record, punctures the key file, and the views
+    are made anew without her."""
 
-    def killed(*args: Any, **kwargs: Any) -> None:
+    def killed(*args: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(forget_module, "first_event", killed)
+    monkeypatch.setattr(MailApplication, "forget_keys", killed)
     with pytest.raises(KeyboardInterrupt):
         mail.forget("ann@example.org")
     monkeypatch.undo()
-    assert finds(mail, "apricot") == {"About apricot"}  # the view, not yet made anew
+    ann = MailApplication(mail.home, mail.home.unlock(PASSPHRASE)).people  # it heeds at start
     fresh = MailApplication(mail.home, mail.home.unlock(PASSPHRASE))
     try:
-        assert all(
-            e.subject in (FORGOTTEN, "About cherry", "About damson")
-            for _, e in fresh.all_events()
-            if isinstance(e, MessageIndexed)
-        )
+        tree = Tree.from_bytes(mail.home.unlock(PASSPHRASE).people_tree())
+        assert tree.key(next(iter(ann.ids_of("ann@example.org")))) is None
+        assert finds(fresh, "apricot") == set() and finds(fresh, "cherry") == {"About cherry"}
+        assert verified(fresh)
     finally:
         fresh.close()
-    assert mail.forget("ann@example.org").result == {"people": 1}
-    assert finds(mail, "apricot") == set() and verified(mail)
-    with pytest.raises(DomainError, match="nothing to forget"):
-        mail.forget("ann@example.org")
+
+
+def test_what_the_index_no_longer_shows_is_forgotten_too(
+    app: MailApplication, tmp_path: Path
+) -> None:
+    """Her import undone, her messages are out of the index, but the log still holds
+    them: forgetting her reaches them, and redoing the import is refused."""
+    imported = app.execute(ImportMailbox(path=write(tmp_path / "m.mbox", MAILS)))
+    undone = app.execute(Undo(operation_id=imported.id))
+    assert finds(app, "apricot") == set()
+    assert app.forget("ann@example.org").result == {"people": 1}
+    with pytest.raises(DomainError, match="can no longer be restored"):
+        app.execute(Undo(operation_id=undone.id))
+    assert finds(app, "apricot") == set() and verified(app)
 
 
 def test_a_process_that_read_the_keys_before_stops_at_the_forgetting(

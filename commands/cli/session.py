@@ -90,10 +90,11 @@ def passwd(ctx: typer.Context) -> None:
     s = settings(ctx)
     home = Home(s.home, s.database_url)
     old = passphrase()
-    home.unlock(old)  # a wrong one is refused before the new one is asked
-    keyring = home.change_passphrase(old, new_passphrase())
-    digest = key_file_digest(home.key_file.read_bytes())
+    keyring = home.unlock(old)  # a wrong one is refused before the new one is asked
+    # opened first: it heeds people forgotten elsewhere, which changes the key file
     with opened(s, (home, keyring)) as application:
+        home.change_passphrase(old, new_passphrase())
+        digest = key_file_digest(home.key_file.read_bytes())
         operation = application.execute(PassphraseChanged(key_file=digest))
     emit(s, {"operation_id": operation.id.hex, **operation.result}, operation.message)
 

@@ -145,14 +145,10 @@ def by_email(db: ViewDB, address: str) -> list[dict[str, Any]]:
 
 
 def holders(db: ViewDB, address: str) -> set[str]:
-    """The ids of the contacts that have ``address``, and of those merged into them."""
+    """The ids of the contacts that have or had ``address``, and of those merged into them."""
     found: set[str] = set()
-    new = {
-        row[0]
-        for row in db.execute(
-            "SELECT contact_id FROM contact_emails WHERE address=?", (address.strip().lower(),)
-        )
-    }
+    register = f"email {address.strip().lower()}"
+    new = {row[0] for row in db.execute("SELECT key FROM registers WHERE register=?", (register,))}
     while new:
         found |= new
         marks = ",".join("?" * len(new))

@@ -17,6 +17,7 @@ from examples.contacts import (
     Contact,
     CreateContact,
     MergeContacts,
+    RemoveEmail,
     RenameContact,
 )
 
@@ -56,6 +57,14 @@ def test_forgetting_an_address_forgets_its_contacts_and_no_other(book: AddressBo
     shown = directory(book)
     book.view("contacts").rebuild(book)
     assert directory(book) == shown
+
+
+def test_an_address_removed_from_a_contact_still_finds_it(book: AddressBook) -> None:
+    """The log still holds the contact that had the address: forgetting it reaches it."""
+    ann = contact(book, "Ann Example", "ann@example.org", "ann@work.example")
+    book.execute(RemoveEmail(contact_id=ann, address="ann@example.org"))
+    assert book.forget("ann@example.org").result == {"people": 1}
+    assert book.find("ann@work.example") == [] and book.find("Ann") == []
 
 
 def test_undo_refuses_to_bring_them_back(book: AddressBook) -> None:
