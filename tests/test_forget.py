@@ -277,11 +277,13 @@ def test_cut_short_it_is_finished_by_the_next_command(
     with pytest.raises(KeyboardInterrupt):
         mail.forget("ann@example.org")
     monkeypatch.undo()
-    ann = MailApplication(mail.home, mail.home.unlock(PASSPHRASE)).people  # it heeds at start
-    fresh = MailApplication(mail.home, mail.home.unlock(PASSPHRASE))
+    first_id = next(iter(mail.people.ids_of("ann@example.org")))
+    on_file = Tree.from_bytes(mail.home.unlock(PASSPHRASE).people_tree())
+    assert on_file.key(first_id) is not None  # not punctured yet
+    fresh = MailApplication(mail.home, mail.home.unlock(PASSPHRASE))  # it heeds at start
     try:
-        tree = Tree.from_bytes(mail.home.unlock(PASSPHRASE).people_tree())
-        assert tree.key(next(iter(ann.ids_of("ann@example.org")))) is None
+        on_file = Tree.from_bytes(mail.home.unlock(PASSPHRASE).people_tree())
+        assert on_file.key(first_id) is None
         assert finds(fresh, "apricot") == set() and finds(fresh, "cherry") == {"About cherry"}
         assert verified(fresh)
     finally:
