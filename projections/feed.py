@@ -211,8 +211,11 @@ class Renderer:
 
     def html(self, entry: dict[str, Any]) -> str:
         status = html.escape(entry["status"])
+        return f'<li class="operation {status}" id="op-{entry["id"]}">{self.body(entry)}</li>'
+
+    def body(self, entry: dict[str, Any]) -> str:
+        """The entry's HTML inside its ``<li>``: every value escaped."""
         parts = [
-            f'<li class="operation {status}" id="op-{entry["id"]}">',
             f'<time datetime="{_iso(entry["ts"])}">{html.escape(entry["date"])}</time>',
             f'<span class="message">{html.escape(self.headline(entry))}</span>',
         ]
@@ -224,7 +227,6 @@ class Renderer:
         if question is not None and entry["status"] == "waiting":
             for choice in map(html.escape, question["choices"]):
                 parts.append(f'<button name="answer" value="{choice}">{choice}</button>')
-        parts.append("</li>")
         return "".join(parts)
 
 

@@ -165,11 +165,3 @@ def test_an_installation_that_does_not_answer_leaves_the_sync_to_the_queue(
         assert seen(app) == [("red", [])]
     finally:
         app.close()
-
-
-def test_serve_says_what_to_serve(tmp_path: Path) -> None:
-    home = Home(tmp_path / "server")
-    home.init(PASSPHRASE)
-    done = eventpile_process(home, "serve", passphrase=PASSPHRASE)
-    assert done.returncode == 1
-    assert "--sync" in done.stderr

@@ -1,5 +1,6 @@
-"""``sync`` and ``join``: installations of one user exchange their events through a
-folder (see :mod:`eventpile.commands.sync`)."""
+"""``sync``, ``join`` and ``serve``: installations of one user exchange their events
+through a folder (see :mod:`eventpile.commands.sync`), or over HTTP; ``serve`` also
+serves the feed as a live web page (see :mod:`eventpile.commands.web`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from eventpile.commands.cli.core import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from starlette.types import ASGIApp
+
     from eventpile.commands.app import Application
+    from eventpile.commands.cli.core import Settings
     from eventpile.store.home import Home
     from eventpile.store.keys import Keyring
 
@@ -87,32 +93,75 @@ def serve(
     sync: bool = typer.Option(False, "--sync", help="Answer other installations' syncs."),
     host: str = typer.Option("127.0.0.1", help="The address to listen on."),
     port: int = typer.Option(8765, min=0, max=65535, help="The port (0: any free one)."),
+    open_page: bool = typer.Option(False, "--open", help="Open the page in a browser."),
 ) -> None:
-    """Serve this installation over HTTP until stopped (Ctrl-C): with --sync, other
-    installations of the user sync with it (`eventpile sync ADDRESS`)."""
+    """Serve this installation over HTTP until stopped (Ctrl-C): the feed as a live web
+    page (its address, with a one-time token, is printed); with --sync, other
+    installations of the user sync with it instead (`eventpile sync ADDRESS`)."""
     import secrets
     import socket
     import sys
 
     import uvicorn
 
-    from eventpile.commands.serve import sync_server
-    from eventpile.store.errors import StoreError
-
-    if not sync:
-        raise StoreError("say what to serve: --sync (other installations sync with this one)")
     s = settings(ctx)
     home, keyring = unlock(s)
+    token = secrets.token_urlsafe(16)
+    listening = socket.create_server((host, port))
+    bound = listening.getsockname()[1]
+    address = f"http://{host}:{bound}/"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"eventpile: listening on {host}: anyone who reaches it may try", file=sys.stderr)
+    if sync:
+        web, done = _sync_server(s, home, keyring, token)
+        said = (
+            f"Serving sync at {address} (Ctrl-C stops)\n"
+            f"A new installation joins with: eventpile join '{address}?token={token}'"
+        )
+        data = {"address": address, "join": f"{address}?token={token}"}
+    else:
+        from eventpile.commands.web import Web
+
+        page = Web(lambda: application_class(s.application)(home, keyring), token)
+        page.hosts = {f"{name}:{bound}" for name in (host, "127.0.0.1", "localhost")}
+        web, done = page.asgi(), (lambda: None)
+        said = f"Serving the feed at {address}?token={token} (Ctrl-C stops)"
+        data = {"address": address, "open": f"{address}?token={token}"}
+    emit(s, data, lambda: typer.echo(said))
+    sys.stdout.flush()
+    if open_page and not sync:
+        import webbrowser
+
+        webbrowser.open(f"{address}?token={token}")
+    try:
+        # an open page's stream never ends by itself: stopping waits a second for it
+        config = uvicorn.Config(web, log_level="warning", timeout_graceful_shutdown=1)
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        done()
+
+
+def _sync_server(
+    s: Settings, home: Home, keyring: Keyring, token: str
+) -> tuple[ASGIApp, Callable[[], None]]:
+    """The sync server of ``home`` (see :mod:`eventpile.commands.serve`), and what closes
+    it: its application lives in one thread."""
+    from eventpile.commands.serve import sync_server
+
     folder = home.path / "sync"
     folder.mkdir(mode=0o700, exist_ok=True)
-    token = secrets.token_urlsafe(16)
-    one = ThreadPoolExecutor(max_workers=1)  # the application lives in one thread
+    one = ThreadPoolExecutor(max_workers=1)
     held: list[Application] = []
 
     def run() -> dict[str, object]:
         if not held:
             held.append(application_class(s.application)(home, keyring))
         return dict(held[0].sync(folder).result)
+
+    def done() -> None:
+        if held:
+            one.submit(held[0].close).result()
+        one.shutdown()
 
     web = sync_server(
         folder,
@@ -121,19 +170,4 @@ def serve(
         home.key_file,
         lambda: one.submit(run).result(),
     )
-    listening = socket.create_server((host, port))
-    address = f"http://{host}:{listening.getsockname()[1]}/"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"eventpile: listening on {host}: anyone who reaches it may try", file=sys.stderr)
-    said = (
-        f"Serving sync at {address} (Ctrl-C stops)\n"
-        f"A new installation joins with: eventpile join '{address}?token={token}'"
-    )
-    emit(s, {"address": address, "join": f"{address}?token={token}"}, lambda: typer.echo(said))
-    sys.stdout.flush()
-    try:
-        uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[listening])
-    finally:
-        if held:
-            one.submit(held[0].close).result()
-        one.shutdown()
+    return web, done

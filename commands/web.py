@@ -1,0 +1,402 @@
+"""``eventpile serve``: the feed as a live web page on this machine.
+
+**Who may see it.** The address printed at start carries a one-time token (as
+Jupyter's): the first visit with it opens a session (an ``HttpOnly``,
+``SameSite=Strict`` cookie) and the token works no more. Every request needs that
+session, and names this server as its host (a page of another site that rebinds its
+name to 127.0.0.1 is refused). Every form carries the session's CSRF token, and a
+``POST`` from another origin is refused. Each response carries a strict
+Content-Security-Policy: no inline script or style (the page's own are
+``/static/feed.js`` and ``feed.css``), nothing loaded from elsewhere; and every value
+from the log is escaped where it is written into the page.
+
+**What it shows.** Every incomplete operation and the recent finished ones, newest
+first, each rendered by its command's :class:`~eventpile.projections.feed.Renderer`,
+with buttons: a question's choices, cancel, retry now, undo, each confirmed, each run
+as on the command line (a recorded operation, the same refusals, in words). Private
+data (arguments, results, errors) is fetched by a button per entry, never put in a URL.
+
+**Live.** A stream of server-sent events (``/events``) sends each entry anew as its
+operation changes, whichever process changed it (an ``eventpile import`` in a
+terminal, a worker on another machine sharing the PostgreSQL database): the page puts
+it in place of the old one. One thread watches the log (woken by the backend: a
+notification on PostgreSQL, a look every so often on SQLite) and renders what changed
+once for every open page; another holds the application that pages and buttons use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventpile.domain.aggregate import DomainError
+from eventpile.projections.feed import entry as feed_entry
+from eventpile.projections.feed import feed
+from eventpile.projections.queue import operation_events
+from eventpile.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from eventpile.commands.app import Application
+
+T = TypeVar("T")
+
+STATIC: Final = Path(__file__).with_name("static")
+COOKIE: Final = "eventpile_session"
+RECENT: Final = 50
+"""The finished operations the page shows (beside every incomplete one)."""
+KEEPALIVE_S: Final = 15.0
+MAX_FORM: Final = 64 << 10
+POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS: Final = [
+    (b"content-security-policy", POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make a form's Origin "null"
+    (b"cache-control", b"no-store"),
+]
+ACTIONS: Final = ("answer", "cancel", "retry", "undo")
+_CANCELLABLE: Final = frozenset({"pending", "scheduled", "retrying", "waiting"})
+_RETRYABLE: Final = frozenset({"scheduled", "retrying", "failed"})
+
+
+class Refused(Exception):
+    """A request without the session, the host or the CSRF token it needs."""
+
+
+class _Secured:
+    """Every response with :data:`HEADERS` (the policy, and no sniffing, referrer or cache)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+class Web:
+    """The web page of one home: ``open_app`` makes an application (one per thread)."""
+
+    def __init__(self, open_app: Callable[[], Application], token: str) -> None:
+        self.open_app = open_app
+        self._token: list[str] = [token]  # it works once
+        self.sessions: dict[str, str] = {}
+        """By session id, its CSRF token."""
+        self.hosts: set[str] = set()
+        """The ``Host`` headers this server answers (set once it listens)."""
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._app: Application | None = None
+        self._pages: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="feed watcher", daemon=True)
+
+    def asgi(self) -> ASGIApp:
+        routes = [
+            Route("/", self.home),
+            Route("/events", self.events),
+            Route("/operations/{operation}/private", self.private),
+            Route("/operations/{operation}/{action}", self.act, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC)),
+        ]
+        return _Secured(Starlette(routes=routes, lifespan=self._lifespan))
+
+    @asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.stop)
+
+    def start(self) -> None:
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._pool.submit(self._close).result()
+        self._pool.shutdown()
+        self._watcher.join()  # it looks at the stop at least once a second
+
+    # who may see it ------------------------------------------------------------------
+
+    def _session(self, request: Request) -> str:
+        """The request's CSRF token, if it comes with a session to this server."""
+        if self.hosts and request.headers.get("host") not in self.hosts:
+            raise Refused("this server answers only its own address")
+        session = request.cookies.get(COOKIE, "")
+        csrf = self.sessions.get(session)
+        if csrf is None:
+            raise Refused("open the address `eventpile serve` printed (its token opens a session)")
+        return csrf
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        """The form of a POST that carries the session's CSRF token, from this page."""
+        csrf = self._session(request)
+        origin = request.headers.get("origin")
+        if origin is not None and origin.partition("://")[2] not in self.hosts:
+            raise Refused("a form from another site")
+        body = await request.body()
+        if len(body) > MAX_FORM:
+            raise Refused(f"a form is at most {MAX_FORM:,} bytes")
+        form = {k: v[-1] for k, v in parse_qs(body.decode(errors="replace")).items()}
+        if not hmac.compare_digest(form.get("csrf", ""), csrf):
+            raise Refused("this form did not come from this page (its CSRF token is missing)")
+        return form
+
+    # pages ---------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is not None:
+            return self._login(token)
+        try:
+            csrf = self._session(request)
+        except Refused as refused:
+            return _refused(refused)
+        entries = await self._run(lambda app: _entries(app, feed(app.current("feed"), RECENT)))
+        return HTMLResponse(_page("".join(_entry_html(e, csrf) for e in entries), csrf))
+
+    def _login(self, token: str) -> Response:
+        with self._lock:
+            unused = any(hmac.compare_digest(token, t) for t in self._token)
+            if not unused:
+                return _refused(Refused("that token was used already, or is not this server's"))
+            self._token.clear()
+            session = secrets.token_urlsafe(32)
+            self.sessions[session] = secrets.token_urlsafe(32)
+        response = RedirectResponse("/", status_code=303)  # the token leaves the address bar
+        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def events(self, request: Request) -> Response:
+        try:
+            csrf = self._session(request)
+        except Refused as refused:
+            return _refused(refused)
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]]()
+        page = (loop, queue)
+        with self._lock:
+            self._pages.add(page)
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 1000\n\n"
+                while True:
+                    try:
+                        found = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": still here\n\n"
+                        continue
+                    data = {"id": found["id"], "html": _entry_html(found, csrf)}
+                    yield f"event: entry\ndata: {json.dumps(data)}\n\n"
+            finally:
+                with self._lock:
+                    self._pages.discard(page)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    async def private(self, request: Request) -> Response:
+        try:
+            self._session(request)
+        except Refused as refused:
+            return _refused(refused)
+        operation = _hex(request.path_params["operation"])
+        found = None
+        if operation is not None:
+            found = await self._run(
+                lambda app: feed_entry(app.current("feed"), operation, private=True)
+            )
+        if found is None:
+            return JSONResponse({"error": "no such operation"}, status_code=404)
+        return JSONResponse(found["private"])
+
+    async def act(self, request: Request) -> Response:
+        try:
+            form = await self._form(request)
+        except Refused as refused:
+            return _refused(refused)
+        action, operation = request.path_params["action"], _hex(request.path_params["operation"])
+        if action not in ACTIONS or operation is None:
+            return _refused(Refused("there is no such operation or action"), 404)
+        target = uuid.UUID(hex=operation)
+        try:
+            await self._run(lambda app: _act(app, action, target, form.get("answer", "")))
+        except (DomainError, StoreError, ValueError) as error:
+            csrf = self._session(request)
+            entries = await self._run(lambda app: _entries(app, feed(app.current("feed"), RECENT)))
+            body = "".join(_entry_html(e, csrf) for e in entries)
+            return HTMLResponse(_page(body, csrf, error=str(error)), status_code=409)
+        return RedirectResponse("/", status_code=303)
+
+    # the application's thread, and the watcher's -------------------------------------
+
+    async def _run(self, work: Callable[[Application], T]) -> T:
+        """``work`` on the application, in its thread."""
+
+        def run() -> T:
+            if self._app is None:
+                self._app = self.open_app()
+            return work(self._app)
+
+        return await asyncio.wrap_future(self._pool.submit(run))
+
+    def _close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    def _watch(self) -> None:
+        """Send every open page the entries of the operations the log's new events
+        changed, whoever wrote them."""
+        app = self.open_app()
+        try:
+            seen = app.max_position()
+            while not self._stopping.is_set():
+                end = app.wait_for_events(seen, 1.0)
+                if end <= seen:
+                    continue
+                changed = _changed(app, seen, end)
+                seen = end
+                db = app.current("feed")
+                found = [feed_entry(db, operation) for operation in changed]
+                for entry in _entries(app, [e for e in found if e is not None]):
+                    self._send(entry)
+        finally:
+            app.close()
+
+    def _send(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            pages = list(self._pages)
+        for loop, queue in pages:
+            loop.call_soon_threadsafe(queue.put_nowait, entry)
+
+
+def _changed(app: Application, after: int, upto: int) -> list[str]:
+    """The operations (hex ids) whose events lie after ``after`` up to ``upto``, in order."""
+    changed: dict[str, None] = {}
+    topics = operation_events()
+    while after < upto:
+        page = app.read(after, upto, topics, 2000)
+        if not page:
+            break
+        for _, event in page:
+            changed[event.originator_id.hex] = None
+        after = page[-1][0]
+    return list(changed)
+
+
+def _entries(app: Application, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries, each with its HTML body (by its command's renderer) and whether it
+    can be undone."""
+    shown = []
+    for entry in entries:
+        command = app.registry.command_class(entry["source"])
+        undoable = command is not None and command.undoable
+        body = app.registry.renderer(entry["source"]).body(entry)
+        shown.append({**entry, "body": body, "undoable": undoable})
+    return shown
+
+
+def _entry_html(entry: dict[str, Any], csrf: str) -> str:
+    """One entry: its body and its buttons in one form (each button posts its action)."""
+    operation, status = entry["id"], entry["status"]
+    action = f"/operations/{operation}"
+    buttons = []
+    if status in _CANCELLABLE:
+        buttons.append(_button(f"{action}/cancel", "Cancel", "Cancel this operation?"))
+    if status in _RETRYABLE:
+        buttons.append(_button(f"{action}/retry", "Retry now", "Run it again now?"))
+    if status == "complete" and entry["undoable"] and not entry["data"].get("undone_by"):
+        buttons.append(
+            _button(
+                f"{action}/undo", "Undo", "Undo: revert what it changed and is still in effect?"
+            )
+        )
+    buttons.append(
+        f'<button type="button" class="reveal" data-operation="{operation}">Private data</button>'
+    )
+    return (
+        f'<li class="operation {html.escape(status)}" id="op-{operation}">'
+        f'<form method="post" action="{action}/answer">'
+        f'<input type="hidden" name="csrf" value="{html.escape(csrf)}">'
+        f'{entry["body"]}<span class="actions">{"".join(buttons)}</span>'
+        '<pre class="private" hidden></pre></form></li>'
+    )
+
+
+def _button(action: str, label: str, confirm: str) -> str:
+    return (
+        f'<button formaction="{action}" data-confirm="{html.escape(confirm)}">'
+        f"{html.escape(label)}</button>"
+    )
+
+
+def _act(app: Application, action: str, target: uuid.UUID, choice: str) -> None:
+    from eventpile.commands.operations import answer, cancel, retry
+    from eventpile.commands.undo import Undo
+
+    match action:
+        case "answer":
+            answer(app, target, choice)
+        case "cancel":
+            cancel(app, target)
+        case "retry":
+            retry(app, target)
+        case "undo":
+            app.execute(Undo(operation_id=target))
+
+
+def _hex(text: str) -> str | None:
+    """An operation id as 32 hex digits (None: not an id)."""
+    try:
+        return uuid.UUID(text).hex
+    except ValueError:
+        return None
+
+
+def _page(body: str, csrf: str = "", error: str | None = None) -> str:
+    said = "" if error is None else f'<p class="error" role="alert">{html.escape(error)}</p>'
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="csrf" content="{html.escape(csrf)}">'
+        "<title>eventpile</title>"
+        '<link rel="stylesheet" href="/static/feed.css">'
+        '<script src="/static/feed.js" defer></script></head>'
+        '<body><header><h1>eventpile</h1><span class="live" id="live">connecting…</span></header>'
+        f'{said}<ul class="feed" id="feed">{body}</ul></body></html>'
+    )
+
+
+def _refused(refused: Exception, status: int = 403) -> Response:
+    return HTMLResponse(_page("", error=str(refused)), status_code=status)

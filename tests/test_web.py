@@ -1,0 +1,201 @@
+"""The feed's web page (``eventpile serve``), request by request: who may see it (the
+one-time token, the session, the host), the CSRF token and the origin of every form,
+the Content-Security-Policy of every response, every value escaped, private data only
+on request and never in a URL, and the buttons as the command line's commands (the
+same operations, the same refusals). In a real browser: tests/test_web_browser.py."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import pytest
+from starlette.testclient import TestClient
+
+from eventpile import Command, Context, DomainError, Outcome, Private, handles
+from eventpile.commands.web import COOKIE, Web
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.synthetic import write_mbox
+from eventpile.store.home import Home
+from eventpile.store.keys import Keyring
+
+TOKEN = "the-one-time-token"
+MARKUP = '<img src=x onerror="alert(1)">'
+
+
+class Chore(Command):
+    """A command whose public title goes into the feed as it is (markup included)."""
+
+    title: str = "chore"
+    behaviour: Literal["ok", "ask", "refuse"] = "ok"
+    secret: Annotated[str, Private] = "hush"
+
+    def describe(self) -> str:
+        return f"Chore {self.title}"
+
+
+@handles(Chore)
+def run_chore(command: Chore, ctx: Context) -> Outcome:
+    if command.behaviour == "refuse":
+        raise DomainError(f"no chore named {command.title}")
+    if command.behaviour == "ask":
+        ctx.ask("Which way?", {"left": Chore(title="left"), "right": None})
+    return Outcome(f"Chore {command.title} done", {"n": 1}, {"secret": command.secret})
+
+
+class App(MailApplication):
+    handlers = (*MailApplication.handlers, run_chore)
+
+
+@pytest.fixture
+def page(home: Home, keyring: Keyring, backend: str) -> Iterator[tuple[TestClient, App]]:
+    """A client of the page, logged in, and an application beside it (another process)."""
+    web = Web(lambda: App(home, keyring), TOKEN)
+    web.hosts = {"testserver"}
+    other = App(home, keyring)
+    with TestClient(web.asgi(), follow_redirects=False) as client:
+        opened = client.get("/", params={"token": TOKEN})
+        assert opened.status_code == 303 and opened.headers["location"] == "/"
+        yield client, other
+    other.close()
+
+
+def csrf(client: TestClient) -> str:
+    found = re.search(r'<meta name="csrf" content="([^"]+)">', client.get("/").text)
+    assert found is not None, "the page has no CSRF token"
+    return found.group(1)
+
+
+def status(app: App, operation: uuid.UUID) -> str:
+    return str(
+        app.current("feed")
+        .execute("SELECT status FROM feed WHERE id = ?", (operation.hex,))
+        .fetchone()[0]
+    )
+
+
+def test_the_token_opens_one_session_once(home: Home, keyring: Keyring) -> None:
+    web = Web(lambda: App(home, keyring), TOKEN)
+    web.hosts = {"testserver"}
+    with TestClient(web.asgi(), follow_redirects=False) as first:
+        wrong = first.get("/", params={"token": "not-it"})
+        assert wrong.status_code == 403 and COOKIE not in wrong.cookies
+        opened = first.get("/", params={"token": TOKEN})
+        assert opened.status_code == 303
+        cookie = opened.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert first.get("/").status_code == 200
+        second = TestClient(web.asgi(), follow_redirects=False)  # another browser
+        again = second.get("/", params={"token": TOKEN})
+        assert again.status_code == 403 and "used already" in again.text
+        assert second.get("/").status_code == 403
+
+
+def test_without_the_session_nothing_is_shown_or_done(
+    page: tuple[TestClient, App], home: Home, keyring: Keyring
+) -> None:
+    _, app = page
+    done = app.execute(Chore())
+    web = Web(lambda: App(home, keyring), TOKEN)
+    web.hosts = {"testserver"}
+    with TestClient(web.asgi(), follow_redirects=False) as stranger:  # its token unused
+        end = app.max_position()
+        for response in (
+            stranger.get("/"),
+            stranger.get("/events"),
+            stranger.get(f"/operations/{done.id.hex}/private"),
+            stranger.post(f"/operations/{done.id.hex}/undo", data={"csrf": "x"}),
+        ):
+            assert response.status_code == 403
+            assert "hush" not in response.text and "Chore" not in response.text
+        assert app.max_position() == end
+
+
+def test_another_host_name_is_refused(page: tuple[TestClient, App]) -> None:
+    """A page of another site whose name was rebound to this machine's address."""
+    client, _ = page
+    assert client.get("/", headers={"host": "evil.example:8765"}).status_code == 403
+
+
+def test_every_response_carries_the_policy(page: tuple[TestClient, App]) -> None:
+    client, _ = page
+    for path in ("/", "/static/feed.js", "/nowhere"):
+        policy = client.get(path).headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    page_html = client.get("/").text
+    assert "<script>" not in page_html and " style=" not in page_html  # nothing inline
+
+
+def test_markup_from_the_log_is_text(page: tuple[TestClient, App]) -> None:
+    client, app = page
+    app.execute(Chore(title=MARKUP))
+    shown = client.get("/").text
+    assert MARKUP not in shown
+    assert "Chore &lt;img src=x onerror=&quot;alert(1)&quot;&gt; done" in shown
+
+
+def test_private_data_is_fetched_on_request_and_never_in_the_page(
+    page: tuple[TestClient, App],
+) -> None:
+    client, app = page
+    done = app.execute(Chore(secret="the private value"))
+    shown = client.get("/").text
+    assert "the private value" not in shown and "hush" not in shown
+    private = client.get(f"/operations/{done.id.hex}/private").json()
+    assert private["private_result"] == {"secret": "the private value"}
+    assert private["private_args"] == {"secret": "the private value"}
+    assert client.get(f"/operations/{uuid.uuid4().hex}/private").status_code == 404
+
+
+def test_a_form_without_the_csrf_token_or_from_elsewhere_is_refused(
+    page: tuple[TestClient, App],
+) -> None:
+    client, app = page
+    queued = app.submit(Chore(), run_after=app.clock() + timedelta(hours=1))
+    token, end = csrf(client), app.max_position()
+    for data, headers in (
+        ({}, {}),
+        ({"csrf": "forged"}, {}),
+        ({"csrf": token}, {"origin": "http://evil.example"}),
+    ):
+        refused = client.post(f"/operations/{queued.id.hex}/cancel", data=data, headers=headers)
+        assert refused.status_code == 403
+    assert app.max_position() == end and status(app, queued.id) == "scheduled"
+
+
+def test_cancel_retry_undo_and_answer_are_the_command_line_s(
+    page: tuple[TestClient, App], tmp_path: Any
+) -> None:
+    client, app = page
+    token = csrf(client)
+
+    def press(operation: uuid.UUID, action: str, **form: str) -> Any:
+        return client.post(f"/operations/{operation.hex}/{action}", data={"csrf": token, **form})
+
+    queued = app.submit(Chore(), run_after=app.clock() + timedelta(hours=1))
+    assert press(queued.id, "cancel").status_code == 303
+    assert status(app, queued.id) == "cancelled"
+    again = press(queued.id, "cancel")  # the command line's refusal, in words, on the page
+    assert again.status_code == 409 and "is already cancelled" in again.text
+
+    app.execute(ImportMailbox(path=write_mbox(tmp_path / "m.mbox", 5)))
+    tagged = app.execute(TagMessages(action="add", tag="red", query="*"))
+    assert 'formaction="/operations/' + tagged.id.hex + '/undo"' in client.get("/").text
+    assert press(tagged.id, "undo").status_code == 303
+    assert status(app, tagged.id) == "undone"
+
+    asked = app.execute(Chore(behaviour="ask"))
+    assert status(app, asked.id) == "waiting"
+    assert 'name="answer" value="left"' in client.get("/").text
+    assert press(asked.id, "answer", answer="left").status_code == 303
+    assert status(app, asked.id) == "complete"
+
+    scheduled = app.submit(Chore(title="later"), run_after=app.clock() + timedelta(hours=1))
+    assert press(scheduled.id, "retry").status_code == 303
+    assert status(app, scheduled.id) == "complete"
+    assert press(uuid.uuid4(), "nothing").status_code == 404
