@@ -350,7 +350,8 @@ def _entry_html(entry: dict[str, Any], csrf: str) -> str:
         f'<li class="operation {html.escape(status)}" id="op-{operation}">'
         f'<form method="post" action="{action}/answer">'
         f'<input type="hidden" name="csrf" value="{html.escape(csrf)}">'
-        f'{entry["body"]}<span class="actions">{"".join(buttons)}</span>'
+        f'<span class="status">{html.escape(status)}</span>{entry["body"]}'
+        f'<span class="actions">{"".join(buttons)}</span>'
         '<pre class="private" hidden></pre></form></li>'
     )
 
