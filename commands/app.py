@@ -100,6 +100,17 @@ class Application(Claims):
         ids = sorted(f"{self.people.current_id(person):016x}" for person in people)
         return self.execute(Forget(people=tuple(ids)))
 
+    def search(self, query: str, limit: int = 50) -> dict[str, Any]:
+        """What the web page's search box finds (``eventpile serve``): ``{"total",
+        "results": [{"id", "from", "subject", "date", "tags"}]}``, newest first. An
+        application without a search has none (NotImplementedError)."""
+        raise NotImplementedError
+
+    def tag_found(self, query: str, tag: str, add: bool) -> Operation:
+        """Add ``tag`` to what ``query`` finds, or take it off (the search page's buttons):
+        an operation, which the feed then shows with its undo."""
+        raise NotImplementedError
+
     def after_sync(self) -> list[Command]:
         """What to run, each as an operation, after a sync brought events: what makes the
         application's data whole again where two installations changed it at once in a way

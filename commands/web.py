@@ -127,6 +127,8 @@ class Web:
             Route("/events", self.events),
             Route("/operations/{operation}/private", self.private),
             Route("/operations/{operation}/{action}", self.act, methods=["POST"]),
+            Route("/search", self.search, methods=["GET", "POST"]),
+            Route("/search/tag", self.tag, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
         ]
         return _Secured(Starlette(routes=routes, lifespan=self._lifespan))
@@ -185,7 +187,7 @@ class Web:
         except Refused as refused:
             return _refused(refused)
         entries = await self._run(lambda app: _entries(app, feed(app.current("feed"), RECENT)))
-        return HTMLResponse(_page("".join(_entry_html(e, csrf) for e in entries), csrf))
+        return HTMLResponse(_page(_feed_html(entries, csrf), csrf))
 
     def _login(self, token: str) -> Response:
         with self._lock:
@@ -255,9 +257,48 @@ class Web:
         except (DomainError, StoreError, ValueError) as error:
             csrf = self._session(request)
             entries = await self._run(lambda app: _entries(app, feed(app.current("feed"), RECENT)))
-            body = "".join(_entry_html(e, csrf) for e in entries)
+            body = _feed_html(entries, csrf)
             return HTMLResponse(_page(body, csrf, error=str(error)), status_code=409)
         return RedirectResponse("/", status_code=303)
+
+    async def search(self, request: Request) -> Response:
+        """The search box, and what it finds (the query is posted: a query is private, and
+        never goes into a URL)."""
+        try:
+            csrf = self._session(request)
+            form = await self._form(request) if request.method == "POST" else {}
+        except Refused as refused:
+            return _refused(refused)
+        return await self._results(csrf, form.get("q", ""))
+
+    async def tag(self, request: Request) -> Response:
+        """Add a tag to what a query finds, or take it off: an operation, as on the
+        command line; the results are shown again."""
+        try:
+            form = await self._form(request)
+        except Refused as refused:
+            return _refused(refused)
+        csrf, query = self._session(request), form.get("q", "")
+        add, tag = form.get("action") == "add", form.get("tag", "")
+        try:
+            done = await self._run(lambda app: app.tag_found(query, tag, add))
+        except (DomainError, StoreError, ValueError) as error:
+            return await self._results(csrf, query, error=str(error))
+        return await self._results(csrf, query, notice=done.message)
+
+    async def _results(
+        self, csrf: str, query: str, *, error: str | None = None, notice: str | None = None
+    ) -> Response:
+        found: dict[str, Any] | None = None
+        if query:
+            try:
+                found = await self._run(lambda app: app.search(query))
+            except NotImplementedError:
+                error = "this application has no search"
+            except (DomainError, ValueError) as refused:
+                error = str(refused)
+        body = _search_html(query, found, csrf, notice)
+        return HTMLResponse(_page(body, csrf, error=error, title="Search"))
 
     # the application's thread, and the watcher's -------------------------------------
 
@@ -386,16 +427,60 @@ def _hex(text: str) -> str | None:
         return None
 
 
-def _page(body: str, csrf: str = "", error: str | None = None) -> str:
+def _feed_html(entries: Iterable[dict[str, Any]], csrf: str) -> str:
+    return f'<ul class="feed" id="feed">{"".join(_entry_html(e, csrf) for e in entries)}</ul>'
+
+
+def _search_html(query: str, found: dict[str, Any] | None, csrf: str, notice: str | None) -> str:
+    """The search form, and the results with the tag buttons (every value escaped)."""
+    q, token = html.escape(query), html.escape(csrf)
+    parts = [
+        '<form method="post" action="/search" class="search">'
+        f'<input type="hidden" name="csrf" value="{token}">'
+        f'<input type="search" name="q" value="{q}" placeholder="from:ann subject:report tag:red"'
+        ' aria-label="query" autofocus> <button>Search</button></form>'
+    ]
+    if notice is not None:
+        parts.append(f'<p class="notice" role="status">{html.escape(notice)}</p>')
+    if found is None:
+        return "".join(parts)
+    total, results = found["total"], found["results"]
+    parts.append(
+        f'<p class="total">{total:,} message{"s" * (total != 1)}'
+        f"{f' (the newest {len(results):,} shown)' if len(results) < total else ''}</p>"
+        '<form method="post" action="/search/tag" class="tagging">'
+        f'<input type="hidden" name="csrf" value="{token}">'
+        f'<input type="hidden" name="q" value="{q}">'
+        '<input name="tag" placeholder="tag" aria-label="tag" required> '
+        '<button name="action" value="add" data-confirm="Add this tag to every message found?">'
+        "Add to all</button> "
+        '<button name="action" value="remove" '
+        'data-confirm="Take this tag off every message found?">Remove from all</button></form>'
+        '<table class="results"><thead><tr><th>date</th><th>from</th><th>subject</th>'
+        "<th>tags</th></tr></thead><tbody>"
+    )
+    for r in results:
+        tags = " ".join(f'<span class="tag">{html.escape(t)}</span>' for t in r["tags"])
+        parts.append(
+            f'<tr id="m-{html.escape(r["id"])}"><td>{html.escape(r["date"] or "")}</td>'
+            f"<td>{html.escape(r['from'])}</td><td>{html.escape(r['subject'])}</td>"
+            f"<td>{tags}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def _page(body: str, csrf: str = "", error: str | None = None, title: str = "Feed") -> str:
     said = "" if error is None else f'<p class="error" role="alert">{html.escape(error)}</p>'
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="csrf" content="{html.escape(csrf)}">'
-        "<title>eventpile</title>"
+        f"<title>{html.escape(title)} · eventpile</title>"
         '<link rel="stylesheet" href="/static/feed.css">'
         '<script src="/static/feed.js" defer></script></head>'
-        '<body><header><h1>eventpile</h1><span class="live" id="live">connecting…</span></header>'
-        f'{said}<ul class="feed" id="feed">{body}</ul></body></html>'
+        '<body><header><h1>eventpile</h1><nav><a href="/">Feed</a> <a href="/search">Search</a>'
+        '</nav><span class="live" id="live">connecting…</span></header>'
+        f"{said}{body}</body></html>"
     )
 
 

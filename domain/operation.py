@@ -231,6 +231,10 @@ class OperationsPurged(OperationEvent):
 
 
 class Operation(Aggregate):
+    """One command invocation as recorded: how it was invoked, its status and progress,
+    its question, attempts and lease, its result or error, and its timing (what
+    ``execute`` and ``submit`` return, and the feed and the log show)."""
+
     event_types: ClassVar[tuple[type[DomainEvent], ...]] = (OperationEvent,)
 
     command: str

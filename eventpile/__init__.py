@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         utcnow,
         uuid7,
     )
+    from eventpile.domain.operation import Operation
     from eventpile.domain.undoing import Undoing
     from eventpile.projections import registers
     from eventpile.projections.base import Projection
@@ -76,6 +77,7 @@ _WHERE = {
     "first_event": ("eventpile.domain.aggregate", "first_event"),
     "fold": ("eventpile.domain.aggregate", "fold"),
     "Undoing": ("eventpile.domain.undoing", "Undoing"),
+    "Operation": ("eventpile.domain.operation", "Operation"),
     "Command": ("eventpile.commands.base", "Command"),
     "Outcome": ("eventpile.commands.base", "Outcome"),
     "Handler": ("eventpile.commands.base", "Handler"),
@@ -125,6 +127,7 @@ __all__ = [
     "Invertible",
     "Keyring",
     "Of",
+    "Operation",
     "Outcome",
     "Private",
     "Projection",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from eventpile import Aggregate, Application, Command, Handler, Projection
+from eventpile import Aggregate, Application, Command, DomainError, Handler, Projection
 from eventpile.mail.commands import (
     RepairTags,
+    TagMessages,
     import_mailbox,
     remove_tag,
     rename_tag,
@@ -16,9 +17,18 @@ from eventpile.mail.commands import (
 )
 from eventpile.mail.index import MessageIndex
 from eventpile.mail.message import Message
-from eventpile.mail.query import orphan_memberships, shared_names
+from eventpile.mail.query import (
+    QueryError,
+    orphan_memberships,
+    parse_query,
+    search,
+    shared_names,
+)
 from eventpile.mail.send import mark_sent, send_mail
 from eventpile.mail.tag import Tag
+
+if TYPE_CHECKING:
+    from eventpile import Operation
 
 
 class MailApplication(Application):
@@ -47,6 +57,18 @@ class MailApplication(Application):
         index = self.current("messages")
         held = "SELECT 1 FROM message_senders WHERE address = ? LIMIT 1"
         return {p for p in super().people_of(who) if index.execute(held, (p,)).fetchone()}
+
+    def search(self, query: str, limit: int = 50) -> dict[str, Any]:
+        """The index's answer to ``query`` (its language: see ``eventpile search --help``);
+        a query it cannot read is refused in words (:class:`DomainError`)."""
+        try:
+            parsed = parse_query(query)
+        except QueryError as error:
+            raise DomainError(str(error)) from None
+        return search(self.current("messages"), parsed, limit=limit)
+
+    def tag_found(self, query: str, tag: str, add: bool) -> Operation:
+        return self.execute(TagMessages(action="add" if add else "remove", tag=tag, query=query))
 
     def after_sync(self) -> list[Command]:
         """Tags made with one name on two installations, or memberships given on one to a

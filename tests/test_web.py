@@ -199,3 +199,62 @@ def test_cancel_retry_undo_and_answer_are_the_command_line_s(
     assert press(scheduled.id, "retry").status_code == 303
     assert status(app, scheduled.id) == "complete"
     assert press(uuid.uuid4(), "nothing").status_code == 404
+
+
+def mailbox(path: Any, subjects: list[str]) -> Any:
+    """A mailbox with a message per subject, from Ann."""
+    import mailbox as mbox
+    from email.message import EmailMessage
+
+    box = mbox.mbox(path)
+    for n, subject in enumerate(subjects):
+        message = EmailMessage()
+        message["From"] = "Ann <ann@example.org>"
+        message["Subject"] = subject
+        message["Message-ID"] = f"<m{n}@example.org>"
+        message.set_content(f"text of {n}")
+        box.add(message)
+    box.close()
+    return path
+
+
+def test_search_shows_what_the_query_finds_as_text(
+    page: tuple[TestClient, App], tmp_path: Any
+) -> None:
+    client, app = page
+    app.execute(ImportMailbox(path=mailbox(tmp_path / "m.mbox", [MARKUP, "weekly report"])))
+    token = csrf(client)
+    found = client.post("/search", data={"csrf": token, "q": "from:ann"})
+    assert found.status_code == 200 and "2 messages" in found.text
+    assert (
+        MARKUP not in found.text and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in found.text
+    )
+    assert "weekly report" in client.post("/search", data={"csrf": token, "q": "report"}).text
+    # a query is private: never read from the address
+    assert "weekly report" not in client.get("/search", params={"q": "report"}).text
+    said = client.post("/search", data={"csrf": token, "q": 'subject:"open'})
+    assert said.status_code == 200 and "a double quote is not closed" in said.text
+    assert client.post("/search", data={"q": "report"}).status_code == 403
+
+
+def test_tags_are_added_and_taken_off_what_a_search_finds(
+    page: tuple[TestClient, App], tmp_path: Any
+) -> None:
+    client, app = page
+    app.execute(ImportMailbox(path=mailbox(tmp_path / "m.mbox", ["weekly report", "other"])))
+    token = csrf(client)
+    tagged = client.post(
+        "/search/tag", data={"csrf": token, "q": "report", "tag": "work", "action": "add"}
+    )
+    assert tagged.status_code == 200 and "Tagged 1 message" in tagged.text
+    assert '<span class="tag">work</span>' in tagged.text
+    feed_page = client.get("/").text
+    assert "Tagged 1 message" in feed_page and "/undo" in feed_page
+    taken = client.post(
+        "/search/tag", data={"csrf": token, "q": "tag:work", "tag": "work", "action": "remove"}
+    )
+    assert taken.status_code == 200 and '<span class="tag">work</span>' not in taken.text
+    refused = client.post(
+        "/search/tag", data={"csrf": token, "q": "report", "tag": "", "action": "add"}
+    )
+    assert refused.status_code == 200 and 'class="error"' in refused.text

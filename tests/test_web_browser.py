@@ -192,3 +192,24 @@ def test_a_forged_post_is_refused(page: Any, app: App) -> None:
     )
     assert status == 403
     assert app.load(type(queued), queued.id).status.value == "scheduled"  # type: ignore[union-attr]
+
+
+def test_search_then_tag_what_it_found(page: Any, app: App, tmp_path: Path) -> None:
+    from tests.test_web import mailbox
+
+    app.execute(ImportMailbox(path=mailbox(tmp_path / "m.mbox", [MARKUP, "weekly report"])))
+    page.get_by_role("link", name="Search").click()
+    page.get_by_label("query").fill("from:ann")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("table.results")
+    assert page.locator("table.results tbody tr").count() == 2
+    assert MARKUP in page.locator("table.results").inner_text()  # as text
+    assert page.locator("table.results img").count() == 0
+    assert "from:ann" not in page.url  # the query was posted
+    page.get_by_label("tag").fill("work")
+    page.get_by_role("button", name="Add to all").click()
+    page.wait_for_selector(".notice >> text=Tagged 2 messages")
+    assert page.locator("table.results .tag >> text=work").count() == 2
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    page.get_by_role("link", name="Feed").click()
+    page.wait_for_selector("li.operation.complete >> text=Tagged 2 messages")

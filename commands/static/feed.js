@@ -3,10 +3,12 @@
 "use strict";
 
 const live = document.getElementById("live");
-const source = new EventSource("/events");
-source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
-source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live"; });
-source.addEventListener("entry", (message) => {
+const list = document.getElementById("feed");
+const source = list ? new EventSource("/events") : null; // the feed's page alone is live
+if (!source) live.textContent = "";
+source?.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
+source?.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live"; });
+source?.addEventListener("entry", (message) => {
   const { id, html } = JSON.parse(message.data);
   const template = document.createElement("template");
   template.innerHTML = html; // escaped by the server: every value of the log in it
@@ -15,7 +17,7 @@ source.addEventListener("entry", (message) => {
   if (old) {
     old.replaceWith(fresh);
   } else {
-    document.getElementById("feed").prepend(fresh);
+    list.prepend(fresh);
   }
 });
 
