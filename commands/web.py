@@ -33,6 +33,7 @@ import json
 import secrets
 import threading
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -56,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from eventpile.domain.aggregate import DomainError
 from eventpile.projections.feed import entry as feed_entry
 from eventpile.projections.feed import feed
+from eventpile.projections.operations import events_of
 from eventpile.projections.queue import operation_events
 from eventpile.store.errors import StoreError
 
@@ -358,15 +360,24 @@ def _changed(app: Application, after: int, upto: int) -> list[str]:
 
 
 def _entries(app: Application, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries, each with its HTML body (by its command's renderer) and whether it
-    can be undone."""
+    """The entries, each with its HTML body (by its command's renderer) and, if it can
+    be undone, the changes it wrote (what an undo would revert, of what is in effect)."""
     shown = []
+    log = app.current("operations")
     for entry in entries:
         command = app.registry.command_class(entry["source"])
-        undoable = command is not None and command.undoable
+        changes = None  # what undo would revert: the changes it wrote, by kind
+        if command is not None and command.undoable and entry["status"] == "complete":
+            kinds = Counter(e["type"] for e in events_of(log, entry["id"]))
+            changes = ", ".join(f"{n:,} {_words(kind)}" for kind, n in sorted(kinds.items()))
         body = app.registry.renderer(entry["source"]).body(entry)
-        shown.append({**entry, "body": body, "undoable": undoable})
+        shown.append({**entry, "body": body, "changes": changes})
     return shown
+
+
+def _words(kind: str) -> str:
+    """An event type's name in words: ``MessageTagged``, ``message tagged``."""
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in kind).strip()
 
 
 def _entry_html(entry: dict[str, Any], csrf: str) -> str:
@@ -378,12 +389,9 @@ def _entry_html(entry: dict[str, Any], csrf: str) -> str:
         buttons.append(_button(f"{action}/cancel", "Cancel", "Cancel this operation?"))
     if status in _RETRYABLE:
         buttons.append(_button(f"{action}/retry", "Retry now", "Run it again now?"))
-    if status == "complete" and entry["undoable"] and not entry["data"].get("undone_by"):
-        buttons.append(
-            _button(
-                f"{action}/undo", "Undo", "Undo: revert what it changed and is still in effect?"
-            )
-        )
+    if entry["changes"] and not entry["data"].get("undone_by"):
+        asked = f"Undo: revert what of it is still in effect ({entry['changes']})?"
+        buttons.append(_button(f"{action}/undo", "Undo", asked))
     buttons.append(
         f'<button type="button" class="reveal" data-operation="{operation}">Private data</button>'
     )

@@ -185,7 +185,9 @@ def test_cancel_retry_undo_and_answer_are_the_command_line_s(
 
     app.execute(ImportMailbox(path=write_mbox(tmp_path / "m.mbox", 5)))
     tagged = app.execute(TagMessages(action="add", tag="red", query="*"))
-    assert 'formaction="/operations/' + tagged.id.hex + '/undo"' in client.get("/").text
+    shown = client.get("/").text
+    assert f'formaction="/operations/{tagged.id.hex}/undo"' in shown
+    assert "still in effect (5 message tagged, 1 tag created)?" in shown  # what undo reverts
     assert press(tagged.id, "undo").status_code == 303
     assert status(app, tagged.id) == "undone"
 
