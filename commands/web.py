@@ -399,10 +399,27 @@ def _entry_html(entry: dict[str, Any], csrf: str) -> str:
         f'<li class="operation {html.escape(status)}" id="op-{operation}">'
         f'<form method="post" action="{action}/answer">'
         f'<input type="hidden" name="csrf" value="{html.escape(csrf)}">'
-        f'<span class="status">{html.escape(status)}</span>{entry["body"]}'
+        f'<span class="status">{html.escape(status)}</span>{entry["body"]}{_why(entry)}'
         f'<span class="actions">{"".join(buttons)}</span>'
         '<pre class="private" hidden></pre></form></li>'
     )
+
+
+_FAILURES: Final = {
+    "DomainError": "refused by the rules",
+    "StoreError": "refused by the store",
+    "ValidationError": "its arguments are no longer valid",
+}
+
+
+def _why(entry: dict[str, Any]) -> str:
+    """Why a failed operation failed, in words that hold no private value (the reason
+    itself, which may, is under its private data)."""
+    if entry["status"] != "failed":
+        return ""
+    kind = entry["data"].get("error_type") or ""
+    said = _FAILURES.get(kind, "stopped by an error")
+    return f'<span class="why">{html.escape(said)}: the reason is in its private data</span>'
 
 
 def _button(action: str, label: str, confirm: str) -> str:

@@ -260,3 +260,18 @@ def test_tags_are_added_and_taken_off_what_a_search_finds(
         "/search/tag", data={"csrf": token, "q": "report", "tag": "", "action": "add"}
     )
     assert refused.status_code == 200 and 'class="error"' in refused.text
+
+
+def test_a_failure_says_why_in_words_and_keeps_its_reason_private(
+    page: tuple[TestClient, App],
+) -> None:
+    from eventpile.commands.worker import Worker
+
+    client, app = page
+    failed = app.submit(Chore(title="the private name", behaviour="refuse", secret="s"))
+    Worker(app).drain()
+    shown = client.get("/").text
+    assert "refused by the rules: the reason is in its private data" in shown
+    assert "no chore named" not in shown
+    private = client.get(f"/operations/{failed.id.hex}/private").json()
+    assert "no chore named the private name" in private["error"]

@@ -2,11 +2,13 @@
 driven by Playwright, against ``eventpile serve`` running as a process of its own.
 
 Opened with the token, refused without it; an import run from the command line shows
-its progress in place until it completes, with no reload; a question answered by its
-button starts its second stage; a scheduled operation cancelled; a tag change undone;
-markup from the log shown as text; a forged POST without the CSRF token refused.
-Screenshots of the feed go to the test's temporary folder. Skipped, with one line,
-where Chromium or Playwright is absent (``.ci/run`` installs Chromium)."""
+its progress in place until it completes, with no reload; a question (a duplicate
+import's too) answered by its button starts its second stage; a scheduled send
+cancelled; a tag change undone and the search's count changing; a search tagging what
+it found; markup from the log shown as text; a forged POST without the CSRF token
+refused. Screenshots of the feed and the search go to the test's temporary folder.
+Skipped, with one line, where Chromium or Playwright is absent (``.ci/run`` installs
+Chromium)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 
 from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.send import SendMail
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store.home import Home
 from tests.conftest import FAST, PASSPHRASE
@@ -161,19 +164,49 @@ def test_a_question_is_answered_by_its_button(page: Any, app: App, tmp_path: Pat
     page.screenshot(path=str(tmp_path / "question.png"), full_page=True)
 
 
-def test_a_scheduled_operation_is_cancelled(page: Any, app: App) -> None:
-    queued = app.submit(Chore(title="later"), run_after=app.clock() + timedelta(hours=1))
-    entry(page, queued.id).get_by_role("button", name="Cancel").click()
+def test_a_duplicate_import_question_is_answered_by_its_button(
+    page: Any, app: App, tmp_path: Path
+) -> None:
+    """Known messages whose content changed: the import asks, the button answers, and
+    the operation the answer started shows."""
+    from tests.test_web import mailbox
+
+    app.execute(ImportMailbox(path=mailbox(tmp_path / "a.mbox", ["first", "second"])))
+    asked = app.execute(ImportMailbox(path=mailbox(tmp_path / "b.mbox", ["first!", "second"])))
+    assert asked.status.value == "waiting"
+    entry(page, asked.id).get_by_role("button", name="replace").click()
+    page.wait_for_selector(f"#op-{asked.id.hex}.complete", timeout=WAIT_MS)
+    page.wait_for_selector("li.operation.complete >> text=Replaced 1 messages", timeout=WAIT_MS)
+
+
+def test_a_scheduled_send_is_cancelled(page: Any, app: App) -> None:
+    send = SendMail.compose("me@example.org", ["bob@example.org"], "Hi", "Later.")
+    queued = app.submit(send, run_after=app.clock() + timedelta(hours=1))
+    shown = entry(page, queued.id)
+    assert "Send a message to 1 recipient" in shown.inner_text()
+    shown.get_by_role("button", name="Cancel").click()
     page.wait_for_selector(f"#op-{queued.id.hex}.cancelled", timeout=WAIT_MS)
     assert app.load(type(queued), queued.id).status.value == "cancelled"  # type: ignore[union-attr]
 
 
-def test_a_tag_change_is_undone(page: Any, app: App, tmp_path: Path) -> None:
+def test_a_tag_change_is_undone_and_the_counts_change(page: Any, app: App, tmp_path: Path) -> None:
     app.execute(ImportMailbox(path=write_mbox(tmp_path / "m.mbox", 5)))
     tagged = app.execute(TagMessages(action="add", tag="red", query="*"))
+
+    def count() -> str:
+        page.get_by_role("link", name="Search").click()
+        page.get_by_label("query").fill("tag:red")
+        page.get_by_role("button", name="Search").click()
+        found = str(page.locator(".total").inner_text())
+        page.get_by_role("link", name="Feed").click()
+        page.wait_for_selector("#live.on", timeout=WAIT_MS)
+        return found
+
+    assert count() == "5 messages"
     entry(page, tagged.id).get_by_role("button", name="Undo").click()
     page.wait_for_selector(f"#op-{tagged.id.hex}.undone", timeout=WAIT_MS)
     page.wait_for_selector("li.operation >> text=Undid", timeout=WAIT_MS)
+    assert count() == "0 messages"
 
 
 def test_markup_from_the_log_is_shown_as_text(page: Any, app: App) -> None:
