@@ -30,14 +30,18 @@ import asyncio
 import hmac
 import html
 import json
+import logging
+import os
 import secrets
 import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qs
 
@@ -71,6 +75,10 @@ COOKIE: Final = "eventpile_session"
 RECENT: Final = 50
 """The finished operations the page shows (beside every incomplete one)."""
 KEEPALIVE_S: Final = 15.0
+MAX_QUEUED: Final = 1000
+"""Entries waiting for a page that does not read: past that, it is dropped (it reconnects)."""
+WATCH_RETRY_S: Final = 2.0
+LOG: Final = logging.getLogger("eventpile.web")
 MAX_FORM: Final = 64 << 10
 POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -83,6 +91,7 @@ HEADERS: Final = [
     (b"cache-control", b"no-store"),
 ]
 ACTIONS: Final = ("answer", "cancel", "retry", "undo")
+LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _CANCELLABLE: Final = frozenset({"pending", "scheduled", "retrying", "waiting"})
 _RETRYABLE: Final = frozenset({"scheduled", "retrying", "failed"})
 
@@ -106,21 +115,81 @@ class _Secured:
         await self.app(scope, receive, sending)
 
 
-class Web:
-    """The web page of one home: ``open_app`` makes an application (one per thread)."""
+class _AppThread:
+    """An application in a thread of its own: the work given runs there, one at a time."""
 
-    def __init__(self, open_app: Callable[[], Application], token: str) -> None:
+    def __init__(self, open_app: Callable[[], Application], name: str) -> None:
+        self._open = open_app
+        self._work: SimpleQueue[tuple[Callable[[Application], Any], Future[Any]] | None] = (
+            SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, work: Callable[[Application], T]) -> T:
+        done: Future[T] = Future()
+        self._work.put((work, done))
+        return await asyncio.wrap_future(done)
+
+    def close(self, *, wait: bool) -> None:
+        """Close the application once the work given so far is done (``wait``: until then;
+        else a long command the page started goes on while the process lives)."""
+        self._work.put(None)
+        if wait:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        app: Application | None = None
+        try:
+            while (item := self._work.get()) is not None:
+                work, done = item
+                if not done.set_running_or_notify_cancel():
+                    continue
+                try:
+                    if app is None:
+                        app = self._open()
+                    done.set_result(work(app))
+                except BaseException as error:
+                    done.set_exception(error)
+        finally:
+            if app is not None:
+                app.close()
+
+
+@dataclass(eq=False)  # each page is itself (kept in a set)
+class _Page:
+    """An open page's stream: what it is to be sent, and whether it fell behind."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[tuple[int, dict[str, Any]]]
+    behind: bool = False
+
+    def offer(self, position: int, entry: dict[str, Any]) -> None:
+        """(In the page's loop.) A page that does not read is dropped: it reconnects, and
+        is sent what changed since the last entry it had."""
+        try:
+            self.queue.put_nowait((position, entry))
+        except asyncio.QueueFull:
+            self.behind = True
+
+
+class Web:
+    """The web page of one home: ``open_app`` makes an application (one per thread);
+    ``hosts`` are the ``Host`` headers it answers (its address, as browsers write it)."""
+
+    def __init__(
+        self, open_app: Callable[[], Application], token: str, hosts: Iterable[str]
+    ) -> None:
         self.open_app = open_app
         self._token: list[str] = [token]  # it works once
         self.sessions: dict[str, str] = {}
         """By session id, its CSRF token."""
-        self.hosts: set[str] = set()
-        """The ``Host`` headers this server answers (set once it listens)."""
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._app: Application | None = None
-        self._pages: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = set()
+        self.hosts = frozenset(hosts)
+        self._pages: set[_Page] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._reader: _AppThread | None = None
+        self._doer: _AppThread | None = None
         self._watcher = threading.Thread(target=self._watch, name="feed watcher", daemon=True)
 
     def asgi(self) -> ASGIApp:
@@ -144,19 +213,22 @@ class Web:
             await asyncio.to_thread(self.stop)
 
     def start(self) -> None:
+        self._reader = _AppThread(self.open_app, "pages")  # what pages read
+        self._doer = _AppThread(self.open_app, "buttons")  # what buttons run (maybe long)
         self._watcher.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._pool.submit(self._close).result()
-        self._pool.shutdown()
+        for thread, wait in ((self._reader, True), (self._doer, False)):
+            if thread is not None:
+                thread.close(wait=wait)
         self._watcher.join()  # it looks at the stop at least once a second
 
     # who may see it ------------------------------------------------------------------
 
     def _session(self, request: Request) -> str:
         """The request's CSRF token, if it comes with a session to this server."""
-        if self.hosts and request.headers.get("host") not in self.hosts:
+        if request.headers.get("host") not in self.hosts:
             raise Refused("this server answers only its own address")
         session = request.cookies.get(COOKIE, "")
         csrf = self.sessions.get(session)
@@ -170,6 +242,9 @@ class Web:
         origin = request.headers.get("origin")
         if origin is not None and origin.partition("://")[2] not in self.hosts:
             raise Refused("a form from another site")
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_FORM:
+            raise Refused(f"a form is at most {MAX_FORM:,} bytes")
         body = await request.body()
         if len(body) > MAX_FORM:
             raise Refused(f"a form is at most {MAX_FORM:,} bytes")
@@ -182,16 +257,18 @@ class Web:
 
     async def home(self, request: Request) -> Response:
         token = request.query_params.get("token")
-        if token is not None:
-            return self._login(token)
         try:
             csrf = self._session(request)
         except Refused as refused:
-            return _refused(refused)
-        entries = await self._run(lambda app: _entries(app, feed(app.current("feed"), RECENT)))
-        return HTMLResponse(_page(_feed_html(entries, csrf), csrf))
+            return _refused(refused) if token is None else self._login(request, token)
+        if token is not None:  # the printed address again, with a session: the page
+            return RedirectResponse("/", status_code=303)
+        position, entries = await self._read(_feed_now)
+        return HTMLResponse(_page(_feed_html(entries, csrf, position), csrf))
 
-    def _login(self, token: str) -> Response:
+    def _login(self, request: Request, token: str) -> Response:
+        if request.headers.get("host") not in self.hosts:
+            return _refused(Refused("this server answers only its own address"))
         with self._lock:
             unused = any(hmac.compare_digest(token, t) for t in self._token)
             if not unused:
@@ -204,26 +281,33 @@ class Web:
         return response
 
     async def events(self, request: Request) -> Response:
+        """The stream of a page: first what changed since the position it had (its
+        ``after``, or on a reconnection the id of the last event it got), then each
+        change as the watcher sees it; each event's id is the log's position."""
         try:
             csrf = self._session(request)
         except Refused as refused:
             return _refused(refused)
-        loop, queue = asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]]()
-        page = (loop, queue)
-        with self._lock:
-            self._pages.add(page)
+        known = request.headers.get("last-event-id") or request.query_params.get("after", "")
+        after = int(known) if known.isdigit() else None
+        page = _Page(asyncio.get_running_loop(), asyncio.Queue(maxsize=MAX_QUEUED))
 
         async def stream() -> AsyncIterator[str]:
+            with self._lock:
+                self._pages.add(page)
             try:
                 yield "retry: 1000\n\n"
-                while True:
+                if after is not None:
+                    position, missed = await self._read(lambda app: _since(app, after))
+                    for entry in missed:
+                        yield _event(position, entry, csrf)
+                while not page.behind:
                     try:
-                        found = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                        position, entry = await asyncio.wait_for(page.queue.get(), KEEPALIVE_S)
                     except TimeoutError:
                         yield ": still here\n\n"
                         continue
-                    data = {"id": found["id"], "html": _entry_html(found, csrf)}
-                    yield f"event: entry\ndata: {json.dumps(data)}\n\n"
+                    yield _event(position, entry, csrf)
             finally:
                 with self._lock:
                     self._pages.discard(page)
@@ -238,7 +322,7 @@ class Web:
         operation = _hex(request.path_params["operation"])
         found = None
         if operation is not None:
-            found = await self._run(
+            found = await self._read(
                 lambda app: feed_entry(app.current("feed"), operation, private=True)
             )
         if found is None:
@@ -255,12 +339,12 @@ class Web:
             return _refused(Refused("there is no such operation or action"), 404)
         target = uuid.UUID(hex=operation)
         try:
-            await self._run(lambda app: _act(app, action, target, form.get("answer", "")))
-        except (DomainError, StoreError, ValueError) as error:
+            await self._do(lambda app: _act(app, action, target, form.get("answer", "")))
+        except Exception as error:
             csrf = self._session(request)
-            entries = await self._run(lambda app: _entries(app, feed(app.current("feed"), RECENT)))
-            body = _feed_html(entries, csrf)
-            return HTMLResponse(_page(body, csrf, error=str(error)), status_code=409)
+            position, entries = await self._read(_feed_now)
+            body = _feed_html(entries, csrf, position)
+            return HTMLResponse(_page(body, csrf, error=_failure(error)), status_code=409)
         return RedirectResponse("/", status_code=303)
 
     async def search(self, request: Request) -> Response:
@@ -283,9 +367,9 @@ class Web:
         csrf, query = self._session(request), form.get("q", "")
         add, tag = form.get("action") == "add", form.get("tag", "")
         try:
-            done = await self._run(lambda app: app.tag_found(query, tag, add))
-        except (DomainError, StoreError, ValueError) as error:
-            return await self._results(csrf, query, error=str(error))
+            done = await self._do(lambda app: app.tag_found(query, tag, add))
+        except Exception as error:
+            return await self._results(csrf, query, error=_failure(error))
         return await self._results(csrf, query, notice=done.message)
 
     async def _results(
@@ -294,55 +378,113 @@ class Web:
         found: dict[str, Any] | None = None
         if query:
             try:
-                found = await self._run(lambda app: app.search(query))
-            except NotImplementedError:
-                error = "this application has no search"
-            except (DomainError, ValueError) as refused:
-                error = str(refused)
+                found = await self._read(lambda app: app.search(query))
+            except Exception as failed:
+                error = _failure(failed)
         body = _search_html(query, found, csrf, notice)
         return HTMLResponse(_page(body, csrf, error=error, title="Search"))
 
     # the application's thread, and the watcher's -------------------------------------
 
-    async def _run(self, work: Callable[[Application], T]) -> T:
-        """``work`` on the application, in its thread."""
+    async def _read(self, work: Callable[[Application], T]) -> T:
+        """``work`` on the application that pages read (quick)."""
+        assert self._reader is not None, "the server started"
+        return await self._reader.run(work)
 
-        def run() -> T:
-            if self._app is None:
-                self._app = self.open_app()
-            return work(self._app)
-
-        return await asyncio.wrap_future(self._pool.submit(run))
-
-    def _close(self) -> None:
-        if self._app is not None:
-            self._app.close()
-            self._app = None
+    async def _do(self, work: Callable[[Application], T]) -> T:
+        """``work`` on the application that buttons run (a retry may run a long command:
+        pages are still read meanwhile)."""
+        assert self._doer is not None, "the server started"
+        return await self._doer.run(work)
 
     def _watch(self) -> None:
         """Send every open page the entries of the operations the log's new events
-        changed, whoever wrote them."""
-        app = self.open_app()
-        try:
-            seen = app.max_position()
-            while not self._stopping.is_set():
-                end = app.wait_for_events(seen, 1.0)
-                if end <= seen:
-                    continue
-                changed = _changed(app, seen, end)
-                seen = end
-                db = app.current("feed")
-                found = [feed_entry(db, operation) for operation in changed]
-                for entry in _entries(app, [e for e in found if e is not None]):
-                    self._send(entry)
-        finally:
-            app.close()
+        changed, whoever wrote them. A failure (the database gone for a while) is said
+        once a round, and the watcher opens the application anew and goes on from where
+        it was."""
+        seen: int | None = None
+        while not self._stopping.is_set():
+            try:
+                app = self.open_app()
+            except Exception as error:
+                LOG.warning("the feed's watcher cannot open the home: %s", error)
+                self._stopping.wait(WATCH_RETRY_S)
+                continue
+            try:
+                seen = app.max_position() if seen is None else seen
+                while not self._stopping.is_set():
+                    end = app.wait_for_events(seen, 1.0)
+                    if end > seen:
+                        position, changed = _since(app, seen, end)
+                        for entry in changed:
+                            self._send(position, entry)
+                        seen = end
+            except Exception as error:
+                LOG.warning("the feed's watcher: %s; it looks again", error)
+                self._stopping.wait(WATCH_RETRY_S)
+            finally:
+                app.close()
 
-    def _send(self, entry: dict[str, Any]) -> None:
+    def _send(self, position: int, entry: dict[str, Any]) -> None:
         with self._lock:
             pages = list(self._pages)
-        for loop, queue in pages:
-            loop.call_soon_threadsafe(queue.put_nowait, entry)
+        for page in pages:
+            page.loop.call_soon_threadsafe(page.offer, position, entry)
+
+
+def hosts_of(host: str, port: int) -> set[str]:
+    """The ``Host`` headers a browser sends to this server: its address (an IPv6 one in
+    brackets), and the loopback names when it listens there; without the port for 80."""
+    names = {host, *(("127.0.0.1", "localhost") if host in LOOPBACK else ())}
+    written = {f"[{name}]" if ":" in name else name for name in names}
+    return {f"{name}:{port}" for name in written} | (written if port == 80 else set())
+
+
+def opener(url: str, where: Path) -> Path:
+    """A page (mode 0600, in ``where``) that sends the browser to ``url``: given to the
+    browser instead of the address itself, whose token would be in its command line,
+    which other users of the machine may read (as Jupyter does)."""
+    page = where / f"eventpile-{secrets.token_hex(8)}.html"
+    fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(
+            '<!doctype html><meta charset="utf-8">'
+            f'<meta http-equiv="refresh" content="0;url={html.escape(url)}">'
+        )
+    return page
+
+
+def _feed_now(app: Application) -> tuple[int, list[dict[str, Any]]]:
+    """The log's position, then the feed's entries (so nothing after it is missed)."""
+    position = app.max_position()
+    return position, _entries(app, feed(app.current("feed"), RECENT))
+
+
+def _since(
+    app: Application, after: int, upto: int | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """The entries of the operations whose events lie after ``after`` (up to ``upto``, or
+    the log's end), and that end."""
+    end = app.max_position() if upto is None else upto
+    db = app.current("feed")
+    found = [feed_entry(db, operation) for operation in _changed(app, after, end)]
+    return end, _entries(app, [e for e in found if e is not None])
+
+
+def _event(position: int, entry: dict[str, Any], csrf: str) -> str:
+    data = json.dumps({"id": entry["id"], "html": _entry_html(entry, csrf)})
+    return f"id: {position}\nevent: entry\ndata: {data}\n\n"
+
+
+def _failure(error: Exception) -> str:
+    """What the page says of a command that failed: a refusal in its own words (as the
+    command line says it, to the user who asked); any other failure without its reason,
+    which may hold private values (it is in the operation's private data)."""
+    if isinstance(error, NotImplementedError):
+        return "this application has no search"
+    if isinstance(error, DomainError | StoreError | ValueError):
+        return str(error)
+    return "it failed; its reason is in the private data of its operation (see the feed)"
 
 
 def _changed(app: Application, after: int, upto: int) -> list[str]:
@@ -452,8 +594,9 @@ def _hex(text: str) -> str | None:
         return None
 
 
-def _feed_html(entries: Iterable[dict[str, Any]], csrf: str) -> str:
-    return f'<ul class="feed" id="feed">{"".join(_entry_html(e, csrf) for e in entries)}</ul>'
+def _feed_html(entries: Iterable[dict[str, Any]], csrf: str, position: int) -> str:
+    items = "".join(_entry_html(e, csrf) for e in entries)
+    return f'<ul class="feed" id="feed" data-after="{position}">{items}</ul>'
 
 
 def _search_html(query: str, found: dict[str, Any] | None, csrf: str, notice: str | None) -> str:
@@ -463,7 +606,7 @@ def _search_html(query: str, found: dict[str, Any] | None, csrf: str, notice: st
         '<form method="post" action="/search" class="search">'
         f'<input type="hidden" name="csrf" value="{token}">'
         f'<input type="search" name="q" value="{q}" placeholder="from:ann subject:report tag:red"'
-        ' aria-label="query" autofocus> <button>Search</button></form>'
+        ' aria-label="query" autocomplete="off" autofocus> <button>Search</button></form>'
     ]
     if notice is not None:
         parts.append(f'<p class="notice" role="status">{html.escape(notice)}</p>')

@@ -6,6 +6,7 @@ same operations, the same refusals). In a real browser: tests/test_web_browser.p
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ class Chore(Command):
     """A command whose public title goes into the feed as it is (markup included)."""
 
     title: str = "chore"
-    behaviour: Literal["ok", "ask", "refuse"] = "ok"
+    behaviour: Literal["ok", "ask", "refuse", "crash"] = "ok"
     secret: Annotated[str, Private] = "hush"
 
     def describe(self) -> str:
@@ -42,6 +43,8 @@ class Chore(Command):
 def run_chore(command: Chore, ctx: Context) -> Outcome:
     if command.behaviour == "refuse":
         raise DomainError(f"no chore named {command.title}")
+    if command.behaviour == "crash":
+        raise RuntimeError(f"broken by {command.secret}")
     if command.behaviour == "ask":
         ctx.ask("Which way?", {"left": Chore(title="left"), "right": None})
     return Outcome(f"Chore {command.title} done", {"n": 1}, {"secret": command.secret})
@@ -54,8 +57,7 @@ class App(MailApplication):
 @pytest.fixture
 def page(home: Home, keyring: Keyring, backend: str) -> Iterator[tuple[TestClient, App]]:
     """A client of the page, logged in, and an application beside it (another process)."""
-    web = Web(lambda: App(home, keyring), TOKEN)
-    web.hosts = {"testserver"}
+    web = Web(lambda: App(home, keyring), TOKEN, {"testserver"})
     other = App(home, keyring)
     with TestClient(web.asgi(), follow_redirects=False) as client:
         opened = client.get("/", params={"token": TOKEN})
@@ -79,8 +81,7 @@ def status(app: App, operation: uuid.UUID) -> str:
 
 
 def test_the_token_opens_one_session_once(home: Home, keyring: Keyring) -> None:
-    web = Web(lambda: App(home, keyring), TOKEN)
-    web.hosts = {"testserver"}
+    web = Web(lambda: App(home, keyring), TOKEN, {"testserver"})
     with TestClient(web.asgi(), follow_redirects=False) as first:
         wrong = first.get("/", params={"token": "not-it"})
         assert wrong.status_code == 403 and COOKIE not in wrong.cookies
@@ -100,8 +101,7 @@ def test_without_the_session_nothing_is_shown_or_done(
 ) -> None:
     _, app = page
     done = app.execute(Chore())
-    web = Web(lambda: App(home, keyring), TOKEN)
-    web.hosts = {"testserver"}
+    web = Web(lambda: App(home, keyring), TOKEN, {"testserver"})
     with TestClient(web.asgi(), follow_redirects=False) as stranger:  # its token unused
         end = app.max_position()
         for response in (
@@ -275,3 +275,51 @@ def test_a_failure_says_why_in_words_and_keeps_its_reason_private(
     assert "no chore named" not in shown
     private = client.get(f"/operations/{failed.id.hex}/private").json()
     assert "no chore named the private name" in private["error"]
+
+
+def test_the_printed_address_again_with_a_session_is_the_page(
+    page: tuple[TestClient, App],
+) -> None:
+    client, _ = page
+    again = client.get("/", params={"token": TOKEN})
+    assert again.status_code == 303 and again.headers["location"] == "/"
+
+
+def test_a_failure_that_is_not_a_refusal_keeps_its_reason_private(
+    page: tuple[TestClient, App],
+) -> None:
+    from eventpile.commands.worker import Worker
+
+    client, app = page
+    failed = app.submit(Chore(behaviour="crash", secret="the private reason"))
+    Worker(app).drain()
+    tried = client.post(f"/operations/{failed.id.hex}/retry", data={"csrf": csrf(client)})
+    assert tried.status_code == 409
+    assert "its reason is in the private data of its operation" in tried.text
+    assert "the private reason" not in tried.text
+
+
+def test_a_page_is_sent_what_changed_since_it_was_made(page: tuple[TestClient, App]) -> None:
+    """Its stream starts with what changed after the position the page was made at (or,
+    reconnecting, after the last event it got): nothing is missed in between."""
+    client, app = page
+    after = int(re.search(r'data-after="(\d+)"', client.get("/").text).group(1))  # type: ignore[union-attr]
+    done = app.execute(Chore(title="meanwhile"))
+    with client.stream("GET", f"/events?after={after}") as stream:
+        lines = stream.iter_lines()
+        sent = next(line for line in lines if line.startswith("data: "))
+        position = next(line for line in lines if line.startswith("id: ") or line == "")
+    assert json.loads(sent.removeprefix("data: "))["id"] == done.id.hex
+    assert "Chore meanwhile done" in json.loads(sent.removeprefix("data: "))["html"]
+    del position
+
+
+def test_the_hosts_a_browser_names(tmp_path: Any) -> None:
+    from eventpile.commands.web import hosts_of, opener
+
+    assert hosts_of("127.0.0.1", 8765) == {"127.0.0.1:8765", "localhost:8765"}
+    assert hosts_of("::1", 80) >= {"[::1]:80", "[::1]", "localhost", "127.0.0.1:80"}
+    assert hosts_of("192.0.2.7", 9000) == {"192.0.2.7:9000"}
+    made = opener("http://127.0.0.1:8765/?token=secret", tmp_path)
+    assert made.stat().st_mode & 0o777 == 0o600
+    assert 'url=http://127.0.0.1:8765/?token=secret"' in made.read_text()

@@ -107,9 +107,10 @@ def serve(
     s = settings(ctx)
     home, keyring = unlock(s)
     token = secrets.token_urlsafe(16)
-    listening = socket.create_server((host, port))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.create_server((host, port), family=family)
     bound = listening.getsockname()[1]
-    address = f"http://{host}:{bound}/"
+    address = f"http://{f'[{host}]' if ':' in host else host}:{bound}/"
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"eventpile: listening on {host}: anyone who reaches it may try", file=sys.stderr)
     if sync:
@@ -120,19 +121,25 @@ def serve(
         )
         data = {"address": address, "join": f"{address}?token={token}"}
     else:
-        from eventpile.commands.web import Web
+        from eventpile.commands.web import Web, hosts_of
 
-        page = Web(lambda: application_class(s.application)(home, keyring), token)
-        page.hosts = {f"{name}:{bound}" for name in (host, "127.0.0.1", "localhost")}
+        page = Web(
+            lambda: application_class(s.application)(home, keyring),
+            token,
+            hosts_of(host, bound),
+        )
         web, done = page.asgi(), (lambda: None)
         said = f"Serving the feed at {address}?token={token} (Ctrl-C stops)"
         data = {"address": address, "open": f"{address}?token={token}"}
     emit(s, data, lambda: typer.echo(said))
     sys.stdout.flush()
     if open_page and not sync:
+        import tempfile
         import webbrowser
 
-        webbrowser.open(f"{address}?token={token}")
+        from eventpile.commands.web import opener
+
+        webbrowser.open(opener(f"{address}?token={token}", Path(tempfile.gettempdir())).as_uri())
     try:
         # an open page's stream never ends by itself: stopping waits a second for it
         config = uvicorn.Config(web, log_level="warning", timeout_graceful_shutdown=1)

@@ -4,7 +4,8 @@
 
 const live = document.getElementById("live");
 const list = document.getElementById("feed");
-const source = list ? new EventSource("/events") : null; // the feed's page alone is live
+// the feed's page alone is live: first what changed since it was made, then each change
+const source = list ? new EventSource(`/events?after=${list.dataset.after}`) : null;
 if (!source) live.textContent = "";
 source?.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
 source?.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live"; });
@@ -35,6 +36,8 @@ document.addEventListener("click", async (event) => {
   const shown = button.closest("li").querySelector("pre.private");
   if (!shown.hidden) { shown.hidden = true; return; }
   const answer = await fetch(`/operations/${button.dataset.operation}/private`);
-  shown.textContent = JSON.stringify(await answer.json(), null, 2);
+  shown.textContent = answer.ok
+    ? JSON.stringify(await answer.json(), null, 2)
+    : `Could not fetch it (${answer.status}): reload the page.`;
   shown.hidden = false;
 });
