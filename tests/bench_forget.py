@@ -25,9 +25,8 @@ from pathlib import Path
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox
 from eventpile.mail.query import count, parse_query
-from eventpile.store.home import Home
 from eventpile.store.people import Tree
-from tests.bench_postgres import Databases
+from tests.bench_postgres import bench_home
 from tests.conftest import CORPUS, PASSPHRASE
 
 
@@ -49,13 +48,7 @@ def main() -> None:
         where = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         mbox = where / "corpus.mbox"
         mbox.write_bytes(gzip.decompress(CORPUS.read_bytes()))
-        if args.postgres:
-            databases = Databases(None)
-            stack.callback(databases.close)
-            home, keyring = stack.enter_context(databases.home())
-        else:
-            home = Home(where / "home")
-            keyring = home.init(PASSPHRASE)
+        home, keyring = bench_home(stack, where, args.postgres, PASSPHRASE)
         app = MailApplication(home, keyring)
         stack.callback(app.close)
 

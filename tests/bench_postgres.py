@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class Databases:
         self.admin_url = admin_url or self.server.url()  # type: ignore[union-attr]
 
     @contextmanager
-    def home(self) -> Iterator[tuple[Home, Keyring]]:
+    def home(self, passphrase: str = PASSPHRASE) -> Iterator[tuple[Home, Keyring]]:
         """A new home whose events and views live in a new database."""
         name = f"bench_{uuid.uuid4().hex[:12]}"
         with connect(self.admin_url) as admin:
@@ -75,7 +75,7 @@ class Databases:
         try:
             with tempfile.TemporaryDirectory(prefix="eventpile-bench-pg-") as tmp:
                 home = Home(Path(tmp) / "home", self.admin_url.rsplit("/", 1)[0] + "/" + name)
-                yield home, home.init(PASSPHRASE)
+                yield home, home.init(passphrase)
         finally:
             with connect(self.admin_url) as admin:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -301,3 +301,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def bench_home(
+    stack: ExitStack, where: Path, postgres: bool, passphrase: str
+) -> tuple[Home, Keyring]:
+    """A new home for a benchmark: in ``where`` on SQLite, or in a new database of a
+    throwaway PostgreSQL server (both gone when ``stack`` closes)."""
+    if not postgres:
+        home = Home(where / "home")
+        return home, home.init(passphrase)
+    databases = Databases(None)
+    stack.callback(databases.close)
+    return stack.enter_context(databases.home(passphrase))

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from eventpile.store.home import Home
-from tests.bench_postgres import Databases
+from tests.bench_postgres import bench_home
 from tests.conftest import PASSPHRASE
 from tests.test_web import App, Chore
 from tests.test_web_browser import CHROMIUM, FLAGS, SERVE, environment
@@ -47,13 +46,7 @@ def main() -> None:
         raise SystemExit("no Chromium here (Debian's chromium package)")
     with ExitStack() as stack:
         where = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        if args.postgres:
-            databases = Databases(None)
-            stack.callback(databases.close)
-            home, keyring = stack.enter_context(databases.home())
-        else:
-            home = Home(where / "home")
-            keyring = home.init(PASSPHRASE)
+        home, keyring = bench_home(stack, where, args.postgres, PASSPHRASE)
         app = App(home, keyring)
         stack.callback(app.close)
         started = time.perf_counter()
@@ -67,13 +60,16 @@ def main() -> None:
             [sys.executable, "-c", SERVE, "--json", "serve", "--port", "0"],
             env=environment(home),
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         stack.callback(server.wait)
         stack.callback(server.terminate)
-        assert server.stdout is not None
-        served = json.loads(server.stdout.readline())
+        assert server.stdout is not None and server.stderr is not None
+        line = server.stdout.readline()
+        if not line:
+            raise SystemExit(f"serve did not start: {server.stderr.read()}")
+        served = json.loads(line)
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         stack.callback(browser.close)
