@@ -59,10 +59,6 @@ class Tree:
         self.nodes = nodes
 
     @classmethod
-    def new(cls) -> Tree:
-        return cls({(0, 0): os.urandom(32)})
-
-    @classmethod
     def from_bytes(cls, data: bytes) -> Tree:
         if len(data) % _NODE:
             raise StoreError("the key file's people's tree is damaged")
