@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from eventpile.domain.events import DomainEvent, kind
-from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import Page, Topics
 
 if TYPE_CHECKING:
@@ -26,9 +25,6 @@ class RecentWrites:
 
     def add(self, positions: list[int], events: Sequence[DomainEvent]) -> None:
         run = self.events
-        if any(isinstance(e, PersonForgotten) for e in events):
-            run.clear()  # what it holds of the person is no longer readable: not from here
-            return
         if not positions or positions[-1] - positions[0] != len(positions) - 1:
             run.clear()  # another writer's events are in between: read them all
             return

@@ -24,7 +24,6 @@ from eventpile.domain.operation import (
     OperationRequested,
     OperationsPurged,
 )
-from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import Projection
 from eventpile.store.views import ViewDB
 
@@ -114,20 +113,13 @@ class OperationRows(Projection):
         self.apply_page(db, [(position, event)])
 
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
-        """Fold the page, in parts: a purge in it (or a person forgotten) drops the rows of
-        the streams it deleted, after what came before it and before what comes after."""
+        """Fold the page, in parts: a purge in it drops the rows of the streams it
+        deleted, after what came before it and before what comes after."""
         start = 0
         for i, (_, event) in enumerate(events):
-            deleted = (
-                [s.hex for s in event.streams]
-                if isinstance(event, OperationsPurged)
-                else event.people
-                if isinstance(event, PersonForgotten)
-                else None
-            )
-            if deleted is not None:
+            if isinstance(event, OperationsPurged):
                 self.fold(db, events[start:i])
-                self.forget(db, deleted)
+                self.forget(db, [s.hex for s in event.streams])
                 start = i + 1
         self.fold(db, events[start:])
 
