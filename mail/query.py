@@ -49,7 +49,7 @@ __all__ = [
     "words",
 ]
 
-INDEX_SCHEMA = 7
+INDEX_SCHEMA = 8
 """Version of the message index tables; bumping it rebuilds the index."""
 DATE_BITS = 20
 """SQLite: a dated message's rowid is ``date << DATE_BITS`` plus its arrival order in

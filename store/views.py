@@ -22,6 +22,11 @@ from eventpile.store.errors import DamagedView, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a view waits for another process's write before it gives up."""
+CACHE_KIB = {False: 64 * 1024, True: 256 * 1024}
+"""SQLite's page cache of a live view and of a fresh one (a rebuild), at most, in KiB:
+it fills only as pages are read. The indexes keyed by random ids (messages, tags,
+threads) outgrow SQLite's 2 MB default, and every insert then read and decrypted a page
+from disk: rebuilding 100,000 messages took 51 s with the default, 32 s with this."""
 TRACKING = (
     "CREATE TABLE IF NOT EXISTS tracking ("
     "name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema BIGINT NOT NULL)"
@@ -32,6 +37,11 @@ class ViewDB(ABC):
     """A connection to one view's database."""
 
     dialect: ClassVar[str]
+    keyed: ClassVar[str] = ""
+    """What ends a table whose primary key is what it is looked up by (``CREATE TABLE
+    … (…, PRIMARY KEY (…)){keyed}``): on SQLite, ``WITHOUT ROWID``, so the table is the
+    tree of that key alone, not rows beside an index of the key (half the pages to write
+    on each insert)."""
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -95,6 +105,7 @@ def write_position(db: ViewDB, name: str, position: int, schema: int) -> None:
 
 class SQLCipherDB(ViewDB):
     dialect: ClassVar[str] = "sqlite"
+    keyed: ClassVar[str] = " WITHOUT ROWID"
 
     def __init__(self, path: Path, key: bytes, *, bulk: bool = False):
         import sqlcipher3
@@ -119,6 +130,8 @@ class SQLCipherDB(ViewDB):
             raise DamagedView(
                 f"{path} cannot be opened with this key (damaged or foreign)"
             ) from None
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB[bulk]}")
+        self._bulk = bulk
         if bulk:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
@@ -138,6 +151,14 @@ class SQLCipherDB(ViewDB):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A fresh database (``bulk``) has one transaction for all, committed by
+        :meth:`commit_all`: nobody else reads it, and one that fails is discarded. A
+        commit per page of the log wrote each page of its indexes again and again."""
+        if self._bulk:
+            if not self.connection.in_transaction:
+                self.connection.execute("BEGIN")
+            yield
+            return
         self.connection.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -145,6 +166,11 @@ class SQLCipherDB(ViewDB):
             self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
+
+    def commit_all(self) -> None:
+        """Commit the one transaction of a fresh database (see :meth:`transaction`)."""
+        if self.connection.in_transaction:
+            self.connection.execute("COMMIT")
 
     def close(self) -> None:
         self.connection.close()
@@ -178,6 +204,7 @@ class SQLCipherViewStore(ViewStore):
         fresh one in its place let a process that opened the view in between leave its
         write-ahead log beside the new file, which then could not be read.)"""
         assert isinstance(fresh, SQLCipherDB)
+        fresh.commit_all()
         try:
             live = self.open(name)
         except DamagedView:  # damaged, so nobody reads it: the fresh file takes its place
