@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import closing
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
     from eventpile.mail.mailparse import ParsedMail
 
 FLUSH_EVERY = 500
-PARSE_ASIDE_FROM = 1000
-"""Mailboxes of this many messages are parsed in a second process (forking costs ~10 ms)."""
+LOAD_EVERY = 100
+"""Messages are looked up this many at a time (the first ones as soon as they are parsed)."""
+PARSE_ASIDE_FROM = 2_000_000
+"""Mailboxes of this many bytes (~1,000 messages) are parsed in a second process (forking
+costs ~10 ms); Maildirs always are."""
 
 
 def _mailbox(path: Path) -> Path:
@@ -65,37 +69,38 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
     )
 
     key = ctx.app.keyring.purpose_key("message-id")
-    total = count_messages(command.path)
-    read = read_mailbox_aside if (total or 0) >= PARSE_ASIDE_FROM else read_mailbox
-    items = read(command.path)
-    indexed = skipped = failed = done = 0
-    problems: list[str] = []
-    differing: list[str] = []
-    while batch := list(islice(items, FLUSH_EVERY)):
-        ids = {m: message_uuid(key, m.message_id) for m in batch if isinstance(m, ParsedMail)}
-        ctx.preload(Message, ids.values())
-        for item in batch:
-            if isinstance(item, MalformedMail):
-                failed += 1
-                problems.append(str(item))
-                continue
-            message_id = ids[item]
-            content = message_content(item)
-            state = ctx.load(Message, message_id)
-            if state is None:
-                ctx.record(Message.index(message_id, content))
-                indexed += 1
-            elif not state.indexed:
-                ctx.record(*state.reindex(content))
-                indexed += 1
-            elif _differs(ctx, key, state, item):
-                differing.append(content.fingerprint)
-            else:
-                skipped += 1
-        done += len(batch)
-        if done % FLUSH_EVERY == 0:
-            ctx.progress(done, total, f"Importing: {done:,} messages read")
-            ctx.flush()
+    large = command.path.is_dir() or command.path.stat().st_size >= PARSE_ASIDE_FROM
+    items = read_mailbox_aside(command.path) if large else read_mailbox(command.path)
+    with closing(items):
+        total = count_messages(command.path)  # while the messages are parsed aside
+        indexed = skipped = failed = done = 0
+        problems: list[str] = []
+        differing: list[str] = []
+        while batch := list(islice(items, LOAD_EVERY)):
+            ids = {m: message_uuid(key, m.message_id) for m in batch if isinstance(m, ParsedMail)}
+            ctx.preload(Message, ids.values())
+            for item in batch:
+                if isinstance(item, MalformedMail):
+                    failed += 1
+                    problems.append(str(item))
+                    continue
+                message_id = ids[item]
+                content = message_content(item)
+                state = ctx.load(Message, message_id)
+                if state is None:
+                    ctx.record(Message.index(message_id, content))
+                    indexed += 1
+                elif not state.indexed:
+                    ctx.record(*state.reindex(content))
+                    indexed += 1
+                elif _differs(ctx, key, state, item):
+                    differing.append(content.fingerprint)
+                else:
+                    skipped += 1
+            done += len(batch)
+            if done % FLUSH_EVERY == 0:
+                ctx.progress(done, total, f"Importing: {done:,} messages read")
+                ctx.flush()
     result = {"indexed": indexed, "skipped": skipped, "failed": failed, "differing": len(differing)}
     message = f"Imported {indexed:,} messages ({skipped:,} already known, {failed:,} malformed)"
     if differing:

@@ -33,7 +33,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 _PARSER = BytesParser(policy=compat32)
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -197,7 +197,13 @@ def _normal_form(raw: bytes, fields: dict[str, str], quoted: bool) -> bytes:
     return raw.rstrip(b"\n") + b"\n"
 
 
-def read_mailbox(path: Path) -> Iterator[ParsedMail | MalformedMail]:
+class Messages(Iterator["ParsedMail | MalformedMail"], Protocol):
+    """The messages of a mailbox, read as they are asked for; ``close`` stops reading."""
+
+    def close(self) -> None: ...
+
+
+def read_mailbox(path: Path) -> Messages:
     """Yield every message of an mbox, gzip-compressed mbox or Maildir, in mailbox order.
 
     Messages that cannot be parsed are yielded as `MalformedMail`; a path that is not a readable
@@ -217,42 +223,59 @@ _Batch = list[ParsedMail | MalformedMail] | Exception | None
 """What the reading process sends: some messages, its error, or None at the end."""
 
 
-def read_mailbox_aside(
-    path: Path, batch: int = 100
-) -> Generator[ParsedMail | MalformedMail, None, None]:
+def read_mailbox_aside(path: Path, batch: int = 100) -> Messages:
     """`read_mailbox` in a second process, so parsing overlaps the caller's work on what it yields.
 
-    Raises what `read_mailbox` raises, when iteration reaches it. Parsing is forked (no start-up
-    cost, nothing re-imported); the process stops when iteration ends, early or not. Where no
-    process can be forked (no fork, or a daemonic process), it reads here.
+    Parsing starts at once (forked: no start-up cost, nothing re-imported), so the caller
+    can do other work before it iterates. Raises what `read_mailbox` raises, when iteration
+    reaches it. Close the iterator (or exhaust it) to stop the process. Where no process can
+    be forked (no fork, or a daemonic process), it reads here.
     """
     if multiprocessing.current_process().daemon or "fork" not in _START_METHODS:
-        yield from read_mailbox(path)
-        return
-    context = multiprocessing.get_context("fork")
-    batches: multiprocessing.queues.Queue[_Batch] = context.Queue(maxsize=16)
-    process = context.Process(
-        target=_read_into, args=(path, batches, batch, os.getpid()), daemon=True
-    )
-    process.start()
-    try:
-        while True:
-            try:
-                items = batches.get(timeout=1.0)
-            except queue.Empty:
-                if not process.is_alive():
-                    stopped = f"reading {path} stopped (exit code {process.exitcode})"
-                    raise MailboxError(stopped) from None
-                continue
-            if items is None:
-                return
-            if isinstance(items, Exception):
-                raise items
-            yield from items
-    finally:
-        process.terminate()
-        process.join()
-        batches.close()
+        return read_mailbox(path)
+    return _ReadAside(path, batch)
+
+
+class _ReadAside(Iterator[ParsedMail | MalformedMail]):
+    """The messages a forked process parses, received in batches."""
+
+    def __init__(self, path: Path, batch: int):
+        context = multiprocessing.get_context("fork")
+        self._path = path
+        self._batches: multiprocessing.queues.Queue[_Batch] = context.Queue(maxsize=16)
+        self._process = context.Process(
+            target=_read_into, args=(path, self._batches, batch, os.getpid()), daemon=True
+        )
+        self._process.start()
+        self._items = self._received()
+
+    def __next__(self) -> ParsedMail | MalformedMail:
+        return next(self._items)
+
+    def _received(self) -> Iterator[ParsedMail | MalformedMail]:
+        try:
+            while True:
+                try:
+                    items = self._batches.get(timeout=1.0)
+                except queue.Empty:
+                    if not self._process.is_alive():
+                        code = self._process.exitcode
+                        stopped = f"reading {self._path} stopped (exit code {code})"
+                        raise MailboxError(stopped) from None
+                    continue
+                if items is None:
+                    return
+                if isinstance(items, Exception):
+                    raise items
+                yield from items
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the reading process (again: nothing)."""
+        self._process.terminate()
+        self._process.join()
+        self._batches.close()
 
 
 def _read_into(
@@ -400,7 +423,9 @@ def _split_mbox(data: mmap.mmap | bytes) -> Iterator[bytes]:
         pos = len(data) if separator == -1 else separator + 1
 
 
-def _read_mbox(data: mmap.mmap | bytes, location: str) -> Iterator[ParsedMail | MalformedMail]:
+def _read_mbox(
+    data: mmap.mmap | bytes, location: str
+) -> Generator[ParsedMail | MalformedMail, None, None]:
     try:
         for key, raw in enumerate(_split_mbox(data)):
             yield _parse_or_error(raw, f"{location}#{key}", mbox=True)
@@ -409,7 +434,7 @@ def _read_mbox(data: mmap.mmap | bytes, location: str) -> Iterator[ParsedMail | 
             data.close()
 
 
-def _read_maildir(path: Path) -> Iterator[ParsedMail | MalformedMail]:
+def _read_maildir(path: Path) -> Generator[ParsedMail | MalformedMail, None, None]:
     box = mailbox.Maildir(path, factory=None, create=False)
     for key in sorted(box.keys()):
         location = f"maildir:{path}#{key}"
