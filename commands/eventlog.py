@@ -25,17 +25,28 @@ from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.domain.people import PersonForgotten
-from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
+from eventpile.projections.base import (
+    PAGE,
+    Page,
+    Projection,
+    RunReport,
+    Topics,
+    View,
+    catch_up_together,
+)
 from eventpile.store.backend import Waiter
 from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, puncture_people
-from eventpile.store.mapper import PydanticMapper, RowReader
+from eventpile.store.mapper import PydanticMapper, Row, RowReader
 from eventpile.store.people import PersonKeys, Tree
+from eventpile.store.seals import PURPOSE, Head, Seal, Sealer, Sealing
 from eventpile.store.views import ViewDB
 
 A = TypeVar("A", bound=Aggregate)
+HEAD_FILE = "log-head"
+"""The home's anchor of its log: its last seal (:class:`~eventpile.store.seals.Head`)."""
 
 
 class Conflict(Exception):
@@ -60,6 +71,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
 
     name = "eventpile"
     _deferring = False
+    _head_saved: Seal | None = None
     _registry: ClassVar[Registry | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -83,6 +95,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         backend = home.backend()
         backend.check_log()
         super().__init__({**backend.settings(), **(env or {})})
+        self.sealer = Sealer(keyring.purpose_key(PURPOSE))
+        self.head = Head(home.path / HEAD_FILE)
+        cast(Sealing, self.recorder).sealer = self.sealer
         store = backend.view_store(keyring)
         self._backend = backend
         self._waiter: Waiter | None = None
@@ -140,6 +155,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
         return operation_scope(operation_id, self.keyring.installation_id, self.clock)
 
     def close(self) -> None:
+        self.save_head()
         for view in self.views.values():
             view.close()
         if self._waiter is not None:
@@ -171,6 +187,23 @@ class EventLog(LibraryApplication[uuid.UUID]):
         positions = list(ids or ())
         self.written.add(positions, events)
         return positions
+
+    def check_log(self) -> list[str] | None:
+        """What is wrong with the log: rows deleted, changed, moved or added, seals
+        missing, the log cut (see :mod:`eventpile.store.seals`); ``[]`` if it is whole;
+        None if it has no seals yet (written before them: its next write seals it)."""
+        seals = cast(Sealing, self.recorder).seals()
+        if not seals and self.head.load() is None:
+            return None
+        problems, last = self.sealer.check(seals, self._rows())
+        return problems + self.head.problems(last, {s.number: s.mac for s in seals})
+
+    def _rows(self) -> Iterator[Row]:
+        position, upto = 0, self.max_position()
+        while position < upto:
+            page = cast(RowReader, self.recorder).select_rows(position, upto, (), PAGE)
+            yield from page
+            position = page[-1][0]
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
         """The events of one aggregate, oldest first."""
@@ -243,7 +276,21 @@ class EventLog(LibraryApplication[uuid.UUID]):
         self.heed_forgettings()
         reports = catch_up_together(list(self.views.values()), self.written)
         self.written.clear()
+        self.save_head()
         return reports
+
+    def save_head(self) -> None:
+        """Keep the last seal this process wrote as the home's head (once a command's
+        writes are done: each catch-up, and on closing)."""
+        seal = cast(Sealing, self.recorder).written_seal
+        if seal is None or seal == self._head_saved:
+            return
+        try:
+            self.head.save(seal)
+        except OSError as error:  # an older head still anchors the log up to there
+            warnings.warn(f"the log's head was not saved: {error}", stacklevel=2)
+            return
+        self._head_saved = seal
 
     @contextmanager
     def deferring_catch_up(self) -> Iterator[None]:

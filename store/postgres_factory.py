@@ -20,19 +20,24 @@ from eventpile.store.errors import StoreError
 from eventpile.store.mapper import ExportRow, Row
 from eventpile.store.people import FORGETTING
 from eventpile.store.postgres import LOCK_KEY
+from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
 from eventpile.store.sqlite import KEY_TABLE, check_purged
 
 RECEIVED_TABLE = "eventpile_received"
 """As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
 
 
-class Recorder(PostgresApplicationRecorder):
+class Recorder(Sealing, PostgresApplicationRecorder):
     """The library's recorder, sending a batch of events as four arrays in binary.
 
     The library sends an array of composites in text: psycopg escapes every
     ciphertext with regular expressions and the server parses it back, which was
-    most of the cost of an append.
+    most of the cost of an append. Each transaction that writes the log seals it
+    (:mod:`eventpile.store.seals`), under the table lock every writer takes.
     """
+
+    _mark = "%s"
+    _position = "notification_id"
 
     def __init__(self, datastore: Any, **kwargs: Any):
         super().__init__(datastore, **kwargs)
@@ -54,12 +59,43 @@ class Recorder(PostgresApplicationRecorder):
             ).format(self.received_table)
         )
         self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (number BIGINT PRIMARY KEY, "
+                "entries BYTEA NOT NULL, mac BYTEA NOT NULL)"
+            ).format(SQL(self._seals_table()))
+        )
+        self.sql_create_statements.append(
             SQL("CREATE INDEX IF NOT EXISTS {} ON {} (notification_id) WHERE topic = {}").format(
                 Identifier(f"{self.events_table_name}_forgettings"),
                 self.events_table,
                 Literal(FORGETTING),
             )
         )
+
+    def _events_table(self) -> str:
+        return self.events_table.as_string(None)
+
+    def _seals_table(self) -> str:
+        schema = Identifier(self.datastore.schema)
+        return SQL("{}.{}").format(schema, Identifier(SEALS_TABLE)).as_string(None)
+
+    def _written(
+        self, curs: Any, stored_events: Sequence[StoredEvent], positions: Sequence[int]
+    ) -> dict[int, bytes]:
+        """The seal entries of the rows just inserted (by their row: see below)."""
+        curs.execute(
+            SQL(
+                "SELECT originator_id, originator_version, notification_id FROM {} "
+                "WHERE notification_id = ANY(%s)"
+            ).format(self.events_table),
+            (list(positions),),
+        )
+        at = {(uuid.UUID(str(i)), v): p for i, v, p in curs.fetchall()}
+        entries = {}
+        for e in stored_events:
+            p = at[uuid.UUID(str(e.originator_id)), e.originator_version]
+            entries[p] = row_hash(p, e.originator_id, e.originator_version, e.topic, e.state)
+        return entries
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -86,6 +122,7 @@ class Recorder(PostgresApplicationRecorder):
         """The positions, and where each of ``received`` came from (see
         :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
         positions = [row[0] for row in curs.fetchall()]
+        self._seal(curs, self._written(curs, stored_events, positions))
         if received:  # each by its row (RETURNING's order is not promised)
             curs.execute(
                 SQL(
@@ -118,10 +155,15 @@ class Recorder(PostgresApplicationRecorder):
             self._insert_stored_events(curs, stored_events)
             positions = [cast(tuple[int], row)[0] for row in curs.fetchall()]
             curs.execute(
-                SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(self.events_table),
+                SQL(
+                    "DELETE FROM {} WHERE originator_id = ANY(%s) RETURNING notification_id"
+                ).format(self.events_table),
                 (list(purge),),
             )
-            check_purged(purge, curs.rowcount)
+            deleted = [cast(tuple[int], row)[0] for row in curs.fetchall()]
+            check_purged(purge, len(deleted))
+            entries = self._written(curs, stored_events, positions)
+            self._seal(curs, entries | dict.fromkeys(deleted, REMOVED))
             return positions
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
@@ -217,9 +259,21 @@ class Recorder(PostgresApplicationRecorder):
             min(positions),
             max(positions),
         )
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(statement, columns)
-            return int(curs.rowcount)
+        with self.datastore.transaction(commit=True) as locked:
+            self._lock_table(locked)  # a writer's seal follows the one before it
+            locked.execute(statement, columns)
+            replaced = int(locked.rowcount)
+            curs = cast(Any, locked)
+            curs.row_factory = tuple_row
+            curs.execute(
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state "
+                    "FROM {} WHERE notification_id = ANY(%s)"
+                ).format(self.events_table),
+                (positions,),
+            )
+            self._seal(curs, {row[0]: row_hash(*row) for row in curs.fetchall()})
+            return replaced
 
     def reclaim(self) -> bool:
         """Nothing now: the server's autovacuum makes the space of deleted events reusable

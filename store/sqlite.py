@@ -26,6 +26,7 @@ from eventsourcing.sqlite import (
 from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.mapper import ExportRow, Row
 from eventpile.store.people import FORGETTING
+from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
 
 STREAMS_PER_QUERY = 500
 COLUMNS = "originator_id, originator_version, topic, state"
@@ -43,11 +44,15 @@ class TunedPool(SQLiteConnectionPool):
         return connection
 
 
-class Recorder(SQLiteApplicationRecorder):
+class Recorder(Sealing, SQLiteApplicationRecorder):
     """The library's recorder, its positions an explicit ``INTEGER PRIMARY KEY``: SQLite
     keeps those through a ``VACUUM`` (it may renumber an implicit rowid), and positions
     are what views and sync count by. A log made before is converted at its first
-    purge (:meth:`reclaim`)."""
+    purge (:meth:`reclaim`). Each transaction that writes the log seals it
+    (:mod:`eventpile.store.seals`)."""
+
+    _mark = "?"
+    _position = "rowid"
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
@@ -63,7 +68,12 @@ class Recorder(SQLiteApplicationRecorder):
             _forgettings_index(self.events_table_name),
             f"CREATE TABLE IF NOT EXISTS {RECEIVED_TABLE} (position INTEGER PRIMARY KEY, "
             "origin TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (origin, seq))",
+            f"CREATE TABLE IF NOT EXISTS {SEALS_TABLE} (number INTEGER PRIMARY KEY, "
+            "entries BLOB NOT NULL, mac BLOB NOT NULL)",
         ]
+
+    def _events_table(self) -> str:
+        return self.events_table_name
 
     def _insert_events(
         self,
@@ -84,11 +94,16 @@ class Recorder(SQLiteApplicationRecorder):
                 f"INSERT INTO {RECEIVED_TABLE} (position, origin, seq) VALUES (?, ?, ?)",
                 [(p, o, s) for p, (o, s) in zip(positions or (), received, strict=True)],
             )
-        deleted = 0
+        deleted: list[int] = []
         for where, chunk in _of_streams(purge):
-            c.execute(f"DELETE FROM {self.events_table_name} WHERE {where}", chunk)
-            deleted += c.sqlite_cursor.rowcount
-        check_purged(purge, deleted)
+            c.execute(f"DELETE FROM {self.events_table_name} WHERE {where} RETURNING rowid", chunk)
+            deleted += [row[0] for row in c.fetchall()]
+        check_purged(purge, len(deleted))
+        entries = {
+            p: row_hash(p, e.originator_id, e.originator_version, e.topic, e.state)
+            for p, e in zip(positions or (), stored_events, strict=True)
+        }
+        self._seal(c, entries | dict.fromkeys(deleted, REMOVED))
         return positions
 
     def purge_streams(
@@ -117,7 +132,19 @@ class Recorder(SQLiteApplicationRecorder):
                 f"UPDATE {self.events_table_name} SET state = ? WHERE rowid = ? AND state = ?",
                 [(new, position, old) for position, old, new in rows],
             )
-            return int(c.sqlite_cursor.rowcount)
+            replaced = int(c.sqlite_cursor.rowcount)
+            positions = [position for position, _, _ in rows]
+            entries: dict[int, bytes] = {}
+            for start in range(0, len(positions), STREAMS_PER_QUERY):
+                chunk = positions[start : start + STREAMS_PER_QUERY]
+                c.execute(
+                    "SELECT rowid, originator_id, originator_version, topic, state "
+                    f"FROM {self.events_table_name} WHERE rowid IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                entries.update((row[0], row_hash(*row)) for row in c.fetchall())
+            self._seal(c, entries)
+            return replaced
 
     def reclaim(self) -> bool:
         """Give the space of deleted events back to the file system: a ``VACUUM``, which

@@ -107,6 +107,7 @@ def test_a_purge_removes_old_history_and_keeps_the_mail_and_unfinished_work(
     gone = events_before - sum(1 for _ in mail.all_events()) + 4  # the purge's own 4
     assert purged.result["events"] == gone
     assert digests(mail) == rebuilt(mail)
+    assert mail.check_log() == []  # the purge sealed what it deleted
 
 
 def test_undo_of_a_purged_operation_names_the_horizon_and_writes_nothing(
@@ -384,6 +385,7 @@ def test_positions_stay_through_a_purge_and_its_vacuum(
         assert kept <= before and len(before) - len(kept) == purged.result["events"]
         assert explicit
         assert digests(app) == rebuilt(app)
+        assert app.check_log() == []
     finally:
         app.close()
 

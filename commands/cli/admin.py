@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -16,6 +17,7 @@ from eventpile.commands.cli.core import (
     progress_bar,
     settings,
 )
+from eventpile.store.errors import StoreError
 
 commands = typer.Typer()
 """Its commands, for :func:`eventpile.commands.cli.core.command_line`."""
@@ -84,6 +86,11 @@ def rebuild(
         unknown = set(names) - set(application.views)
         if unknown:
             raise ValueError(f"no projection {name!r} (known: {', '.join(application.views)})")
+        damage = application.check_log()
+        if damage:  # a fold of it would be a history that was not the one written
+            raise StoreError(
+                f"{damage[0]}: nothing was rebuilt ('eventpile verify' says all it finds)"
+            )
         with progress_bar(s, f"Rebuilding {', '.join(names)}") as update:
             reports = rebuild_together(
                 [application.view(each) for each in names],
@@ -107,19 +114,36 @@ def rebuild(
 
 @commands.command()
 def verify(ctx: typer.Context) -> None:
-    """Check that every event decrypts, every projection equals its rebuild, and no view
-    holds what its domain's rules forbid."""
+    """Check that the log is whole (no event deleted, changed, moved or added, not cut
+    short), every event decrypts, every projection equals its rebuild, and no view holds
+    what its domain's rules forbid."""
     s = settings(ctx)
     with opened(s) as application:
+        damage = application.check_log()
+        if damage:  # what follows would read a history that is not the one written
+            emit(s, {"ok": False, "log": {"sealed": True, "damage": damage}}, _lines(damage))
+            raise typer.Exit(1)
         events = sum(1 for _ in application.all_events())
         views = {name: view.verify(application) for name, view in application.views.items()}
         damaged = {name for name, view in application.views.items() if view.remade}
         problems = [p for v in application.views.values() for p in v.projection.problems(v.db)]
     ok = all(views.values()) and not problems
-    data = {"ok": ok, "events": events, "projections": views, "problems": problems}
+    data = {
+        "ok": ok,
+        "log": {"sealed": damage is not None, "damage": []},
+        "events": events,
+        "projections": views,
+        "problems": problems,
+    }
 
     def show() -> None:
         out = console()
+        out.print(
+            "the log is whole: every event is where its seal says"
+            if damage is not None
+            else "the log has no seals yet (written by an earlier version): the next "
+            "command that writes seals it as it is"
+        )
         out.print(
             f"{events:,} events decrypt; "
             + ", ".join(
@@ -133,6 +157,14 @@ def verify(ctx: typer.Context) -> None:
     emit(s, data, show)
     if not ok:
         raise typer.Exit(1)
+
+
+def _lines(lines: list[str]) -> Callable[[], None]:
+    def show() -> None:
+        for line in lines:
+            console().print(line, markup=False)
+
+    return show
 
 
 @commands.command()

@@ -346,9 +346,12 @@ class InAHome(RuleBasedStateMachine):
         assert self.app.max_position() == end
         assert self.observe(self.app) == before, "the state changed across a restart"
         assert self._digests() == digests, "a projection changed across a restart"
+        assert self.app.check_log() in ([], None), "the log is not whole"
 
     def rebuild(self) -> None:
-        """Every projection rebuilt from scratch equals its incremental state."""
+        """Every projection rebuilt from scratch equals its incremental state (and the
+        log is whole: every write sealed it)."""
+        assert self.app.check_log() in ([], None), "the log is not whole"
         for name, digest in self._digests().items():
             self.app.view(name).rebuild(self.app)
             assert self.app.view(name).digest() == digest, f"rebuilt {name} differs"

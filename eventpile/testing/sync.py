@@ -217,6 +217,7 @@ class SyncLaws(RuleBasedStateMachine):
                 assert self.observe(app) == self.observe(first), "what a user sees differs"
             for app in self.apps:
                 assert all(view.verify(app) for view in app.views.values()), "a view differs"
+                assert app.check_log() == [], app.check_log()
             trees = {app.home.unlock(PASSPHRASE).people_cover for app in self.apps}
             assert len(trees) == 1, "the installations' key files forgot different people"
         finally:

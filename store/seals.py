@@ -1,0 +1,245 @@
+"""The log's seals: what proves the event log whole.
+
+Each event is sealed alone by AES-GCM (a flipped bit or a moved ciphertext does not
+decrypt), but a row deleted, or the end of the log cut off, leaves nothing to decrypt.
+So every transaction that writes the log also writes a *seal*, numbered after the last:
+the hash of each row it wrote (``REMOVED`` for each it deleted: a retention purge; a
+rekey seals each ciphertext it replaced anew), and their MAC (keyed BLAKE2b). ``verify``
+folds the seals in order into what the log must hold, position by position (a later
+seal's entry stands for a position), and compares the rows with it:
+
+- a row deleted (and not purged): a sealed position with no row;
+- rows changed, moved or swapped: a row whose hash is not its position's;
+- a row added or copied in: a position no seal holds;
+- a seal changed, or copied from another home: its MAC is not this home's;
+- a seal deleted: a gap in the numbers (or, if it was the last, see the head);
+- seals reordered or replayed: a purge, a rekey or a write no longer stands last, so
+  the rows differ from what the seals say;
+- the log's end cut off (rows and seals): the *head* of the home is past the last seal.
+
+The head (the number and HMAC of the last seal this home wrote) is kept in the home
+beside the keys, so a cut log is caught even with its seals. What is not caught: the
+whole home (log and head) put back to an older copy of itself.
+
+Seals are written by the writer in its own transaction, after its rows, with the log's
+write lock held (SQLite's, and on PostgreSQL the table lock every append takes), so
+they neither serialise writers more than before nor break when positions are skipped
+(a PostgreSQL sequence skips those of rolled-back transactions). The key is a purpose
+key of the keyring that survives key rotation, like the message ids' key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from eventpile.store.errors import StoreError
+
+SEALS_TABLE = "log_seals"
+PURPOSE = "log-seal"
+HASH_BYTES = 16
+MAC_BYTES = 32
+REMOVED = bytes(HASH_BYTES)
+"""The hash of a position whose row a purge deleted."""
+_ENTRY = struct.Struct(f">q{HASH_BYTES}s")
+SHOWN = 5
+"""How many problems of each kind ``verify`` names (then a count of the others)."""
+
+
+def row_hash(position: int, originator_id: Any, version: int, topic: str, state: bytes) -> bytes:
+    """What a seal holds of a row: a hash of its position and every column."""
+    oid = originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id)
+    head = _ROW.pack(position, version, oid.bytes)
+    return hashlib.blake2b(head + topic.encode() + b"\0" + state, digest_size=HASH_BYTES).digest()
+
+
+_ROW = struct.Struct(">qq16s")
+
+
+Entry = tuple[int, bytes]
+"""A position and the hash its row must have (``REMOVED``: no row)."""
+
+
+@dataclass(frozen=True)
+class Seal:
+    number: int
+    entries: bytes
+    mac: bytes
+
+
+class Sealer:
+    """Makes and checks seals with the keyring's log key."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+
+    def mac(self, entries: bytes) -> bytes:
+        return hashlib.blake2b(entries, key=self._key, digest_size=MAC_BYTES).digest()
+
+    def entries(self, entries: Iterable[Entry]) -> tuple[bytes, bytes]:
+        """A seal's entries, and their MAC."""
+        blob = b"".join(_ENTRY.pack(p, h) for p, h in sorted(entries))
+        return blob, self.mac(blob)
+
+    def check(
+        self, seals: Iterable[Seal], rows: Iterable[tuple[int, Any, int, str, bytes]]
+    ) -> tuple[list[str], Seal | None]:
+        """What is wrong with the log (nothing: ``[]``), and its last seal."""
+        problems = _Problems()
+        expected: dict[int, bytes] = {}
+        previous: Seal | None = None
+        for seal in seals:
+            number = 0 if previous is None else previous.number + 1
+            if seal.number != number:
+                problems.add(
+                    "seals missing",
+                    f"{number:,}–{seal.number - 1:,}"
+                    if seal.number - 1 > number
+                    else f"{number:,}",
+                )
+            if not hmac.compare_digest(seal.mac, self.mac(seal.entries)):
+                problems.add(
+                    "seals that are not this home's (changed, or copied in)", f"{seal.number:,}"
+                )
+            else:
+                expected.update(_ENTRY.iter_unpack(seal.entries))
+            previous = seal
+        for position, originator_id, version, topic, state in rows:
+            wanted = expected.pop(position, None)
+            if wanted is None:
+                problems.add("{events} that no seal holds (added, or copied in)", f"{position:,}")
+            elif wanted == REMOVED:
+                problems.add("{events} back after a purge", f"{position:,}")
+            elif wanted != row_hash(position, originator_id, version, topic, state):
+                problems.add("{events} changed, moved or swapped", f"{position:,}")
+        for position in sorted(p for p, h in expected.items() if h != REMOVED):
+            problems.add("{events} missing (deleted)", f"{position:,}")
+        return problems.lines(), previous
+
+
+class _Problems:
+    """Problems by kind: ``kind`` says ``{events}`` where "event(s)" goes."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[str]] = {}
+
+    def add(self, kind: str, where: str) -> None:
+        self.found.setdefault(kind, []).append(where)
+
+    def lines(self) -> list[str]:
+        lines = []
+        for kind, where in self.found.items():
+            shown = ", ".join(where[:SHOWN])
+            more = f" and {len(where) - SHOWN:,} more" if len(where) > SHOWN else ""
+            if "{events}" in kind:
+                events = f"{len(where):,} event{'s' if len(where) > 1 else ''}"
+                at = f"position{'s' if len(where) > 1 else ''}"
+                lines.append(f"the log has {kind.format(events=events)}: at {at} {shown}{more}")
+            else:
+                lines.append(f"the log has {kind}: {shown}{more}")
+        return lines
+
+
+class Head:
+    """The last seal this home wrote (its number and HMAC), in a file beside the keys.
+
+    Each writer replaces it after its commit (atomically, not synced: after a crash it
+    may be an older seal, which still anchors the log up to there)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def save(self, seal: Seal) -> None:
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
+        temporary.write_text(f"{seal.number} {seal.mac.hex()}\n")
+        temporary.replace(self.path)
+
+    def load(self) -> tuple[int, bytes] | None:
+        try:
+            number, mac = self.path.read_text().split()
+            return int(number), bytes.fromhex(mac)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            raise StoreError(f"{self.path} is damaged: it holds no seal of the log") from None
+
+    def problems(self, last: Seal | None, seal_at: dict[int, bytes]) -> list[str]:
+        """Is the log's chain of seals still the one this home last wrote?"""
+        saved = self.load()
+        if saved is None:
+            return []
+        number, mac = saved
+        if last is None or number > last.number:
+            return [
+                f"the log was replaced or cut: this home wrote its seal {number:,}, its last "
+                f"is {'none' if last is None else format(last.number, ',')}"
+            ]
+        if seal_at.get(number) != mac:
+            return [
+                f"the log's seal {number:,} is not the one this home wrote: the log was "
+                "replaced by another, or put back to an older copy and written again"
+            ]
+        return []
+
+
+class Sealing:
+    """What a recorder needs to seal its transactions (both backends').
+
+    A recorder made outside an application (the library's test suites) has no
+    ``sealer`` and writes no seals; ``verify`` then finds its rows in none."""
+
+    sealer: Sealer | None = None
+    written_seal: Seal | None = None
+    """The last seal this recorder wrote (the home's head is saved from it)."""
+    _mark: ClassVar[str]
+    """The backend's parameter placeholder."""
+    _position: ClassVar[str]
+    """The backend's name of the position column."""
+
+    def _seals_table(self) -> str:
+        return SEALS_TABLE
+
+    def _events_table(self) -> str:
+        raise NotImplementedError
+
+    def _rows(self, statement: Any, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def seals(self) -> list[Seal]:
+        """Every seal of the log, in order."""
+        rows = self._rows(
+            f"SELECT number, entries, mac FROM {self._seals_table()} ORDER BY number", ()
+        )
+        return [Seal(int(n), bytes(e), bytes(m)) for n, e, m in rows]
+
+    def _seal(self, cursor: Any, entries: dict[int, bytes]) -> None:
+        """Write the seal of ``entries`` (the rows written and deleted in this transaction),
+        numbered after the last one. A log written before seals were gets its first seal
+        now, of its rows as they are (once a recorder has seen a seal, it looks no more)."""
+        if self.sealer is None or not entries:
+            return
+        if self.written_seal is None:
+            cursor.execute(f"SELECT 1 FROM {self._seals_table()} LIMIT 1")
+            if cursor.fetchone() is None:
+                cursor.execute(
+                    f"SELECT {self._position}, originator_id, originator_version, topic, state "
+                    f"FROM {self._events_table()}"
+                )
+                for position, originator_id, version, topic, state in cursor.fetchall():
+                    hashed = row_hash(position, originator_id, version, topic, bytes(state))
+                    entries.setdefault(position, hashed)
+        blob, mac = self.sealer.entries(entries.items())
+        table, mark = self._seals_table(), self._mark
+        cursor.execute(
+            f"INSERT INTO {table} (number, entries, mac) VALUES "
+            f"((SELECT coalesce(max(number), -1) + 1 FROM {table}), {mark}, {mark}) "
+            "RETURNING number",
+            (blob, mac),
+        )
+        self.written_seal = Seal(int(cursor.fetchone()[0]), blob, mac)

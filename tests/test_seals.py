@@ -1,0 +1,205 @@
+"""The log proves itself whole: every way of damaging it that leaves each remaining
+ciphertext intact (deleting, moving, swapping, copying rows in, cutting the end off,
+touching the seals) is found by ``check_log`` and named by position, on SQLite and
+PostgreSQL; what the application itself writes (undo, purge, rekey, a sync) keeps it
+whole (the testing kit's laws check that after every step)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventpile.commands.undo import Undo
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.synthetic import write_mbox
+from eventpile.store.home import Home
+from tests.conftest import PASSPHRASE, cli
+
+
+def _fill(app: MailApplication, mbox: Path) -> None:
+    app.execute(ImportMailbox(path=mbox))
+    tagged = app.execute(TagMessages(action="add", tag="kept", query="*"))
+    app.execute(TagMessages(action="remove", tag="kept", query="subject:a*"))
+    app.execute(Undo(operation_id=tagged.id))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, Home]]:
+    """A home with a few operations, and another home with the same passphrase."""
+    base = tmp_path_factory.mktemp("sealed")
+    homes = []
+    for name in ("home", "other"):
+        home = Home(base / name)
+        app = MailApplication(home, home.init(PASSPHRASE))
+        _fill(app, write_mbox(base / f"{name}.mbox", 12, seed=len(homes)))
+        app.close()
+        homes.append(home)
+    yield homes[0], homes[1]
+
+
+def _rows(db: sqlite3.Connection) -> list[int]:
+    return [p for (p,) in db.execute("SELECT rowid FROM stored_events ORDER BY rowid")]
+
+
+Tamper = Callable[[sqlite3.Connection, sqlite3.Connection, Any], tuple[str, list[int]]]
+"""Damage the log (and the other home's log to copy from): what ``check_log`` must say
+(a part of the line) and the positions it must name."""
+
+
+def delete(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    position = pick(_rows(db))
+    db.execute("DELETE FROM stored_events WHERE rowid = ?", (position,))
+    return "missing (deleted)", [position]
+
+
+def swap(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    first = pick(_rows(db))
+    second = pick([p for p in _rows(db) if p != first])
+    states = dict(
+        db.execute("SELECT rowid, state FROM stored_events WHERE rowid IN (?, ?)", (first, second))
+    )
+    for position, other in ((first, second), (second, first)):
+        db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (states[other], position))
+    return "changed, moved or swapped", sorted([first, second])
+
+
+def move(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    position = pick(_rows(db))
+    to = max(_rows(db)) + 3
+    db.execute("UPDATE stored_events SET rowid = ? WHERE rowid = ?", (to, position))
+    return "no seal holds", [to]
+
+
+def renumber(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    position = pick(_rows(db))
+    db.execute(
+        "UPDATE stored_events SET originator_version = originator_version + 1000 WHERE rowid = ?",
+        (position,),
+    )
+    return "changed, moved or swapped", [position]
+
+
+def copy_in(db: sqlite3.Connection, other: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    row = other.execute(
+        "SELECT originator_id, originator_version, topic, state FROM stored_events WHERE rowid = ?",
+        (pick(_rows(other)),),
+    ).fetchone()
+    to = max(_rows(db)) + 1
+    db.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?, ?)", (to, *row))
+    return "no seal holds", [to]
+
+
+def cut(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    """The end of the log with the seals that hold it."""
+    seals = [n for (n,) in db.execute("SELECT number FROM log_seals ORDER BY number")]
+    first = pick(seals[1:])
+    db.execute("DELETE FROM log_seals WHERE number >= ?", (first,))
+    held: set[int] = set()
+    for (entries,) in db.execute("SELECT entries FROM log_seals"):
+        held |= {p for p, _ in struct.iter_unpack(">q16s", entries)}
+    db.execute(f"DELETE FROM stored_events WHERE rowid NOT IN ({','.join(map(str, held))})")
+    return "the log was replaced or cut", []
+
+
+def drop_seal(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    seals = [n for (n,) in db.execute("SELECT number FROM log_seals ORDER BY number")]
+    number = pick(seals[:-1])
+    db.execute("DELETE FROM log_seals WHERE number = ?", (number,))
+    return "seals missing", []
+
+
+def flip_seal(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    number, entries = pick(list(db.execute("SELECT number, entries FROM log_seals")))
+    at = pick(range(len(entries)))
+    changed = entries[:at] + bytes([entries[at] ^ 1]) + entries[at + 1 :]
+    db.execute("UPDATE log_seals SET entries = ? WHERE number = ?", (changed, number))
+    return "not this home's", []
+
+
+TAMPERS: list[Tamper] = [delete, swap, move, renumber, copy_in, cut, drop_seal, flip_seal]
+
+
+@pytest.mark.parametrize("tamper", TAMPERS, ids=[t.__name__ for t in TAMPERS])
+@given(data=st.data())
+def test_every_damage_is_found_and_named(
+    template: tuple[Home, Home], tmp_path_factory: pytest.TempPathFactory, tamper: Tamper, data: Any
+) -> None:
+    source, other = template
+    home = Home(tmp_path_factory.mktemp("tampered") / "home")
+    shutil.copytree(source.path, home.path)
+
+    def pick(choices: Any) -> Any:
+        return data.draw(st.sampled_from(list(choices)))
+
+    with sqlite3.connect(home.events_db) as db, sqlite3.connect(other.events_db) as foreign:
+        says, positions = tamper(db, foreign, pick)
+    app = MailApplication(home, source.unlock(PASSPHRASE))  # the same keys
+    try:
+        before = app.max_position()
+        found = app.check_log()
+        assert app.max_position() == before  # it only reads
+    finally:
+        app.close()
+    assert found, "the damage went unseen"
+    line = next((line for line in found if says in line), None)
+    assert line is not None, found
+    for position in positions:
+        assert f"{position:,}" in line, (line, position)
+
+
+def test_what_the_application_writes_keeps_the_log_whole(
+    template: tuple[Home, Home], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Including a rekey (which replaces every ciphertext), on the command line."""
+    home, _ = template
+    monkeypatch.setenv("EVENTPILE_HOME", str(home.path))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    for args in (["verify"], ["rekey"], ["verify"], ["tag", "add", "later", "*"], ["verify"]):
+        code, out, err = cli(args, capsys)
+        assert (code, err) == (0, ""), (args, out)
+    assert out["log"] == {"sealed": True, "damage": []}
+
+
+def test_damage_is_found_on_each_backend(
+    app: MailApplication, backend: str, home: Home, tmp_path: Path
+) -> None:
+    """On PostgreSQL the rows are changed through the server, as its administrator could."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
+    assert app.check_log() == []
+    if backend == "postgres":
+        import psycopg
+
+        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
+        table, position, mark = "eventpile_events", "notification_id", "%s"
+    else:
+        db = sqlite3.connect(home.events_db, isolation_level=None)
+        table, position, mark = "stored_events", "rowid", "?"
+    try:
+        positions = [p for (p,) in db.execute(f"SELECT {position} FROM {table} ORDER BY 1")]
+        gone, first, second = positions[3], positions[5], positions[-2]
+        db.execute(f"DELETE FROM {table} WHERE {position} = {mark}", (gone,))
+        states = dict(
+            db.execute(
+                f"SELECT {position}, state FROM {table} WHERE {position} IN ({mark}, {mark})",
+                (first, second),
+            ).fetchall()
+        )
+        for at, other in ((first, second), (second, first)):
+            db.execute(
+                f"UPDATE {table} SET state = {mark} WHERE {position} = {mark}", (states[other], at)
+            )
+    finally:
+        db.close()
+    assert app.check_log() == [
+        f"the log has 2 events changed, moved or swapped: at positions {first:,}, {second:,}",
+        f"the log has 1 event missing (deleted): at position {gone:,}",
+    ]
