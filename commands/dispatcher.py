@@ -30,9 +30,16 @@ from eventpile.store.errors import StoreError
 if TYPE_CHECKING:
     from eventpile.commands.app import Application
 
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 12
+"""Attempts of a command whose writes another command keeps overtaking: each decides
+again on the fresh state (where its decision no longer holds, it is refused in its own
+words). Four processes each tagging the same messages 25 times lost 9 of 100 commands
+with 5 attempts and pauses of at most 10 ms doubling."""
 CONFLICT_BACKOFF_S = 0.01
-"""The longest pause before the first retry after a conflict; it doubles each time."""
+"""The longest pause before the first retry after a conflict; it doubles each time, up
+to :data:`CONFLICT_BACKOFF_MAX_S` (each pause is a random part of it, so that racing
+processes fall out of step)."""
+CONFLICT_BACKOFF_MAX_S = 0.5
 LEASE_S = 300.0
 """How long a started attempt holds its operation; each write of the attempt renews it."""
 
@@ -162,10 +169,18 @@ class Dispatcher(EventLog):
                     if not ctx.flushed and attempt < CONFLICT_RETRIES - 1:
                         # nothing written yet: decide again on fresh state, after a random
                         # pause, so that processes racing for the same streams fall out of step
-                        time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt))
+                        longest = min(CONFLICT_BACKOFF_MAX_S, CONFLICT_BACKOFF_S * 2**attempt)
+                        time.sleep(random.uniform(0, longest))
                         continue
+                    said = (
+                        f"{error}, after part of it was written (its operation says what): "
+                        "run it again to finish"
+                        if ctx.flushed
+                        else f"{error}, {CONFLICT_RETRIES} times in a row: nothing of it was "
+                        "written; run it again"
+                    )
                     self._record_end(ctx, ctx.operation.fail(error, _since(started)))
-                    raise CommandFailed(operation_id, f"concurrent update: {error}") from error
+                    raise CommandFailed(operation_id, said) from error
                 except (DomainError, StoreError) as error:  # refused, or the store untrusted
                     if self._stored_version(ctx):
                         self._record_end(ctx, ctx.operation.fail(error, _since(started)))

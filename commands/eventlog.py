@@ -9,9 +9,11 @@ not ask which.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -22,7 +24,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from eventpile.commands.recent import RecentWrites
 from eventpile.commands.registry import Registry
-from eventpile.domain.aggregate import Aggregate, fold, required
+from eventpile.domain.aggregate import Aggregate, DomainError, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import (
@@ -50,7 +52,17 @@ HEAD_FILE = "log-head"
 
 
 class Conflict(Exception):
-    """Another writer appended to one of the same streams first."""
+    """Another writer appended to one of the same streams first (the message says which
+    records, by kind: "another command changed 3 messages at the same time")."""
+
+
+def _kind_of(registry: Registry, event_type: type[DomainEvent]) -> str:
+    """What a user calls the record an event changes: its aggregate's name, in words."""
+    try:
+        name = registry.aggregate_of(event_type).__name__
+    except DomainError:
+        return "record"
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
 
 
 def registry_of(app_class: type[EventLog]) -> Registry:
@@ -183,10 +195,26 @@ class EventLog(LibraryApplication[uuid.UUID]):
                     "process read its keys): nothing was written; run the command again "
                     "(another machine or installation needs the new keys.json)"
                 ) from None
-            raise Conflict(str(e)) from None
+            raise Conflict(self._overtaken(events)) from None
         positions = list(ids or ())
         self.written.add(positions, events)
         return positions
+
+    def _overtaken(self, events: Sequence[DomainEvent]) -> str:
+        """Which records ``events`` change another writer changed first, in words."""
+        tried: dict[uuid.UUID, DomainEvent] = {}
+        for event in events:
+            tried.setdefault(event.originator_id, event)
+        ends = cast(RowReader, self.recorder).stream_ends(tried)
+        moved = Counter(
+            _kind_of(self.registry, type(event))
+            for stream, event in tried.items()
+            if ends.get(stream, 0) >= event.originator_version
+        )
+        if not moved:
+            return "another command wrote the same records at the same time"
+        names = [f"{n:,} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(moved.items())]
+        return f"another command changed {' and '.join(names)} at the same time"
 
     def check_log(self) -> list[str] | None:
         """What is wrong with the log: rows deleted, changed, moved or added, seals

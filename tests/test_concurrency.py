@@ -1,0 +1,83 @@
+"""Several processes at once on one home: commands that race for the same records
+decide again on the fresh state and succeed; none fails in database words, none is
+lost or recorded twice, and the log stays whole."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventpile.mail.synthetic import write_mbox
+from tests.conftest import PASSPHRASE, cli
+
+PROCESSES = 4
+"""Processes tagging (and one importing beside them)."""
+COMMANDS = 6
+RACER = """
+import sys
+from eventpile.mail.cli import main
+for n in range(int(sys.argv[1])):
+    action = "add" if n % 2 == 0 else "remove"
+    code = main(["tag", action, "shared", "*"])
+    if code:
+        sys.exit(code)
+"""
+
+
+def test_processes_tagging_the_same_messages_at_once_all_succeed(
+    home_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli(["import", str(write_mbox(tmp_path / "m.mbox", 60, seed=5))], capsys)[0] == 0
+    assert cli(["tag", "add", "shared", "nosuchwordanywhere"], capsys)[0] == 0  # the tag
+    more = write_mbox(tmp_path / "more.mbox", 100, seed=6)
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(COMMANDS)],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    racers.append(
+        subprocess.Popen(
+            [str(Path(sys.executable).with_name("eventpile")), "import", str(more)],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    )
+    for racer in racers:
+        _out, err = racer.communicate(timeout=300)
+        assert (racer.returncode, err) == (0, ""), err
+    code, log, _ = cli(["log", "-n", "100"], capsys)
+    tagging = [op for op in log["operations"] if op["command"] == "TagMessages"]
+    assert len(tagging) == 1 + PROCESSES * COMMANDS
+    assert {op["status"] for op in tagging} == {"complete"}
+    assert len({op["id"] for op in tagging}) == len(tagging)
+    assert cli(["search", ""], capsys)[1]["total"] == 160  # and the import beside them
+    code, verified, _ = cli(["verify"], capsys)
+    assert (code, verified["ok"], verified["log"]["damage"]) == (0, True, [])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def home_env(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Path:
+    """A new home, on SQLite files or in a fresh PostgreSQL database."""
+    monkeypatch.setenv("EVENTPILE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EVENTPILE_PASSPHRASE", PASSPHRASE)
+    where = (
+        ["--database-url", request.getfixturevalue("pg_url")] if request.param == "postgres" else []
+    )
+    assert cli([*where, "init"], capsys)[0] == 0
+    return tmp_path / "home"
