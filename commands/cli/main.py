@@ -22,7 +22,7 @@ def main(cli: typer.Typer, argv: list[str] | None = None, prog_name: str = "even
     except click.exceptions.NoArgsIsHelpError as e:  # Typer has printed the help
         return e.exit_code
     except click.ClickException as e:
-        sys.stderr.write(f"{prog_name}: {_usage(e)}\n")
+        sys.stderr.write(f"{prog_name}: {printable(_usage(e))}\n")
         return e.exit_code
     except click.Abort:
         sys.stderr.write(f"{prog_name}: aborted\n")
@@ -52,7 +52,17 @@ def _usage(error: click.ClickException) -> str:
 
 
 def one_line(error: Exception) -> str:
-    """The one-line message of an error; unexpected ones say so."""
+    """The one-line message of an error (see :func:`printable`); unexpected ones say so."""
+    return printable(_message(error))
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\r``, ``\\x1b``): what a user
+    typed, or a file held, can neither break the line nor drive the terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _message(error: Exception) -> str:
     from pydantic import ValidationError
 
     from eventpile.commands.base import explain
