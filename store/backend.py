@@ -113,7 +113,13 @@ class SQLiteBackend(Backend):
             )
 
     def check_log(self) -> None:
-        """Opening the store would make a new, empty log beside the views."""
+        """Opening the store would make a new, empty log beside the views; or could not
+        open it at all (SQLite writes beside the log even to read it: its WAL index)."""
+        if not os.access(self.home.path, os.W_OK):
+            raise StoreError(
+                f"{self.home.path} is not writable (a read-only disk, or another user's "
+                "home): eventpile reads and writes its log and views there"
+            )
         if not self.home.events_db.exists() and any(self.home.views.glob("*.db")):
             raise StoreError(
                 f"{self.home.events_db} is missing but the views hold what it had: restore "

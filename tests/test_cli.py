@@ -183,6 +183,47 @@ def test_a_missing_home(
     assert not nowhere.exists()
 
 
+def _read_only_mount_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(
+    not _read_only_mount_works(),
+    reason="needs unshare (a user namespace) to mount a home read-only",
+)
+def test_a_read_only_home_is_one_line_and_keeps_everything(sqlite_home: Home) -> None:
+    """The home on a read-only mount (in a namespace of the test's own, as a read-only
+    disk would be): each command says so in one line. (On PostgreSQL the home holds
+    only the keys, which are read.)"""
+    before = snapshot(sqlite_home)
+    script = Path(sys.executable).with_name("eventpile")
+    where = str(sqlite_home.path)
+    for args in (["search", "x"], ["tag", "add", "x", "*"], ["verify"], ["log"]):
+        done = subprocess.run(
+            [
+                "unshare",
+                "-rm",
+                "sh",
+                "-c",
+                'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && "$@"',
+                "sh",
+                where,
+                str(script),
+                *args,
+            ],
+            env={**os.environ, "EVENTPILE_HOME": where, "EVENTPILE_PASSPHRASE": PASSPHRASE},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 1 and done.stdout == "", (args, done.stdout)
+        assert done.stderr.startswith(f"eventpile: {where} is not writable (a read-only disk")
+        assert done.stderr.count("\n") == 1
+    assert snapshot(sqlite_home) == before
+
+
 BAD_INPUT = [
     ["search", "colour:red"],
     ["search", "after:2024-02-30"],
