@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,70 @@ def home_env(
     )
     assert cli([*where, "init"], capsys)[0] == 0
     return tmp_path / "home"
+
+
+UNDOER = """
+import sys
+from pathlib import Path
+from typing import Any
+from eventpile import DomainError
+from eventpile.commands.undo import Undo
+from eventpile.mail.app import MailApplication
+from eventpile.mail.commands import TagMessages
+from eventpile.store.home import Home
+home = Home(Path(sys.argv[1]))
+app = MailApplication(home, home.unlock(sys.argv[2]))
+for n in range(int(sys.argv[3])):
+    done = app.execute(TagMessages(action="add", tag="shared", query="*"))
+    try:
+        app.execute(Undo(operation_id=done.id))
+    except DomainError as refused:  # a later change to the same messages: said in words
+        print("refused:", refused)
+    app.submit(TagMessages(action="add", tag="later", query="subject:a*"))
+app.close()
+"""
+WORKER = """
+import sys, time
+from pathlib import Path
+from eventpile.commands.worker import Worker
+from eventpile.mail.app import MailApplication
+from eventpile.store.home import Home
+home, stop = Home(Path(sys.argv[1])), Path(sys.argv[3])
+app = MailApplication(home, home.unlock(sys.argv[2]))
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    last = stop.exists()  # the others are done: drain what is left, then stop
+    ran = Worker(app).drain()
+    if last and not ran:
+        sys.exit(0)
+    app.wait_for_events(app.max_position(), 0.2)
+sys.exit("the worker did not finish in 120 s")
+"""
+
+
+def test_undos_submissions_and_a_worker_at_once(
+    home_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two processes tag and undo the same messages and submit work that a worker in a
+    third drains: every operation ends in one state, none in database words."""
+    assert cli(["import", str(write_mbox(tmp_path / "m.mbox", 40, seed=9))], capsys)[0] == 0
+    for tag in ("shared", "later"):
+        assert cli(["tag", "add", tag, "nosuchwordanywhere"], capsys)[0] == 0
+    args, stop = [str(home_env), PASSPHRASE], tmp_path / "stop"
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, *args, str(stop)], **_PIPES)
+    undoers = [
+        subprocess.Popen([sys.executable, "-c", UNDOER, *args, "4"], **_PIPES) for _ in range(2)
+    ]
+    for process in [*undoers, worker]:
+        if process is worker:
+            stop.touch()
+        _out, err = process.communicate(timeout=300)
+        assert (process.returncode, err) == (0, ""), err
+    code, log, _ = cli(["log", "-n", "200"], capsys)
+    statuses = {op["status"] for op in log["operations"]}
+    assert statuses <= {"complete", "undone"}, statuses
+    code, verified, _ = cli(["verify"], capsys)
+    assert (code, verified["ok"]) == (0, True)
+
+
+_PIPES: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
