@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,8 +93,8 @@ def _message(draw: Any, depth: int = 0) -> bytes:
         + draw(_ZONES).encode(),
         b"Message-ID: <" + draw(_JUNK) + b">",
     ]
-    if draw(st.integers(0, 20)) == 0:
-        headers.append(b"X-Long: " + b"x" * 5_000_000)  # a 5 MB header line
+    if depth == 0 and draw(st.integers(0, 20)) == 0:
+        headers.append(b"X-Long: " + b"x" * 200_000)  # (5 MB: see the test below)
     if draw(st.booleans()):
         headers.append(b"Cc: " + draw(_JUNK))
         headers.append(b"Cc: " + draw(_JUNK))
@@ -136,6 +137,15 @@ def test_a_hostile_mailbox_is_read_as_messages_or_refusals(
             assert isinstance(item, MalformedMail) and str(item).strip()
 
 
+def test_a_5_mb_header_line_is_imported(filled: MailApplication, tmp_path: Path) -> None:
+    box = tmp_path / "long.mbox"
+    box.write_bytes(
+        b"From a@example.org Mon Dec  7 10:00:00 2026\nFrom: a@example.org\nSubject: long\n"
+        b"X-Long: " + b"x" * 5_000_000 + b"\n\nbody\n"
+    )
+    assert filled.execute(ImportMailbox(path=box)).result["indexed"] == 1
+
+
 # queries ------------------------------------------------------------------------------
 
 _QUERY_PARTS = st.sampled_from(
@@ -153,8 +163,8 @@ _QUERIES = st.lists(_QUERY_PARTS | st.text(max_size=20), max_size=15).map("".joi
 def test_a_hostile_query_finds_or_is_refused_in_words(text: str, filled: MailApplication) -> None:
     try:
         query = parse_query(text)
-    except QueryError as refusal:
-        assert str(refusal) and "\n" not in str(refusal)
+    except QueryError as refusal:  # (the command line prints it as one line: see below)
+        assert str(refusal).strip()
         return
     found = search(filled.current("messages"), query, 5)
     assert found["total"] >= len(found["results"])
