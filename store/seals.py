@@ -48,6 +48,7 @@ MAC_BYTES = 32
 REMOVED = bytes(HASH_BYTES)
 """The hash of a position whose row a purge deleted."""
 _ENTRY = struct.Struct(f">q{HASH_BYTES}s")
+_ROW = struct.Struct(">qq16s")
 SHOWN = 5
 """How many problems of each kind ``verify`` names (then a count of the others)."""
 
@@ -59,15 +60,14 @@ def row_hash(position: int, originator_id: Any, version: int, topic: str, state:
     return hashlib.blake2b(head + topic.encode() + b"\0" + state, digest_size=HASH_BYTES).digest()
 
 
-_ROW = struct.Struct(">qq16s")
-
-
 Entry = tuple[int, bytes]
 """A position and the hash its row must have (``REMOVED``: no row)."""
 
 
 @dataclass(frozen=True)
 class Seal:
+    """One write transaction's seal: its number, its entries (packed), their MAC."""
+
     number: int
     entries: bytes
     mac: bytes
