@@ -126,24 +126,31 @@ sys.exit("the worker did not finish in 120 s")
 def test_undos_submissions_and_a_worker_at_once(
     home_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Two processes tag and undo the same messages and submit work that a worker in a
-    third drains: every operation ends in one state, none in database words."""
+    """Two processes tag and undo the same messages and submit work that two workers
+    drain: every operation ends in one state (run once), none in database words."""
     assert cli(["import", str(write_mbox(tmp_path / "m.mbox", 40, seed=9))], capsys)[0] == 0
     for tag in ("shared", "later"):
         assert cli(["tag", "add", tag, "nosuchwordanywhere"], capsys)[0] == 0
     args, stop = [str(home_env), PASSPHRASE], tmp_path / "stop"
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, *args, str(stop)], **_PIPES)
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, *args, str(stop)], **_PIPES)
+        for _ in range(2)
+    ]
     undoers = [
         subprocess.Popen([sys.executable, "-c", UNDOER, *args, "4"], **_PIPES) for _ in range(2)
     ]
-    for process in [*undoers, worker]:
-        if process is worker:
+    for process in [*undoers, *workers]:
+        if process is workers[0]:
             stop.touch()
         _out, err = process.communicate(timeout=300)
         assert (process.returncode, err) == (0, ""), err
     code, log, _ = cli(["log", "-n", "200"], capsys)
     statuses = {op["status"] for op in log["operations"]}
     assert statuses <= {"complete", "undone"}, statuses
+    tagging = [op for op in log["operations"] if op["command"] == "TagMessages"]
+    assert len(tagging) == 2 + 2 * 4 * 2  # the two tags, and each undoer's adds and submissions
+    assert len({op["id"] for op in tagging}) == len(tagging)
+    assert {op["attempts"] for op in tagging} == {1}  # no submission run twice
     code, verified, _ = cli(["verify"], capsys)
     assert (code, verified["ok"]) == (0, True)
 
