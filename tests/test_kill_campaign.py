@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -64,22 +63,14 @@ for turn in range(1000):
 """
 
 
-@pytest.fixture
-def setting(tmp_path: Path) -> tuple[Home, Path, Path]:
-    home = Home(tmp_path / "home")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def setting(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Home, Path, Path]:
+    """A home (on SQLite, or in a fresh PostgreSQL database), a mailbox and a sync folder."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    home = Home(tmp_path / "home", url)
     home.init(PASSPHRASE)
     (tmp_path / "folder").mkdir()
     return home, write_mbox(tmp_path / "m.mbox", MESSAGES, seed=7), tmp_path / "folder"
-
-
-def _log_end(home: Home) -> int:
-    try:
-        with sqlite3.connect(f"file:{home.events_db}?mode=ro", uri=True, timeout=5) as db:
-            return int(
-                db.execute("SELECT coalesce(max(rowid), 0) FROM stored_events").fetchone()[0]
-            )
-    except sqlite3.OperationalError:  # not made yet
-        return 0
 
 
 def _kill_at(process: subprocess.Popen[bytes], home: Home, how: str, point: float) -> None:
@@ -90,7 +81,7 @@ def _kill_at(process: subprocess.Popen[bytes], home: Home, how: str, point: floa
     while time.monotonic() < deadline and process.poll() is None:
         if how == "time" and time.monotonic() - started >= point:
             break
-        if how == "events" and _log_end(home) >= point:
+        if how == "events" and home.backend().log_end() >= point:
             break
         time.sleep(0.002)
     assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
@@ -106,7 +97,11 @@ def test_kill_9_anywhere_leaves_a_whole_log_and_current_views(
     draw = random.Random(seed)
     for run in range(KILLS):
         how = draw.choice(("time", "events"))
-        point = draw.uniform(0.2, 3.0) if how == "time" else _log_end(home) + draw.randint(1, 400)
+        point = (
+            draw.uniform(0.2, 3.0)
+            if how == "time"
+            else home.backend().log_end() + draw.randint(1, 400)
+        )
         where = f"seed {seed}, kill {run}: by {how} at {point:.3f}"
         process = subprocess.Popen(
             [
