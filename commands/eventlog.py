@@ -28,7 +28,6 @@ from eventpile.domain.aggregate import Aggregate, DomainError, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import (
-    PAGE,
     Page,
     Projection,
     RunReport,
@@ -41,7 +40,7 @@ from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, puncture_people
-from eventpile.store.mapper import PydanticMapper, Row, RowReader
+from eventpile.store.mapper import PydanticMapper, RowReader
 from eventpile.store.people import PersonKeys, Tree
 from eventpile.store.seals import PURPOSE, Head, Seal, Sealer, Sealing
 from eventpile.store.views import ViewDB
@@ -220,18 +219,11 @@ class EventLog(LibraryApplication[uuid.UUID]):
         """What is wrong with the log: rows deleted, changed, moved or added, seals
         missing, the log cut (see :mod:`eventpile.store.seals`); ``[]`` if it is whole;
         None if it has no seals yet (written before them: its next write seals it)."""
-        seals = cast(Sealing, self.recorder).seals()
-        if not seals and self.head.load() is None:
+        head = self.head.load()  # first: what it names is in any state of the log after
+        problems, last, macs = cast(Sealing, self.recorder).check()
+        if last is None and head is None:
             return None
-        problems, last = self.sealer.check(seals, self._rows())
-        return problems + self.head.problems(last, {s.number: s.mac for s in seals})
-
-    def _rows(self) -> Iterator[Row]:
-        position, upto = 0, self.max_position()
-        while position < upto:
-            page = cast(RowReader, self.recorder).select_rows(position, upto, (), PAGE)
-            yield from page
-            position = page[-1][0]
+        return problems + Head.problems(head, last, macs)
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
         """The events of one aggregate, oldest first."""

@@ -154,7 +154,11 @@ def rotate_keys(path: Path, passphrase: str) -> Keyring:
     keys after it. The file is replaced whole."""
     with _locked(path):
         ring = open_key_file(path, passphrase)
-        if len(ring.keys) > 1:
+        if len(ring.keys) > 1:  # under way: keep what a newer version keeps, before the
+            # old keys it derives from are retired (the log's seals' key, say)
+            if ring.kept is not None and set(KEPT) - set(ring.kept):
+                _replace(path, _wrapped(replace(ring, kept=ring.kept_keys()), passphrase))
+                return open_key_file(path, passphrase)
             return ring
         _replace(path, _wrapped(ring.rotated(), passphrase))
     return open_key_file(path, passphrase)

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
@@ -74,6 +75,13 @@ class Recorder(Sealing, PostgresApplicationRecorder):
 
     def _events_table(self) -> str:
         return self.events_table.as_string(None)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cast(Any, curs).row_factory = tuple_row
+            yield curs
 
     def _seals_table(self) -> str:
         schema = Identifier(self.datastore.schema)
@@ -164,7 +172,8 @@ class Recorder(Sealing, PostgresApplicationRecorder):
             check_purged(purge, len(deleted))
             entries = self._written(curs, stored_events, positions)
             self._seal(curs, entries | dict.fromkeys(deleted, REMOVED))
-            return positions
+        self._settle()
+        return positions
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_streams`, in one query."""
@@ -273,7 +282,8 @@ class Recorder(Sealing, PostgresApplicationRecorder):
                 (positions,),
             )
             self._seal(curs, {row[0]: row_hash(*row) for row in curs.fetchall()})
-            return replaced
+        self._settle()
+        return replaced
 
     def reclaim(self) -> bool:
         """Nothing now: the server's autovacuum makes the space of deleted events reusable

@@ -4,22 +4,23 @@ Each event is sealed alone by AES-GCM (a flipped bit or a moved ciphertext does 
 decrypt), but a row deleted, or the end of the log cut off, leaves nothing to decrypt.
 So every transaction that writes the log also writes a *seal*, numbered after the last:
 the hash of each row it wrote (``REMOVED`` for each it deleted: a retention purge; a
-rekey seals each ciphertext it replaced anew), and their MAC (keyed BLAKE2b). ``verify``
+rekey seals each ciphertext it replaced anew), and a MAC (keyed BLAKE2b) of its number
+and those. ``verify``
 folds the seals in order into what the log must hold, position by position (a later
 seal's entry stands for a position), and compares the rows with it:
 
 - a row deleted (and not purged): a sealed position with no row;
 - rows changed, moved or swapped: a row whose hash is not its position's;
 - a row added or copied in: a position no seal holds;
-- a seal changed, or copied from another home: its MAC is not this home's;
+- a seal changed, moved, copied over another, or copied from another home: its MAC is
+  not this home's;
 - a seal deleted: a gap in the numbers (or, if it was the last, see the head);
-- seals reordered or replayed: a purge, a rekey or a write no longer stands last, so
-  the rows differ from what the seals say;
 - the log's end cut off (rows and seals): the *head* of the home is past the last seal.
 
-The head (the number and HMAC of the last seal this home wrote) is kept in the home
+The head (the number and MAC of the last seal this home wrote) is kept in the home
 beside the keys, so a cut log is caught even with its seals. What is not caught: the
-whole home (log and head) put back to an older copy of itself.
+whole home (log and head) put back to an older copy of itself; every seal and the head
+deleted (the log then looks written before seals).
 
 Seals are written by the writer in its own transaction, after its rows, with the log's
 write lock held (SQLite's, and on PostgreSQL the table lock every append takes), so
@@ -34,10 +35,11 @@ import hashlib
 import hmac
 import struct
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from eventpile.store.errors import StoreError
 
@@ -79,13 +81,15 @@ class Sealer:
     def __init__(self, key: bytes):
         self._key = key
 
-    def mac(self, entries: bytes) -> bytes:
-        return hashlib.blake2b(entries, key=self._key, digest_size=MAC_BYTES).digest()
+    def mac(self, number: int, entries: bytes) -> bytes:
+        """The MAC of a seal: of its number and its entries (a seal moved to another
+        number, or copied over another, does not match)."""
+        data = number.to_bytes(8, "big") + entries
+        return hashlib.blake2b(data, key=self._key, digest_size=MAC_BYTES).digest()
 
-    def entries(self, entries: Iterable[Entry]) -> tuple[bytes, bytes]:
-        """A seal's entries, and their MAC."""
+    def seal(self, number: int, entries: Iterable[Entry]) -> Seal:
         blob = b"".join(_ENTRY.pack(p, h) for p, h in sorted(entries))
-        return blob, self.mac(blob)
+        return Seal(number, blob, self.mac(number, blob))
 
     def check(
         self, seals: Iterable[Seal], rows: Iterable[tuple[int, Any, int, str, bytes]]
@@ -103,7 +107,7 @@ class Sealer:
                     if seal.number - 1 > number
                     else f"{number:,}",
                 )
-            if not hmac.compare_digest(seal.mac, self.mac(seal.entries)):
+            if not hmac.compare_digest(seal.mac, self.mac(seal.number, seal.entries)):
                 problems.add(
                     "seals that are not this home's (changed, or copied in)", f"{seal.number:,}"
                 )
@@ -162,23 +166,30 @@ class Head:
 
     def load(self) -> tuple[int, bytes] | None:
         try:
-            number, mac = self.path.read_text().split()
-            return int(number), bytes.fromhex(mac)
+            text = self.path.read_text()
         except FileNotFoundError:
             return None
+        if not text.strip():  # (a crash before its bytes reached the disk)
+            return None
+        try:
+            number, mac = text.split()
+            return int(number), bytes.fromhex(mac)
         except ValueError:
             raise StoreError(f"{self.path} is damaged: it holds no seal of the log") from None
 
-    def problems(self, last: Seal | None, seal_at: dict[int, bytes]) -> list[str]:
-        """Is the log's chain of seals still the one this home last wrote?"""
-        saved = self.load()
+    @staticmethod
+    def problems(
+        saved: tuple[int, bytes] | None, last: Seal | None, seal_at: dict[int, bytes]
+    ) -> list[str]:
+        """Are the log's seals still those this home wrote (its head, ``saved``)?"""
         if saved is None:
             return []
         number, mac = saved
         if last is None or number > last.number:
             return [
                 f"the log was replaced or cut: this home wrote its seal {number:,}, its last "
-                f"is {'none' if last is None else format(last.number, ',')}"
+                f"is {'none' if last is None else format(last.number, ',')} (or, on SQLite, "
+                "the machine lost power before its last commits reached the disk)"
             ]
         if seal_at.get(number) != mac:
             return [
@@ -196,7 +207,9 @@ class Sealing:
 
     sealer: Sealer | None = None
     written_seal: Seal | None = None
-    """The last seal this recorder wrote (the home's head is saved from it)."""
+    """The last seal this recorder wrote and committed (the home's head is saved from it)."""
+    _pending: Seal | None = None
+    """The seal of the transaction under way (it stands once that commits)."""
     _mark: ClassVar[str]
     """The backend's parameter placeholder."""
     _position: ClassVar[str]
@@ -208,38 +221,69 @@ class Sealing:
     def _events_table(self) -> str:
         raise NotImplementedError
 
-    def _rows(self, statement: Any, params: Sequence[Any]) -> list[Any]:
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        """A cursor in a read-only transaction that sees one state of the log throughout."""
         raise NotImplementedError
 
-    def seals(self) -> list[Seal]:
-        """Every seal of the log, in order."""
-        rows = self._rows(
-            f"SELECT number, entries, mac FROM {self._seals_table()} ORDER BY number", ()
-        )
-        return [Seal(int(n), bytes(e), bytes(m)) for n, e, m in rows]
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        self._pending = None
+        positions = cast(Any, super()).insert_events(stored_events, **kwargs)
+        self._settle()
+        return positions
+
+    def _settle(self) -> None:
+        """The transaction committed: its seal stands."""
+        if self._pending is not None:
+            self.written_seal, self._pending = self._pending, None
+
+    def check(self) -> tuple[list[str], Seal | None, dict[int, bytes]]:
+        """What is wrong with the log (see :meth:`Sealer.check`), its last seal, and the
+        MAC of each seal by number: the seals and every row read in one snapshot, so that
+        other processes writing meanwhile change nothing of what is compared."""
+        assert self.sealer is not None
+        with self._snapshot() as cursor:
+            cursor.execute(
+                f"SELECT number, entries, mac FROM {self._seals_table()} ORDER BY number"
+            )
+            seals = [Seal(int(n), bytes(e), bytes(m)) for n, e, m in cursor.fetchall()]
+            problems, last = self.sealer.check(seals, self._all_rows(cursor))
+        return problems, last, {s.number: s.mac for s in seals}
+
+    def _all_rows(self, cursor: Any) -> Iterator[tuple[int, Any, int, str, bytes]]:
+        position = 0
+        while True:
+            cursor.execute(
+                f"SELECT {self._position}, originator_id, originator_version, topic, state "
+                f"FROM {self._events_table()} WHERE {self._position} > {self._mark} "
+                f"ORDER BY {self._position} LIMIT {PAGE_ROWS}",
+                (position,),
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            for found, originator_id, version, topic, state in rows:
+                yield found, originator_id, version, topic, bytes(state)
+            position = rows[-1][0]
 
     def _seal(self, cursor: Any, entries: dict[int, bytes]) -> None:
         """Write the seal of ``entries`` (the rows written and deleted in this transaction),
         numbered after the last one. A log written before seals were gets its first seal
-        now, of its rows as they are (once a recorder has seen a seal, it looks no more)."""
+        now, of its rows as they are."""
         if self.sealer is None or not entries:
             return
-        if self.written_seal is None:
-            cursor.execute(f"SELECT 1 FROM {self._seals_table()} LIMIT 1")
-            if cursor.fetchone() is None:
-                cursor.execute(
-                    f"SELECT {self._position}, originator_id, originator_version, topic, state "
-                    f"FROM {self._events_table()}"
-                )
-                for position, originator_id, version, topic, state in cursor.fetchall():
-                    hashed = row_hash(position, originator_id, version, topic, bytes(state))
-                    entries.setdefault(position, hashed)
-        blob, mac = self.sealer.entries(entries.items())
         table, mark = self._seals_table(), self._mark
+        cursor.execute(f"SELECT coalesce(max(number), -1) + 1 FROM {table}")
+        number = int(cursor.fetchone()[0])
+        if number == 0:
+            for position, originator_id, version, topic, state in self._all_rows(cursor):
+                hashed = row_hash(position, originator_id, version, topic, state)
+                entries.setdefault(position, hashed)
+        seal = self.sealer.seal(number, entries.items())
         cursor.execute(
-            f"INSERT INTO {table} (number, entries, mac) VALUES "
-            f"((SELECT coalesce(max(number), -1) + 1 FROM {table}), {mark}, {mark}) "
-            "RETURNING number",
-            (blob, mac),
+            f"INSERT INTO {table} VALUES ({mark}, {mark}, {mark})",
+            (seal.number, seal.entries, seal.mac),
         )
-        self.written_seal = Seal(int(cursor.fetchone()[0]), blob, mac)
+        self._pending = seal
+
+
+PAGE_ROWS = 1000

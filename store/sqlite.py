@@ -11,6 +11,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -74,6 +75,12 @@ class Recorder(Sealing, SQLiteApplicationRecorder):
 
     def _events_table(self) -> str:
         return self.events_table_name
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=False) as c:  # one BEGIN: one snapshot (WAL)
+            c.sqlite_cursor.row_factory = None
+            yield c
 
     def _insert_events(
         self,
@@ -144,7 +151,8 @@ class Recorder(Sealing, SQLiteApplicationRecorder):
                 )
                 entries.update((row[0], row_hash(*row)) for row in c.fetchall())
             self._seal(c, entries)
-            return replaced
+        self._settle()
+        return replaced
 
     def reclaim(self) -> bool:
         """Give the space of deleted events back to the file system: a ``VACUUM``, which

@@ -21,6 +21,7 @@ from eventpile.commands.undo import Undo
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
 from eventpile.mail.synthetic import write_mbox
+from eventpile.store import seals
 from eventpile.store.home import Home
 from tests.conftest import PASSPHRASE, cli
 
@@ -125,7 +126,26 @@ def flip_seal(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple
     return "not this home's", []
 
 
-TAMPERS: list[Tamper] = [delete, swap, move, renumber, copy_in, cut, drop_seal, flip_seal]
+def replay_seal(db: sqlite3.Connection, _: sqlite3.Connection, pick: Any) -> tuple[str, list[int]]:
+    """One seal copied over another (what it says then stands in the other's place)."""
+    seals = list(db.execute("SELECT number, entries, mac FROM log_seals"))
+    number, entries, mac = pick(seals)
+    over = pick([n for n, _, _ in seals if n != number])
+    db.execute("UPDATE log_seals SET entries = ?, mac = ? WHERE number = ?", (entries, mac, over))
+    return "not this home's", []
+
+
+TAMPERS: list[Tamper] = [
+    delete,
+    swap,
+    move,
+    renumber,
+    copy_in,
+    cut,
+    drop_seal,
+    flip_seal,
+    replay_seal,
+]
 
 
 @pytest.mark.parametrize("tamper", TAMPERS, ids=[t.__name__ for t in TAMPERS])
@@ -167,6 +187,34 @@ def test_what_the_application_writes_keeps_the_log_whole(
         code, out, err = cli(args, capsys)
         assert (code, err) == (0, ""), (args, out)
     assert out["log"] == {"sealed": True, "damage": []}
+
+
+def test_a_check_sees_one_state_of_the_log_while_another_process_writes(
+    app: MailApplication, home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another application on the same home writes, and purges, between the rows the
+    check reads: it compares the state it began with, and finds it whole."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
+    other = MailApplication(home, home.unlock(PASSPHRASE))
+    checking = app.sealer.check
+
+    def check_while_writing(seals: Any, rows: Any) -> Any:
+        def rows_meanwhile() -> Any:
+            for n, row in enumerate(rows):
+                if n == 1:
+                    other.execute(TagMessages(action="add", tag="meanwhile", query="*"))
+                yield row
+
+        return checking(seals, rows_meanwhile())
+
+    monkeypatch.setattr(app.sealer, "check", check_while_writing)
+    monkeypatch.setattr(seals, "PAGE_ROWS", 2)  # the rows read a page at a time, meanwhile
+    try:
+        assert app.check_log() == []
+        monkeypatch.undo()
+        assert app.check_log() == [] and other.check_log() == []
+    finally:
+        other.close()
 
 
 def test_damage_is_found_on_each_backend(

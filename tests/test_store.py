@@ -519,3 +519,23 @@ def test_a_stored_topic_is_trusted_only_once_its_row_is_authentic(
     )
     with pytest.raises(UnknownEvent, match="unknown here"):
         mapper.to_domain_event(unknown)
+
+
+def test_a_rotation_under_way_keeps_the_purpose_keys_a_newer_version_keeps(
+    tmp_path: Path, quick_kdf: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rekey begun by a version that kept fewer purpose keys, and finished by this one:
+    the ones this version keeps (the log's seals' key) are the same before and after."""
+    from eventpile.store import keys
+
+    path = tmp_path / "keys.json"
+    create_key_file(path, PASSPHRASE)
+    before = open_key_file(path, PASSPHRASE).purpose_key("log-seal")
+    monkeypatch.setattr(keys, "KEPT", ("message-id", "person"))  # the older version's
+    keys.rotate_keys(path, PASSPHRASE)
+    monkeypatch.undo()
+    ring = keys.rotate_keys(path, PASSPHRASE)  # this version goes on with the rotation
+    keys.retire_keys(path, ring)
+    after = open_key_file(path, PASSPHRASE)
+    assert list(after.keys) == [ring.current]
+    assert after.purpose_key("log-seal") == before
