@@ -71,6 +71,9 @@ def settings(url: str) -> dict[str, str]:
         # one thread uses the store: no pool of five connections opened at start
         "POSTGRES_POOL_SIZE": "1",
         "POSTGRES_MAX_OVERFLOW": "4",
+        # every append through our recorder's statements: the library's database function
+        # would write rows without their seal (eventpile.store.seals)
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
         **{_SETTINGS[key]: value for key, value in params.items()},
     }
 

@@ -251,3 +251,16 @@ def test_damage_is_found_on_each_backend(
         f"the log has 2 events changed, moved or swapped: at positions {first:,}, {second:,}",
         f"the log has 1 event missing (deleted): at position {gone:,}",
     ]
+
+
+def test_the_librarys_database_functions_cannot_write_around_the_seals(
+    home: Home, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(PostgreSQL: the library's own insert function would write rows unsealed.)"""
+    monkeypatch.setenv("POSTGRES_ENABLE_DB_FUNCTIONS", "y")
+    app = MailApplication(home, home.init(PASSPHRASE))
+    try:
+        _fill(app, write_mbox(tmp_path / "m.mbox", 5, seed=4))
+        assert app.check_log() == []
+    finally:
+        app.close()
