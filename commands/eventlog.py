@@ -27,14 +27,7 @@ from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, DomainError, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
 from eventpile.domain.people import PersonForgotten
-from eventpile.projections.base import (
-    Page,
-    Projection,
-    RunReport,
-    Topics,
-    View,
-    catch_up_together,
-)
+from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from eventpile.store.backend import Waiter
 from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError
@@ -106,9 +99,8 @@ class EventLog(LibraryApplication[uuid.UUID]):
         backend = home.backend()
         backend.check_log()
         super().__init__({**backend.settings(), **(env or {})})
-        self.sealer = Sealer(keyring.purpose_key(PURPOSE))
+        cast(Sealing, self.recorder).sealer = Sealer(keyring.purpose_key(PURPOSE))
         self.head = Head(home.path / HEAD_FILE)
-        cast(Sealing, self.recorder).sealer = self.sealer
         store = backend.view_store(keyring)
         self._backend = backend
         self._waiter: Waiter | None = None

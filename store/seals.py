@@ -51,6 +51,8 @@ REMOVED = bytes(HASH_BYTES)
 """The hash of a position whose row a purge deleted."""
 _ENTRY = struct.Struct(f">q{HASH_BYTES}s")
 _ROW = struct.Struct(">qq16s")
+PAGE_ROWS = 1000
+"""Rows read at a time by a check of the whole log."""
 SHOWN = 5
 """How many problems of each kind ``verify`` names (then a count of the others)."""
 
@@ -226,7 +228,6 @@ class Sealing:
         raise NotImplementedError
 
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
-        self._pending = None
         positions = cast(Any, super()).insert_events(stored_events, **kwargs)
         self._settle()
         return positions
@@ -268,7 +269,8 @@ class Sealing:
     def _seal(self, cursor: Any, entries: dict[int, bytes]) -> None:
         """Write the seal of ``entries`` (the rows written and deleted in this transaction),
         numbered after the last one. A log written before seals were gets its first seal
-        now, of its rows as they are."""
+        now, of its rows as they are. (What a transaction that failed left pending goes.)"""
+        self._pending = None
         if self.sealer is None or not entries:
             return
         table, mark = self._seals_table(), self._mark
@@ -284,6 +286,3 @@ class Sealing:
             (seal.number, seal.entries, seal.mac),
         )
         self._pending = seal
-
-
-PAGE_ROWS = 1000

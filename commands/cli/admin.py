@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -121,7 +120,8 @@ def verify(ctx: typer.Context) -> None:
     with opened(s) as application:
         damage = application.check_log()
         if damage:  # what follows would read a history that is not the one written
-            emit(s, {"ok": False, "log": {"sealed": True, "damage": damage}}, _lines(damage))
+            data = {"ok": False, "log": {"sealed": True, "damage": damage}}
+            emit(s, data, lambda: console().print("\n".join(damage), markup=False))
             raise typer.Exit(1)
         events = sum(1 for _ in application.all_events())
         views = {name: view.verify(application) for name, view in application.views.items()}
@@ -157,14 +157,6 @@ def verify(ctx: typer.Context) -> None:
     emit(s, data, show)
     if not ok:
         raise typer.Exit(1)
-
-
-def _lines(lines: list[str]) -> Callable[[], None]:
-    def show() -> None:
-        for line in lines:
-            console().print(line, markup=False)
-
-    return show
 
 
 @commands.command()
