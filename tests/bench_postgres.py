@@ -85,6 +85,19 @@ class Databases:
             self.server.stop()
 
 
+def bench_home(
+    stack: ExitStack, where: Path, postgres: bool, passphrase: str
+) -> tuple[Home, Keyring]:
+    """A new home for a benchmark: in ``where`` on SQLite, or in a new database of a
+    throwaway PostgreSQL server (both gone when ``stack`` closes)."""
+    if not postgres:
+        home = Home(where / "home")
+        return home, home.init(passphrase)
+    databases = Databases(None)
+    stack.callback(databases.close)
+    return stack.enter_context(databases.home(passphrase))
+
+
 def _one_message_queries(app: MailApplication, count: int) -> list[str]:
     """Words each found in one message only (one word per message)."""
     db = app.view("messages").db
@@ -301,16 +314,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def bench_home(
-    stack: ExitStack, where: Path, postgres: bool, passphrase: str
-) -> tuple[Home, Keyring]:
-    """A new home for a benchmark: in ``where`` on SQLite, or in a new database of a
-    throwaway PostgreSQL server (both gone when ``stack`` closes)."""
-    if not postgres:
-        home = Home(where / "home")
-        return home, home.init(passphrase)
-    databases = Databases(None)
-    stack.callback(databases.close)
-    return stack.enter_context(databases.home(passphrase))
