@@ -1,9 +1,9 @@
 """The message index: full-text search over messages, with their tags and threads.
 
-SQLite FTS5 inside the SQLCipher database, or a ``tsvector`` column with a GIN index
-on PostgreSQL; one row of headers per message, tag membership as observed-remove
-dots, and each message's thread: the messages linked by their Message-IDs and
-References (as notmuch, not by subject). Queries are in :mod:`eventpile.mail.query`.
+SQLite FTS5 inside the SQLCipher database; one row of headers per message, tag
+membership as observed-remove dots, and each message's thread: the messages linked by
+their Message-IDs and References (as notmuch, not by subject). Queries are in
+:mod:`eventpile.mail.query`.
 """
 
 from __future__ import annotations
@@ -24,26 +24,24 @@ from eventpile.mail.message import (
 )
 from eventpile.mail.query import (
     DATE_BITS,
+    FTS_COLUMNS,
     INDEX_SCHEMA,
-    LEXEME_PREFIX,
-    MAX_WORD_BYTES,
     UNDATED,
     UNDATED_END,
     link_key,
     orphan_memberships,
     shared_names,
-    words,
 )
 from eventpile.mail.tag import TagCreated, TagRemoved, TagRenamed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    rowid {rowid} PRIMARY KEY,
+    rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     subject TEXT NOT NULL,
     sender TEXT NOT NULL,
     date BIGINT,
-    size BIGINT NOT NULL{text}
+    size BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_date ON messages(date);
 CREATE TABLE IF NOT EXISTS tags (id TEXT PRIMARY KEY, name TEXT NOT NULL);
@@ -51,42 +49,30 @@ CREATE INDEX IF NOT EXISTS tags_name ON tags(name);
 CREATE TABLE IF NOT EXISTS message_tags (
     message TEXT NOT NULL, tag TEXT NOT NULL, dot TEXT NOT NULL,
     PRIMARY KEY (message, tag, dot)
-){{keyed}};
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS message_tags_tag ON message_tags(tag, message);
 CREATE TABLE IF NOT EXISTS message_threads (
     message TEXT PRIMARY KEY, header BIGINT NOT NULL, thread TEXT NOT NULL
-){{keyed}};
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS message_threads_header ON message_threads(header);
 CREATE INDEX IF NOT EXISTS message_threads_thread ON message_threads(thread);
 CREATE TABLE IF NOT EXISTS message_links (
     link BIGINT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (link, message)
-){{keyed}};
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS message_links_message ON message_links(message);
 CREATE TABLE IF NOT EXISTS message_senders (
     address TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (address, message)
-){{keyed}};
+) WITHOUT ROWID;
 """
-FULL_TEXT = {
-    "sqlite": SCHEMA.format(rowid="INTEGER", text="")
-    + f"""
+FULL_TEXT = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    {", ".join(LEXEME_PREFIX)},
+    {", ".join(FTS_COLUMNS)},
     columnsize=0, tokenize="unicode61 remove_diacritics 2 tokenchars '_'"
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
-""",
-    "postgresql": SCHEMA.format(
-        rowid="BIGINT", text=",\n    body TEXT NOT NULL,\n    tsv tsvector NOT NULL"
-    )
-    + """
-CREATE INDEX IF NOT EXISTS messages_tsv ON messages USING GIN (tsv);
-CREATE OR REPLACE VIEW messages_terms AS
-    SELECT word AS term, ndoc AS doc, nentry AS cnt FROM ts_stat('SELECT tsv FROM messages');
-""",
-}
-"""The tables of each backend: SQLite's FTS5 table beside the rows (it keeps the text,
-for snippets), PostgreSQL's text and ``tsvector`` columns in them. Both index the
-words of :func:`eventpile.mail.language.words`."""
+"""
+"""The full-text table beside the rows (it keeps the text, for snippets): the words of
+:func:`eventpile.mail.language.words`."""
 
 
 FTS5_SETTINGS = {"deletemerge": 50, "hashsize": 8 * 1024 * 1024}
@@ -110,14 +96,9 @@ class PageWrites:
     """Writes a page defers to its end (:meth:`MessageIndex.apply_page` says why)."""
 
     texts: dict[int, tuple[str, ...]] = field(default_factory=dict)
-    """SQLite: the full text of the messages indexed in the page, by rowid."""
+    """The full text of the messages indexed in the page, by rowid."""
     removed: list[int] = field(default_factory=list)
-    """SQLite: the rowids of the messages removed in the page that were indexed before it."""
-    rows: dict[str, tuple[object, ...]] = field(default_factory=dict)
-    """PostgreSQL: the row of each message indexed (and not removed since) but not sent, by id."""
-    gone: set[str] = field(default_factory=set)
-    """PostgreSQL: the ids of the messages removed since rows were last sent (each indexed
-    message is removed first, so none of ``rows`` is in the table)."""
+    """The rowids of the messages removed in the page that were indexed before it."""
     dots: list[tuple[str, list[tuple[str, str, str]]]] = field(default_factory=list)
     """Tag membership changes in order: ``(statement, rows)``, alike neighbours merged."""
     leaving: set[str] = field(default_factory=set)
@@ -134,25 +115,6 @@ class PageWrites:
         else:
             self.dots.append((sql, rows))
 
-    def index(self, db: ViewDB, message_id: str, row: tuple[object, ...]) -> None:
-        """PostgreSQL: rows are sent ``ROWS_PER_INSERT`` at a time, not a statement
-        (and round trip) each."""
-        self.rows[message_id] = row
-        if len(self.rows) >= ROWS_PER_INSERT:
-            self.send_rows(db)
-
-    def remove(self, message_id: str) -> None:
-        self.rows.pop(message_id, None)
-        self.gone.add(message_id)
-
-    def send_rows(self, db: ViewDB) -> None:
-        if self.gone:
-            db.execute("DELETE FROM messages WHERE id = ANY(?::text[])", (sorted(self.gone),))
-            self.gone.clear()
-        if self.rows:
-            db.execute(_INSERT, [list(column) for column in zip(*self.rows.values(), strict=True)])
-            self.rows.clear()
-
     def write(self, db: ViewDB) -> None:
         for sql, rows in self.dots:
             db.executemany(sql, rows)
@@ -162,54 +124,14 @@ class PageWrites:
             )
         if self.texts:
             db.executemany(
-                f"INSERT INTO messages_fts (rowid, {', '.join(LEXEME_PREFIX)}) "
-                f"VALUES (?{',?' * len(LEXEME_PREFIX)})",
+                f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) "
+                f"VALUES (?{',?' * len(FTS_COLUMNS)})",
                 [(rowid, *text) for rowid, text in sorted(self.texts.items())],
             )
-        self.send_rows(db)
         if self.leaving:
             _leave_threads(db, self.leaving)
         if self.joining:
             _join_threads(db, self.joining)
-
-
-ROWS_PER_INSERT = 250
-"""PostgreSQL: the fold of a rebuild of 10,000 messages ran 7,000 events/s at 250 a statement,
-5,400 with a page's rows at its end, 3,600 with a statement (and round trip) a message."""
-_INSERT = (
-    "INSERT INTO messages (rowid, id, subject, sender, date, size, body, tsv) "
-    "SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], "
-    "?::bigint[], ?::text[], ?::tsvector[])"
-)
-"""PostgreSQL: rows in one statement, an array per column."""
-MAX_POSITION = 16383
-"""PostgreSQL keeps a word's positions up to here (later ones count as this one)."""
-MAX_POSITIONS = 256
-"""PostgreSQL keeps this many positions of a word."""
-MAX_TSVECTOR = 1 << 19
-"""PostgreSQL refuses a ``tsvector`` over 1 MiB: a text's words past this many
-characters of lexemes are left out of it (still found by SQLite)."""
-
-
-def tsvector(parts: Sequence[str]) -> str:
-    """The ``tsvector`` text of a message's parts (in the order of ``LEXEME_PREFIX``):
-    each word's lexeme is the part's prefix and the word, so a field finds only its own
-    words and a phrase never spans two parts."""
-    positions: dict[str, list[int]] = {}
-    size = 0
-    for prefix, text in zip(LEXEME_PREFIX.values(), parts, strict=True):
-        for position, word in enumerate(words(text), 1):
-            lexeme = f"{prefix}.{word}"
-            found = positions.get(lexeme)
-            if found is None:
-                if len(lexeme.encode()) > MAX_WORD_BYTES or size > MAX_TSVECTOR:
-                    continue
-                found = positions[lexeme] = []
-                size += len(lexeme) + 4
-            if len(found) < MAX_POSITIONS and (not found or found[-1] < MAX_POSITION):
-                found.append(min(position, MAX_POSITION))
-                size += 6
-    return " ".join(f"'{lexeme}':{','.join(map(str, p))}" for lexeme, p in positions.items())
 
 
 def _tag_changed(db: ViewDB, event: TagCreated | TagRenamed | TagRemoved) -> None:
@@ -247,14 +169,13 @@ class MessageIndex(Projection):
     )
 
     def create(self, db: ViewDB) -> None:
-        db.script((FULL_TEXT[db.dialect] + registers.SCHEMA).format(keyed=db.keyed))
-        if db.dialect == "sqlite":
-            for key, value in FTS5_SETTINGS.items():
-                row = db.execute("SELECT v FROM messages_fts_config WHERE k=?", (key,)).fetchone()
-                if row is None or row[0] != value:
-                    db.execute(
-                        "INSERT INTO messages_fts (messages_fts, rank) VALUES (?, ?)", (key, value)
-                    )
+        db.script(SCHEMA + FULL_TEXT + registers.SCHEMA)
+        for key, value in FTS5_SETTINGS.items():
+            row = db.execute("SELECT v FROM messages_fts_config WHERE k=?", (key,)).fetchone()
+            if row is None or row[0] != value:
+                db.execute(
+                    "INSERT INTO messages_fts (messages_fts, rank) VALUES (?, ?)", (key, value)
+                )
         db.execute(
             "INSERT INTO tags VALUES (?, 'trash') ON CONFLICT DO NOTHING", (TRASH_TAG_ID.hex,)
         )
@@ -306,7 +227,7 @@ class MessageIndex(Projection):
     ) -> None:
         match event:
             case MessageIndexed() if event.event_id in latest:
-                _index(db, event, position, page)
+                _index(db, event, page)
             case MessageRemoved() if event.event_id in latest:
                 _remove(db, event.originator_id.hex, page)
             case MessageTagged():
@@ -352,9 +273,9 @@ class MessageIndex(Projection):
         )
 
 
-def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -> None:
-    """One row per message, its rowid the same in a rebuild: its log position, or on
-    SQLite its date and arrival (see ``DATE_BITS``), so they sort the same way."""
+def _index(db: ViewDB, event: MessageIndexed, page: PageWrites) -> None:
+    """One row per message, its rowid the same in a rebuild: its date and arrival (see
+    ``DATE_BITS``), so they sort the same way."""
     date = None if event.sent is None else int(event.sent.timestamp())
     message_id = event.originator_id.hex
     row = (message_id, event.subject, event.sender, date, event.size)
@@ -365,11 +286,7 @@ def _index(db: ViewDB, event: MessageIndexed, position: int, page: PageWrites) -
         " ".join(event.mimetypes),
     )
     header = message_id if "header_id" in forgotten else event.header_id
-    if db.dialect == "postgresql":
-        _remove(db, message_id, page)
-        page.index(db, message_id, (position, *row, event.text, tsvector(parts)))
-    else:
-        page.texts[_insert(db, message_id, date, row, page)] = parts
+    page.texts[_insert(db, message_id, date, row, page)] = parts
     page.joining[message_id] = (
         link_key(header),
         list(dict.fromkeys(map(link_key, [header, *event.references]))),
@@ -387,7 +304,7 @@ _NEW_ROW = "INSERT INTO messages VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHIN
 def _insert(
     db: ViewDB, message_id: str, date: int | None, row: tuple[object, ...], page: PageWrites
 ) -> int:
-    """SQLite: the message's row (in place of the one it had, if indexed before); its rowid."""
+    """The message's row (in place of the one it had, if indexed before); its rowid."""
     found = db.execute(_NEW_ROW, (_rowid(db, date), *row)).fetchone()
     if found is None:  # indexed before: removed first
         _remove(db, message_id, page)
@@ -409,11 +326,6 @@ def _rowid(db: ViewDB, date: int | None) -> int | None:
 
 def _remove(db: ViewDB, message_id: str, page: PageWrites) -> None:
     joined_here = page.joining.pop(message_id, None) is not None
-    if db.dialect == "postgresql":
-        page.remove(message_id)
-        if not joined_here:
-            page.leaving.add(message_id)
-        return
     row = db.execute("DELETE FROM messages WHERE id=? RETURNING rowid", (message_id,)).fetchone()
     if row is None:
         return  # it was not in the index

@@ -124,8 +124,6 @@ class Query:
 
 
 _WORD = re.compile(r"\w+")
-MAX_WORD_BYTES = 2046
-"""PostgreSQL does not index longer words."""
 
 
 @cache

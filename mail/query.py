@@ -2,11 +2,9 @@
 
 Kept free of the event model (stdlib only) so a search process starts fast.
 
-On SQLite, the full-text conditions of a query become one FTS5 expression where they
-can (FTS5 has AND, OR and ``a NOT b``); when a query needs some words, that expression
-leads and the rest filters its matches. On PostgreSQL they become one ``tsquery`` over
-the ``tsv`` column, whose lexemes carry the part of the message they come from
-(``s.word`` for a word of the subject: see :data:`LEXEME_PREFIX`).
+The full-text conditions of a query become one FTS5 expression where they can (FTS5
+has AND, OR and ``a NOT b``); when a query needs some words, that expression leads and
+the rest filters its matches.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from typing import Any, Literal
 
 from eventpile.mail.language import (
     MAX_TERMS,
-    MAX_WORD_BYTES,
     And,
     Dates,
     Everything,
@@ -42,7 +39,6 @@ from eventpile.mail.language import (
 
 __all__ = [
     "MAX_TERMS",
-    "MAX_WORD_BYTES",
     "Query",
     "QueryError",
     "parse_query",
@@ -52,23 +48,14 @@ __all__ = [
 INDEX_SCHEMA = 8
 """Version of the message index tables; bumping it rebuilds the index."""
 DATE_BITS = 20
-"""SQLite: a dated message's rowid is ``date << DATE_BITS`` plus its arrival order in
+"""A dated message's rowid is ``date << DATE_BITS`` plus its arrival order in
 that second, so full-text matches come newest first and a date range is a rowid range.
 (Past 2**20 messages in one second, a message takes any free rowid: it sorts as newest.)
 The price: rowid gaps make the full-text index ~40% bigger and ~25% slower to write."""
 UNDATED, UNDATED_END = -(1 << 62), -(1 << 57)
-"""SQLite: the rowids of messages without a date, below every dated one (year 1 and on)."""
-LEXEME_PREFIX = {
-    "subject": "s",
-    "sender": "f",
-    "recipients": "t",
-    "cc": "c",
-    "body": "b",
-    "attachment": "a",
-    "mimetype": "m",
-}
-"""The parts of a message the index holds apart: SQLite's full-text columns, and on
-PostgreSQL the prefix of their words' lexemes (``b.word``)."""
+"""The rowids of messages without a date, below every dated one (year 1 and on)."""
+FTS_COLUMNS = ("subject", "sender", "recipients", "cc", "body", "attachment", "mimetype")
+"""The parts of a message the index holds apart: its full-text columns."""
 
 Sort = Literal["newest", "oldest"]
 
@@ -78,10 +65,6 @@ def link_key(message_id: str) -> int:
     thread tables; two ids that share one are as likely as a random pair of 64-bit
     numbers)."""
     return int.from_bytes(blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-def _dialect(db: Any) -> str:
-    return str(getattr(db, "dialect", "sqlite"))
 
 
 def _phrase(node: Words) -> str:
@@ -112,55 +95,20 @@ def _fts5(node: Node) -> str | None:
     return None
 
 
-def _lexemes(node: Words) -> str | None:
-    """PostgreSQL: ``node`` as ``tsquery`` text (None: a word too long to be indexed)."""
-    if any(len(w.encode()) > MAX_WORD_BYTES for w in node.words):
-        return None
-    phrases = []
-    for column in node.fields:
-        prefix = LEXEME_PREFIX[column]
-        lexemes = [f"'{prefix}.{w}'" for w in node.words]
-        if node.prefix:
-            lexemes[-1] += ":*"
-        phrases.append("(" + " <-> ".join(lexemes) + ")")
-    return "(" + " | ".join(phrases) + ")"
-
-
-def _tsquery(node: Node) -> str | None:
-    """``node`` as one ``tsquery``, if it is words alone (None if not)."""
-    match node:
-        case Words():
-            return _lexemes(node)
-        case Not(inner):
-            found = _tsquery(inner)
-            return None if found is None else f"!{found}"
-        case And(nodes) | Or(nodes):
-            parts = [_tsquery(n) for n in nodes]
-            joint = " & " if isinstance(node, And) else " | "
-            return None if None in parts else "(" + joint.join(map(str, parts)) + ")"
-    return None
-
-
 @dataclass
 class _Compiler:
     """SQL conditions on the messages (as ``alias``) that a tree's nodes stand for."""
 
-    dialect: str
     tags_lead: bool = True
     params: list[Any] = field(default_factory=list)
     depth: int = 0
 
     def condition(self, node: Node, alias: str = "m", rowid: str | None = None) -> str:
         rowid = rowid or f"{alias}.rowid"
-        if self.dialect == "sqlite" and (match := _fts5(node)) is not None:
+        if (match := _fts5(node)) is not None:
             self.params.append(match)
             return f"{alias}.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)"
-        if self.dialect != "sqlite" and (tsquery := _tsquery(node)) is not None:
-            self.params.append(tsquery)
-            return f"{alias}.tsv @@ ?::tsquery"
         match node:
-            case Words():
-                return "1 = 0"  # a word too long for PostgreSQL's index
             case Everything():
                 return "1 = 1"
             case Not(inner):
@@ -196,24 +144,17 @@ class _Compiler:
                     f"WHERE {found}))"
                 )
             case Dates(start, end):
-                return self.dates(start, end, rowid, alias)
+                return self.dates(start, end, rowid)
         raise AssertionError(f"unknown node {node!r}")
 
-    def dates(self, start: int | None, end: int | None, rowid: str, alias: str) -> str:
-        """On SQLite a rowid range (see ``DATE_BITS``); never true without a date."""
-        if self.dialect == "sqlite":
-            low = UNDATED_END if start is None else max(start << DATE_BITS, UNDATED_END)
-            self.params.append(low)
-            if end is None:
-                return f"{rowid} >= ?"
-            self.params.append(end << DATE_BITS)
-            return f"{rowid} >= ? AND {rowid} < ?"
-        clauses = [f"{alias}.date IS NOT NULL"]
-        for bound, test in ((start, ">="), (end, "<")):
-            if bound is not None:
-                clauses.append(f"{alias}.date {test} ?")
-                self.params.append(bound)
-        return " AND ".join(clauses)
+    def dates(self, start: int | None, end: int | None, rowid: str) -> str:
+        """A rowid range (see ``DATE_BITS``); never true without a date."""
+        low = UNDATED_END if start is None else max(start << DATE_BITS, UNDATED_END)
+        self.params.append(low)
+        if end is None:
+            return f"{rowid} >= ?"
+        self.params.append(end << DATE_BITS)
+        return f"{rowid} >= ? AND {rowid} < ?"
 
 
 def _conjuncts(node: Node) -> tuple[Node, ...]:
@@ -226,25 +167,24 @@ class _Plan:
     """``FROM … WHERE …`` of the matching messages, as ``m``."""
     params: list[Any]
     rowid: str
-    """What orders them by date on SQLite: the full-text index's rowid when it leads."""
+    """What orders them by date: the full-text index's rowid when it leads."""
     words_lead: bool
 
 
 def _plan(db: Any, query: Query, *, rows: bool = True, tags_lead: bool | None = None) -> _Plan:
     """Where the matches of ``query`` come from.
 
-    On SQLite, if some of the conditions that must all hold are words, the full-text
+    If some of the conditions that must all hold are words, the full-text
     index leads (joined to ``m`` only if ``rows`` or another condition needs it), and
     the matches come straight from it, newest first. Without words, ``tags_lead``
     (the default) looks tagged messages up from the tag's index; otherwise each message
     is tested for its tags, which is quicker only to find the newest few of many
     tagged ones (see :data:`FEW_TAGGED`).
     """
-    sqlite = _dialect(db) == "sqlite"
     conjuncts = _conjuncts(query.root)
-    searched = [c for c in conjuncts if sqlite and not isinstance(c, Not) and _fts5(c)]
+    searched = [c for c in conjuncts if not isinstance(c, Not) and _fts5(c)]
     rest = [c for c in conjuncts if c not in searched and not isinstance(c, Everything)]
-    compiler = _Compiler(_dialect(db), not searched if tags_lead is None else tags_lead)
+    compiler = _Compiler(not searched if tags_lead is None else tags_lead)
     if not searched:
         where = [compiler.condition(c) for c in rest]
         source = "messages m" + (" WHERE " + " AND ".join(f"({w})" for w in where) if where else "")
@@ -257,21 +197,10 @@ def _plan(db: Any, query: Query, *, rows: bool = True, tags_lead: bool | None = 
     return _Plan(f" FROM {source} WHERE " + " AND ".join(where), compiler.params, "f.rowid", True)
 
 
-def _order(db: Any, plan: _Plan, sort: Sort) -> str:
-    """Newest first (undated last), ties in arrival order, or all of it reversed. On
-    SQLite, the rowid order."""
-    way = "DESC" if sort == "newest" else "ASC"
-    if _dialect(db) == "sqlite":
-        return f"{plan.rowid} {way}"
-    nulls = "LAST" if sort == "newest" else "FIRST"
-    return f"m.date {way} NULLS {nulls}, m.rowid {way}"
-
-
-_JOIN_LINES = {
-    "sqlite": "group_concat(name, char(10))",
-    "postgresql": "string_agg(name, chr(10) ORDER BY name)",
-}
-"""The names of a message's tags, sorted, one per line."""
+def _order(plan: _Plan, sort: Sort) -> str:
+    """Newest first (undated last), ties in arrival order, or all of it reversed: the
+    rowid order."""
+    return f"{plan.rowid} {'DESC' if sort == 'newest' else 'ASC'}"
 
 
 FEW_TAGGED = 2000
@@ -293,7 +222,7 @@ def _run(db: Any, sql: str, params: Sequence[Any]) -> list[Any]:
 def matching_ids(db: Any, query: Query, sort: Sort = "newest") -> list[str]:
     """Ids of every message matching ``query``, newest first (or oldest)."""
     plan = _plan(db, query)
-    rows = _run(db, f"SELECT m.id{plan.source} ORDER BY {_order(db, plan, sort)}", plan.params)
+    rows = _run(db, f"SELECT m.id{plan.source} ORDER BY {_order(plan, sort)}", plan.params)
     return [row[0] for row in rows]
 
 
@@ -333,11 +262,11 @@ def search(
     rows = _run(
         db,
         "SELECT m.id, m.subject, m.sender, m.date, "
-        f"(SELECT {_JOIN_LINES[_dialect(db)]} FROM (SELECT DISTINCT t.name "
+        "(SELECT group_concat(name, char(10)) FROM (SELECT DISTINCT t.name "
         "FROM message_tags mt JOIN tags t ON t.id = mt.tag WHERE mt.message = m.id "
         "ORDER BY t.name) AS names), "
         "(SELECT thread FROM message_threads WHERE message = m.id)"
-        f"{plan.source} ORDER BY {_order(db, plan, sort)} LIMIT ? OFFSET ?",
+        f"{plan.source} ORDER BY {_order(plan, sort)} LIMIT ? OFFSET ?",
         [*plan.params, limit, offset],
     )
     results = [
@@ -369,13 +298,10 @@ def threads(
     its matching messages in order, ``tags`` those of its matching messages."""
     plan = _plan(db, query)
     hits = f"SELECT m.id{plan.source}"
-    sqlite = _dialect(db) == "sqlite"
     if sort == "newest":
-        when = "max(m.rowid)" if sqlite else "max(m.date)"
-        order, dated = f"{when} DESC" + ("" if sqlite else " NULLS LAST"), max
+        order, dated = "max(m.rowid) DESC", max
     else:
-        when = "min(m.rowid)" if sqlite else "min(m.date)"
-        order, dated = f"{when} ASC" + ("" if sqlite else " NULLS FIRST"), min
+        order, dated = "min(m.rowid) ASC", min
     page = _run(
         db,
         f"SELECT t.thread, count(*) OVER () FROM message_threads t JOIN messages m "
@@ -391,7 +317,7 @@ def threads(
         db,
         f"SELECT t.thread, m.id, m.subject, m.sender, m.date, m.id IN ({hits}) "
         f"FROM message_threads t JOIN messages m ON m.id = t.message "
-        f"WHERE t.thread IN ({','.join('?' * len(ids))}) ORDER BY {_oldest_first(db)}",
+        f"WHERE t.thread IN ({','.join('?' * len(ids))}) ORDER BY m.rowid",
         [*plan.params, *ids],
     )
     hit_ids = [row[1] for row in members if row[5]]
@@ -429,22 +355,14 @@ def count_threads(db: Any, query: Query) -> int:
     return int(_run(db, sql, plan.params)[0][0])
 
 
-def _oldest_first(db: Any) -> str:
-    return "m.rowid" if _dialect(db) == "sqlite" else "m.date ASC NULLS FIRST, m.rowid"
-
-
 def _texts(db: Any, ids: list[str]) -> dict[str, str]:
     """The text of each message of ``ids`` (as the index keeps it)."""
     if not ids:
         return {}
-    marks = ",".join("?" * len(ids))
-    if _dialect(db) == "sqlite":
-        sql = (
-            "SELECT m.id, f.body FROM messages m JOIN messages_fts f ON f.rowid = m.rowid "
-            f"WHERE m.id IN ({marks})"
-        )
-    else:
-        sql = f"SELECT id, body FROM messages WHERE id IN ({marks})"
+    sql = (
+        "SELECT m.id, f.body FROM messages m JOIN messages_fts f ON f.rowid = m.rowid "
+        f"WHERE m.id IN ({','.join('?' * len(ids))})"
+    )
     return dict(_run(db, sql, ids))
 
 

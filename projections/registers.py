@@ -23,9 +23,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS registers (
     key TEXT NOT NULL, register TEXT NOT NULL, stamp TEXT NOT NULL, value TEXT,
     PRIMARY KEY (key, register)
-){keyed};
+) WITHOUT ROWID;
 """
-"""The table of the registers (format it with the view's :attr:`ViewDB.keyed`)."""
+"""The table of the registers."""
 
 
 def stamp_text(event: DomainEvent) -> str:

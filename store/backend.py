@@ -4,7 +4,8 @@
 looks at which it is: SQLite files in the home (the embedded default) or a
 PostgreSQL database. A backend gives the ``eventsourcing`` settings of the event
 store, the store of the views, a way to wait for other processes' writes and a
-cheap look at the end of the log; nothing else in eventpile asks which it is.
+cheap look at the end of the log; nothing else in eventpile asks which it is. The
+views are the same on both: SQLCipher files in the home.
 """
 
 from __future__ import annotations
@@ -28,19 +29,29 @@ POLL_S = 0.05
 """How often a process looks at a SQLite log while it waits for another's writes."""
 
 
+@dataclass(frozen=True)
 class Backend(ABC):
-    """One home's event store and view store."""
+    """One home's event store; its views are SQLCipher files in the home on every backend
+    (a machine's own, caught up from the log: nothing readable leaves it)."""
+
+    home: Home
 
     @abstractmethod
     def settings(self) -> dict[str, str]:
         """The ``eventsourcing`` settings of the event store."""
 
-    @abstractmethod
-    def view_store(self, keyring: Keyring) -> ViewStore: ...
+    def view_store(self, keyring: Keyring) -> ViewStore:
+        from eventpile.store.views import SQLCipherViewStore
 
-    def rekey_views(self, keyring: Keyring) -> None:  # noqa: B027  (PostgreSQL's: not encrypted)
+        return SQLCipherViewStore(self.home.views, keyring.views_key())
+
+    def rekey_views(self, keyring: Keyring) -> None:
         """Key the views under a retired key of ``keyring`` anew with its current one,
         before any opens them."""
+        from eventpile.store.keys import view_keys
+        from eventpile.store.views import rekey_views
+
+        rekey_views(self.home.views, *view_keys(keyring))
 
     @abstractmethod
     def log_end(self) -> int:
@@ -72,26 +83,13 @@ class Waiter(ABC):
 
 @dataclass(frozen=True)
 class SQLiteBackend(Backend):
-    """The events in ``events.sqlite3``, each view in its own SQLCipher file."""
-
-    home: Home
+    """The events in ``events.sqlite3``."""
 
     def settings(self) -> dict[str, str]:
         return {
             "PERSISTENCE_MODULE": "eventpile.store.sqlite:Factory",
             "SQLITE_DBNAME": str(self.home.events_db),
         }
-
-    def view_store(self, keyring: Keyring) -> ViewStore:
-        from eventpile.store.views import SQLCipherViewStore
-
-        return SQLCipherViewStore(self.home.views, keyring.views_key())
-
-    def rekey_views(self, keyring: Keyring) -> None:
-        from eventpile.store.keys import view_keys
-        from eventpile.store.views import rekey_views
-
-        rekey_views(self.home.views, *view_keys(keyring))
 
     def log_end(self) -> int:
         if not self.home.events_db.exists():
@@ -139,20 +137,15 @@ class _Sleep(Waiter):
 
 @dataclass(frozen=True)
 class PostgresBackend(Backend):
-    """The events and every view in one PostgreSQL database; the keys stay in the home."""
+    """The events in a PostgreSQL database that several machines share; the keys stay in
+    each machine's home."""
 
-    home: Home
     url: str
 
     def settings(self) -> dict[str, str]:
         from eventpile.store.postgres import settings
 
         return settings(self.url)
-
-    def view_store(self, keyring: Keyring) -> ViewStore:
-        from eventpile.store.postgres_views import PostgresViewStore
-
-        return PostgresViewStore(self.url)
 
     def log_end(self) -> int:
         from eventpile.store.postgres import log_end

@@ -315,7 +315,8 @@ class Factory(PostgresFactory):
     """Our :class:`Recorder`, its tables made under a lock.
 
     The library creates its table, type and function on every start; two processes
-    starting together would race on them (``tuple concurrently updated``). Our
+    starting together would race on them (``tuple concurrently updated``). The
+    plaintext views of earlier versions are dropped then. Our
     ciphertexts do not compress, so the server is told not to try (it did, for
     every event above 2 KB) and to keep events up to 8 KB in the table's own pages.
     """
@@ -337,6 +338,7 @@ class Factory(PostgresFactory):
                 recorder = super().application_recorder()
                 if self.env_create_table():
                     _store_uncompressed(connection, recorder)
+                    _drop_plaintext_views(connection)
                 return recorder
             finally:
                 connection.execute(
@@ -353,6 +355,19 @@ def _reason(datastore: Any, error: Exception) -> str:
     except psycopg.Error as e:
         error = e
     return " ".join(str(error).split())
+
+
+def _drop_plaintext_views(connection: Any) -> None:
+    """Earlier versions kept each view in plaintext in a schema ``view_NAME`` of the
+    database; views are now each machine's own SQLCipher files, caught up from the log."""
+    schemas = connection.execute(
+        r"SELECT nspname FROM pg_namespace WHERE nspname LIKE 'view\_%'", prepare=False
+    ).fetchall()
+    for row in schemas:
+        connection.execute(
+            SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(row["nspname"])),
+            prepare=False,
+        )
 
 
 def _store_uncompressed(connection: Any, recorder: Any) -> None:

@@ -1,12 +1,14 @@
 """Where views live: a small database interface the projections write SQL against.
 
-Projections use ``?`` placeholders and the SQL that SQLite and PostgreSQL share
-(``INSERT … ON CONFLICT``, ``BIGINT``, ``DOUBLE PRECISION``, ``TEXT``). A
-:class:`ViewStore` opens the live database of a view, and a fresh one beside it
-for a rebuild or a verification, and swaps a fresh one in.
+Projections write SQLite's SQL with ``?`` placeholders. A :class:`ViewStore` opens
+the live database of a view, and a fresh one beside it for a rebuild or a
+verification, and swaps a fresh one in.
 
-The embedded store keeps each view in its own SQLCipher file, keyed with a raw
-256-bit key derived from the data key (``x'…'`` skips SQLCipher's own KDF).
+On every backend each view is a SQLCipher file in the home, keyed with a raw 256-bit
+key derived from the data key (``x'…'`` skips SQLCipher's own KDF): what a machine
+derives from the log stays on it, encrypted. A table whose primary key is what it is
+looked up by is best made ``WITHOUT ROWID``: the tree of that key alone, not rows
+beside an index of the key (half the pages to write on each insert).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from eventpile.store.errors import DamagedView, StoreError
 
@@ -35,13 +37,6 @@ TRACKING = (
 
 class ViewDB(ABC):
     """A connection to one view's database."""
-
-    dialect: ClassVar[str]
-    keyed: ClassVar[str] = ""
-    """What ends a table whose primary key is what it is looked up by (``CREATE TABLE
-    … (…, PRIMARY KEY (…)){keyed}``): on SQLite, ``WITHOUT ROWID``, so the table is the
-    tree of that key alone, not rows beside an index of the key (half the pages to write
-    on each insert)."""
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -84,9 +79,9 @@ class ViewStore(ABC):
     def drop(self, name: str) -> None:
         """Delete the live database (its schema changed; it is rebuilt from the log)."""
 
+    @abstractmethod
     def exists(self, name: str) -> bool:
         """Is there a live database of view ``name`` (opening it would not make one)?"""
-        return True
 
 
 def read_position(db: ViewDB, name: str) -> tuple[int, int] | None:
@@ -104,9 +99,6 @@ def write_position(db: ViewDB, name: str, position: int, schema: int) -> None:
 
 
 class SQLCipherDB(ViewDB):
-    dialect: ClassVar[str] = "sqlite"
-    keyed: ClassVar[str] = " WITHOUT ROWID"
-
     def __init__(self, path: Path, key: bytes, *, bulk: bool = False):
         import sqlcipher3
 

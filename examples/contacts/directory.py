@@ -57,7 +57,7 @@ class ContactDirectory(Projection):
     )
 
     def create(self, db: ViewDB) -> None:
-        db.script(SCHEMA + registers.SCHEMA.format(keyed=db.keyed))
+        db.script(SCHEMA + registers.SCHEMA)
 
     def apply(self, db: ViewDB, event: DomainEvent, position: int) -> None:
         """As :meth:`Contact.evolve <examples.contacts.domain.Contact.evolve>`: each value
