@@ -33,7 +33,7 @@ from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, puncture_people
-from eventpile.store.mapper import PydanticMapper, RowReader
+from eventpile.store.mapper import TOPIC_PURPOSE, PydanticMapper, RowReader, StoredTopics
 from eventpile.store.people import PersonKeys, Tree
 from eventpile.store.seals import PURPOSE, Head, Seal, Sealer, Sealing
 from eventpile.store.views import ViewDB
@@ -115,7 +115,8 @@ class EventLog(LibraryApplication[uuid.UUID]):
         # a home made before people had keys: its tree derives from a data key, which a
         # rekey destroys; it seals nothing per person (and forgets nobody)
         sealing = self.people if self.keyring.people_key is not None else None
-        return PydanticMapper(self.registry.event_class, EventCipher(self.keyring), sealing)
+        topics = StoredTopics(self.registry, self.keyring.purpose_key(TOPIC_PURPOSE))
+        return PydanticMapper(topics, EventCipher(self.keyring), sealing)
 
     def heed_forgettings(self) -> None:
         """Stop deriving the keys of the people forgotten since this process last looked
@@ -257,7 +258,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
         application's as a :class:`ForeignEvent`), or only those of ``topics``. People
         forgotten since this process last looked are heeded first (a rebuild reads here)."""
         self.heed_forgettings()
-        stored = [topic for t in topics for topic in self.registry.stored_topics(t)]
+        stored = cast(PydanticMapper, self.mapper).topics.matching(topics)
         rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
         decode = cast(PydanticMapper, self.mapper).decode
         return [(row[0], decode(*row[1:], foreign=True)) for row in rows]

@@ -88,10 +88,6 @@ class Registry:
             )
         return found
 
-    def knows(self, topic: str) -> bool:
-        """Is ``topic`` the stored topic of one of this application's event classes?"""
-        return self._current(topic) in self._classes
-
     def _current(self, topic: str) -> str:
         """The topic under its module's current name."""
         module, _, name = topic.partition(":")
@@ -102,6 +98,9 @@ class Registry:
         module's old names)."""
         module, _, name = topic_of(cls).partition(":")
         return [f"{m}:{name}" for m in (module, *self._old_names.get(module, ()))]
+
+    def all_topics(self) -> list[str]:
+        return [t for cls in self._classes.values() for t in self.stored_topics(cls)]
 
     @cached_property
     def _old_names(self) -> dict[str, list[str]]:

@@ -39,14 +39,11 @@ from eventpile.domain.people import PersonForgotten
 from eventpile.projections.queue import operation_events
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import TamperedData
-from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader, topic_of
+from eventpile.store.mapper import ExportRow, PydanticMapper, RowReader
 from eventpile.store.people import born_at
 from eventpile.store.remote import RemoteFiles, Unreachable
 from eventpile.store.segments import Folder, FolderError, Head, LocalFiles, Record, Segment
 
-PURGE_TOPIC = topic_of(OperationsPurged)
-OPERATION_TOPICS = frozenset(topic_of(cls) for cls in operation_events()) - {PURGE_TOPIC}
-"""The topics of the events of operations' own streams."""
 SEGMENT_EVENTS = 5000
 """Events per segment file (and per transaction that applies one)."""
 ATTEMPTS = 5
@@ -144,7 +141,12 @@ class Exchange:
         files = self.remote or LocalFiles(Path(where).expanduser())
         self.folder = Folder(files, app.keyring.purpose_key("sync"), self.origin)
         self.rows = cast(RowReader, app.recorder)
-        self.cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
+        mapper = cast(PydanticMapper, app.mapper)
+        self.cipher = cast(EventCipher, mapper.event_cipher)
+        self.topics = mapper.topics
+        self.purges = frozenset(self.topics.matching([OperationsPurged]))
+        self.operations = frozenset(self.topics.matching(operation_events())) - self.purges
+        """The topics of the events of operations' own streams."""
         self.progress = progress or (lambda done, total=None, message="": None)
         self.report = Report()
         self.heads: dict[str, Head | None] = {}
@@ -226,7 +228,7 @@ class Exchange:
                 continue
             self.report.received += len(stored)
             for r in fresh:
-                if not self.app.registry.knows(r.topic):
+                if not self.topics.knows(r.topic):
                     name = r.topic.rpartition(":")[2]
                     self.report.unknown[name] = self.report.unknown.get(name, 0) + 1
             self.report.duplicates += sum(
@@ -242,7 +244,7 @@ class Exchange:
     def forget(self, records: list[Record]) -> None:
         """Destroy the keys of the people that the records forget, before they are
         stored: what a peer forgot is forgotten here as it arrives."""
-        forgotten = self.app.registry.stored_topics(PersonForgotten)
+        forgotten = self.topics.matching([PersonForgotten])
         for r in records:
             if r.topic in forgotten:
                 event = self.app.mapper.to_domain_event(
@@ -302,12 +304,12 @@ class Exchange:
             rows = self.rows.select_export(scanned, end, SEGMENT_EVENTS)
             last = rows[-1][0]
             syncs = self.syncs(
-                {row[1] for row in rows if row[5] is None and row[3] in OPERATION_TOPICS}
+                {row[1] for row in rows if row[5] is None and row[3] in self.operations}
             )
             records, requires = [], {}
             for row in rows:
                 origin, seq = row[5], row[6]
-                if origin is None and (row[1] in syncs or row[3] == PURGE_TOPIC):
+                if origin is None and (row[1] in syncs or row[3] in self.purges):
                     continue  # this installation's own history
                 if origin is not None and seq is not None and seq <= held.get(origin, 0):
                     requires[origin] = seq  # in its origin's folder: readers take it there

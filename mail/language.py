@@ -147,10 +147,7 @@ def _without_marks(text: str) -> str:
 def words(text: str) -> list[str]:
     """The words of ``text`` as FTS5's ``unicode61 remove_diacritics 2 tokenchars '_'``
     sees them: lower case, diacritics removed, split at everything but letters, digits
-    and ``_`` (``do_page_fault`` is one word, as in notmuch).
-
-    The PostgreSQL index is built from these, so both backends find the same words.
-    """
+    and ``_`` (``do_page_fault`` is one word, as in notmuch)."""
     return _WORD.findall((text if text.isascii() else _without_marks(text)).lower())
 
 

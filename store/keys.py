@@ -36,9 +36,10 @@ KEY_FILE_FORMAT = 1
 SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
 SCRYPT_R = 8
 VIEWS = "views"
-KEPT = ("message-id", "person", "log-seal")
+KEPT = ("message-id", "person", "log-seal", "event-type")
 """The purpose keys a rotation of the data keys keeps: message ids and people's ids are
-made with them, and the log's seals (:mod:`eventpile.store.seals`) with the last."""
+made with them, the log's seals (:mod:`eventpile.store.seals`) and the stored topics
+(:class:`eventpile.store.mapper.StoredTopics`) too."""
 PEOPLE = "people"
 
 

@@ -6,15 +6,17 @@ the event model, upcasts old stored versions (``class_version`` with
 ``upcast_vN_vN+1`` methods, which the library's own mapper does for its events),
 compresses only payloads large enough to pay for it, seals the values ``Of`` a
 person under that person's key (:mod:`eventpile.store.people`), and seals each
-payload to its row with :class:`eventpile.store.cipher.EventCipher`.
+payload to its row with :class:`eventpile.store.cipher.EventCipher`. A row's topic
+names its event's type to this application alone (:class:`StoredTopics`).
 """
 
 from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
-from functools import cache
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import cache, cached_property
+from hashlib import blake2b
 from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
@@ -25,7 +27,7 @@ from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent, forgett
 from eventpile.domain.people import PersonForgotten
 from eventpile.store.cipher import COMPRESSED, EventCipher
 from eventpile.store.errors import StoreError, UnknownEvent
-from eventpile.store.people import PEOPLE_FRAME, PersonKeys, head_of
+from eventpile.store.people import FORGETTING, PEOPLE_FRAME, PersonKeys, head_of
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
 # message here and saves ~45%: more than the whole budget of an append (33 µs) or a
@@ -91,21 +93,80 @@ def topic_of(cls: type[DomainEvent]) -> str:
     return get_topic(cls)
 
 
-EventClasses = Callable[[str], type[DomainEvent]]
-"""The event class of a stored topic (an application's registry; raises :class:`UnknownEvent`)."""
+TOPIC_PURPOSE: Final = "event-type"
+"""The purpose key of the stored topics (one that rotations keep: see
+:data:`~eventpile.store.keys.KEPT`)."""
+
+
+class EventTypes(Protocol):
+    """An application's event classes by topic (``module:Class``): its registry."""
+
+    def event_class(self, topic: str) -> type[DomainEvent]:
+        """The class of a topic (raises :class:`UnknownEvent`)."""
+        ...
+
+    def stored_topics(self, cls: type[DomainEvent]) -> list[str]:
+        """The topics the events of ``cls`` were ever written under (its module's old names)."""
+        ...
+
+    def all_topics(self) -> Iterable[str]:
+        """The :meth:`stored_topics` of every event class."""
+        ...
+
+
+class StoredTopics:
+    """What a row's topic column holds: a keyed hash of its event's topic (24 hex digits),
+    which names no type to whoever reads the store without the keys; without a key, the
+    topic itself. A log written before keeps its topics, and is read as it is.
+
+    A person's forgetting keeps its topic: the store finds forgettings itself, before it
+    decrypts anything, and the rows a forgetting purges are seen to go anyway."""
+
+    def __init__(self, types: EventTypes, key: bytes | None):
+        self.types = types
+        self._key = key
+
+    def hidden(self, topic: str) -> str:
+        if self._key is None or topic == FORGETTING:
+            return topic
+        return blake2b(topic.encode(), key=self._key, digest_size=12).hexdigest()
+
+    def stored(self, cls: type[DomainEvent]) -> str:
+        """The topic column of the events of ``cls`` written now."""
+        return self.hidden(topic_of(cls))
+
+    def event_class(self, stored: str) -> type[DomainEvent]:
+        """The class of a row's topic (raises :class:`UnknownEvent`)."""
+        return self.types.event_class(self._topics.get(stored, stored))
+
+    def knows(self, stored: str) -> bool:
+        return stored in self._topics or (":" in stored and stored in self._plain)
+
+    def matching(self, classes: Iterable[type[DomainEvent]]) -> list[str]:
+        """Every topic column the events of ``classes`` may have (hidden or not)."""
+        found = [t for cls in classes for t in self.types.stored_topics(cls)]
+        return list(dict.fromkeys([*found, *map(self.hidden, found)]))
+
+    @cached_property
+    def _topics(self) -> dict[str, str]:
+        return {self.hidden(t): t for t in self.types.all_topics()}
+
+    @cached_property
+    def _plain(self) -> frozenset[str]:
+        return frozenset(self.types.all_topics())
 
 
 class PydanticMapper(Mapper[uuid.UUID]):
-    """Stored events of the classes ``event_class`` knows (a topic never imports a module)."""
+    """Stored events of the classes ``topics`` knows (a topic never imports a module)."""
 
     def __init__(
         self,
-        event_class: EventClasses,
+        topics: StoredTopics,
         cipher: EventCipher | None = None,
         people: PersonKeys | None = None,
     ):
         super().__init__(transcoder=_Unused())
-        self.event_class = event_class
+        self.topics = topics
         self.event_cipher = cipher
         self.people = people
 
@@ -114,7 +175,7 @@ class PydanticMapper(Mapper[uuid.UUID]):
         cls = type(event)
         if cls.forgotten:
             raise StoreError(f"{event.describe()}: its person was forgotten, it is not written")
-        topic = topic_of(cls)
+        topic = self.topics.stored(cls)
         exclude = _ROW_FIELDS if event.born else _ROW_FIELDS_AND_BORN
         if self.people is not None and cls.owned_fields():
             payload = self.people.seal(event, exclude)
@@ -171,7 +232,7 @@ class PydanticMapper(Mapper[uuid.UUID]):
         elif state[:1] == b"\xff":
             flags, class_version, state = state[1], int.from_bytes(state[2:4], "big"), state[4:]
         try:
-            cls = self.event_class(topic)
+            cls = self.topics.event_class(topic)
         except UnknownEvent:
             if not foreign:
                 raise
