@@ -240,6 +240,11 @@ class EventLog(LibraryApplication[uuid.UUID]):
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
+    @property
+    def topics(self) -> StoredTopics:
+        """What the log's rows hold for the types of events (see :class:`StoredTopics`)."""
+        return cast(PydanticMapper, self.mapper).topics
+
     def wait_for_events(self, after: int, timeout: float) -> int:
         """The log's end once it passes ``after`` (another process wrote), or after
         ``timeout`` s (woken by the backend: a notification, or a look every so often)."""
@@ -258,7 +263,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
         application's as a :class:`ForeignEvent`), or only those of ``topics``. People
         forgotten since this process last looked are heeded first (a rebuild reads here)."""
         self.heed_forgettings()
-        stored = cast(PydanticMapper, self.mapper).topics.matching(topics)
+        stored = self.topics.matching(topics)
         rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
         decode = cast(PydanticMapper, self.mapper).decode
         return [(row[0], decode(*row[1:], foreign=True)) for row in rows]

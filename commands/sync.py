@@ -141,9 +141,8 @@ class Exchange:
         files = self.remote or LocalFiles(Path(where).expanduser())
         self.folder = Folder(files, app.keyring.purpose_key("sync"), self.origin)
         self.rows = cast(RowReader, app.recorder)
-        mapper = cast(PydanticMapper, app.mapper)
-        self.cipher = cast(EventCipher, mapper.event_cipher)
-        self.topics = mapper.topics
+        self.cipher = cast(EventCipher, cast(PydanticMapper, app.mapper).event_cipher)
+        self.topics = app.topics
         self.purges = frozenset(self.topics.matching([OperationsPurged]))
         self.operations = frozenset(self.topics.matching(operation_events())) - self.purges
         """The topics of the events of operations' own streams."""
@@ -229,7 +228,7 @@ class Exchange:
             self.report.received += len(stored)
             for r in fresh:
                 if not self.topics.knows(r.topic):
-                    name = r.topic.rpartition(":")[2]
+                    name = self.topics.reveal(r.topic).rpartition(":")[2]
                     self.report.unknown[name] = self.report.unknown.get(name, 0) + 1
             self.report.duplicates += sum(
                 1  # not counted: the writer's own events of a segment read again

@@ -12,11 +12,11 @@ names its event's type to this application alone (:class:`StoredTopics`).
 
 from __future__ import annotations
 
+import base64
 import uuid
 import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import cache, cached_property
-from hashlib import blake2b
 from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
@@ -26,7 +26,7 @@ from pydantic_core import from_json
 from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent, forgetting
 from eventpile.domain.people import PersonForgotten
 from eventpile.store.cipher import COMPRESSED, EventCipher
-from eventpile.store.errors import StoreError, UnknownEvent
+from eventpile.store.errors import StoreError, TamperedData, UnknownEvent
 from eventpile.store.people import FORGETTING, PEOPLE_FRAME, PersonKeys, head_of
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
@@ -115,32 +115,57 @@ class EventTypes(Protocol):
 
 
 class StoredTopics:
-    """What a row's topic column holds: a keyed hash of its event's topic (24 hex digits),
-    which names no type to whoever reads the store without the keys; without a key, the
-    topic itself. A log written before keeps its topics, and is read as it is.
+    """What a row's topic column holds: its event's topic (``module:Class``) encrypted
+    deterministically (AES-SIV, in base64), so that it names no type to whoever reads the
+    store without the keys, while the rows of one type can still be selected, and any
+    application with the keys reads the name of a type it does not know. Without a key,
+    the topic itself. A log written before keeps its topics, and is read as it is.
 
     A person's forgetting keeps its topic: the store finds forgettings itself, before it
     decrypts anything, and the rows a forgetting purges are seen to go anyway."""
 
     def __init__(self, types: EventTypes, key: bytes | None):
+        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
         self.types = types
-        self._key = key
+        self._siv = None if key is None else AESSIV(key)
+        self._revealed: dict[str, str] = {}
+        self._hidden: dict[str, str] = {}
 
     def hidden(self, topic: str) -> str:
-        if self._key is None or topic == FORGETTING:
+        if self._siv is None or topic == FORGETTING:
             return topic
-        return blake2b(topic.encode(), key=self._key, digest_size=12).hexdigest()
+        found = self._hidden.get(topic)
+        if found is None:
+            sealed = self._siv.encrypt(topic.encode(), None)
+            found = self._hidden[topic] = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+        return found
+
+    def reveal(self, stored: str) -> str:
+        """The topic a row's topic column holds (:class:`TamperedData` if it was changed)."""
+        found = self._revealed.get(stored)
+        if found is not None:
+            return found
+        if ":" in stored or self._siv is None:  # written before, or not hidden
+            return stored
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            sealed = base64.urlsafe_b64decode(stored + "=" * (-len(stored) % 4))
+            found = self._siv.decrypt(sealed, None).decode()
+        except (ValueError, InvalidTag):
+            raise TamperedData(
+                f"a stored event's type {stored[:24]!r} is not one this home's keys wrote"
+            ) from None
+        self._revealed[stored] = found
+        return found
 
     def stored(self, cls: type[DomainEvent]) -> str:
         """The topic column of the events of ``cls`` written now."""
         return self.hidden(topic_of(cls))
 
-    def event_class(self, stored: str) -> type[DomainEvent]:
-        """The class of a row's topic (raises :class:`UnknownEvent`)."""
-        return self.types.event_class(self._topics.get(stored, stored))
-
     def knows(self, stored: str) -> bool:
-        return stored in self._topics or (":" in stored and stored in self._plain)
+        return self.reveal(stored) in self._known
 
     def matching(self, classes: Iterable[type[DomainEvent]]) -> list[str]:
         """Every topic column the events of ``classes`` may have (hidden or not)."""
@@ -148,11 +173,7 @@ class StoredTopics:
         return list(dict.fromkeys([*found, *map(self.hidden, found)]))
 
     @cached_property
-    def _topics(self) -> dict[str, str]:
-        return {self.hidden(t): t for t in self.types.all_topics()}
-
-    @cached_property
-    def _plain(self) -> frozenset[str]:
+    def _known(self) -> frozenset[str]:
         return frozenset(self.types.all_topics())
 
 
@@ -231,8 +252,9 @@ class PydanticMapper(Mapper[uuid.UUID]):
             )
         elif state[:1] == b"\xff":
             flags, class_version, state = state[1], int.from_bytes(state[2:4], "big"), state[4:]
+        topic = self.topics.reveal(topic)
         try:
-            cls = self.topics.event_class(topic)
+            cls = self.topics.types.event_class(topic)
         except UnknownEvent:
             if not foreign:
                 raise

@@ -323,20 +323,26 @@ def _decode_all(app: MailApplication, upto: int) -> None:
             position = app.read(position, upto, (), PAGE)[-1][0]
 
 
+def one_message_words(app: MailApplication, count: int) -> list[str]:
+    """``count`` words each found in one message only, one per message."""
+    db = app.view("messages").db
+    words: dict[str, str] = {}
+    for (word,) in db.execute(
+        "SELECT term FROM messages_terms WHERE doc = 1 AND length(term) >= 5 "
+        "AND NOT term GLOB '*[^a-z]*' ORDER BY term"
+    ):
+        words.setdefault(matching_ids(db, parse_query(word))[0], word)
+        if len(words) == count:
+            return list(words.values())
+    raise AssertionError(f"only {len(words)} one-message words")
+
+
 def bench_tag(runs: int, big: BigHome, samples: int = 300) -> None:
     """``tag add`` on a query matching one message (a word found in one message only)."""
     with fresh_home() as (home, keyring), opened(home, keyring) as app:
         app.execute(ImportMailbox(path=CORPUS))
-        db = app.view("messages").db
-        words: dict[str, str] = {}  # one word per message, found in that message only
-        for (word,) in db.execute(
-            "SELECT term FROM messages_terms WHERE doc = 1 AND length(term) >= 5 "
-            "AND NOT term GLOB '*[^a-z]*' ORDER BY term"
-        ):
-            words.setdefault(matching_ids(db, parse_query(word))[0], word)
-        assert len(words) >= samples + 20, len(words)
         seconds = []
-        for n, word in enumerate(list(words.values())[: samples + 20]):
+        for n, word in enumerate(one_message_words(app, samples + 20)):
             operation = None
 
             def run(word: str = word) -> None:
@@ -350,22 +356,27 @@ def bench_tag(runs: int, big: BigHome, samples: int = 300) -> None:
     latency("tag add, one message (execute, views caught up)", seconds, 2.0)
 
 
+def search_mix(app: MailApplication, runs: int, size: int, p50_target: float) -> None:
+    """The query mix on the application's open index: each query ``5 * runs`` times."""
+    app.catch_up()
+    db = app.view("messages").db
+    samples: list[Sample] = []
+    per_query: dict[str, tuple[float, int]] = {}
+    for text in SEARCHES:
+        query = parse_query(text)
+        total = search(db, query)["total"]
+        took = [timed(partial(search, db, query)) for _ in range(5 * runs)]
+        per_query[text] = (statistics.median(wall for wall, _ in took) * 1000, total)
+        samples += took
+    latency(f"search {size:,} messages, query mix", samples, p50_target)
+    for text, (ms, total) in per_query.items():
+        print(f"    {ms:7.2f} ms  {total:>7,} found  {text}")
+
+
 def bench_search(runs: int, big: BigHome) -> None:
     """The query mix on the open index; then whole ``eventpile search`` processes."""
     with fresh_home(big.path) as (home, keyring), opened(home, keyring) as app:
-        app.catch_up()
-        db = app.view("messages").db
-        samples: list[Sample] = []
-        per_query: dict[str, tuple[float, int]] = {}
-        for text in SEARCHES:
-            query = parse_query(text)
-            total = search(db, query)["total"]
-            took = [timed(partial(search, db, query)) for _ in range(5 * runs)]
-            per_query[text] = (statistics.median(wall for wall, _ in took) * 1000, total)
-            samples += took
-    latency(f"search {big.size:,} messages, query mix", samples, 10.0)
-    for text, (ms, total) in per_query.items():
-        print(f"    {ms:7.2f} ms  {total:>7,} found  {text}")
+        search_mix(app, runs, big.size, 10.0)
     with fresh_home(big.path) as (home, _keyring):
         cli(home, "search", "from:smith kernel")
         whole = [cli(home, "search", "from:smith kernel") for _ in range(10)]

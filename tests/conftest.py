@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from eventpile.commands.eventlog import registry_of
+from eventpile.domain.events import DomainEvent
 from eventpile.mail.app import MailApplication
 from eventpile.mail.cli import main
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
+from eventpile.store.mapper import TOPIC_PURPOSE, StoredTopics
 
 settings.register_profile(
     "ci",
@@ -141,6 +144,14 @@ def eventpile_process(
         text=True,
         timeout=timeout,
     )
+
+
+def stored_topics(home: Home, *classes: type[DomainEvent]) -> str:
+    """The topics the mail application's log in ``home`` stores events of ``classes``
+    under, as an SQL list: ``('…', '…')``."""
+    keyring = home.unlock(PASSPHRASE)
+    topics = StoredTopics(registry_of(MailApplication), keyring.purpose_key(TOPIC_PURPOSE))
+    return "(" + ", ".join(f"'{t}'" for t in topics.matching(classes)) + ")"
 
 
 def log_end(home: Home) -> int:

@@ -17,9 +17,10 @@ import pytest
 
 from eventpile.mail.app import MailApplication
 from eventpile.mail.cli import main
+from eventpile.mail.message import MessageIndexed
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store.home import Home
-from tests.conftest import PASSPHRASE, cli
+from tests.conftest import PASSPHRASE, cli, stored_topics
 
 MESSAGES = 12
 Run = Callable[..., Any]
@@ -373,8 +374,8 @@ def test_a_tampered_view_is_made_anew_and_said_so_and_verify_fails_once(
 def _message_rows(home: Home) -> list[tuple[int, bytes]]:
     with sqlite3.connect(home.events_db) as db:
         return db.execute(
-            "SELECT rowid, state FROM stored_events WHERE topic LIKE '%MessageIndexed' "
-            "ORDER BY rowid"
+            "SELECT rowid, state FROM stored_events "
+            f"WHERE topic IN {stored_topics(home, MessageIndexed)} ORDER BY rowid"
         ).fetchall()
 
 

@@ -185,6 +185,30 @@ def test_a_reader_process_sees_another_process_write(
     print(f"seen {1000 * (seen - written):.0f} ms after the write began")
 
 
+@pytest.mark.postgres
+def test_a_reader_on_another_machine_keeps_views_of_its_own(pg_url: str, tmp_path: Path) -> None:
+    """Another machine: its own home (a copy of keys.json and database.url) and its own
+    encrypted views, caught up from the shared log as it is written."""
+    home = Home(tmp_path / "laptop", database_url=pg_url)
+    app = MailApplication(home, home.init(PASSPHRASE))
+    try:
+        _indexed(app, tmp_path, 10)
+        other = tmp_path / "desktop"
+        other.mkdir(mode=0o700)
+        (other / "keys.json").write_bytes(home.key_file.read_bytes())
+        (other / "database.url").write_text(pg_url + "\n")
+        ready, results = SPAWN.Event(), SPAWN.Queue()
+        after = app.max_position()
+        with _processes((_reader, (str(other), after, ready, results))):
+            assert ready.wait(WAIT_S)
+            app.execute(TagMessages(action="add", tag="live", query="*"))
+            position, _seen, tagged = results.get(timeout=WAIT_S)
+        assert position == app.max_position() > after and tagged == 10
+        assert b"live" not in (other / "views" / "messages.db").read_bytes()  # SQLCipher
+    finally:
+        app.close()
+
+
 # workers draining the queue together -------------------------------------------
 
 

@@ -28,9 +28,10 @@ from eventpile.mail.query import search
 from eventpile.mail.send import SendMail
 from eventpile.mail.synthetic import write_mbox
 from eventpile.projections.operations import recent
+from eventpile.projections.queue import operation_events
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
-from tests.conftest import cli, log_end
+from tests.conftest import cli, log_end, stored_topics
 from tests.test_operations import Clock, _mbox
 from tests.test_sync import Installations
 from tests.test_sync import seen as sync_seen
@@ -207,7 +208,7 @@ def _history_bytes(home: Home) -> int:
         return int(
             db.execute(
                 "SELECT sum(length(state)) FROM stored_events "
-                "WHERE topic LIKE '%domain.operation:%'"
+                f"WHERE topic IN {stored_topics(home, *operation_events())}"
             ).fetchone()[0]
         )
     finally:

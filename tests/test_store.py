@@ -428,22 +428,24 @@ def test_an_encrypted_stored_event_shows_no_private_value() -> None:
 
 
 def test_a_stored_topic_names_no_type_without_the_keys() -> None:
-    """Sealed rows keep a keyed hash of their type's topic, one per type and key; a
-    forgetting keeps its own (the store finds them); rows of before are still read."""
+    """Sealed rows keep their type's topic encrypted, the same for each event of a type
+    (and key); a forgetting keeps its own (the store finds them); rows of before are still
+    read, and a topic that these keys did not write is refused."""
     mapper, other = sealing_mapper(), sealing_mapper()
     event = _indexed("x")
     stored = mapper.to_stored_event(event)
-    assert len(stored.topic) == 24 and int(stored.topic, 16) >= 0
-    assert "Message" not in stored.topic and stored.topic != other.to_stored_event(event).topic
+    assert ":" not in stored.topic and "Message" not in stored.topic
+    assert stored.topic != other.to_stored_event(event).topic
     assert mapper.to_stored_event(_indexed("y")).topic == stored.topic
     assert mapper.to_domain_event(stored) == event
     topics = mapper.topics
+    assert topics.reveal(stored.topic) == topic_of(MessageIndexed)
     assert {topic_of(MessageIndexed), stored.topic} <= set(topics.matching([MessageIndexed]))
     assert topics.knows(stored.topic) and topics.knows(topic_of(MessageIndexed))
-    assert not other.topics.knows(stored.topic)
     assert topics.stored(PersonForgotten) == FORGETTING
-    with pytest.raises(UnknownEvent, match="unknown here"):
-        topics.event_class(other.topics.stored(MessageIndexed)[::-1])
+    for foreign in (stored.topic, stored.topic[:-2] + "AA", "not base64!"):
+        with pytest.raises(TamperedData, match="not one this home's keys wrote"):
+            other.topics.reveal(foreign)
 
 
 # upcasting ----------------------------------------------------------------------------
