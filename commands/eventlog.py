@@ -30,7 +30,7 @@ from eventpile.domain.people import PersonForgotten
 from eventpile.projections.base import Page, Projection, RunReport, Topics, View, catch_up_together
 from eventpile.store.backend import Waiter
 from eventpile.store.cipher import RETIRED_KEY, EventCipher
-from eventpile.store.errors import StoreError
+from eventpile.store.errors import StoreError, TamperedData
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, puncture_people
 from eventpile.store.mapper import TOPIC_PURPOSE, PydanticMapper, RowReader, StoredTopics
@@ -108,6 +108,8 @@ class EventLog(LibraryApplication[uuid.UUID]):
         wanted = dict.fromkeys((*self.registry.projections, *projections))
         self.views = {p.name: View(p(), store) for p in wanted}
         self._heeded = 0
+        self._checked = 0
+        """The log's positions up to here were found whole by this process."""
         self.heed_forgettings()
 
     def construct_mapper(self) -> PydanticMapper:
@@ -213,10 +215,14 @@ class EventLog(LibraryApplication[uuid.UUID]):
         missing, the log cut (see :mod:`eventpile.store.seals`); ``[]`` if it is whole;
         None if it has no seals yet (written before them: its next write seals it)."""
         head = self.head.load()  # first: what it names is in any state of the log after
+        end = self.max_position()  # and this: the check's snapshot holds every row up to it
         problems, last, macs = cast(Sealing, self.recorder).check()
         if last is None and head is None:
             return None
-        return problems + Head.problems(head, last, macs)
+        problems += Head.problems(head, last, macs)
+        if not problems:
+            self._checked = max(self._checked, end)
+        return problems
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
         """The events of one aggregate, oldest first."""
@@ -263,10 +269,28 @@ class EventLog(LibraryApplication[uuid.UUID]):
         application's as a :class:`ForeignEvent`), or only those of ``topics``. People
         forgotten since this process last looked are heeded first (a rebuild reads here)."""
         self.heed_forgettings()
+        self._check_crossing(after, upto)
         stored = self.topics.matching(topics)
         rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
         decode = cast(PydanticMapper, self.mapper).decode
         return [(row[0], decode(*row[1:], foreign=True)) for row in rows]
+
+    def _check_crossing(self, after: int, upto: int) -> None:
+        """Stop (:class:`TamperedData`, one line) at damage among the positions a read
+        crosses that this process has not found whole yet: a row deleted there, or one no
+        seal holds; or at the log cut before this home's head (see
+        :meth:`Sealing.check_range`; a row changed there fails to decrypt as it is read)."""
+        head = self.head.load()
+        start = max(after, self._checked)
+        problems = cast(Sealing, self.recorder).check_range(
+            start, upto, None if head is None else head[0]
+        )
+        if problems:
+            raise TamperedData(
+                f"{problems[0]}; nothing was read past it (`eventpile verify` says all)"
+            )
+        if start < upto:
+            self._checked = upto
 
     def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
         position, upto = 0, self.max_position()
@@ -292,6 +316,8 @@ class EventLog(LibraryApplication[uuid.UUID]):
         if self._deferring:
             return {}
         self.heed_forgettings()
+        end = self.max_position()
+        self._check_crossing(end, end)  # the head alone: is the log cut before it?
         reports = catch_up_together(list(self.views.values()), self.written)
         self.written.clear()
         self.save_head()

@@ -339,6 +339,7 @@ class Factory(PostgresFactory):
                 if self.env_create_table():
                     _store_uncompressed(connection, recorder)
                     _drop_plaintext_views(connection)
+                    _keep_spans(connection, cast(Recorder, recorder))
                 return recorder
             finally:
                 connection.execute(
@@ -355,6 +356,20 @@ def _reason(datastore: Any, error: Exception) -> str:
     except psycopg.Error as e:
         error = e
     return " ".join(str(error).split())
+
+
+def _keep_spans(connection: Any, recorder: Recorder) -> None:
+    """See :meth:`Sealing._add_spans`."""
+    kept = connection.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s AND column_name = 'high'",
+        (recorder.datastore.schema, SEALS_TABLE),
+        prepare=False,
+    ).fetchone()
+    if kept is None:
+        with connection.transaction(), connection.cursor(row_factory=tuple_row) as cursor:
+            recorder._lock_table(cursor)
+            recorder._add_spans(cursor)
 
 
 def _drop_plaintext_views(connection: Any) -> None:

@@ -18,7 +18,12 @@ seal's entry stands for a position), and compares the rows with it:
 - the log's end cut off (rows and seals): the *head* of the home is past the last seal.
 
 The head (the number and MAC of the last seal this home wrote) is kept in the home
-beside the keys, so a cut log is caught even with its seals. What is not caught: the
+beside the keys, so a cut log is caught even with its seals.
+
+Each seal also keeps its *span*, the least and greatest position it holds, so that a
+process reading events others wrote checks the positions it crosses as it reads them
+(:meth:`Sealing.check_range`): a row deleted there, or a row no seal holds, stops it;
+a row changed there fails to decrypt as it is read. What is not caught: the
 whole home (log and head) put back to an older copy of itself; every seal and the head
 deleted (the log then looks written before seals).
 
@@ -44,6 +49,7 @@ from typing import Any, ClassVar, cast
 from eventpile.store.errors import StoreError
 
 SEALS_TABLE = "log_seals"
+SPANS_INDEX = "log_seals_high"
 PURPOSE = "log-seal"
 HASH_BYTES = 16
 MAC_BYTES = 32
@@ -98,35 +104,77 @@ class Sealer:
     ) -> tuple[list[str], Seal | None]:
         """What is wrong with the log (nothing: ``[]``), and its last seal."""
         problems = _Problems()
-        expected: dict[int, bytes] = {}
         previous: Seal | None = None
+
+        def numbered() -> Iterator[Seal]:
+            nonlocal previous
+            for seal in seals:
+                number = 0 if previous is None else previous.number + 1
+                if seal.number != number:
+                    problems.add(
+                        "seals missing",
+                        f"{number:,}–{seal.number - 1:,}"
+                        if seal.number - 1 > number
+                        else f"{number:,}",
+                    )
+                previous = seal
+                yield seal
+
+        expected = self._expected(numbered(), problems)
+        for position, originator_id, version, topic, state in rows:
+            wanted = _found(expected, position, problems)
+            if wanted and wanted != row_hash(position, originator_id, version, topic, state):
+                problems.add("{events} changed, moved or swapped", f"{position:,}")
+        _missing(expected, problems)
+        return problems.lines(), previous
+
+    def check_positions(
+        self, seals: Iterable[Seal], positions: Iterable[int], after: int, upto: int
+    ) -> list[str]:
+        """What is wrong with the positions after ``after`` up to ``upto``, of the seals
+        that hold some of them: a row deleted, or one no seal holds."""
+        problems = _Problems()
+        expected = {p: h for p, h in self._expected(seals, problems).items() if after < p <= upto}
+        for position in positions:
+            _found(expected, position, problems)
+        _missing(expected, problems)
+        return problems.lines()
+
+    def _expected(self, seals: Iterable[Seal], problems: _Problems) -> dict[int, bytes]:
+        """What each position of ``seals`` must hold (a later seal's entry stands), of
+        those whose MAC is this home's."""
+        expected: dict[int, bytes] = {}
         for seal in seals:
-            number = 0 if previous is None else previous.number + 1
-            if seal.number != number:
-                problems.add(
-                    "seals missing",
-                    f"{number:,}–{seal.number - 1:,}"
-                    if seal.number - 1 > number
-                    else f"{number:,}",
-                )
             if not hmac.compare_digest(seal.mac, self.mac(seal.number, seal.entries)):
                 problems.add(
                     "seals that are not this home's (changed, or copied in)", f"{seal.number:,}"
                 )
             else:
                 expected.update(_ENTRY.iter_unpack(seal.entries))
-            previous = seal
-        for position, originator_id, version, topic, state in rows:
-            wanted = expected.pop(position, None)
-            if wanted is None:
-                problems.add("{events} that no seal holds (added, or copied in)", f"{position:,}")
-            elif wanted == REMOVED:
-                problems.add("{events} back after a purge", f"{position:,}")
-            elif wanted != row_hash(position, originator_id, version, topic, state):
-                problems.add("{events} changed, moved or swapped", f"{position:,}")
-        for position in sorted(p for p, h in expected.items() if h != REMOVED):
-            problems.add("{events} missing (deleted)", f"{position:,}")
-        return problems.lines(), previous
+        return expected
+
+
+def span(entries: bytes) -> tuple[int, int]:
+    """The least and greatest position a seal's entries hold."""
+    positions = [p for p, _ in _ENTRY.iter_unpack(entries)]
+    return min(positions), max(positions)
+
+
+def _found(expected: dict[int, bytes], position: int, problems: _Problems) -> bytes | None:
+    """The hash a row found at ``position`` must have (None if it must not be there)."""
+    wanted = expected.pop(position, None)
+    if wanted is None:
+        problems.add("{events} that no seal holds (added, or copied in)", f"{position:,}")
+    elif wanted == REMOVED:
+        problems.add("{events} back after a purge", f"{position:,}")
+        return None
+    return wanted
+
+
+def _missing(expected: dict[int, bytes], problems: _Problems) -> None:
+    """The rows a check did not find (``expected`` holds what it did not pop)."""
+    for position in sorted(p for p, h in expected.items() if h != REMOVED):
+        problems.add("{events} missing (deleted)", f"{position:,}")
 
 
 class _Problems:
@@ -180,6 +228,15 @@ class Head:
             raise StoreError(f"{self.path} is damaged: it holds no seal of the log") from None
 
     @staticmethod
+    def cut(number: int, last: int | None) -> str:
+        """The log ends before this home's head, seal ``number``."""
+        return (
+            f"the log was replaced or cut: this home wrote its seal {number:,}, its last "
+            f"is {'none' if last is None else format(last, ',')} (or, on SQLite, "
+            "the machine lost power before its last commits reached the disk)"
+        )
+
+    @staticmethod
     def problems(
         saved: tuple[int, bytes] | None, last: Seal | None, seal_at: dict[int, bytes]
     ) -> list[str]:
@@ -188,11 +245,7 @@ class Head:
             return []
         number, mac = saved
         if last is None or number > last.number:
-            return [
-                f"the log was replaced or cut: this home wrote its seal {number:,}, its last "
-                f"is {'none' if last is None else format(last.number, ',')} (or, on SQLite, "
-                "the machine lost power before its last commits reached the disk)"
-            ]
+            return [Head.cut(number, None if last is None else last.number)]
         if seal_at.get(number) != mac:
             return [
                 f"the log's seal {number:,} is not the one this home wrote: the log was "
@@ -250,6 +303,50 @@ class Sealing:
             problems, last = self.sealer.check(seals, self._all_rows(cursor))
         return problems, last, {s.number: s.mac for s in seals}
 
+    def check_range(self, after: int, upto: int, head: int | None) -> list[str]:
+        """What is wrong with the positions after ``after`` up to ``upto``: a row deleted,
+        one no seal holds, a seal not this home's (see :meth:`Sealer.check_positions`);
+        or the log cut before the seal numbered ``head`` (this home's last). Cheap: the
+        positions and the seals that span them, read in one snapshot. Nothing for a log
+        without seals (written before them)."""
+        assert self.sealer is not None
+        table, mark = self._seals_table(), self._mark
+        with self._snapshot() as cursor:
+            cursor.execute(f"SELECT max(number) FROM {table}")
+            last = cursor.fetchone()[0]
+            if head is not None and (last is None or head > last):
+                return [Head.cut(head, last)]
+            if last is None or upto <= after:
+                return []
+            cursor.execute(
+                f"SELECT number, entries, mac FROM {table} WHERE high > {mark} AND low <= {mark} "
+                "ORDER BY number",
+                (after, upto),
+            )
+            seals = [Seal(int(n), bytes(e), bytes(m)) for n, e, m in cursor.fetchall()]
+            cursor.execute(
+                f"SELECT {self._position} FROM {self._events_table()} "
+                f"WHERE {self._position} > {mark} AND {self._position} <= {mark}",
+                (after, upto),
+            )
+            positions = [row[0] for row in cursor.fetchall()]
+        return self.sealer.check_positions(seals, positions, after, upto)
+
+    def _add_spans(self, cursor: Any) -> None:
+        """The columns of the seals' spans and their index, and the span of each seal
+        already there (a log written before seals kept one): once, when the log's tables
+        are made (the caller holds the log's write lock)."""
+        table = self._seals_table()
+        cursor.execute(f"ALTER TABLE {table} ADD COLUMN low BIGINT")
+        cursor.execute(f"ALTER TABLE {table} ADD COLUMN high BIGINT")
+        cursor.execute(f"SELECT number, entries FROM {table}")
+        spans = [(*span(bytes(entries)), number) for number, entries in cursor.fetchall()]
+        mark = self._mark
+        cursor.executemany(
+            f"UPDATE {table} SET low = {mark}, high = {mark} WHERE number = {mark}", spans
+        )
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {SPANS_INDEX} ON {table} (high)")
+
     def _all_rows(self, cursor: Any) -> Iterator[tuple[int, Any, int, str, bytes]]:
         position = 0
         while True:
@@ -282,7 +379,8 @@ class Sealing:
                 entries.setdefault(position, hashed)
         seal = self.sealer.seal(number, entries.items())
         cursor.execute(
-            f"INSERT INTO {table} VALUES ({mark}, {mark}, {mark})",
-            (seal.number, seal.entries, seal.mac),
+            f"INSERT INTO {table} (number, entries, mac, low, high) "
+            f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
+            (seal.number, seal.entries, seal.mac, min(entries), max(entries)),
         )
         self._pending = seal

@@ -73,6 +73,17 @@ class Recorder(Sealing, SQLiteApplicationRecorder):
             "entries BLOB NOT NULL, mac BLOB NOT NULL)",
         ]
 
+    def create_table(self) -> None:
+        """The tables; and the span of each seal (once, see :meth:`Sealing._add_spans`)."""
+        super().create_table()
+        with self.datastore.transaction(commit=False) as c:
+            if _spans_kept(c):
+                return
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"UPDATE {SEALS_TABLE} SET number = number WHERE 0")  # the write lock
+            if not _spans_kept(c):
+                self._add_spans(c)
+
     def _events_table(self) -> str:
         return self.events_table_name
 
@@ -291,6 +302,11 @@ def _of_streams(originator_ids: Iterable[uuid.UUID]) -> Iterator[tuple[str, list
     for start in range(0, len(ids), STREAMS_PER_QUERY):
         chunk = ids[start : start + STREAMS_PER_QUERY]
         yield f"originator_id IN ({','.join('?' * len(chunk))})", chunk
+
+
+def _spans_kept(c: Any) -> bool:
+    c.execute(f"SELECT 1 FROM pragma_table_info('{SEALS_TABLE}') WHERE name = 'high'")
+    return c.fetchone() is not None
 
 
 def check_purged(purge: Mapping[uuid.UUID, int], deleted: int) -> None:

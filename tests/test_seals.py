@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import struct
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -18,12 +19,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventpile.commands.undo import Undo
+from eventpile.domain.events import operation_scope, uuid7
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.message import MessageTagged
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store import seals
+from eventpile.store.errors import TamperedData
 from eventpile.store.home import Home
 from tests.conftest import PASSPHRASE, cli
+
+TAG = uuid.UUID(int=7)
 
 
 def _fill(app: MailApplication, mbox: Path) -> None:
@@ -265,3 +271,85 @@ def test_the_librarys_database_functions_cannot_write_around_the_seals(
         assert app.check_log() == []
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "cut"])
+def test_a_command_stops_at_damage_it_reads_across(
+    app: MailApplication, backend: str, home: Home, tmp_path: Path, damage: str
+) -> None:
+    """Another process's writes (the views not caught up with them) read after a row was
+    deleted among them, or after the end was cut off with its seals: the catch-up stops
+    with one line naming the damage, and the views fold nothing of it."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
+    behind = {name: view.position for name, view in app.views.items()}
+    writer = MailApplication(home, home.unlock(PASSPHRASE))
+    try:
+        with operation_scope(uuid7(), uuid.uuid4()):
+            for _ in range(6):  # six transactions, six seals
+                writer.append(
+                    [MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=TAG)]
+                )
+        writer.save_head()
+    finally:
+        writer.close()
+    if backend == "postgres":
+        import psycopg
+
+        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
+        table, position, mark = "eventpile_events", "notification_id", "%s"
+    else:
+        db = sqlite3.connect(home.events_db, isolation_level=None)
+        table, position, mark = "stored_events", "rowid", "?"
+    try:
+        written = [
+            p
+            for (p,) in db.execute(
+                f"SELECT {position} FROM {table} WHERE {position} > {mark} ORDER BY 1",
+                (max(behind.values()),),
+            ).fetchall()
+        ]
+        assert len(written) == 6
+        if damage == "deleted":
+            db.execute(f"DELETE FROM {table} WHERE {position} = {mark}", (written[2],))
+            says = f"the log has 1 event missing (deleted): at position {written[2]:,}"
+        else:
+            (last,) = db.execute("SELECT max(number) FROM log_seals").fetchone()
+            db.execute(f"DELETE FROM {table} WHERE {position} = {mark}", (written[-1],))
+            db.execute(f"DELETE FROM log_seals WHERE number = {mark}", (last,))
+            says = f"the log was replaced or cut: this home wrote its seal {last:,}"
+    finally:
+        db.close()
+    with pytest.raises(TamperedData) as refused:
+        app.catch_up()
+    assert str(refused.value).startswith(says) and "\n" not in str(refused.value)
+    assert {name: view.position for name, view in app.views.items()} == behind
+
+
+def test_seals_written_before_they_kept_a_span_are_given_one(
+    app: MailApplication, backend: str, home: Home, tmp_path: Path
+) -> None:
+    """A log sealed by the version before: its seals get their spans when it is opened
+    again, and reads across it are checked as any."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
+    app.close()
+    if backend == "postgres":
+        import psycopg
+
+        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
+    else:
+        db = sqlite3.connect(home.events_db, isolation_level=None)
+    try:
+        spans = db.execute("SELECT number, low, high FROM log_seals ORDER BY number").fetchall()
+        db.execute(f"DROP INDEX {seals.SPANS_INDEX}")
+        db.execute("ALTER TABLE log_seals DROP COLUMN low")
+        db.execute("ALTER TABLE log_seals DROP COLUMN high")
+        reopened = MailApplication(home, home.unlock(PASSPHRASE))
+        try:
+            again = db.execute("SELECT number, low, high FROM log_seals ORDER BY number")
+            assert again.fetchall() == spans and all(low <= high for _, low, high in spans)
+            assert reopened.check_log() == []
+            assert list(reopened.read(0, reopened.max_position(), (), 10))
+        finally:
+            reopened.close()
+    finally:
+        db.close()
