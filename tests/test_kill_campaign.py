@@ -4,7 +4,9 @@ random points, by time or once the log has reached a random number of events. Af
 each kill: the log is whole (its seals hold every row a commit wrote: none is lost but
 by a purge, which seals what it deletes), every view equals a fresh fold of the log and
 has caught up with it, each operation the views hold is in one state, and running the
-import again ends with each message indexed exactly once.
+import again ends with each message indexed exactly once. Before each run another
+installation of the user (a peer) makes a tag and syncs it to the folder, so the
+workload's syncs receive as well as send; at the end every peer's tag has arrived.
 
 ``make test`` kills it :data:`KILLS` times; ``HYPOTHESIS_PROFILE=long`` 60 times. The
 kill points come from a seeded generator: a failure names its seed and point."""
@@ -23,7 +25,8 @@ import pytest
 
 from eventpile.domain.operation import Status
 from eventpile.mail.app import MailApplication
-from eventpile.mail.commands import ImportMailbox
+from eventpile.mail.commands import ImportMailbox, TagMessages
+from eventpile.mail.query import all_tags
 from eventpile.mail.synthetic import write_mbox
 from eventpile.projections.operations import recent
 from eventpile.store.home import Home
@@ -64,13 +67,25 @@ for turn in range(1000):
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def setting(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Home, Path, Path]:
-    """A home (on SQLite, or in a fresh PostgreSQL database), a mailbox and a sync folder."""
+def setting(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Home, Path, Path, Home]:
+    """A home (on SQLite, or in a fresh PostgreSQL database), a mailbox, a sync folder,
+    and a peer: another installation with the same keys."""
     url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
     home = Home(tmp_path / "home", url)
-    home.init(PASSPHRASE)
+    peer = Home(tmp_path / "peer")
+    peer.init(PASSPHRASE, home.init(PASSPHRASE))
     (tmp_path / "folder").mkdir()
-    return home, write_mbox(tmp_path / "m.mbox", MESSAGES, seed=7), tmp_path / "folder"
+    return home, write_mbox(tmp_path / "m.mbox", MESSAGES, seed=7), tmp_path / "folder", peer
+
+
+def _peer_tags(peer: Home, folder: Path, run: int) -> None:
+    """The peer makes a tag and sends it to the folder."""
+    app = MailApplication(peer, peer.unlock(PASSPHRASE))
+    try:
+        app.execute(TagMessages(action="add", tag=f"peer{run}", query="nosuchwordanywhere"))
+        app.sync(str(folder))
+    finally:
+        app.close()
 
 
 def _kill_at(process: subprocess.Popen[bytes], home: Home, how: str, point: float) -> None:
@@ -90,12 +105,13 @@ def _kill_at(process: subprocess.Popen[bytes], home: Home, how: str, point: floa
 
 
 def test_kill_9_anywhere_leaves_a_whole_log_and_current_views(
-    setting: tuple[Home, Path, Path],
+    setting: tuple[Home, Path, Path, Home],
 ) -> None:
-    home, mbox, folder = setting
+    home, mbox, folder, peer = setting
     seed = random.randrange(2**32)
     draw = random.Random(seed)
     for run in range(KILLS):
+        _peer_tags(peer, folder, run)
         how = draw.choice(("time", "events"))
         point = (
             draw.uniform(0.2, 3.0)
@@ -142,3 +158,11 @@ def test_kill_9_anywhere_leaves_a_whole_log_and_current_views(
             assert indexed == MESSAGES, f"{where}: {indexed} messages indexed"
         finally:
             app.close()
+    app = MailApplication(home, home.unlock(PASSPHRASE))
+    try:
+        app.sync(str(folder))
+        names = {tag["name"] for tag in all_tags(app.view("messages").db)}
+        assert {f"peer{run}" for run in range(KILLS)} <= names, f"seed {seed}: a peer's tag lost"
+        assert app.check_log() == [], f"seed {seed}"
+    finally:
+        app.close()
