@@ -57,6 +57,22 @@ def _kind_of(registry: Registry, event_type: type[DomainEvent]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
 
 
+def _unbroken(events: Iterable[DomainEvent]) -> Iterator[DomainEvent]:
+    """A stream's events, each the version after the last (:class:`TamperedData`, one
+    line, at a gap: a row deleted from the log; its deleted last events show in
+    ``verify`` only)."""
+    version = 0
+    for event in events:
+        if event.originator_version != version + 1:
+            raise TamperedData(
+                f"the log has lost events of record {event.originator_id}: versions "
+                f"{version + 1:,} to {event.originator_version - 1:,} are missing "
+                "(`eventpile verify` says where)"
+            )
+        version = event.originator_version
+        yield event
+
+
 def registry_of(app_class: type[EventLog]) -> Registry:
     """The registry of an application class, made from its class attributes once."""
     found = app_class.__dict__.get("_registry")
@@ -226,7 +242,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
         """The events of one aggregate, oldest first."""
-        return cast(Iterator[DomainEvent], self.events.get(aggregate_id))
+        return _unbroken(cast(Iterator[DomainEvent], self.events.get(aggregate_id)))
 
     def load(self, cls: type[A], aggregate_id: uuid.UUID) -> A | None:
         return fold(cls, self.stream(aggregate_id))
@@ -241,7 +257,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         to_event = cast(PydanticMapper, self.mapper).to_domain_event
         for stored in cast(RowReader, self.recorder).select_streams(ids):
             streams[uuid.UUID(str(stored.originator_id))].append(to_event(stored))
-        return {aggregate_id: fold(cls, events) for aggregate_id, events in streams.items()}
+        return {
+            aggregate_id: fold(cls, _unbroken(events)) for aggregate_id, events in streams.items()
+        }
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

@@ -22,7 +22,7 @@ from eventpile.commands.undo import Undo
 from eventpile.domain.events import operation_scope, uuid7
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
-from eventpile.mail.message import MessageTagged
+from eventpile.mail.message import Message, MessageIndexed, MessageTagged
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store import seals
 from eventpile.store.errors import TamperedData
@@ -353,3 +353,37 @@ def test_seals_written_before_they_kept_a_span_are_given_one(
             reopened.close()
     finally:
         db.close()
+
+
+def test_a_record_with_an_event_deleted_is_not_folded(
+    app: MailApplication, backend: str, home: Home, tmp_path: Path
+) -> None:
+    """A command deciding on a record whose middle or first event was deleted stops with
+    one line, instead of deciding on part of its history."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 3, seed=3))
+    message = next(e.originator_id for _, e in app.all_events() if isinstance(e, MessageIndexed))
+    app.execute(TagMessages(action="add", tag="a", query="*"))
+    app.execute(TagMessages(action="add", tag="b", query="*"))
+    versions = [e.originator_version for e in app.stream(message)]
+    assert len(versions) >= 3
+    if backend == "postgres":
+        import psycopg
+
+        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
+        table, mark = "eventpile_events", "%s"
+    else:
+        db = sqlite3.connect(home.events_db, isolation_level=None)
+        table, mark = "stored_events", "?"
+    try:
+        deleted = db.execute(
+            f"DELETE FROM {table} WHERE originator_id = {mark} AND originator_version = 2 "
+            "RETURNING originator_version",
+            (message if backend == "postgres" else message.hex,),
+        ).fetchall()
+        assert deleted == [(2,)]
+    finally:
+        db.close()
+    with pytest.raises(TamperedData, match=f"lost events of record {message}: versions 2 to 2"):
+        app.load(Message, message)
+    with pytest.raises(TamperedData, match="lost events"):
+        app.load_many(Message, [message])
