@@ -33,9 +33,10 @@ from eventpile.store.cipher import RETIRED_KEY, EventCipher
 from eventpile.store.errors import StoreError, TamperedData
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, puncture_people
-from eventpile.store.mapper import TOPIC_PURPOSE, PydanticMapper, RowReader, StoredTopics
+from eventpile.store.mapper import PydanticMapper, RowReader
 from eventpile.store.people import PersonKeys, Tree
 from eventpile.store.seals import PURPOSE, Head, Seal, Sealer, Sealing
+from eventpile.store.topics import TOPIC_PURPOSE, PlainTopics, StoredTopics
 from eventpile.store.views import ViewDB
 
 A = TypeVar("A", bound=Aggregate)
@@ -115,8 +116,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         backend = home.backend()
         backend.check_log()
         super().__init__({**backend.settings(), **(env or {})})
-        cast(Sealing, self.recorder).sealer = Sealer(keyring.purpose_key(PURPOSE))
         self.head = Head(home.path / HEAD_FILE)
+        recorder = cast(Sealing, self.recorder)
+        recorder.sealer, recorder.head = Sealer(keyring.purpose_key(PURPOSE)), self.head
         store = backend.view_store(keyring)
         self._backend = backend
         self._waiter: Waiter | None = None
@@ -235,7 +237,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
         problems, last, macs = cast(Sealing, self.recorder).check()
         if last is None and head is None:
             return None
-        problems += Head.problems(head, last, macs)
+        problems += self.head.problems(head, last, macs)
         if not problems:
             self._checked = max(self._checked, end)
         return problems
@@ -288,7 +290,8 @@ class EventLog(LibraryApplication[uuid.UUID]):
         forgotten since this process last looked are heeded first (a rebuild reads here)."""
         self.heed_forgettings()
         self._check_crossing(after, upto)
-        stored = self.topics.matching(topics)
+        plain = after < cast(PlainTopics, self.recorder).plain_topics_upto()
+        stored = self.topics.matching(topics, plain=plain)
         rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
         decode = cast(PydanticMapper, self.mapper).decode
         return [(row[0], decode(*row[1:], foreign=True)) for row in rows]
@@ -298,16 +301,12 @@ class EventLog(LibraryApplication[uuid.UUID]):
         crosses that this process has not found whole yet: a row deleted there, or one no
         seal holds; or at the log cut before this home's head (see
         :meth:`Sealing.check_range`; a row changed there fails to decrypt as it is read)."""
-        head = self.head.load()
-        start = max(after, self._checked)
-        problems = cast(Sealing, self.recorder).check_range(
-            start, upto, None if head is None else head[0]
-        )
+        problems = cast(Sealing, self.recorder).check_range(max(after, self._checked), upto)
         if problems:
             raise TamperedData(
                 f"{problems[0]}; nothing was read past it (`eventpile verify` says all)"
             )
-        if start < upto:
+        if after <= self._checked < upto:  # what was found whole runs on without a gap
             self._checked = upto
 
     def all_events(self) -> Iterable[tuple[int, DomainEvent]]:

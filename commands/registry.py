@@ -19,7 +19,7 @@ from eventpile.domain.aggregate import Aggregate, DomainError
 from eventpile.domain.events import DomainEvent
 from eventpile.projections.feed import DEFAULT_RENDERER, Renderer
 from eventpile.store.errors import UnknownEvent
-from eventpile.store.mapper import topic_of
+from eventpile.store.topics import topic_of
 
 if TYPE_CHECKING:
     from eventpile.projections.base import Projection

@@ -254,8 +254,10 @@ class Exchange:
     def reseal(self, record: Record, version: int) -> StoredEvent:
         """The record's event at ``version`` of its stream here: its state as it came (it
         is sealed for that row) or, placed at another version than its writer's, sealed
-        anew for its row, keeping the version its origin wrote it at as ``born``. Either
-        way it is opened first: what does not open with this home's keys is refused."""
+        anew for its row, keeping the version its origin wrote it at as ``born``; or
+        under its topic hidden, as every event is written here, if an older version's
+        log holds it in plaintext. Either way it is opened first: what does not open with
+        this home's keys is refused."""
         state = record.state
         try:
             flags, class_version, plaintext = self.cipher.open(
@@ -266,6 +268,7 @@ class Exchange:
                 f"sync folder {self.folder.files.where}: an event of {record.origin[:8]} "
                 f"does not open with this home's keys ({error})"
             ) from None
+        topic = self.topics.hidden(record.topic)
         if version != record.version:
             compressed = flags & COMPRESSED
             plaintext = born_at(
@@ -273,13 +276,14 @@ class Exchange:
             )
             if compressed:
                 plaintext = zlib.compress(plaintext, 1)
+        if version != record.version or topic != record.topic:
             state = self.cipher.seal(
-                plaintext, record.originator_id, version, record.topic, flags, class_version
+                plaintext, record.originator_id, version, topic, flags, class_version
             )
         return StoredEvent(
             originator_id=record.originator_id,
             originator_version=version,
-            topic=record.topic,
+            topic=topic,
             state=state,
         )
 

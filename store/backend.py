@@ -64,8 +64,14 @@ class Backend(ABC):
     def created(self) -> None:  # noqa: B027  (most backends have nothing to save)
         """The home was just made: save what opening it again needs."""
 
-    def check_log(self) -> None:  # noqa: B027  (a log in a database is not lost alone)
-        """Refuse a home whose log is gone while views of it remain."""
+    def check_log(self) -> None:
+        """Refuse a home where eventpile could not keep its views (and, for a log in the
+        home, one whose log is gone while views of it remain)."""
+        if not os.access(self.home.path, os.W_OK):
+            raise StoreError(
+                f"{self.home.path} is not writable (a read-only disk, or another user's "
+                "home): eventpile reads and writes its log and views there"
+            )
 
     @abstractmethod
     def waiter(self) -> Waiter:
@@ -113,11 +119,7 @@ class SQLiteBackend(Backend):
     def check_log(self) -> None:
         """Opening the store would make a new, empty log beside the views; or could not
         open it at all (SQLite writes beside the log even to read it: its WAL index)."""
-        if not os.access(self.home.path, os.W_OK):
-            raise StoreError(
-                f"{self.home.path} is not writable (a read-only disk, or another user's "
-                "home): eventpile reads and writes its log and views there"
-            )
+        super().check_log()
         if not self.home.events_db.exists() and any(self.home.views.glob("*.db")):
             raise StoreError(
                 f"{self.home.events_db} is missing but the views hold what it had: restore "

@@ -7,7 +7,7 @@
         events.sqlite3     the event store (AES-256-GCM per event)
         views/NAME.db      one SQLCipher database per projection
         database.url       only with PostgreSQL (0600): the database that holds the
-                           events and views instead of the two above
+                           events instead of events.sqlite3 (the views stay here)
         agent.sock         while ``eventpile unlock`` holds the keys (0600, see
                            :mod:`eventpile.store.agent`)
 """
@@ -49,7 +49,7 @@ class Home:
 
     path: Path
     database_url: str | None = None
-    """A ``postgresql://`` URL: the event store and views live there (see :attr:`database`)."""
+    """A ``postgresql://`` URL: the event store lives there (see :attr:`database`)."""
 
     @property
     def key_file(self) -> Path:

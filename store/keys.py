@@ -226,6 +226,12 @@ def retire_keys(path: Path, ring: Keyring) -> None:
         document = json.loads(path.read_bytes())
         if int(document["current"]) != ring.current or "purposes" not in document:
             raise StoreError(f"the key file {path} changed during the rekey: run it again")
+        if set(KEPT) - set(document["purposes"]):  # begun by an older version: what this
+            # one keeps derives from the old keys still (see rotate_keys)
+            raise StoreError(
+                "the rekey was begun by an older version: run `eventpile rekey` again to "
+                "finish it (the old keys stay until then)"
+            )
         document["keys"] = [e for e in document["keys"] if int(e["id"]) == ring.current]
         _replace(path, document)
 

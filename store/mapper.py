@@ -7,27 +7,25 @@ the event model, upcasts old stored versions (``class_version`` with
 compresses only payloads large enough to pay for it, seals the values ``Of`` a
 person under that person's key (:mod:`eventpile.store.people`), and seals each
 payload to its row with :class:`eventpile.store.cipher.EventCipher`. A row's topic
-names its event's type to this application alone (:class:`StoredTopics`).
+names its event's type to the keys' holders alone (:mod:`eventpile.store.topics`).
 """
 
 from __future__ import annotations
 
-import base64
 import uuid
 import zlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from functools import cache, cached_property
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
-from eventsourcing.utils import get_topic
 from pydantic_core import from_json
 
 from eventpile.domain.events import ENVELOPE, DomainEvent, ForeignEvent, forgetting
 from eventpile.domain.people import PersonForgotten
 from eventpile.store.cipher import COMPRESSED, EventCipher
-from eventpile.store.errors import StoreError, TamperedData, UnknownEvent
-from eventpile.store.people import FORGETTING, PEOPLE_FRAME, PersonKeys, head_of
+from eventpile.store.errors import StoreError, UnknownEvent
+from eventpile.store.people import PEOPLE_FRAME, PersonKeys, head_of
+from eventpile.store.topics import StoredTopics
 
 # zlib (level 1) costs ~40 µs to compress and ~14 µs to decompress a 2.7 KB indexed
 # message here and saves ~45%: more than the whole budget of an append (33 µs) or a
@@ -86,95 +84,6 @@ class _Unused(Transcoder):
 
     def decode(self, data: bytes) -> Any:
         raise NotImplementedError
-
-
-@cache
-def topic_of(cls: type[DomainEvent]) -> str:
-    return get_topic(cls)
-
-
-TOPIC_PURPOSE: Final = "event-type"
-"""The purpose key of the stored topics (one that rotations keep: see
-:data:`~eventpile.store.keys.KEPT`)."""
-
-
-class EventTypes(Protocol):
-    """An application's event classes by topic (``module:Class``): its registry."""
-
-    def event_class(self, topic: str) -> type[DomainEvent]:
-        """The class of a topic (raises :class:`UnknownEvent`)."""
-        ...
-
-    def stored_topics(self, cls: type[DomainEvent]) -> list[str]:
-        """The topics the events of ``cls`` were ever written under (its module's old names)."""
-        ...
-
-    def all_topics(self) -> Iterable[str]:
-        """The :meth:`stored_topics` of every event class."""
-        ...
-
-
-class StoredTopics:
-    """What a row's topic column holds: its event's topic (``module:Class``) encrypted
-    deterministically (AES-SIV, in base64), so that it names no type to whoever reads the
-    store without the keys, while the rows of one type can still be selected, and any
-    application with the keys reads the name of a type it does not know. Without a key,
-    the topic itself. A log written before keeps its topics, and is read as it is.
-
-    A person's forgetting keeps its topic: the store finds forgettings itself, before it
-    decrypts anything, and the rows a forgetting purges are seen to go anyway."""
-
-    def __init__(self, types: EventTypes, key: bytes | None):
-        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-
-        self.types = types
-        self._siv = None if key is None else AESSIV(key)
-        self._revealed: dict[str, str] = {}
-        self._hidden: dict[str, str] = {}
-
-    def hidden(self, topic: str) -> str:
-        if self._siv is None or topic == FORGETTING:
-            return topic
-        found = self._hidden.get(topic)
-        if found is None:
-            sealed = self._siv.encrypt(topic.encode(), None)
-            found = self._hidden[topic] = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
-        return found
-
-    def reveal(self, stored: str) -> str:
-        """The topic a row's topic column holds (:class:`TamperedData` if it was changed)."""
-        found = self._revealed.get(stored)
-        if found is not None:
-            return found
-        if ":" in stored or self._siv is None:  # written before, or not hidden
-            return stored
-        from cryptography.exceptions import InvalidTag
-
-        try:
-            sealed = base64.urlsafe_b64decode(stored + "=" * (-len(stored) % 4))
-            found = self._siv.decrypt(sealed, None).decode()
-        except (ValueError, InvalidTag):
-            raise TamperedData(
-                f"a stored event's type {stored[:24]!r} is not one this home's keys wrote"
-            ) from None
-        self._revealed[stored] = found
-        return found
-
-    def stored(self, cls: type[DomainEvent]) -> str:
-        """The topic column of the events of ``cls`` written now."""
-        return self.hidden(topic_of(cls))
-
-    def knows(self, stored: str) -> bool:
-        return self.reveal(stored) in self._known
-
-    def matching(self, classes: Iterable[type[DomainEvent]]) -> list[str]:
-        """Every topic column the events of ``classes`` may have (hidden or not)."""
-        found = [t for cls in classes for t in self.types.stored_topics(cls)]
-        return list(dict.fromkeys([*found, *map(self.hidden, found)]))
-
-    @cached_property
-    def _known(self) -> frozenset[str]:
-        return frozenset(self.types.all_topics())
 
 
 class PydanticMapper(Mapper[uuid.UUID]):

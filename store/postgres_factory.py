@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -23,12 +24,13 @@ from eventpile.store.people import FORGETTING
 from eventpile.store.postgres import LOCK_KEY
 from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
 from eventpile.store.sqlite import KEY_TABLE, check_purged
+from eventpile.store.topics import PlainTopics
 
 RECEIVED_TABLE = "eventpile_received"
 """As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
 
 
-class Recorder(Sealing, PostgresApplicationRecorder):
+class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
     """The library's recorder, sending a batch of events as four arrays in binary.
 
     The library sends an array of composites in text: psycopg escapes every
@@ -75,6 +77,16 @@ class Recorder(Sealing, PostgresApplicationRecorder):
 
     def _events_table(self) -> str:
         return self.events_table.as_string(None)
+
+    def _plain_table(self) -> str:
+        return (
+            SQL("{}.{}")
+            .format(Identifier(self.datastore.schema), Identifier(self.PLAIN_TABLE))
+            .as_string(None)
+        )
+
+    def _select_plain_upto(self) -> list[Any]:
+        return self._rows(SQL(f"SELECT upto FROM {self._plain_table()}"), ())
 
     @contextmanager
     def _snapshot(self) -> Iterator[Any]:
@@ -339,7 +351,7 @@ class Factory(PostgresFactory):
                 if self.env_create_table():
                     _store_uncompressed(connection, recorder)
                     _drop_plaintext_views(connection)
-                    _keep_spans(connection, cast(Recorder, recorder))
+                    _migrate(connection, cast(Recorder, recorder))
                 return recorder
             finally:
                 connection.execute(
@@ -358,31 +370,52 @@ def _reason(datastore: Any, error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _keep_spans(connection: Any, recorder: Recorder) -> None:
-    """See :meth:`Sealing._add_spans`."""
+def _migrate(connection: Any, recorder: Recorder) -> None:
+    """Once: :meth:`Sealing._add_spans`, :meth:`PlainTopics._mark_plain_topics`."""
     kept = connection.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
         "AND table_name = %s AND column_name = 'high'",
         (recorder.datastore.schema, SEALS_TABLE),
         prepare=False,
     ).fetchone()
-    if kept is None:
-        with connection.transaction(), connection.cursor(row_factory=tuple_row) as cursor:
-            recorder._lock_table(cursor)
+    marked = connection.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AS made", (recorder._plain_table(),), prepare=False
+    ).fetchone()
+    if kept is not None and marked["made"] and recorder._select_plain_upto():
+        return
+    with connection.transaction(), connection.cursor(row_factory=tuple_row) as cursor:
+        recorder._lock_table(cursor)
+        if kept is None:
             recorder._add_spans(cursor)
+        recorder._mark_plain_topics(cursor)
 
 
 def _drop_plaintext_views(connection: Any) -> None:
     """Earlier versions kept each view in plaintext in a schema ``view_NAME`` of the
-    database; views are now each machine's own SQLCipher files, caught up from the log."""
+    database (with a ``tracking`` table); views are now each machine's own SQLCipher
+    files, caught up from the log. A schema still in use by a process of before (a lock
+    not given within 5 s), or that may not be dropped, is left for the next start."""
+    import psycopg
+
     schemas = connection.execute(
-        r"SELECT nspname FROM pg_namespace WHERE nspname LIKE 'view\_%'", prepare=False
+        r"SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
+        r"WHERE n.nspname LIKE 'view\_%' AND c.relname = 'tracking'",
+        prepare=False,
     ).fetchall()
     for row in schemas:
-        connection.execute(
-            SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(row["nspname"])),
-            prepare=False,
-        )
+        try:
+            with connection.transaction():
+                connection.execute("SET LOCAL lock_timeout = '5s'", prepare=False)
+                connection.execute(
+                    SQL("DROP SCHEMA {} CASCADE").format(Identifier(row["nspname"])),
+                    prepare=False,
+                )
+        except psycopg.Error as error:
+            warnings.warn(
+                f"the plaintext view {row['nspname']} of an earlier version stays in the "
+                f"database for now: {' '.join(str(error).split())}",
+                stacklevel=2,
+            )
 
 
 def _store_uncompressed(connection: Any, recorder: Any) -> None:

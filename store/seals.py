@@ -155,9 +155,13 @@ class Sealer:
 
 
 def span(entries: bytes) -> tuple[int, int]:
-    """The least and greatest position a seal's entries hold."""
-    positions = [p for p, _ in _ENTRY.iter_unpack(entries)]
-    return min(positions), max(positions)
+    """The least and greatest position a seal's entries hold (of a seal that holds none
+    it can read, every position: each check reads it, and finds it not this home's)."""
+    try:
+        positions = [p for p, _ in _ENTRY.iter_unpack(entries)]
+    except struct.error:
+        positions = []
+    return (min(positions), max(positions)) if positions else (0, 2**62)
 
 
 def _found(expected: dict[int, bytes], position: int, problems: _Problems) -> bytes | None:
@@ -204,12 +208,17 @@ class Head:
     """The last seal this home wrote (its number and HMAC), in a file beside the keys.
 
     Each writer replaces it after its commit (atomically, not synced: after a crash it
-    may be an older seal, which still anchors the log up to there)."""
+    may be an older seal, which still anchors the log up to there), never by an older
+    one; and no transaction writes a seal at or before it (a write on a cut log would
+    seal the cut)."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def save(self, seal: Seal) -> None:
+        saved = self.load()
+        if saved is not None and saved[0] >= seal.number:
+            return  # another process saved a later one (or the log was cut: it says so)
         temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
         temporary.write_text(f"{seal.number} {seal.mac.hex()}\n")
         temporary.replace(self.path)
@@ -227,25 +236,24 @@ class Head:
         except ValueError:
             raise StoreError(f"{self.path} is damaged: it holds no seal of the log") from None
 
-    @staticmethod
-    def cut(number: int, last: int | None) -> str:
+    def cut(self, number: int, last: int | None) -> str:
         """The log ends before this home's head, seal ``number``."""
         return (
             f"the log was replaced or cut: this home wrote its seal {number:,}, its last "
-            f"is {'none' if last is None else format(last, ',')} (or, on SQLite, "
-            "the machine lost power before its last commits reached the disk)"
+            f"is {'none' if last is None else format(last, ',')} (or, on SQLite, the "
+            "machine lost power before its last commits reached the disk: to go on with "
+            f"the log as it is, delete {self.path})"
         )
 
-    @staticmethod
     def problems(
-        saved: tuple[int, bytes] | None, last: Seal | None, seal_at: dict[int, bytes]
+        self, saved: tuple[int, bytes] | None, last: Seal | None, seal_at: dict[int, bytes]
     ) -> list[str]:
         """Are the log's seals still those this home wrote (its head, ``saved``)?"""
         if saved is None:
             return []
         number, mac = saved
         if last is None or number > last.number:
-            return [Head.cut(number, None if last is None else last.number)]
+            return [self.cut(number, None if last is None else last.number)]
         if seal_at.get(number) != mac:
             return [
                 f"the log's seal {number:,} is not the one this home wrote: the log was "
@@ -261,6 +269,8 @@ class Sealing:
     ``sealer`` and writes no seals; ``verify`` then finds its rows in none."""
 
     sealer: Sealer | None = None
+    head: Head | None = None
+    """The home's head: no seal is written at or before it, reads check the log reaches it."""
     written_seal: Seal | None = None
     """The last seal this recorder wrote and committed (the home's head is saved from it)."""
     _pending: Seal | None = None
@@ -303,27 +313,36 @@ class Sealing:
             problems, last = self.sealer.check(seals, self._all_rows(cursor))
         return problems, last, {s.number: s.mac for s in seals}
 
-    def check_range(self, after: int, upto: int, head: int | None) -> list[str]:
+    def check_range(self, after: int, upto: int) -> list[str]:
         """What is wrong with the positions after ``after`` up to ``upto``: a row deleted,
         one no seal holds, a seal not this home's (see :meth:`Sealer.check_positions`);
-        or the log cut before the seal numbered ``head`` (this home's last). Cheap: the
+        or the log cut before the home's head. Cheap: the
         positions and the seals that span them, read in one snapshot. Nothing for a log
         without seals (written before them)."""
         assert self.sealer is not None
         table, mark = self._seals_table(), self._mark
+        saved = None if self.head is None else self.head.load()  # first: see check_log
         with self._snapshot() as cursor:
             cursor.execute(f"SELECT max(number) FROM {table}")
             last = cursor.fetchone()[0]
-            if head is not None and (last is None or head > last):
-                return [Head.cut(head, last)]
+            if saved is not None and self.head is not None and (last is None or saved[0] > last):
+                return [self.head.cut(saved[0], last)]
             if last is None or upto <= after:
                 return []
             cursor.execute(
-                f"SELECT number, entries, mac FROM {table} WHERE high > {mark} AND low <= {mark} "
-                "ORDER BY number",
+                f"SELECT number, entries, mac FROM {table} "
+                f"WHERE high > {mark} AND low <= {mark} OR high IS NULL ORDER BY number",
                 (after, upto),
             )
             seals = [Seal(int(n), bytes(e), bytes(m)) for n, e, m in cursor.fetchall()]
+            if seals:  # none deleted among them (with the rows they held)
+                first, last_here = seals[0].number, seals[-1].number
+                cursor.execute(
+                    f"SELECT count(*) FROM {table} WHERE number >= {mark} AND number <= {mark}",
+                    (first, last_here),
+                )
+                if int(cursor.fetchone()[0]) != last_here - first + 1:
+                    return [f"the log has seals missing between {first:,} and {last_here:,}"]
             cursor.execute(
                 f"SELECT {self._position} FROM {self._events_table()} "
                 f"WHERE {self._position} > {mark} AND {self._position} <= {mark}",
@@ -373,6 +392,9 @@ class Sealing:
         table, mark = self._seals_table(), self._mark
         cursor.execute(f"SELECT coalesce(max(number), -1) + 1 FROM {table}")
         number = int(cursor.fetchone()[0])
+        saved = None if self.head is None else self.head.load()
+        if saved is not None and self.head is not None and saved[0] >= number:
+            raise StoreError(self.head.cut(saved[0], number - 1 if number else None))
         if number == 0:
             for position, originator_id, version, topic, state in self._all_rows(cursor):
                 hashed = row_hash(position, originator_id, version, topic, state)

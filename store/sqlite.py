@@ -28,6 +28,7 @@ from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.mapper import ExportRow, Row
 from eventpile.store.people import FORGETTING
 from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
+from eventpile.store.topics import PlainTopics
 
 STREAMS_PER_QUERY = 500
 COLUMNS = "originator_id, originator_version, topic, state"
@@ -45,7 +46,7 @@ class TunedPool(SQLiteConnectionPool):
         return connection
 
 
-class Recorder(Sealing, SQLiteApplicationRecorder):
+class Recorder(Sealing, PlainTopics, SQLiteApplicationRecorder):
     """The library's recorder, its positions an explicit ``INTEGER PRIMARY KEY``: SQLite
     keeps those through a ``VACUUM`` (it may renumber an implicit rowid), and positions
     are what views and sync count by. A log made before is converted at its first
@@ -74,15 +75,26 @@ class Recorder(Sealing, SQLiteApplicationRecorder):
         ]
 
     def create_table(self) -> None:
-        """The tables; and the span of each seal (once, see :meth:`Sealing._add_spans`)."""
+        """The tables; and once, the span of each seal (:meth:`Sealing._add_spans`) and
+        where plaintext topics end (:meth:`PlainTopics._mark_plain_topics`)."""
         super().create_table()
         with self.datastore.transaction(commit=False) as c:
-            if _spans_kept(c):
-                return
+            kept = _spans_kept(c)
+        if kept and self._select_plain_upto():
+            return
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"UPDATE {SEALS_TABLE} SET number = number WHERE 0")  # the write lock
             if not _spans_kept(c):
                 self._add_spans(c)
+            self._mark_plain_topics(c)
+
+    def _select_plain_upto(self) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            try:
+                c.execute(f"SELECT upto FROM {self.PLAIN_TABLE}")
+            except sqlite3.OperationalError:  # not made yet
+                return []
+            return list(c.fetchall())
 
     def _events_table(self) -> str:
         return self.events_table_name

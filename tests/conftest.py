@@ -23,7 +23,7 @@ from eventpile.mail.app import MailApplication
 from eventpile.mail.cli import main
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
-from eventpile.store.mapper import TOPIC_PURPOSE, StoredTopics
+from eventpile.store.topics import TOPIC_PURPOSE, StoredTopics
 
 settings.register_profile(
     "ci",

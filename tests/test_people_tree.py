@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventpile.domain.people import PersonForgotten
-from eventpile.store.mapper import topic_of
 from eventpile.store.people import DEPTH, FORGETTING, Tree
+from eventpile.store.topics import topic_of
 
 leaves = st.integers(min_value=0, max_value=2**DEPTH - 1)
 ROOT = Tree({(0, 0): bytes(range(32))})

@@ -347,3 +347,30 @@ def test_init_refuses_a_database_that_holds_an_event_log(pg_url: str, tmp_path: 
     with pytest.raises(StoreError, match="already holds an event log"):
         second.init(PASSPHRASE)
     assert not second.path.exists()
+
+
+@pytest.mark.postgres
+def test_the_plaintext_views_of_an_earlier_version_are_dropped(pg_url: str, tmp_path: Path) -> None:
+    """Only eventpile's (a schema view_NAME with its tracking table); another's stays."""
+    from eventpile.store.postgres import connect
+
+    with connect(pg_url) as db:
+        db.execute("CREATE SCHEMA view_messages")
+        db.execute("CREATE TABLE view_messages.tracking (name TEXT PRIMARY KEY)")
+        db.execute("CREATE TABLE view_messages.messages (subject TEXT)")
+        db.execute("INSERT INTO view_messages.messages VALUES ('a private subject')")
+        db.execute("CREATE SCHEMA view_of_someone_else")
+        db.execute("CREATE TABLE view_of_someone_else.tracking (name TEXT)")
+        db.execute("DROP TABLE view_of_someone_else.tracking")
+        db.execute("CREATE TABLE view_of_someone_else.kept (x INT)")
+        db.commit()
+    home = Home(tmp_path / "home", database_url=pg_url)
+    MailApplication(home, home.init(PASSPHRASE)).close()
+    with connect(pg_url) as db:
+        schemas = {
+            name
+            for (name,) in db.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'view%'"
+            ).fetchall()
+        }
+    assert schemas == {"view_of_someone_else"}

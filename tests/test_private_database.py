@@ -15,9 +15,11 @@ that the search finds what is there.
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -28,14 +30,16 @@ from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from eventpile.mail.language import words
 from eventpile.mail.mailparse import ParsedMail, read_mailbox
+from eventpile.mail.message import MessageIndexed
+from eventpile.mail.query import parse_query, search
 from eventpile.mail.send import SendMail
+from eventpile.mail.synthetic import write_mbox
 from eventpile.store.home import Home
+from eventpile.store.topics import PlainTopics, StoredTopics
 from eventpile.testing.postgres import Server as PostgresServer
 from tests.conftest import PASSPHRASE
 from tests.test_send import Server as SmtpServer
 from tests.test_send import free_port
-
-pytestmark = pytest.mark.postgres
 
 TAGS = ("Quillwort", "Marzipanfeld", "Zanzibarite")
 SENT = ("Quentin Blakemore <quentin.blakemore@example.net>", ["Ottoline <ottoline@example.org>"])
@@ -120,6 +124,7 @@ def used_store(
     yield pg_url
 
 
+@pytest.mark.postgres
 def test_a_dump_of_the_database_holds_no_private_value(
     used_store: str, pg_server: PostgresServer, corpus: Path
 ) -> None:
@@ -140,3 +145,42 @@ def test_a_dump_of_the_database_holds_no_private_value(
     leaked = sorted(private & byte_words)
     assert not leaked, f"{len(leaked)} private words in the dump's bytes: {leaked[:40]}"
     assert len(private) > 10_000  # the corpus's words were looked for
+
+
+def test_reads_name_a_type_in_plaintext_only_where_a_log_of_before_has_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log whose first events an older version wrote, with plaintext topics: a read
+    that reaches them asks for both names of each type, a read past them only for the
+    hidden ones, and a rebuild finds every event either way."""
+    home = Home(tmp_path / "home")
+    old = MailApplication(home, home.init(PASSPHRASE))
+    monkeypatch.setattr(old.mapper, "topics", StoredTopics(old.registry, None))  # as before
+    old.execute(ImportMailbox(path=write_mbox(tmp_path / "old.mbox", 5, seed=1)))
+    old.close()
+    monkeypatch.undo()
+    with sqlite3.connect(home.events_db) as db:
+        db.execute("DROP TABLE eventpile_plain_topics")  # a log of before has none
+    app = MailApplication(home, home.unlock(PASSPHRASE))
+    try:
+        plain_end = cast(PlainTopics, app.recorder).plain_topics_upto()
+        app.execute(ImportMailbox(path=write_mbox(tmp_path / "new.mbox", 5, seed=2)))
+        assert 0 < plain_end < app.max_position()
+        asked: list[tuple[int, list[str]]] = []
+        select = cast(Any, app.recorder).select_rows
+
+        def spying(after: int, upto: int, topics: list[str], limit: int) -> Any:
+            asked.append((after, list(topics)))
+            return select(after, upto, topics, limit)
+
+        monkeypatch.setattr(app.recorder, "select_rows", spying)
+        app.view("messages").rebuild(app)
+        assert search(app.view("messages").db, parse_query("*"))["total"] == 10
+        assert asked[0][0] < plain_end and any(":" in t for t in asked[0][1])
+        asked.clear()
+        page = app.read(plain_end, app.max_position(), (MessageIndexed,), 100)
+        hidden = app.topics.matching([MessageIndexed], plain=False)
+        assert len(page) == 5 and asked == [(plain_end, hidden)]
+        assert app.topics.stored(MessageIndexed) in hidden and not any(":" in t for t in hidden)
+    finally:
+        app.close()

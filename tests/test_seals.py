@@ -25,7 +25,7 @@ from eventpile.mail.commands import ImportMailbox, TagMessages
 from eventpile.mail.message import Message, MessageIndexed, MessageTagged
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store import seals
-from eventpile.store.errors import TamperedData
+from eventpile.store.errors import StoreError, TamperedData
 from eventpile.store.home import Home
 from tests.conftest import PASSPHRASE, cli
 
@@ -319,10 +319,17 @@ def test_a_command_stops_at_damage_it_reads_across(
             says = f"the log was replaced or cut: this home wrote its seal {last:,}"
     finally:
         db.close()
+    if damage == "deleted":  # a read of what follows first (a search, say) checks that alone
+        assert len(app.read(written[3], written[-1], (), 10)) == 2
     with pytest.raises(TamperedData) as refused:
         app.catch_up()
     assert str(refused.value).startswith(says) and "\n" not in str(refused.value)
     assert {name: view.position for name, view in app.views.items()} == behind
+    if damage == "cut":  # and no write seals the cut log, nor lowers the head
+        saved = app.head.load()
+        with pytest.raises(StoreError, match="the log was replaced or cut"):
+            app.execute(TagMessages(action="add", tag="after", query="*"))
+        assert app.head.load() == saved and app.max_position() == written[-2]
 
 
 def test_seals_written_before_they_kept_a_span_are_given_one(

@@ -38,8 +38,9 @@ from eventpile.store.errors import (
 )
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, create_key_file, open_key_file
-from eventpile.store.mapper import COMPRESS_OVER, PydanticMapper, StoredTopics, topic_of
+from eventpile.store.mapper import COMPRESS_OVER, PydanticMapper
 from eventpile.store.people import FORGETTING
+from eventpile.store.topics import StoredTopics, topic_of
 from tests.strategies import event_classes, json_values, model_strategy
 
 PASSPHRASE = "a passphrase"
@@ -561,17 +562,22 @@ def test_a_rotation_under_way_keeps_the_purpose_keys_a_newer_version_keeps(
     tmp_path: Path, quick_kdf: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rekey begun by a version that kept fewer purpose keys, and finished by this one:
-    the ones this version keeps (the log's seals' key) are the same before and after."""
+    the ones this version keeps (the log's seals' key, the topics') are the same before
+    and after; the old keys are not retired before they are kept."""
     from eventpile.store import keys
 
     path = tmp_path / "keys.json"
     create_key_file(path, PASSPHRASE)
-    before = open_key_file(path, PASSPHRASE).purpose_key("log-seal")
+    kept = ("log-seal", "event-type")
+    before = [open_key_file(path, PASSPHRASE).purpose_key(p) for p in kept]
     monkeypatch.setattr(keys, "KEPT", ("message-id", "person"))  # the older version's
-    keys.rotate_keys(path, PASSPHRASE)
+    begun = keys.rotate_keys(path, PASSPHRASE)
     monkeypatch.undo()
+    with pytest.raises(StoreError, match="begun by an older version"):
+        keys.retire_keys(path, begun)  # (a worker finishing it: the keys stay)
+    assert [open_key_file(path, PASSPHRASE).purpose_key(p) for p in kept] == before
     ring = keys.rotate_keys(path, PASSPHRASE)  # this version goes on with the rotation
     keys.retire_keys(path, ring)
     after = open_key_file(path, PASSPHRASE)
     assert list(after.keys) == [ring.current]
-    assert after.purpose_key("log-seal") == before
+    assert [after.purpose_key(p) for p in kept] == before
