@@ -26,6 +26,9 @@ from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
 from eventpile.store.sqlite import KEY_TABLE, check_purged
 from eventpile.store.topics import PlainTopics
 
+PIPELINED_UPTO = 1000
+"""An append of more events than this is sent without psycopg's pipeline: one of 30,000
+tag events stalled in it for good, the server and the client each waiting to read."""
 RECEIVED_TABLE = "eventpile_received"
 """As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
 
@@ -77,6 +80,17 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
 
     def _events_table(self) -> str:
         return self.events_table.as_string(None)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+        """The library's pipelined insert, or for many events, the same statements in a
+        plain transaction (see :data:`PIPELINED_UPTO`)."""
+        if len(stored_events) <= PIPELINED_UPTO:
+            return super().insert_events(stored_events, **kwargs)
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            positions = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        self._settle()
+        return positions
 
     def _plain_table(self) -> str:
         return (

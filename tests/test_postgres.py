@@ -374,3 +374,31 @@ def test_the_plaintext_views_of_an_earlier_version_are_dropped(pg_url: str, tmp_
             ).fetchall()
         }
     assert schemas == {"view_of_someone_else"}
+
+
+@pytest.mark.postgres
+def test_a_large_append_is_one_transaction_and_conflicts_as_any(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """More events than go through psycopg's pipeline (where 30,000 once stalled): all
+    written, sealed, in one transaction; one that conflicts writes none of them."""
+    from eventpile.domain.events import operation_scope, uuid7
+    from eventpile.mail.message import MessageTagged
+    from eventpile.store.postgres_factory import PIPELINED_UPTO
+
+    home = Home(tmp_path / "home", database_url=pg_url)
+    app = MailApplication(home, home.init(PASSPHRASE))
+    try:
+        count = 3 * PIPELINED_UPTO
+        with operation_scope(uuid7(), uuid.uuid4()):
+            events = [
+                MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
+                for _ in range(count)
+            ]
+            positions = app.append(events)
+            assert len(positions) == count and app.max_position() == positions[-1]
+            with pytest.raises(Conflict):
+                app.append(events[-PIPELINED_UPTO - 5 :])  # written already
+        assert app.max_position() == positions[-1] and app.check_log() == []
+    finally:
+        app.close()
