@@ -53,6 +53,18 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, H
     yield homes[0], homes[1]
 
 
+def _raw_log(backend: str, home: Home) -> tuple[Any, str, str, str]:
+    """A connection to the home's log past eventpile (as whoever has the disk or the
+    server could write), its events table, position column and parameter mark."""
+    if backend == "postgres":
+        import psycopg
+
+        url = home.database_file.read_text().strip()
+        return psycopg.connect(url, autocommit=True), "eventpile_events", "notification_id", "%s"
+    db = sqlite3.connect(home.events_db, isolation_level=None)
+    return db, "stored_events", "rowid", "?"
+
+
 def _rows(db: sqlite3.Connection) -> list[int]:
     return [p for (p,) in db.execute("SELECT rowid FROM stored_events ORDER BY rowid")]
 
@@ -230,14 +242,7 @@ def test_damage_is_found_on_each_backend(
     """On PostgreSQL the rows are changed through the server, as its administrator could."""
     _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
     assert app.check_log() == []
-    if backend == "postgres":
-        import psycopg
-
-        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
-        table, position, mark = "eventpile_events", "notification_id", "%s"
-    else:
-        db = sqlite3.connect(home.events_db, isolation_level=None)
-        table, position, mark = "stored_events", "rowid", "?"
+    db, table, position, mark = _raw_log(backend, home)
     try:
         positions = [p for (p,) in db.execute(f"SELECT {position} FROM {table} ORDER BY 1")]
         gone, first, second = positions[3], positions[5], positions[-2]
@@ -292,14 +297,7 @@ def test_a_command_stops_at_damage_it_reads_across(
         writer.save_head()
     finally:
         writer.close()
-    if backend == "postgres":
-        import psycopg
-
-        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
-        table, position, mark = "eventpile_events", "notification_id", "%s"
-    else:
-        db = sqlite3.connect(home.events_db, isolation_level=None)
-        table, position, mark = "stored_events", "rowid", "?"
+    db, table, position, mark = _raw_log(backend, home)
     try:
         written = [
             p
@@ -339,12 +337,7 @@ def test_seals_written_before_they_kept_a_span_are_given_one(
     again, and reads across it are checked as any."""
     _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
     app.close()
-    if backend == "postgres":
-        import psycopg
-
-        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
-    else:
-        db = sqlite3.connect(home.events_db, isolation_level=None)
+    db = _raw_log(backend, home)[0]
     try:
         spans = db.execute("SELECT number, low, high FROM log_seals ORDER BY number").fetchall()
         db.execute(f"DROP INDEX {seals.SPANS_INDEX}")
@@ -373,14 +366,7 @@ def test_a_record_with_an_event_deleted_is_not_folded(
     app.execute(TagMessages(action="add", tag="b", query="*"))
     versions = [e.originator_version for e in app.stream(message)]
     assert len(versions) >= 3
-    if backend == "postgres":
-        import psycopg
-
-        db: Any = psycopg.connect(home.database_file.read_text().strip(), autocommit=True)
-        table, mark = "eventpile_events", "%s"
-    else:
-        db = sqlite3.connect(home.events_db, isolation_level=None)
-        table, mark = "stored_events", "?"
+    db, table, _, mark = _raw_log(backend, home)
     try:
         deleted = db.execute(
             f"DELETE FROM {table} WHERE originator_id = {mark} AND originator_version = 2 "
