@@ -40,8 +40,6 @@ from eventpile.store.topics import TOPIC_PURPOSE, PlainTopics, StoredTopics
 from eventpile.store.views import ViewDB
 
 A = TypeVar("A", bound=Aggregate)
-HEAD_FILE = "log-head"
-"""The home's anchor of its log: its last seal (:class:`~eventpile.store.seals.Head`)."""
 
 
 class Conflict(Exception):
@@ -116,7 +114,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
         backend = home.backend()
         backend.check_log()
         super().__init__({**backend.settings(), **(env or {})})
-        self.head = Head(home.path / HEAD_FILE)
+        self.head = Head(home.head_file)
         recorder = cast(Sealing, self.recorder)
         recorder.sealer, recorder.head = Sealer(keyring.purpose_key(PURPOSE)), self.head
         store = backend.view_store(keyring)
@@ -126,8 +124,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         wanted = dict.fromkeys((*self.registry.projections, *projections))
         self.views = {p.name: View(p(), store) for p in wanted}
         self._heeded = 0
-        self._checked = 0
-        """The log's positions up to here were found whole by this process."""
+        self._checked = (0, 0)
+        """The log's positions from here (after the first) to there were found whole by
+        this process."""
         self.heed_forgettings()
 
     def construct_mapper(self) -> PydanticMapper:
@@ -239,7 +238,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
             return None
         problems += self.head.problems(head, last, macs)
         if not problems:
-            self._checked = max(self._checked, end)
+            self._checked = (0, end)
         return problems
 
     def stream(self, aggregate_id: uuid.UUID) -> Iterator[DomainEvent]:
@@ -301,13 +300,15 @@ class EventLog(LibraryApplication[uuid.UUID]):
         crosses that this process has not found whole yet: a row deleted there, or one no
         seal holds; or at the log cut before this home's head (see
         :meth:`Sealing.check_range`; a row changed there fails to decrypt as it is read)."""
-        problems = cast(Sealing, self.recorder).check_range(max(after, self._checked), upto)
+        low, high = self._checked
+        start = max(after, high) if low <= after <= high else after
+        problems = cast(Sealing, self.recorder).check_range(start, upto)
         if problems:
             raise TamperedData(
                 f"{problems[0]}; nothing was read past it (`eventpile verify` says all)"
             )
-        if after <= self._checked < upto:  # what was found whole runs on without a gap
-            self._checked = upto
+        if start < upto:  # what was found whole, if it runs on without a gap
+            self._checked = (low, upto) if start == high else (start, upto)
 
     def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
         position, upto = 0, self.max_position()

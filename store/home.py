@@ -6,6 +6,8 @@
         keys.json          data keys, wrapped by the passphrase (0600)
         events.sqlite3     the event store (AES-256-GCM per event)
         views/NAME.db      one SQLCipher database per projection
+        log-head           the last seal of the log this home wrote (see
+                           :mod:`eventpile.store.seals`)
         database.url       only with PostgreSQL (0600): the database that holds the
                            events instead of events.sqlite3 (the views stay here)
         agent.sock         while ``eventpile unlock`` holds the keys (0600, see
@@ -68,6 +70,11 @@ class Home:
         return self.path / "views"
 
     @property
+    def head_file(self) -> Path:
+        """The home's anchor of its log: its last seal (:class:`~eventpile.store.seals.Head`)."""
+        return self.path / "log-head"
+
+    @property
     def database_file(self) -> Path:
         return self.path / "database.url"
 
@@ -101,6 +108,7 @@ class Home:
             raise StoreError("the passphrase must not be empty")
         backend = self.backend()
         backend.check_new()
+        self.head_file.unlink(missing_ok=True)  # of a log that is not this home's
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.views.mkdir(exist_ok=True, mode=0o700)
         backend.created()

@@ -9,11 +9,17 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
@@ -81,14 +87,28 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
     def _events_table(self) -> str:
         return self.events_table.as_string(None)
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
-        """The library's pipelined insert, or for many events, the same statements in a
-        plain transaction (see :data:`PIPELINED_UPTO`)."""
-        if len(stored_events) <= PIPELINED_UPTO:
-            return super().insert_events(stored_events, **kwargs)
-        with self.datastore.transaction(commit=True) as curs:
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            positions = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        """As the library's, pipelined (for up to :data:`PIPELINED_UPTO` events), except
+        that an error inside rolls the transaction back: the library's keeps it for after
+        its transaction, which commits what was written (a seal refused, say)."""
+        if not stored_events:
+            return []
+        try:
+            pipelined = len(stored_events) <= PIPELINED_UPTO
+            with (
+                self.datastore.get_connection() as conn,
+                conn.pipeline() if pipelined else nullcontext() as pipeline,
+                conn.transaction(),
+                conn.cursor() as curs,
+            ):
+                self._insert_stored_events(curs, stored_events, **kwargs)
+                if pipeline is not None:
+                    pipeline.sync()
+                positions = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        except BaseException:
+            self._pending = None
+            raise
         self._settle()
         return positions
 

@@ -291,7 +291,11 @@ class Sealing:
         raise NotImplementedError
 
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
-        positions = cast(Any, super()).insert_events(stored_events, **kwargs)
+        try:
+            positions = cast(Any, super()).insert_events(stored_events, **kwargs)
+        except BaseException:
+            self._pending = None  # its transaction did not commit
+            raise
         self._settle()
         return positions
 

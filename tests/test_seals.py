@@ -327,6 +327,10 @@ def test_a_command_stops_at_damage_it_reads_across(
         saved = app.head.load()
         with pytest.raises(StoreError, match="the log was replaced or cut"):
             app.execute(TagMessages(action="add", tag="after", query="*"))
+        with operation_scope(uuid7(), uuid.uuid4()), pytest.raises(StoreError, match="cut"):
+            app.append(  # straight to the store: its seal is refused, its rows roll back
+                [MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=TAG)]
+            )
         assert app.head.load() == saved and app.max_position() == written[-2]
 
 
