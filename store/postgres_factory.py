@@ -129,6 +129,9 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             cast(Any, curs).row_factory = tuple_row
             yield curs
 
+    def _scalar(self, sql: str) -> Any:
+        return self._rows(SQL(sql), ())[0][0]
+
     def _seals_table(self) -> str:
         schema = Identifier(self.datastore.schema)
         return SQL("{}.{}").format(schema, Identifier(SEALS_TABLE)).as_string(None)

@@ -290,6 +290,10 @@ class Sealing:
         """A cursor in a read-only transaction that sees one state of the log throughout."""
         raise NotImplementedError
 
+    def _scalar(self, sql: str) -> Any:
+        """The one value of one query."""
+        raise NotImplementedError
+
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
         try:
             positions = cast(Any, super()).insert_events(stored_events, **kwargs)
@@ -326,6 +330,11 @@ class Sealing:
         assert self.sealer is not None
         table, mark = self._seals_table(), self._mark
         saved = None if self.head is None else self.head.load()  # first: see check_log
+        if upto <= after:  # the head alone: one statement, no snapshot
+            if saved is None or self.head is None:
+                return []
+            last = self._scalar(f"SELECT max(number) FROM {table}")
+            return [self.head.cut(saved[0], last)] if last is None or saved[0] > last else []
         with self._snapshot() as cursor:
             cursor.execute(f"SELECT max(number) FROM {table}")
             last = cursor.fetchone()[0]

@@ -99,6 +99,11 @@ class Recorder(Sealing, PlainTopics, SQLiteApplicationRecorder):
     def _events_table(self) -> str:
         return self.events_table_name
 
+    def _scalar(self, sql: str) -> Any:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql)
+            return c.fetchone()[0]
+
     @contextmanager
     def _snapshot(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=False) as c:  # one BEGIN: one snapshot (WAL)
