@@ -185,12 +185,11 @@ class MessageIndex(Projection):
 
     def apply_page(self, db: ViewDB, events: Sequence[tuple[int, DomainEvent]]) -> None:
         """Some writes are made at the page's end. Tag membership (which nothing else
-        in a page reads) in order, each run of adds or removals in one statement. On
-        SQLite, the full-text index's changes, in rowid order: FTS5 writes out what it
+        in a page reads) in order, each run of adds or removals in one statement. The
+        full-text index's changes, in rowid order: FTS5 writes out what it
         holds each time a rowid goes down (mail is not in date order, and an undo
         removes it newest first). That doubled the cost of indexing a message and made
-        removing one 15 times dearer. On PostgreSQL, the messages' rows are written in
-        batches (see :meth:`PageWrites.index`), not a statement and round trip each."""
+        removing one 15 times dearer."""
         page = PageWrites()
         # whether a message is indexed, and with what, is the latest write (a sync brings
         # what two installations did at once in either order)

@@ -45,8 +45,7 @@ TEXT_FIELDS = {
 OTHER_FIELDS = ("tag", "is", "id", "thread", "date", "after", "before")
 MAX_TERMS = 32
 """Terms a query may have. Each tag is a subquery: SQLite refuses a few hundred (its
-expression tree grows too deep), and PostgreSQL took 8 s to plan 100 (0.2 s for 32)
-and minutes and gigabytes for 1,200."""
+expression tree grows too deep)."""
 
 
 class QueryError(ValueError):

@@ -70,7 +70,7 @@ class Databases:
 
     @contextmanager
     def home(self, passphrase: str = PASSPHRASE) -> Iterator[tuple[Home, Keyring]]:
-        """A new home whose events and views live in a new database."""
+        """A new home whose events live in a new database (its views in the home)."""
         name = f"bench_{uuid.uuid4().hex[:12]}"
         with connect(self.admin_url) as admin:
             admin.execute(f"CREATE DATABASE {name}")
