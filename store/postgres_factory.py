@@ -59,7 +59,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         self.insert_events_statement = SQL(
             "INSERT INTO {table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
+            "RETURNING notification_id, originator_id, originator_version"
         ).format(table=self.events_table, id_type=Identifier(datastore.originator_id_type))
         self.received_table = SQL("{}.{}").format(
             Identifier(datastore.schema), Identifier(RECEIVED_TABLE)
@@ -136,23 +136,21 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         schema = Identifier(self.datastore.schema)
         return SQL("{}.{}").format(schema, Identifier(SEALS_TABLE)).as_string(None)
 
-    def _written(
-        self, curs: Any, stored_events: Sequence[StoredEvent], positions: Sequence[int]
-    ) -> dict[int, bytes]:
-        """The seal entries of the rows just inserted (by their row: see below)."""
-        curs.execute(
-            SQL(
-                "SELECT originator_id, originator_version, notification_id FROM {} "
-                "WHERE notification_id = ANY(%s)"
-            ).format(self.events_table),
-            (list(positions),),
-        )
-        at = {(uuid.UUID(str(i)), v): p for i, v, p in curs.fetchall()}
-        entries = {}
-        for e in stored_events:
-            p = at[uuid.UUID(str(e.originator_id)), e.originator_version]
-            entries[p] = row_hash(p, e.originator_id, e.originator_version, e.topic, e.state)
-        return entries
+    @staticmethod
+    def _inserted(
+        curs: Any, stored_events: Sequence[StoredEvent]
+    ) -> tuple[list[int], dict[int, bytes]]:
+        """The positions of the rows the insert just returned, in the order of
+        ``stored_events`` (RETURNING's order is not promised), and their seal entries."""
+        at = {(uuid.UUID(str(i)), v): p for p, i, v in curs.fetchall()}
+        positions = [
+            at[uuid.UUID(str(e.originator_id)), e.originator_version] for e in stored_events
+        ]
+        entries = {
+            p: row_hash(p, e.originator_id, e.originator_version, e.topic, e.state)
+            for p, e in zip(positions, stored_events, strict=True)
+        }
+        return positions, entries
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -178,27 +176,15 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
     ) -> list[int]:
         """The positions, and where each of ``received`` came from (see
         :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
-        positions = [row[0] for row in curs.fetchall()]
-        self._seal(curs, self._written(curs, stored_events, positions))
-        if received:  # each by its row (RETURNING's order is not promised)
+        positions, entries = self._inserted(curs, stored_events)
+        self._seal(curs, entries)
+        if received:
             curs.execute(
                 SQL(
-                    "INSERT INTO {received} (position, origin, seq) "
-                    "SELECT e.notification_id, r.origin, r.seq FROM unnest("
-                    "%s::{id_type}[], %s::bigint[], %s::text[], %s::bigint[]"
-                    ") AS r(oid, version, origin, seq) JOIN {table} e "
-                    "ON e.originator_id = r.oid AND e.originator_version = r.version"
-                ).format(
-                    received=self.received_table,
-                    id_type=Identifier(self.datastore.originator_id_type),
-                    table=self.events_table,
-                ),
-                (
-                    [e.originator_id for e in stored_events],
-                    [e.originator_version for e in stored_events],
-                    [o for o, _ in received],
-                    [s for _, s in received],
-                ),
+                    "INSERT INTO {} (position, origin, seq) "
+                    "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
+                ).format(self.received_table),
+                (positions, [o for o, _ in received], [s for _, s in received]),
             )
         return positions
 
@@ -210,7 +196,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         its statements raises (it keeps the error for after the transaction)."""
         with self.datastore.transaction(commit=True) as curs:
             self._insert_stored_events(curs, stored_events)
-            positions = [cast(tuple[int], row)[0] for row in curs.fetchall()]
+            positions, entries = self._inserted(curs, stored_events)
             curs.execute(
                 SQL(
                     "DELETE FROM {} WHERE originator_id = ANY(%s) RETURNING notification_id"
@@ -219,7 +205,6 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             )
             deleted = [cast(tuple[int], row)[0] for row in curs.fetchall()]
             check_purged(purge, len(deleted))
-            entries = self._written(curs, stored_events, positions)
             self._seal(curs, entries | dict.fromkeys(deleted, REMOVED))
         self._settle()
         return positions
