@@ -201,8 +201,8 @@ class MessageIndex(Projection):
                 if isinstance(e, MessageIndexed | MessageRemoved)
             ],
         )
-        for position, event in events:
-            self._apply(db, event, position, page, latest)
+        for _, event in events:
+            self._apply(db, event, page, latest)
         page.write(db)
         # whose messages the log holds, indexed now or not (what ``forget`` may forget)
         senders = {
@@ -217,12 +217,7 @@ class MessageIndex(Projection):
             )
 
     def _apply(
-        self,
-        db: ViewDB,
-        event: DomainEvent,
-        position: int,
-        page: PageWrites,
-        latest: set[uuid.UUID],
+        self, db: ViewDB, event: DomainEvent, page: PageWrites, latest: set[uuid.UUID]
     ) -> None:
         match event:
             case MessageIndexed() if event.event_id in latest:
