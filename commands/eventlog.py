@@ -72,6 +72,12 @@ def _unbroken(events: Iterable[DomainEvent]) -> Iterator[DomainEvent]:
         yield event
 
 
+def _stop_at(problems: list[str]) -> None:
+    """Refuse to read on (:class:`TamperedData`, one line) at the first of ``problems``."""
+    if problems:
+        raise TamperedData(f"{problems[0]}; nothing was read past it (`eventpile verify` says all)")
+
+
 def registry_of(app_class: type[EventLog]) -> Registry:
     """The registry of an application class, made from its class attributes once."""
     found = app_class.__dict__.get("_registry")
@@ -302,13 +308,12 @@ class EventLog(LibraryApplication[uuid.UUID]):
         :meth:`Sealing.check_range`; a row changed there fails to decrypt as it is read)."""
         low, high = self._checked
         start = max(after, high) if low <= after <= high else after
-        problems = cast(Sealing, self.recorder).check_range(start, upto)
-        if problems:
-            raise TamperedData(
-                f"{problems[0]}; nothing was read past it (`eventpile verify` says all)"
-            )
-        if start < upto:  # what was found whole, if it runs on without a gap
-            self._checked = (low, upto) if start == high else (start, upto)
+        recorder = cast(Sealing, self.recorder)
+        if start >= upto:  # found whole already: the head alone
+            _stop_at(recorder.check_head())
+            return
+        _stop_at(recorder.check_range(start, upto))
+        self._checked = (low, upto) if start == high else (start, upto)
 
     def all_events(self) -> Iterable[tuple[int, DomainEvent]]:
         position, upto = 0, self.max_position()
@@ -334,8 +339,7 @@ class EventLog(LibraryApplication[uuid.UUID]):
         if self._deferring:
             return {}
         self.heed_forgettings()
-        end = self.max_position()
-        self._check_crossing(end, end)  # the head alone: is the log cut before it?
+        _stop_at(cast(Sealing, self.recorder).check_head())
         reports = catch_up_together(list(self.views.values()), self.written)
         self.written.clear()
         self.save_head()

@@ -236,24 +236,26 @@ class Head:
         except ValueError:
             raise StoreError(f"{self.path} is damaged: it holds no seal of the log") from None
 
-    def cut(self, number: int, last: int | None) -> str:
-        """The log ends before this home's head, seal ``number``."""
-        return (
-            f"the log was replaced or cut: this home wrote its seal {number:,}, its last "
+    def cut(self, saved: tuple[int, bytes] | None, last: int | None) -> list[str]:
+        """Does the log (its last seal ``last``, None: none) end before this home's head
+        (``saved``, as :meth:`load` read it)?"""
+        if saved is None or (last is not None and saved[0] <= last):
+            return []
+        return [
+            f"the log was replaced or cut: this home wrote its seal {saved[0]:,}, its last "
             f"is {'none' if last is None else format(last, ',')} (or, on SQLite, the "
             "machine lost power before its last commits reached the disk: to go on with "
             f"the log as it is, delete {self.path})"
-        )
+        ]
 
     def problems(
         self, saved: tuple[int, bytes] | None, last: Seal | None, seal_at: dict[int, bytes]
     ) -> list[str]:
         """Are the log's seals still those this home wrote (its head, ``saved``)?"""
-        if saved is None:
-            return []
+        cut = self.cut(saved, None if last is None else last.number)
+        if saved is None or cut:
+            return cut
         number, mac = saved
-        if last is None or number > last.number:
-            return [self.cut(number, None if last is None else last.number)]
         if seal_at.get(number) != mac:
             return [
                 f"the log's seal {number:,} is not the one this home wrote: the log was "
@@ -321,27 +323,34 @@ class Sealing:
             problems, last = self.sealer.check(seals, self._all_rows(cursor))
         return problems, last, {s.number: s.mac for s in seals}
 
+    def _saved_head(self) -> tuple[int, bytes] | None:
+        return None if self.head is None else self.head.load()
+
+    def _cut(self, saved: tuple[int, bytes] | None, last: int | None) -> list[str]:
+        return [] if self.head is None else self.head.cut(saved, last)
+
+    def check_head(self) -> list[str]:
+        """Is the log cut before the home's head? One statement, no snapshot."""
+        saved = self._saved_head()
+        if saved is None:
+            return []
+        return self._cut(saved, self._scalar(f"SELECT max(number) FROM {self._seals_table()}"))
+
     def check_range(self, after: int, upto: int) -> list[str]:
-        """What is wrong with the positions after ``after`` up to ``upto``: a row deleted,
-        one no seal holds, a seal not this home's (see :meth:`Sealer.check_positions`);
-        or the log cut before the home's head. Cheap: the
-        positions and the seals that span them, read in one snapshot. Nothing for a log
-        without seals (written before them)."""
+        """What is wrong with the positions after ``after`` up to ``upto`` (more than
+        none): a row deleted, one no seal holds, a seal not this home's (see
+        :meth:`Sealer.check_positions`); or the log cut before the home's head. Cheap:
+        the positions and the seals that span them, read in one snapshot. Nothing for a
+        log without seals (written before them)."""
         assert self.sealer is not None
         table, mark = self._seals_table(), self._mark
-        saved = None if self.head is None else self.head.load()  # first: see check_log
-        if upto <= after:  # the head alone: one statement, no snapshot
-            if saved is None or self.head is None:
-                return []
-            last = self._scalar(f"SELECT max(number) FROM {table}")
-            return [self.head.cut(saved[0], last)] if last is None or saved[0] > last else []
+        saved = self._saved_head()  # first: see check_log
         with self._snapshot() as cursor:
             cursor.execute(f"SELECT max(number) FROM {table}")
             last = cursor.fetchone()[0]
-            if saved is not None and self.head is not None and (last is None or saved[0] > last):
-                return [self.head.cut(saved[0], last)]
-            if last is None or upto <= after:
-                return []
+            cut = self._cut(saved, last)
+            if cut or last is None:
+                return cut
             cursor.execute(
                 f"SELECT number, entries, mac FROM {table} "
                 f"WHERE high > {mark} AND low <= {mark} OR high IS NULL ORDER BY number",
@@ -405,9 +414,9 @@ class Sealing:
         table, mark = self._seals_table(), self._mark
         cursor.execute(f"SELECT coalesce(max(number), -1) + 1 FROM {table}")
         number = int(cursor.fetchone()[0])
-        saved = None if self.head is None else self.head.load()
-        if saved is not None and self.head is not None and saved[0] >= number:
-            raise StoreError(self.head.cut(saved[0], number - 1 if number else None))
+        cut = self._cut(self._saved_head(), number - 1 if number else None)
+        if cut:
+            raise StoreError(cut[0])
         if number == 0:
             for position, originator_id, version, topic, state in self._all_rows(cursor):
                 hashed = row_hash(position, originator_id, version, topic, state)

@@ -56,7 +56,7 @@ class StoredTopics:
     the topic itself. A log written before keeps its topics, and is read as it is.
 
     A person's forgetting keeps its topic: the store finds forgettings itself, before it
-    decrypts anything, and the rows a forgetting purges are seen to go anyway."""
+    decrypts anything (so the store learns when a person was forgotten, not who)."""
 
     def __init__(self, types: EventTypes, key: bytes | None):
         from cryptography.hazmat.primitives.ciphers.aead import AESSIV
