@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from eventpile import DomainEvent, Projection, ViewDB, person_of, registers
@@ -91,10 +92,87 @@ _TAG = "INSERT INTO message_tags VALUES (?,?,?) ON CONFLICT DO NOTHING"
 _UNTAG = "DELETE FROM message_tags WHERE message=? AND tag=? AND dot=?"
 
 
+class Rows:
+    """The ``messages`` rows of a page's messages, read in two queries at its start and
+    written in two statements at its end: the rows as the page changes them, and the
+    highest rowid of each second its messages are dated in (see ``DATE_BITS``).
+    Dearer than anything else of indexing a message was a query for its rowid and an
+    insert of its row, each a statement of its own."""
+
+    def __init__(self, db: ViewDB, indexed: Sequence[MessageIndexed], ids: Sequence[str]):
+        self.db = db
+        self.rowids: dict[str, int] = {}
+        """Each message's rowid, of those of the page that have a row."""
+        for chunk in _chunks(sorted(set(ids))):
+            self.rowids.update(
+                db.execute(
+                    f"SELECT id, rowid FROM messages WHERE id IN ({_marks(chunk)})", chunk
+                ).fetchall()
+            )
+        self.tops: dict[int, int | None] = {}
+        """By second (the lowest rowid of its range): its highest rowid, None if none."""
+        self._read_tops(sorted({_second(e.sent) for e in indexed}))
+        self.new: dict[str, tuple[object, ...]] = {}
+        """The rows to insert, by message id."""
+        self.gone: list[int] = []
+        """The rowids of the rows to delete (the page found them in the table)."""
+
+    def _read_tops(self, lows: Sequence[int]) -> None:
+        for chunk in _chunks(lows):
+            pairs = [bound for low in chunk for bound in (low, _end(low))]
+            self.tops.update(
+                self.db.execute(
+                    f"WITH s(low, high) AS (VALUES {','.join(['(?,?)'] * len(chunk))}) "
+                    "SELECT low, (SELECT max(rowid) FROM messages "
+                    "WHERE rowid >= s.low AND rowid < s.high) FROM s",
+                    pairs,
+                ).fetchall()
+            )
+
+    def add(self, message_id: str, low: int, row: tuple[object, ...]) -> int:
+        """The rowid of a message of second ``low`` without a row: the next of its
+        second (if it is full, any free one)."""
+        if low not in self.tops:  # a row of the second was removed in the page
+            self.write()
+            self._read_tops([low])
+        top = self.tops[low]
+        rowid = low if top is None else top + 1
+        if rowid >= _end(low):
+            self.write()
+            found = self.db.execute(_ANY_ROW, row).fetchone()
+            self.tops.clear()  # it may be in any second's range
+            rowid = int(found[0])
+        else:
+            self.tops[low] = rowid
+            self.new[message_id] = (rowid, *row)
+        self.rowids[message_id] = rowid
+        return rowid
+
+    def remove(self, message_id: str) -> int | None:
+        """The rowid the message's row had (None if it had none), the row removed."""
+        rowid = self.rowids.pop(message_id, None)
+        if rowid is None:
+            return None
+        if self.new.pop(message_id, None) is None:
+            self.gone.append(rowid)
+        low = _second_of(rowid)
+        if self.tops.get(low) == rowid:
+            del self.tops[low]  # its next highest is read again when needed
+        return rowid
+
+    def write(self) -> None:
+        if self.gone:
+            self.db.executemany("DELETE FROM messages WHERE rowid=?", [(r,) for r in self.gone])
+        if self.new:
+            self.db.executemany(_NEW_ROW, sorted(self.new.values()))
+        self.gone, self.new = [], {}
+
+
 @dataclass
 class PageWrites:
     """Writes a page defers to its end (:meth:`MessageIndex.apply_page` says why)."""
 
+    rows: Rows
     texts: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """The full text of the messages indexed in the page, by rowid."""
     removed: list[int] = field(default_factory=list)
@@ -116,6 +194,7 @@ class PageWrites:
             self.dots.append((sql, rows))
 
     def write(self, db: ViewDB) -> None:
+        self.rows.write()
         for sql, rows in self.dots:
             db.executemany(sql, rows)
         if self.removed:
@@ -190,17 +269,19 @@ class MessageIndex(Projection):
         holds each time a rowid goes down (mail is not in date order, and an undo
         removes it newest first). That doubled the cost of indexing a message and made
         removing one 15 times dearer."""
-        page = PageWrites()
         # whether a message is indexed, and with what, is the latest write (a sync brings
         # what two installations did at once in either order)
+        written = [e for _, e in events if isinstance(e, MessageIndexed | MessageRemoved)]
         latest = registers.write_many(
             db,
             [
                 (e.originator_id.hex, "indexed", e, "1" if isinstance(e, MessageIndexed) else "")
-                for _, e in events
-                if isinstance(e, MessageIndexed | MessageRemoved)
+                for e in written
             ],
         )
+        indexed = [e for e in written if isinstance(e, MessageIndexed) and e.event_id in latest]
+        changed = [e.originator_id.hex for e in written if e.event_id in latest]
+        page = PageWrites(Rows(db, indexed, changed))
         for _, event in events:
             self._apply(db, event, page, latest)
         page.write(db)
@@ -269,9 +350,9 @@ class MessageIndex(Projection):
 
 def _index(db: ViewDB, event: MessageIndexed, page: PageWrites) -> None:
     """One row per message, its rowid the same in a rebuild: its date and arrival (see
-    ``DATE_BITS``), so they sort the same way."""
-    date = None if event.sent is None else int(event.sent.timestamp())
+    ``DATE_BITS``), so they sort the same way. A message indexed before is removed first."""
     message_id = event.originator_id.hex
+    date = None if event.sent is None else int(event.sent.timestamp())
     row = (message_id, event.subject, event.sender, date, event.size)
     forgotten = type(event).forgotten  # found by none of their words, nor threaded by them
     parts = (
@@ -280,7 +361,9 @@ def _index(db: ViewDB, event: MessageIndexed, page: PageWrites) -> None:
         " ".join(event.mimetypes),
     )
     header = message_id if "header_id" in forgotten else event.header_id
-    page.texts[_insert(db, message_id, date, row, page)] = parts
+    if message_id in page.rows.rowids:
+        _remove(db, message_id, page)
+    page.texts[page.rows.add(message_id, _second(event.sent), row)] = parts
     page.joining[message_id] = (
         link_key(header),
         list(dict.fromkeys(map(link_key, [header, *event.references]))),
@@ -292,41 +375,33 @@ _SAID = ("subject", "sender", "to", "cc", "text")
 types)."""
 
 
-_NEW_ROW = "INSERT INTO messages VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING RETURNING rowid"
+_NEW_ROW = "INSERT INTO messages VALUES (?,?,?,?,?,?)"
+_ANY_ROW = "INSERT INTO messages VALUES (NULL,?,?,?,?,?) RETURNING rowid"
 
 
-def _insert(
-    db: ViewDB, message_id: str, date: int | None, row: tuple[object, ...], page: PageWrites
-) -> int:
-    """The message's row (in place of the one it had, if indexed before); its rowid."""
-    found = db.execute(_NEW_ROW, (_rowid(db, date), *row)).fetchone()
-    if found is None:  # indexed before: removed first
-        _remove(db, message_id, page)
-        found = db.execute(_NEW_ROW, (_rowid(db, date), *row)).fetchone()
-    return int(found[0])
+def _second(sent: datetime | None) -> int:
+    """The lowest rowid of the second a message was sent in (see ``DATE_BITS``)."""
+    return UNDATED if sent is None else int(sent.timestamp()) << DATE_BITS
 
 
-def _rowid(db: ViewDB, date: int | None) -> int | None:
-    """The next rowid of the date's second (None, so any free one, if it is full)."""
-    low, high = (
-        (UNDATED, UNDATED_END) if date is None else (date << DATE_BITS, (date + 1) << DATE_BITS)
-    )
-    last = db.execute(
-        "SELECT max(rowid) FROM messages WHERE rowid >= ? AND rowid < ?", (low, high)
-    ).fetchone()[0]
-    rowid = low if last is None else last + 1
-    return rowid if rowid < high else None
+def _second_of(rowid: int) -> int:
+    return UNDATED if rowid < UNDATED_END else rowid >> DATE_BITS << DATE_BITS
+
+
+def _end(low: int) -> int:
+    """The end of the rowids of the second that starts at ``low``."""
+    return UNDATED_END if low == UNDATED else low + (1 << DATE_BITS)
 
 
 def _remove(db: ViewDB, message_id: str, page: PageWrites) -> None:
     joined_here = page.joining.pop(message_id, None) is not None
-    row = db.execute("DELETE FROM messages WHERE id=? RETURNING rowid", (message_id,)).fetchone()
-    if row is None:
+    rowid = page.rows.remove(message_id)
+    if rowid is None:
         return  # it was not in the index
     if not joined_here:
         page.leaving.add(message_id)
-    if page.texts.pop(row[0], None) is None:
-        page.removed.append(row[0])  # not indexed in this page: in the index
+    if page.texts.pop(rowid, None) is None:
+        page.removed.append(rowid)  # not indexed in this page: in the index
 
 
 def _marks(values: Sequence[object]) -> str:

@@ -221,6 +221,44 @@ def test_sqlite_rowids_sort_and_filter_like_dates(
         view.close()
 
 
+@settings(max_examples=30)
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans()), max_size=25))
+def test_a_full_second_spills_and_rebuilds_the_same(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, bool, bool]]
+) -> None:
+    """Past the rowids of one second (two here: ``DATE_BITS`` of 1) a message takes any
+    free one; every indexed message keeps one row that its words find, through removals
+    and reindexing within and across pages, and the fold in one page equals it."""
+    ids = [uuid.UUID(int=n + 1) for n in range(5)]
+    versions = dict.fromkeys(ids, 0)
+    events: list[DomainEvent] = []
+    indexed: set[uuid.UUID] = set()
+    pages: list[int] = []
+    sent = datetime.fromtimestamp(DAY, UTC)
+    for n, remove, page_ends in steps:
+        versions[ids[n]] += 1
+        content = MessageContent(header_id=str(n), subject=f"mail{n}", sent=sent).model_dump()
+        kind = MessageRemoved if remove and ids[n] in indexed else MessageIndexed
+        events.append(kind(originator_id=ids[n], originator_version=versions[ids[n]], **content))
+        (indexed.discard if kind is MessageRemoved else indexed.add)(ids[n])
+        if page_ends:
+            pages.append(len(events))
+    view = View(MessageIndex(), SQLCipherViewStore(tmp_path_factory.mktemp("view"), bytes(32)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("eventpile.mail.index.DATE_BITS", 1)
+        try:
+            for end in [*pages, len(events)]:
+                view.catch_up(Log(events[:end]))
+            rows = view.db.execute("SELECT id FROM messages").fetchall()
+            assert sorted(r[0] for r in rows) == sorted(i.hex for i in indexed)
+            for n, message_id in enumerate(ids):
+                found = matching_ids(view.db, parse_query(f"mail{n}"))
+                assert found == ([message_id.hex] if message_id in indexed else [])
+            assert view.verify(Log(events))
+        finally:
+            view.close()
+
+
 def test_views_caught_up_together_equal_their_rebuilds(app: MailApplication, mbox: Path) -> None:
     """Views at different positions, with different topics, read the log once, exactly once."""
     app.execute(ImportMailbox(path=mbox))
