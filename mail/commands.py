@@ -62,6 +62,7 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
     """Index what is new; ask once about known messages whose content differs."""
     from eventpile.mail.mailparse import (
         MalformedMail,
+        Messages,
         ParsedMail,
         count_messages,
         read_mailbox,
@@ -70,9 +71,13 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
 
     key = ctx.app.keyring.purpose_key("message-id")
     large = command.path.is_dir() or command.path.stat().st_size >= PARSE_ASIDE_FROM
-    items = read_mailbox_aside(command.path) if large else read_mailbox(command.path)
+    items: Messages
+    if large:
+        items = aside = read_mailbox_aside(command.path)
+        total = aside.total()  # counted where it is parsed
+    else:
+        items, total = read_mailbox(command.path), count_messages(command.path)
     with closing(items):
-        total = count_messages(command.path)  # while the messages are parsed aside
         indexed = skipped = failed = done = 0
         problems: list[str] = []
         differing: list[str] = []

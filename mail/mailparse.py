@@ -211,29 +211,64 @@ def read_mailbox(path: Path) -> Messages:
     decompressed up front into an anonymous temporary file, which disappears when iteration ends.
     Maildir messages come in key order.
     """
+    return _opened(path, counted=False)[0]
+
+
+def _opened(path: Path, counted: bool) -> tuple[Messages, int | None]:
+    """`read_mailbox`, and if ``counted`` the number of messages it will yield."""
     path = Path(path).resolve()
     kind = _kind(path)
     if kind == "maildir":
-        return _read_maildir(path)
-    return _read_mbox(_map_mbox(path, gzipped=kind == "gzip"), f"mbox:{path}")
+        return _read_maildir(path), count_messages(path) if counted else None
+    data = _map_mbox(path, gzipped=kind == "gzip")
+    total = None
+    if counted:
+        total = 0
+        if isinstance(data, mmap.mmap):
+            total = _count_from_lines(data.read, path)
+            data.seek(0)
+    return _read_mbox(data, f"mbox:{path}"), total
 
 
 _START_METHODS = multiprocessing.get_all_start_methods()
-_Batch = list[ParsedMail | MalformedMail] | Exception | None
-"""What the reading process sends: some messages, its error, or None at the end."""
+_Batch = list[ParsedMail | MalformedMail] | int | Exception | None
+"""What the reading process sends: first the number of messages, then some messages at
+a time; its error, or None at the end."""
+FIRST_BATCH = 10
+"""The first batch is small, so that the caller starts on it soon."""
 
 
-def read_mailbox_aside(path: Path, batch: int = 100) -> Messages:
-    """`read_mailbox` in a second process, so parsing overlaps the caller's work on what it yields.
+class CountedMessages(Messages, Protocol):
+    def total(self) -> int | None:
+        """How many messages there are (or None if they cannot be told in advance)."""
+
+
+def read_mailbox_aside(path: Path, batch: int = 100) -> CountedMessages:
+    """`read_mailbox` in a second process, so parsing overlaps the caller's work on what it
+    yields; it counts them too (a gzip file is decompressed there, once).
 
     Parsing starts at once (forked: no start-up cost, nothing re-imported), so the caller
-    can do other work before it iterates. Raises what `read_mailbox` raises, when iteration
-    reaches it. Close the iterator (or exhaust it) to stop the process. Where no process can
-    be forked (no fork, or a daemonic process), it reads here.
+    can do other work before it iterates. Raises what `read_mailbox` raises, when
+    ``total`` or iteration reaches it. Close the iterator (or exhaust it) to stop the
+    process. Where no process can be forked (no fork, or a daemonic process), it reads here.
     """
     if multiprocessing.current_process().daemon or "fork" not in _START_METHODS:
-        return read_mailbox(path)
+        return _ReadHere(path)
     return _ReadAside(path, batch)
+
+
+class _ReadHere(Iterator[ParsedMail | MalformedMail]):
+    def __init__(self, path: Path):
+        self._items, self._total = _opened(path, counted=True)
+
+    def __next__(self) -> ParsedMail | MalformedMail:
+        return next(self._items)
+
+    def total(self) -> int | None:
+        return self._total
+
+    def close(self) -> None:
+        self._items.close()
 
 
 class _ReadAside(Iterator[ParsedMail | MalformedMail]):
@@ -247,26 +282,46 @@ class _ReadAside(Iterator[ParsedMail | MalformedMail]):
             target=_read_into, args=(path, self._batches, batch, os.getpid()), daemon=True
         )
         self._process.start()
+        self._total: int | None = None
         self._items = self._received()
 
     def __next__(self) -> ParsedMail | MalformedMail:
         return next(self._items)
 
+    def total(self) -> int | None:
+        """The count the reading process sends first (waiting for it)."""
+        if self._total is None:
+            self._total = self._count()
+        return self._total
+
+    def _count(self) -> int:
+        try:
+            found = self._next_batch()
+            if isinstance(found, Exception):
+                raise found
+        except BaseException:
+            self.close()
+            raise
+        assert isinstance(found, int), "the reading process sends its count first"
+        return found
+
+    def _next_batch(self) -> _Batch:
+        while True:
+            try:
+                return self._batches.get(timeout=1.0)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    code = self._process.exitcode
+                    stopped = f"reading {self._path} stopped (exit code {code})"
+                    raise MailboxError(stopped) from None
+
     def _received(self) -> Iterator[ParsedMail | MalformedMail]:
         try:
-            while True:
-                try:
-                    items = self._batches.get(timeout=1.0)
-                except queue.Empty:
-                    if not self._process.is_alive():
-                        code = self._process.exitcode
-                        stopped = f"reading {self._path} stopped (exit code {code})"
-                        raise MailboxError(stopped) from None
-                    continue
-                if items is None:
-                    return
+            self.total()
+            while (items := self._next_batch()) is not None:
                 if isinstance(items, Exception):
                     raise items
+                assert isinstance(items, list)
                 yield from items
         finally:
             self.close()
@@ -289,8 +344,11 @@ def _read_into(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     try:
-        items = read_mailbox(path)
-        while chunk := list(itertools.islice(items, size)):
+        items, total = _opened(path, counted=True)
+        batches.put(total)
+        for first in itertools.chain([FIRST_BATCH], itertools.repeat(size)):
+            if not (chunk := list(itertools.islice(items, first))):
+                break
             batches.put(chunk)
         batches.put(None)
     except Exception as exc:  # raised on the reading side

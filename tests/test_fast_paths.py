@@ -5,6 +5,8 @@ garbage collector pause of bulk folds, and tag searches led by the tag's index."
 from __future__ import annotations
 
 import gc
+import gzip
+import mailbox
 import multiprocessing
 import multiprocessing.queues
 import subprocess
@@ -25,7 +27,12 @@ from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
 from eventpile.mail.index import MessageIndex
 from eventpile.mail.language import And, Dates
-from eventpile.mail.mailparse import MailboxError, read_mailbox, read_mailbox_aside
+from eventpile.mail.mailparse import (
+    MailboxError,
+    count_messages,
+    read_mailbox,
+    read_mailbox_aside,
+)
 from eventpile.mail.message import (
     Message,
     MessageContent,
@@ -67,6 +74,30 @@ def test_load_many_equals_one_load_each(app: MailApplication) -> None:
     assert loaded == {i: app.load(Message, i) for i in asked}
     assert sum(state is not None for state in loaded.values()) == len(ids[::2])
     assert all(loaded[i].has_tag(tag_id) for i in ids[::4])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["mbox", "gzip", "maildir"])
+def test_reading_aside_counts_what_it_yields(mbox: Path, tmp_path: Path, kind: str) -> None:
+    """The count comes from the reading process, before the first message; so does
+    the error of a path that is no mailbox of its kind."""
+    path, bad = mbox, tmp_path / "notes.txt"
+    bad.write_text("no mail here\n")
+    if kind == "gzip":
+        path, bad = tmp_path / "box.mbox.gz", tmp_path / "notes.gz"
+        path.write_bytes(gzip.compress(mbox.read_bytes()))
+        bad.write_bytes(gzip.compress(b"no mail here\n"))
+    elif kind == "maildir":
+        path, bad = tmp_path / "Mail", tmp_path / "NotMail"
+        box = mailbox.Maildir(path)
+        for n in range(12):
+            box.add(f"From: a@b\nMessage-ID: <{n}@b>\n\nmail {n}\n".encode())
+        bad.mkdir()
+    items = read_mailbox_aside(path, batch=5)
+    assert items.total() == count_messages(path) == len(list(items))
+    assert items.total() == (12 if kind == "maildir" else 61)
+    with pytest.raises(MailboxError, match="not a"):
+        read_mailbox_aside(bad).total()
+    assert not multiprocessing.active_children()
 
 
 def test_reading_aside_yields_what_reading_here_does(mbox: Path) -> None:
