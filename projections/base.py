@@ -107,6 +107,8 @@ class View:
 
     @property
     def db(self) -> ViewDB:
+        if self._db is not None and self._db.replaced():  # rebuilt by another process
+            self.close()
         if self._db is None:
             try:
                 db = self._open(self.store.open(self.name))

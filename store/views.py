@@ -14,6 +14,7 @@ beside an index of the key (half the pages to write on each insert).
 from __future__ import annotations
 
 import os
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,11 @@ class ViewDB(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def replaced(self) -> bool:
+        """Was the view's database replaced since this connection opened it (a rebuild
+        swapped a new one in)? Then reopen it."""
 
 
 class ViewStore(ABC):
@@ -131,6 +137,14 @@ class SQLCipherDB(ViewDB):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
         db.execute(TRACKING)
+        self._file = os.stat(path).st_ino  # of the file the name led to (see ``swap``)
+
+    def replaced(self) -> bool:
+        """An open file is never deleted, so its inode is not given to another one."""
+        try:
+            return os.stat(self.path).st_ino != self._file
+        except FileNotFoundError:
+            return True
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.connection.execute(sql, params)
@@ -190,32 +204,39 @@ class SQLCipherViewStore(ViewStore):
         return SQLCipherDB(self.path(name, purpose), self._key, bulk=True)
 
     def swap(self, fresh: ViewDB, name: str, purpose: str) -> None:
-        """Copy the fresh database into the live file with SQLite's backup, which takes
-        the live file's locks: another process reading or opening the view meanwhile
-        sees the old content or the new one. (Deleting the live file and renaming the
-        fresh one in its place let a process that opened the view in between leave its
-        write-ahead log beside the new file, which then could not be read.)"""
+        """``NAME.db`` is a symbolic link to the live file, ``NAME.GENERATION.db``: the
+        fresh one becomes a generation, the link is replaced by one to it (atomically),
+        and the former generation is deleted. SQLite follows the link: each generation
+        has its own write-ahead log beside it. A process that has the former one open
+        reads it to the end of what it does, and opens the new one once it sees that
+        the name leads elsewhere (:meth:`SQLCipherDB.replaced`).
+
+        (Copying the fresh database into the live file with SQLite's backup wrote it
+        twice more, a sixth of a rebuild, and held off readers meanwhile; renaming it
+        over the live file let a process that had the live one open leave its
+        write-ahead log beside the new file.)"""
         assert isinstance(fresh, SQLCipherDB)
         fresh.commit_all()
-        try:
-            live = self.open(name)
-        except DamagedView:  # damaged, so nobody reads it: the fresh file takes its place
-            fresh.close()
-            _remove(self.path(name))
-            os.replace(self.path(name, purpose), self.path(name))
-            return
-        try:
-            fresh.connection.backup(live.connection)
-        finally:
-            live.close()
-        self.discard(fresh, name, purpose)
+        fresh.execute("PRAGMA journal_mode=WAL")  # as a live file is (SQLite keeps it)
+        fresh.close()
+        link = self.path(name)
+        former = link.resolve() if link.is_symlink() else None
+        generation = link.with_name(f"{name}.{uuid.uuid4().hex}.db")
+        os.replace(self.path(name, purpose), generation)
+        renamed = link.with_name(f"{link.name}.link")
+        renamed.unlink(missing_ok=True)
+        renamed.symlink_to(generation.name)
+        os.replace(renamed, link)
+        _remove(link, "-wal", "-shm")  # the write-ahead log of a live file of before
+        if former is not None:
+            _remove(former)
 
     def discard(self, fresh: ViewDB, name: str, purpose: str) -> None:
         fresh.close()
         _remove(self.path(name, purpose))
 
     def drop(self, name: str) -> None:
-        """Empty the live database, in place (see :meth:`swap`)."""
+        """Replace the live database by an empty one (see :meth:`swap`)."""
         self.swap(self.open_fresh(name, "drop"), name, "drop")
 
 
@@ -223,6 +244,8 @@ def rekey_views(directory: Path, old_keys: Sequence[bytes], new: bytes) -> None:
     """Key each view file of ``directory`` that one of ``old_keys`` opens anew with ``new``
     (SQLCipher rewrites its pages); one under ``new`` already is left as it is."""
     for path in sorted(directory.glob("*.db")):
+        if path.is_symlink():
+            continue  # the name of a live file, rekeyed by its own name
         for key in old_keys:
             try:
                 db = SQLCipherDB(path, key)
@@ -235,6 +258,7 @@ def rekey_views(directory: Path, old_keys: Sequence[bytes], new: bytes) -> None:
             break
 
 
-def _remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+def _remove(path: Path, *suffixes: str) -> None:
+    """Delete a database and its write-ahead log (or those ``suffixes`` of its name)."""
+    for suffix in suffixes or ("", "-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)

@@ -204,16 +204,27 @@ def test_views_rebuilt_together_read_each_page_once_and_equal_the_live_views(
 
 def test_a_rebuild_is_swapped_in_for_whoever_has_the_view_open(imported: MailApplication) -> None:
     """Another connection to the view (another process's) reads the rebuilt view, not a
-    file taken from under it, and a connection opened later agrees."""
+    file taken from under it, and a connection opened later agrees. The name leads to
+    the live file, and nothing of the files it replaced is left."""
     live = imported.view("messages")
     with live.db.transaction():
         live.db.execute("UPDATE messages SET size = size + 1")
     damaged = live.digest()
     other = View(MessageIndex(), live.store)
+    directory = imported.home.views
+
+    def files() -> list[str]:
+        return sorted(p.name for p in directory.iterdir() if p.name.startswith("messages"))
+
+    assert files() == ["messages.db", "messages.db-shm", "messages.db-wal"]  # a file at first
     try:
         assert other.digest() == damaged
-        live.rebuild(imported)
-        assert other.digest() == live.digest() != damaged
+        for _ in range(2):
+            live.rebuild(imported)
+            assert other.digest() == live.digest() != damaged
+            generation = os.readlink(directory / "messages.db")
+            logs = [f"{generation}-shm", f"{generation}-wal"]  # both connections are open
+            assert files() == sorted(["messages.db", generation, *logs])
         later = View(MessageIndex(), live.store)
         assert later.digest() == other.digest() and later.verify(imported)
         later.close()
