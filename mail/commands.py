@@ -76,7 +76,8 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
         items = aside = read_mailbox_aside(command.path)
         total = aside.total()  # counted where it is parsed
     else:
-        items, total = read_mailbox(command.path), count_messages(command.path)
+        total = count_messages(command.path)
+        items = read_mailbox(command.path)
     with closing(items):
         indexed = skipped = failed = done = 0
         problems: list[str] = []

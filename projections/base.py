@@ -150,12 +150,12 @@ class View:
         self.catch_up(source)
         if self.remade is not None:
             return False
-        fresh = self._open(self.store.open_fresh(self.name, "verify"))
+        fresh = self._open(self.store.open_fresh(self.name))
         try:
             _fold([(fresh, self.projection)], source, self.position, None)
             return _digest(fresh, self.projection) == self.digest()
         finally:
-            self.store.discard(fresh, self.name, "verify")
+            self.store.discard(fresh)
 
     def digest(self) -> str:
         """A hash of the view's whole content."""
@@ -186,16 +186,16 @@ def rebuild_together(
     fresh: list[ViewDB] = []
     try:
         for view in views:
-            fresh.append(view._open(view.store.open_fresh(view.name, "rebuild")))
+            fresh.append(view._open(view.store.open_fresh(view.name)))
         targets = [(db, view.projection) for db, view in zip(fresh, views, strict=True)]
         reports = _fold(targets, source, source.max_position(), progress)
     except BaseException:
         for db, view in zip(fresh, views, strict=False):
-            view.store.discard(db, view.name, "rebuild")
+            view.store.discard(db)
         raise
     for db, view in zip(fresh, views, strict=True):
         view.close()
-        view.store.swap(db, view.name, "rebuild")
+        view.store.swap(db, view.name)
         view.remade = None  # whatever the live file was, it is a fresh fold now
     return {view.name: report for view, report in zip(views, reports, strict=True)}
 

@@ -5,7 +5,9 @@
     $EVENTPILE_HOME/
         keys.json          data keys, wrapped by the passphrase (0600)
         events.sqlite3     the event store (AES-256-GCM per event)
-        views/NAME.db      one SQLCipher database per projection
+        views/NAME.db      one SQLCipher database per projection: a link to the live
+                           file, views/NAME.GENERATION.db (see
+                           :meth:`eventpile.store.views.SQLCipherViewStore.swap`)
         log-head           the last seal of the log this home wrote (see
                            :mod:`eventpile.store.seals`)
         database.url       only with PostgreSQL (0600): the database that holds the

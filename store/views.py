@@ -13,7 +13,9 @@ beside an index of the key (half the pages to write on each insert).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -71,15 +73,15 @@ class ViewStore(ABC):
         """The live database of view ``name`` (created empty if missing)."""
 
     @abstractmethod
-    def open_fresh(self, name: str, purpose: str) -> ViewDB:
+    def open_fresh(self, name: str) -> ViewDB:
         """An empty database beside the live one, tuned for bulk writing."""
 
     @abstractmethod
-    def swap(self, fresh: ViewDB, name: str, purpose: str) -> None:
+    def swap(self, fresh: ViewDB, name: str) -> None:
         """Make the fresh database the live one (both connections are closed)."""
 
     @abstractmethod
-    def discard(self, fresh: ViewDB, name: str, purpose: str) -> None: ...
+    def discard(self, fresh: ViewDB) -> None: ...
 
     @abstractmethod
     def drop(self, name: str) -> None:
@@ -105,13 +107,23 @@ def write_position(db: ViewDB, name: str, position: int, schema: int) -> None:
 
 
 class SQLCipherDB(ViewDB):
-    def __init__(self, path: Path, key: bytes, *, bulk: bool = False):
+    """A connection to the SQLCipher file ``file``, named ``path`` (its link, if live)."""
+
+    def __init__(self, path: Path, key: bytes, *, file: Path | None = None, bulk: bool = False):
         import sqlcipher3
 
         self.path = path
-        self.connection = db = sqlcipher3.connect(
-            str(path), isolation_level=None, check_same_thread=False
-        )
+        self.file = file or path
+        mode = "rwc" if bulk else "rw"  # a live file is made by a swap, never by opening it
+        try:
+            self.connection = db = sqlcipher3.connect(
+                f"{self.file.as_uri()}?mode={mode}",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlcipher3.OperationalError:
+            raise FileNotFoundError(self.file) from None  # replaced since it was found
         db.execute("PRAGMA cipher_log_level = NONE")  # its errors are ours to tell
         db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         # before the first read: a process creating or writing the view holds it a moment
@@ -137,12 +149,15 @@ class SQLCipherDB(ViewDB):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
         db.execute(TRACKING)
-        self._file = os.stat(path).st_ino  # of the file the name led to (see ``swap``)
+        self.inode = 0
+        """The inode of ``file`` (set by whoever opened it knowing it is the one)."""
+        self.held: int | None = None
+        """A descriptor of a fresh file, locked while it is being built (see ``swap``)."""
 
     def replaced(self) -> bool:
         """An open file is never deleted, so its inode is not given to another one."""
         try:
-            return os.stat(self.path).st_ino != self._file
+            return os.stat(self.path).st_ino != self.inode
         except FileNotFoundError:
             return True
 
@@ -183,61 +198,143 @@ class SQLCipherDB(ViewDB):
 
 
 class SQLCipherViewStore(ViewStore):
-    """Each view in its own encrypted file ``DIRECTORY/NAME.db``."""
+    """Each view in its own encrypted file, named ``DIRECTORY/NAME.db``: a symbolic link
+    to the live file, ``NAME.GENERATION.db`` (see :meth:`swap`)."""
 
     def __init__(self, directory: Path, key: bytes):
         self.directory = directory
         self._key = key
 
-    def path(self, name: str, purpose: str = "") -> Path:
-        return self.directory / (f"{name}.db.{purpose}" if purpose else f"{name}.db")
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.db"
 
     def exists(self, name: str) -> bool:
         return self.path(name).exists()
 
     def open(self, name: str) -> SQLCipherDB:
+        """The file the name leads to, made empty first if there is none. The file is
+        found, opened, and found again: if the name leads elsewhere by then (a swap
+        came between), the new one is opened."""
         self.directory.mkdir(mode=0o700, exist_ok=True)
-        return SQLCipherDB(self.path(name), self._key)
+        link = self.path(name)
+        while True:
+            if not link.exists():
+                with self._swapping(name):
+                    if not link.exists():
+                        self._swap(self.open_fresh(name), name)
+            file = Path(os.path.realpath(link))
+            try:
+                inode = os.stat(file).st_ino
+                db = SQLCipherDB(link, self._key, file=file)
+                found = os.stat(file).st_ino
+            except FileNotFoundError:
+                continue
+            if found == inode:
+                db.inode = inode
+                return db
+            db.close()
 
-    def open_fresh(self, name: str, purpose: str) -> SQLCipherDB:
-        _remove(self.path(name, purpose))
-        return SQLCipherDB(self.path(name, purpose), self._key, bulk=True)
+    def open_fresh(self, name: str) -> SQLCipherDB:
+        """A new generation, locked (``flock``) while it is built: a swap of another
+        process leaves it be."""
+        file = self.directory / f"{name}.{uuid.uuid4().hex}.db"
+        made = file.with_name(f"{file.name}.new")  # locked before a sweep may see it
+        held = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            os.rename(made, file)
+            db = SQLCipherDB(file, self._key, bulk=True)
+        except BaseException:
+            os.close(held)
+            _remove(made)
+            _remove(file)
+            raise
+        db.held, db.inode = held, os.fstat(held).st_ino
+        return db
 
-    def swap(self, fresh: ViewDB, name: str, purpose: str) -> None:
-        """``NAME.db`` is a symbolic link to the live file, ``NAME.GENERATION.db``: the
-        fresh one becomes a generation, the link is replaced by one to it (atomically),
-        and the former generation is deleted. SQLite follows the link: each generation
-        has its own write-ahead log beside it. A process that has the former one open
-        reads it to the end of what it does, and opens the new one once it sees that
-        the name leads elsewhere (:meth:`SQLCipherDB.replaced`).
+    def swap(self, fresh: ViewDB, name: str) -> None:
+        """The fresh database becomes the live one: ``NAME.db`` is replaced (atomically)
+        by a link to it, and the former live file deleted. SQLite follows the link: each
+        generation has its own write-ahead log beside it. A process that has the former
+        one open reads it to the end of what it does, and opens the new one once it sees
+        that the name leads elsewhere (:meth:`SQLCipherDB.replaced`).
+
+        Swaps of a view take turns (a lock file). A swap deletes what crashes left: the
+        generations that are neither live nor being built.
 
         (Copying the fresh database into the live file with SQLite's backup wrote it
-        twice more, a sixth of a rebuild, and held off readers meanwhile; renaming it
+        twice more, a sixth of a rebuild, and held readers off meanwhile; renaming it
         over the live file let a process that had the live one open leave its
         write-ahead log beside the new file.)"""
-        assert isinstance(fresh, SQLCipherDB)
+        with self._swapping(name):
+            self._swap(fresh, name)
+
+    def _swap(self, fresh: ViewDB, name: str) -> None:
+        assert isinstance(fresh, SQLCipherDB) and fresh.held is not None
         fresh.commit_all()
         fresh.execute("PRAGMA journal_mode=WAL")  # as a live file is (SQLite keeps it)
         fresh.close()
+        os.fsync(fresh.held)  # written without syncs: on disk before it is live
         link = self.path(name)
-        former = link.resolve() if link.is_symlink() else None
-        generation = link.with_name(f"{name}.{uuid.uuid4().hex}.db")
-        os.replace(self.path(name, purpose), generation)
-        renamed = link.with_name(f"{link.name}.link")
-        renamed.unlink(missing_ok=True)
-        renamed.symlink_to(generation.name)
+        former = Path(os.path.realpath(link)) if link.is_symlink() else None
+        renamed = link.with_name(f"{fresh.file.name}.link")
+        renamed.symlink_to(fresh.file.name)
         os.replace(renamed, link)
+        _sync_directory(self.directory)
         _remove(link, "-wal", "-shm")  # the write-ahead log of a live file of before
         if former is not None:
             _remove(former)
+        self._sweep(name, fresh.file)
+        os.close(fresh.held)
 
-    def discard(self, fresh: ViewDB, name: str, purpose: str) -> None:
+    def _sweep(self, name: str, live: Path) -> None:
+        """Delete the generations of ``name`` that crashes left (and a link never
+        swapped in): not the live one, nor one another process is building."""
+        generation = re.compile(re.escape(name) + r"\.[0-9a-f]{32}\.db(\.link)?")
+        for path in self.directory.iterdir():
+            if not (found := generation.fullmatch(path.name)) or path == live:
+                continue
+            if found[1]:
+                path.unlink(missing_ok=True)
+            else:
+                try:
+                    held = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # being built
+                finally:
+                    os.close(held)
+                _remove(path)
+
+    @contextmanager
+    def _swapping(self, name: str) -> Iterator[None]:
+        lock = os.open(self.directory / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)
+
+    def discard(self, fresh: ViewDB) -> None:
+        assert isinstance(fresh, SQLCipherDB) and fresh.held is not None
         fresh.close()
-        _remove(self.path(name, purpose))
+        _remove(fresh.file)
+        os.close(fresh.held)
 
     def drop(self, name: str) -> None:
         """Replace the live database by an empty one (see :meth:`swap`)."""
-        self.swap(self.open_fresh(name, "drop"), name, "drop")
+        self.swap(self.open_fresh(name), name)
+
+
+def _sync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def rekey_views(directory: Path, old_keys: Sequence[bytes], new: bytes) -> None:

@@ -45,6 +45,7 @@ from eventpile.projections import base
 from eventpile.projections.base import Page, Topics, View, rebuild_together
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
+from eventpile.store.views import SQLCipherDB, SQLCipherViewStore
 from eventpile.testing.postgres import empty_database
 
 QUERIES = (
@@ -216,20 +217,94 @@ def test_a_rebuild_is_swapped_in_for_whoever_has_the_view_open(imported: MailApp
     def files() -> list[str]:
         return sorted(p.name for p in directory.iterdir() if p.name.startswith("messages"))
 
-    assert files() == ["messages.db", "messages.db-shm", "messages.db-wal"]  # a file at first
     try:
         assert other.digest() == damaged
-        for _ in range(2):
+        generations = []
+        for _ in range(3):
+            generations.append(os.readlink(directory / "messages.db"))
+            logs = [f"{generations[-1]}-shm", f"{generations[-1]}-wal"]  # connections are open
+            assert files() == sorted(["messages.db", "messages.lock", generations[-1], *logs])
             live.rebuild(imported)
             assert other.digest() == live.digest() != damaged
-            generation = os.readlink(directory / "messages.db")
-            logs = [f"{generation}-shm", f"{generation}-wal"]  # both connections are open
-            assert files() == sorted(["messages.db", generation, *logs])
+        assert len(set(generations)) == 3
         later = View(MessageIndex(), live.store)
         assert later.digest() == other.digest() and later.verify(imported)
         later.close()
     finally:
         other.close()
+
+
+def _generation(store: SQLCipherViewStore, value: str) -> SQLCipherDB:
+    fresh = store.open_fresh("v")
+    fresh.execute("CREATE TABLE t(x)")
+    fresh.execute("BEGIN")
+    fresh.execute("INSERT INTO t VALUES (?)", (value,))
+    return fresh
+
+
+def _live(store: SQLCipherViewStore) -> list[str]:
+    db = store.open("v")
+    try:
+        return [x for (x,) in db.execute("SELECT x FROM t")]
+    finally:
+        db.close()
+
+
+def test_swaps_of_one_view_at_once_each_swap_their_own(tmp_path: Path) -> None:
+    """Two processes rebuild a view at once (two stores on one directory: their locks
+    conflict as two processes' do): each swaps in what it built, the last one stays live,
+    and nothing else is left."""
+    first, second = SQLCipherViewStore(tmp_path, bytes(32)), SQLCipherViewStore(tmp_path, bytes(32))
+    first.swap(_generation(first, "0"), "v")
+    building = [_generation(first, "A"), _generation(second, "B")]
+    first.swap(building[0], "v")  # its sweep leaves the one being built
+    assert _live(second) == ["A"]
+    second.swap(building[1], "v")
+    assert _live(first) == ["B"]
+    live = os.readlink(tmp_path / "v.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["v.db", "v.lock", live])
+
+
+def test_a_swap_deletes_what_crashes_left(tmp_path: Path) -> None:
+    """A generation neither live nor being built (a crash before the former one was
+    deleted, or a home copied without its links) and a link never swapped in."""
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    store.swap(_generation(store, "0"), "v")
+    left = tmp_path / f"v.{uuid.uuid4().hex}.db"
+    shutil.copyfile(tmp_path / "v.db", left)
+    (tmp_path / f"{left.name}.link").symlink_to(left.name)
+    (tmp_path / "w.db").write_bytes(b"another view's file")
+    store.swap(_generation(store, "1"), "v")
+    live = os.readlink(tmp_path / "v.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["v.db", "v.lock", live, "w.db"])
+    assert _live(store) == ["1"]
+
+
+def test_a_view_opened_while_it_is_swapped_opens_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap between finding the live file and opening it: the connection is on the
+    new one, or knows that its file was replaced."""
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    store.swap(_generation(store, "0"), "v")
+    real_stat, swapped = os.stat, []
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if not swapped:
+            swapped.append(path)
+            store.swap(_generation(store, "1"), "v")  # another process's, in the window
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    db = store.open("v")
+    monkeypatch.undo()
+    try:
+        assert swapped
+        assert [x for (x,) in db.execute("SELECT x FROM t")] == ["1"] and not db.replaced()
+        store.swap(_generation(store, "2"), "v")
+        assert db.replaced() and _live(store) == ["2"]
+    finally:
+        db.close()
 
 
 def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: MailApplication) -> None:
@@ -281,11 +356,8 @@ def test_a_page_of_index_changes_equals_its_events_applied_one_by_one(
             expected[MESSAGES[m].hex] = CONTENTS[c].subject
     projection, store = MessageIndex(), app.view("messages").store
     contents = []
-    for purpose, pages in (
-        ("paged", [events[:split], events[split:]]),
-        ("one", [[e] for e in events]),
-    ):
-        db = store.open_fresh("messages", purpose)
+    for pages in ([events[:split], events[split:]], [[e] for e in events]):
+        db = store.open_fresh("messages")
         try:
             projection.create(db)
             for page in pages:
@@ -295,7 +367,7 @@ def test_a_page_of_index_changes_equals_its_events_applied_one_by_one(
                 [[tuple(row) for row in db.execute(q)] for q in projection.content_queries()]
             )
         finally:
-            store.discard(db, "messages", purpose)
+            store.discard(db)
     assert contents[0] == contents[1]
     rows = {id_: subject for _rowid, id_, subject, *_ in contents[0][0]}
     assert rows == expected
