@@ -460,15 +460,28 @@ def _join_threads(db: ViewDB, joining: dict[str, tuple[int, list[int]]]) -> None
         "INSERT INTO message_threads VALUES (?, ?, ?)",
         [(message, header, parts.root(message)) for message, (header, _) in joining.items()],
     )
-    merged: dict[str, list[str]] = {}
-    for node in list(parts.parent):
-        if node not in joining and parts.root(node) != node:
-            merged.setdefault(parts.root(node), []).append(node)
-    for thread, olds in merged.items():
-        db.execute(
-            f"UPDATE message_threads SET thread=? WHERE thread IN ({_marks(olds)})",
-            (thread, *olds),
+    merged = {
+        node: parts.root(node)
+        for node in list(parts.parent)
+        if node not in joining and parts.root(node) != node
+    }
+    moved: list[tuple[str, str]] = []
+    for chunk in _chunks(list(merged)):
+        moved += (
+            (merged[thread], message)
+            for message, thread in db.execute(
+                f"SELECT message, thread FROM message_threads WHERE thread IN ({_marks(chunk)})",
+                chunk,
+            )
         )
+    db.executemany(_MOVE, moved)
+
+
+_MOVE = "UPDATE message_threads SET thread=? WHERE message=?"
+"""A message's move to another thread, one row at a time: a statement that may change
+several rows makes FTS5 write out the terms it gathers (8 MB, see ``FTS5_SETTINGS``)
+at once, which made a rebuild write the full-text index in many small levels (a tenth
+of rebuilding the index)."""
 
 
 def _leave_threads(db: ViewDB, leaving: set[str]) -> None:
@@ -496,13 +509,7 @@ def _split(db: ViewDB, thread: str) -> None:
         (thread,),
     ):
         parts.join(member, first.setdefault(link, member))
-    moved: dict[str, list[str]] = {}
-    for member in list(parts.parent):
-        if parts.root(member) != thread:
-            moved.setdefault(parts.root(member), []).append(member)
-    for name, members in moved.items():
-        for chunk in _chunks(members):
-            db.execute(
-                f"UPDATE message_threads SET thread=? WHERE message IN ({_marks(chunk)})",
-                (name, *chunk),
-            )
+    db.executemany(
+        _MOVE,
+        [(parts.root(m), m) for m in list(parts.parent) if parts.root(m) != thread],
+    )
