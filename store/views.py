@@ -19,7 +19,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +122,10 @@ class SQLCipherDB(ViewDB):
                 isolation_level=None,
                 check_same_thread=False,
             )
-        except sqlcipher3.OperationalError:
-            raise FileNotFoundError(self.file) from None  # replaced since it was found
+        except sqlcipher3.OperationalError as error:
+            if not self.file.exists():
+                raise FileNotFoundError(self.file) from None  # replaced since it was found
+            raise StoreError(f"{path} cannot be opened: {error}") from None
         db.execute("PRAGMA cipher_log_level = NONE")  # its errors are ours to tell
         db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         # before the first read: a process creating or writing the view holds it a moment
@@ -214,39 +216,53 @@ class SQLCipherViewStore(ViewStore):
     def open(self, name: str) -> SQLCipherDB:
         """The file the name leads to, made empty first if there is none. The file is
         found, opened, and found again: if the name leads elsewhere by then (a swap
-        came between), the new one is opened."""
+        came between), the new one is opened. Then, unless a swap is under way, what
+        crashes left of the view is deleted (see :meth:`_sweep`)."""
         self.directory.mkdir(mode=0o700, exist_ok=True)
         link = self.path(name)
-        while True:
+        for _ in range(OPEN_ATTEMPTS):
             if not link.exists():
                 with self._swapping(name):
                     if not link.exists():
-                        self._swap(self.open_fresh(name), name)
+                        self._swap(self.open_fresh(name, locked=True), name)
             file = Path(os.path.realpath(link))
             try:
                 inode = os.stat(file).st_ino
                 db = SQLCipherDB(link, self._key, file=file)
-                found = os.stat(file).st_ino
             except FileNotFoundError:
                 continue
-            if found == inode:
+            except DamagedView:  # or deleted while it was read: a swap came between
+                if file.exists() and Path(os.path.realpath(link)) == file:
+                    raise
+                continue
+            if _inode(file) == inode:
                 db.inode = inode
+                with self._swapping(name, wait=False) as free:
+                    if free:
+                        self._sweep(name)
                 return db
             db.close()
+        raise StoreError(f"{link} was replaced {OPEN_ATTEMPTS} times while it was opened")
 
-    def open_fresh(self, name: str) -> SQLCipherDB:
-        """A new generation, locked (``flock``) while it is built: a swap of another
-        process leaves it be."""
+    def open_fresh(self, name: str, locked: bool = False) -> SQLCipherDB:
+        """A new generation, locked (``flock``) while it is built: a sweep leaves it be.
+        It is made and locked while no swap of the view is under way (``locked``: the
+        caller holds that lock), so a sweep finds none half made."""
         file = self.directory / f"{name}.{uuid.uuid4().hex}.db"
-        made = file.with_name(f"{file.name}.new")  # locked before a sweep may see it
-        held = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        with nullcontext() if locked else self._swapping(name):
+            made = file.with_name(f"{file.name}.new")
+            held = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                os.rename(made, file)
+            except BaseException:
+                os.close(held)
+                _remove(made)
+                raise
         try:
-            fcntl.flock(held, fcntl.LOCK_EX)
-            os.rename(made, file)
             db = SQLCipherDB(file, self._key, bulk=True)
         except BaseException:
             os.close(held)
-            _remove(made)
             _remove(file)
             raise
         db.held, db.inode = held, os.fstat(held).st_ino
@@ -259,8 +275,7 @@ class SQLCipherViewStore(ViewStore):
         one open reads it to the end of what it does, and opens the new one once it sees
         that the name leads elsewhere (:meth:`SQLCipherDB.replaced`).
 
-        Swaps of a view take turns (a lock file). A swap deletes what crashes left: the
-        generations that are neither live nor being built.
+        Swaps of a view take turns (a lock file), and each deletes what crashes left.
 
         (Copying the fresh database into the live file with SQLite's backup wrote it
         twice more, a sixth of a rebuild, and held readers off meanwhile; renaming it
@@ -274,47 +289,49 @@ class SQLCipherViewStore(ViewStore):
         fresh.commit_all()
         fresh.execute("PRAGMA journal_mode=WAL")  # as a live file is (SQLite keeps it)
         fresh.close()
-        os.fsync(fresh.held)  # written without syncs: on disk before it is live
+        try:
+            os.fsync(fresh.held)  # written without syncs: on disk before it is live
+        finally:  # before it is live: closing it would drop this process's SQLite locks
+            os.close(fresh.held)  # on it (POSIX); sweeps wait for this swap's lock
         link = self.path(name)
-        former = Path(os.path.realpath(link)) if link.is_symlink() else None
         renamed = link.with_name(f"{fresh.file.name}.link")
         renamed.symlink_to(fresh.file.name)
         os.replace(renamed, link)
         _sync_directory(self.directory)
-        _remove(link, "-wal", "-shm")  # the write-ahead log of a live file of before
-        if former is not None:
-            _remove(former)
-        self._sweep(name, fresh.file)
-        os.close(fresh.held)
+        self._sweep(name)
 
-    def _sweep(self, name: str, live: Path) -> None:
-        """Delete the generations of ``name`` that crashes left (and a link never
-        swapped in): not the live one, nor one another process is building."""
-        generation = re.compile(re.escape(name) + r"\.[0-9a-f]{32}\.db(\.link)?")
+    def _sweep(self, name: str) -> None:
+        """Delete, with the swap lock held, what is left of ``name`` beside its live
+        file: the former live file (and the write-ahead log it had as a file before
+        generations), generations a crash left (not those being built: their builders
+        hold them locked), their write-ahead logs, links never swapped in, and the
+        fresh files of earlier versions."""
+        link = self.path(name)
+        live = Path(os.path.realpath(link))
         for path in self.directory.iterdir():
-            if not (found := generation.fullmatch(path.name)) or path == live:
+            found = _LEFT.fullmatch(path.name)
+            if found is None or found["name"] != name or path == live:
                 continue
-            if found[1]:
-                path.unlink(missing_ok=True)
-            else:
-                try:
-                    held = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    continue
-                try:
-                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # being built
-                finally:
-                    os.close(held)
+            if found["end"] in ("-wal", "-shm"):
+                if not path.with_name(path.name[:-4]).exists():
+                    path.unlink(missing_ok=True)
+            elif found["old"] in ("-wal", "-shm"):
+                if link.is_symlink():  # not the log of a live file of before
+                    path.unlink(missing_ok=True)
+            elif found["end"] or found["old"] or not _held(path):
                 _remove(path)
 
     @contextmanager
-    def _swapping(self, name: str) -> Iterator[None]:
+    def _swapping(self, name: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the view's swap lock (without ``wait``: if it is free; says whether)."""
         lock = os.open(self.directory / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(lock)
 
@@ -327,6 +344,37 @@ class SQLCipherViewStore(ViewStore):
     def drop(self, name: str) -> None:
         """Replace the live database by an empty one (see :meth:`swap`)."""
         self.swap(self.open_fresh(name), name)
+
+
+OPEN_ATTEMPTS = 100
+_LEFT = re.compile(
+    r"(?P<name>[^.]+)(?:\.[0-9a-f]{32}\.db(?P<end>\.link|\.new|-wal|-shm)?"
+    r"|\.db(?P<old>\.rebuild|\.verify|\.drop|\.link|-wal|-shm))"
+)
+"""What :meth:`SQLCipherViewStore._sweep` may delete: a generation, with what may be
+beside it; the fresh files, link and write-ahead log of a view of an earlier version."""
+
+
+def _held(path: Path) -> bool:
+    """Does a process hold ``path`` locked (``flock``: it is building it)?"""
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except OSError:
+        return True  # gone, or not ours to judge
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return 0
 
 
 def _sync_directory(directory: Path) -> None:

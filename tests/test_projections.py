@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import sqlcipher3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -43,6 +44,7 @@ from eventpile.mail.query import (
 from eventpile.mail.synthetic import write_mbox
 from eventpile.projections import base
 from eventpile.projections.base import Page, Topics, View, rebuild_together
+from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
 from eventpile.store.views import SQLCipherDB, SQLCipherViewStore
@@ -305,6 +307,67 @@ def test_a_view_opened_while_it_is_swapped_opens_the_new_one(
         assert db.replaced() and _live(store) == ["2"]
     finally:
         db.close()
+
+
+def test_a_view_opened_as_its_file_is_deleted_opens_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file the name led to is deleted by a swap once SQLite has opened it: its
+    first read fails as a damaged file's would, and the new one is opened instead
+    (not taken for damaged and replaced by an empty one)."""
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    store.swap(_generation(store, "0"), "v")
+    real, swapped = sqlcipher3.connect, []
+
+    def connect(database: str, **kwargs: Any) -> Any:
+        connection = real(database, **kwargs)
+        if not swapped and database.endswith("mode=rw"):
+            swapped.append(database)
+            store.swap(_generation(store, "1"), "v")
+        return connection
+
+    monkeypatch.setattr(sqlcipher3, "connect", connect)
+    db = store.open("v")
+    try:
+        assert swapped and [x for (x,) in db.execute("SELECT x FROM t")] == ["1"]
+    finally:
+        db.close()
+
+
+def test_opening_a_view_deletes_what_crashes_and_earlier_versions_left(tmp_path: Path) -> None:
+    """Not the live file of an earlier version (a file, with its write-ahead log)."""
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    legacy = SQLCipherDB(tmp_path / "v.db", bytes(32), bulk=True)
+    legacy.execute("PRAGMA journal_mode=WAL")
+    legacy.execute("CREATE TABLE t(x)")
+    legacy.execute("INSERT INTO t VALUES ('legacy')")  # left in its write-ahead log
+    left = [f"v.db.{purpose}" for purpose in ("rebuild", "verify", "drop")]
+    crashed = f"v.{uuid.uuid4().hex}.db"
+    for name in [*left, crashed, f"{crashed}.new", f"v.{uuid.uuid4().hex}.db-shm"]:
+        (tmp_path / name).write_bytes(b"left")
+    (tmp_path / "v.db.link").symlink_to("v.db.rebuild")
+    db = store.open("v")
+    try:
+        assert [x for (x,) in db.execute("SELECT x FROM t")] == ["legacy"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "v.db",
+            "v.db-shm",
+            "v.db-wal",
+            "v.lock",
+        ]
+    finally:
+        db.close()
+        legacy.close()
+    store.swap(_generation(store, "new"), "v")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["v.db", "v.lock", os.readlink(tmp_path / "v.db")]
+    )
+
+
+def test_a_view_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
+    (tmp_path / "v.db").mkdir()
+    with pytest.raises(StoreError, match=r"v\.db cannot be opened"):
+        SQLCipherViewStore(tmp_path, bytes(32)).open("v")
 
 
 def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: MailApplication) -> None:
