@@ -6,7 +6,8 @@
         keys.json          data keys, wrapped by the passphrase (0600)
         events.sqlite3     the event store (AES-256-GCM per event)
         views/NAME.db      one SQLCipher database per projection: a link to the live
-                           file, views/NAME.GENERATION.db (see
+                           file, views/NAME.GENERATION.db (with its write-ahead log),
+                           swapped under views/NAME.lock (see
                            :meth:`eventpile.store.views.SQLCipherViewStore.swap`)
         log-head           the last seal of the log this home wrote (see
                            :mod:`eventpile.store.seals`)

@@ -157,7 +157,8 @@ class SQLCipherDB(ViewDB):
         """A descriptor of a fresh file, locked while it is being built (see ``swap``)."""
 
     def replaced(self) -> bool:
-        """An open file is never deleted, so its inode is not given to another one."""
+        """While this connection has its file open, the file's inode is not given to
+        another file, deleted or not."""
         try:
             return os.stat(self.path).st_ino != self.inode
         except FileNotFoundError:
@@ -204,7 +205,7 @@ class SQLCipherViewStore(ViewStore):
     to the live file, ``NAME.GENERATION.db`` (see :meth:`swap`)."""
 
     def __init__(self, directory: Path, key: bytes):
-        self.directory = directory
+        self.directory = directory.resolve()  # as the links are resolved (see _sweep)
         self._key = key
 
     def path(self, name: str) -> Path:
@@ -237,12 +238,20 @@ class SQLCipherViewStore(ViewStore):
                 continue
             if _inode(file) == inode:
                 db.inode = inode
-                with self._swapping(name, wait=False) as free:
-                    if free:
-                        self._sweep(name)
+                self._sweep_if_free(name)
                 return db
             db.close()
         raise StoreError(f"{link} was replaced {OPEN_ATTEMPTS} times while it was opened")
+
+    def _sweep_if_free(self, name: str) -> None:
+        """:meth:`_sweep` unless a swap is under way, or the lock cannot be had at all
+        (a read-only home, say: it is read all the same)."""
+        try:
+            with self._swapping(name, wait=False) as free:
+                if free:
+                    self._sweep(name)
+        except OSError:
+            pass
 
     def open_fresh(self, name: str, locked: bool = False) -> SQLCipherDB:
         """A new generation, locked (``flock``) while it is built: a sweep leaves it be.
@@ -294,10 +303,13 @@ class SQLCipherViewStore(ViewStore):
         finally:  # before it is live: closing it would drop this process's SQLite locks
             os.close(fresh.held)  # on it (POSIX); sweeps wait for this swap's lock
         link = self.path(name)
+        former = Path(os.path.realpath(link)) if link.is_symlink() else None
         renamed = link.with_name(f"{fresh.file.name}.link")
         renamed.symlink_to(fresh.file.name)
         os.replace(renamed, link)
         _sync_directory(self.directory)
+        if former is not None:  # not opened to see if it is held (see _held)
+            _remove(former)
         self._sweep(name)
 
     def _sweep(self, name: str) -> None:
@@ -356,7 +368,9 @@ beside it; the fresh files, link and write-ahead log of a view of an earlier ver
 
 
 def _held(path: Path) -> bool:
-    """Does a process hold ``path`` locked (``flock``: it is building it)?"""
+    """Does a process hold ``path`` locked (``flock``: it is building it)? Closing the
+    descriptor this opens drops any SQLite lock this process has on the file (POSIX):
+    only a fresh file's builder has it open, and nobody else reads a fresh file."""
     try:
         descriptor = os.open(path, os.O_RDWR)
     except OSError:

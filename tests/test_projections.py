@@ -364,6 +364,19 @@ def test_opening_a_view_deletes_what_crashes_and_earlier_versions_left(tmp_path:
     )
 
 
+def test_views_reached_through_a_link_or_a_relative_path_keep_their_live_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to("real")
+    monkeypatch.chdir(tmp_path)
+    for directory in (tmp_path / "alias", Path("alias/../real")):
+        store = SQLCipherViewStore(directory, bytes(32))
+        for value in ("0", "1"):
+            store.swap(_generation(store, value), "v")
+            assert _live(store) == [value]
+
+
 def test_a_view_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     (tmp_path / "v.db").mkdir()
     with pytest.raises(StoreError, match=r"v\.db cannot be opened"):
