@@ -11,10 +11,10 @@ passphrase to ask, any error — goes to the full command line
 (:mod:`eventpile.mail.cli`), which prints the same help and errors as always: a
 search reads only, so running it there again changes nothing.
 
-``eventpile [--json] [--home DIR] sync FOLDER`` is run by the home's agent
-(``eventpile unlock``), which has the application loaded, when one runs: what it
-prints, and its exit status, are the full command line's. Without an agent, it is
-the full command line's.
+``eventpile [--json] [--home DIR] sync FOLDER`` and ``eventpile --json [--home DIR]
+tag add|remove TAG QUERY`` are run by the home's agent (``eventpile unlock``), which
+has the application loaded, when one runs: what they print, and their exit status,
+are the full command line's. Without an agent, they are the full command line's.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def run() -> None:
             found = _served(home, argv) or _fast_search(home, parsed[1], parsed[2])
         else:
             _synced_by_agent(argv)
+            _tagged_by_agent(argv)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception:  # the full command line says what went wrong, as it does
@@ -99,12 +101,41 @@ def _synced_by_agent(argv: list[str]) -> None:
     sys.exit(1 if "retry_at" in answer["data"] else 0)
 
 
+def _tagged_by_agent(argv: list[str]) -> None:
+    """Have the home's agent run the ``--json tag add|remove TAG QUERY`` of ``argv``,
+    print what it says, and exit; return if there is no agent, or ``argv`` asks for
+    anything else (an option, say: the full command line reads those)."""
+    found = _command(argv, "tag")
+    if found is None or "EVENTPILE_DATABASE_URL" in os.environ:
+        return
+    home, as_json, args = found
+    if not as_json or len(args) != 3 or args[0] not in ("add", "remove"):
+        return
+    if any(arg.startswith("-") or not arg.isprintable() for arg in args):
+        return  # an option, or text the full command line refuses in its own words
+    from eventpile import agent_run
+
+    answer = agent_run(_home_dir(home), {"tag": args})
+    if not isinstance(answer, dict) or not ({"data", "error"} & answer.keys()):
+        return
+    for note in answer.get("notes", ()):
+        sys.stderr.write(f"eventpile: {note}: made anew from the log\n")
+    if "error" in answer:
+        sys.stderr.write(f"eventpile: {answer['error']}\n")
+        sys.exit(1)
+    sys.stdout.write(json.dumps(answer["data"], default=str) + "\n")
+    sys.exit(0)
+
+
 def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
     """In the agent: ``{"found": the JSON document of the search document["search"]
     asks for}``, or ``{"found": None}`` to leave it to the command; for ``{"sync":
-    FOLDER}``, what the sync's command line prints (:func:`_sync`)."""
+    FOLDER}``, what the sync's command line prints (:func:`_sync`); for ``{"tag":
+    [ACTION, TAG, QUERY]}``, what ``--json tag`` prints (:func:`_tag`)."""
     if "sync" in document:
         return _sync(home, keyring, document["sync"])
+    if "tag" in document:
+        return _tag(home, keyring, *document["tag"])
     parsed = _read(document["search"])
     if parsed is None or (parsed[0] is not None and parsed[0].resolve() != home):
         return {"found": None}
@@ -127,6 +158,58 @@ def _sync(home: Path, keyring: Any, where: str) -> dict[str, Any]:
     finally:
         app.close()
     return {"data": data, "said": line}
+
+
+def _tag(home: Path, keyring: Any, action: str, tag: str, query: str) -> dict[str, Any]:
+    """In the agent: ``{"data"}`` of a tagging as ``--json tag`` prints it, or
+    ``{"error"}``; with ``notes``, the views found damaged and made anew. One tagging at
+    a time, on an application kept open (as a worker's is: each command catches it up
+    with what other processes wrote); one that fails is closed."""
+    from eventpile.cli import one_line
+    from eventpile.mail.commands import TagMessages
+
+    try:
+        command = TagMessages.model_validate({"action": action, "tag": tag, "query": query})
+    except Exception as error:
+        return {"error": one_line(error)}
+    with _TAGGING:
+        try:
+            app = _kept_app(home, keyring)
+            operation = app.execute(command)
+        except Exception as error:
+            app = _KEPT.pop(home, None)
+            if app is not None:
+                app.close()
+            return {"error": one_line(error), "notes": _remade(app)}
+        return {
+            "data": {"operation_id": operation.id.hex, **operation.result},
+            "notes": _remade(app),
+        }
+
+
+_TAGGING = threading.Lock()
+_KEPT: dict[Path, Any] = {}
+"""The application the agent tags with, by home (it has one)."""
+
+
+def _kept_app(home: Path, keyring: Any) -> Any:
+    app = _KEPT.get(home)
+    if app is None:
+        from eventpile import Home
+        from eventpile.mail.app import MailApplication
+
+        app = _KEPT[home] = MailApplication(Home(home), keyring)
+    return app
+
+
+def _remade(app: Any) -> list[str]:
+    """What views of ``app`` were found damaged and made anew since it last said so."""
+    if app is None:
+        return []
+    found = [view.remade for view in app.views.values() if view.remade is not None]
+    for view in app.views.values():
+        view.remade = None
+    return found
 
 
 def _fast_search(home_dir: Path, query: str, options: dict[str, Any]) -> dict[str, Any] | None:

@@ -136,6 +136,43 @@ def test_the_agent_runs_a_sync_as_the_command_line_does(
     assert [r["status"] for r in syncs] == ["failed", "complete", "complete"]
 
 
+def test_the_agent_runs_a_tagging_as_the_command_line_does(mailbox: Home, unlock: Unlock) -> None:
+    """What ``--json tag add|remove`` prints, and its errors, are the full command line's;
+    the process that asks the agent loads neither the application nor typer."""
+
+    def tagging(*argv: str, entry: str | None = None) -> subprocess.CompletedProcess[str]:
+        if entry is None:
+            return eventpile(mailbox, "--json", "tag", *argv)
+        return eventpile_process(
+            mailbox, "--json", "tag", *argv, entry=entry, passphrase=PASSPHRASE
+        )
+
+    runs = [("add", "seen", "patch"), ("remove", "seen", "patch"), ("add", "seen", "a OR")]
+    ok(tagging("add", "seen", "", entry=FULL))  # the tag exists, on no message, before both
+    ok(tagging("remove", "seen", "", entry=FULL))
+    expected = [tagging(*argv, entry=FULL) for argv in runs]
+    ok(unlock(mailbox))
+    served = [tagging(*argv) for argv in runs]
+    for mine, theirs in zip(served, expected, strict=True):
+        assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
+        if mine.returncode == 0:
+            data, want = json.loads(mine.stdout), json.loads(theirs.stdout)
+            assert len(data.pop("operation_id")) == len(want.pop("operation_id")) == 32
+            assert data == want and data["changed"] > 0
+        else:
+            assert mine.stdout == theirs.stdout == ""
+    probe = (
+        "import sys; sys.argv = ['eventpile', '--json', 'tag', 'add', 'seen', 'patch']\n"
+        "from eventpile.mail.fast import run\n"
+        "try:\n    run()\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('sqlcipher3', 'eventpile.mail.commands', 'typer', 'pydantic') "
+        "if m in sys.modules])"
+    )
+    found = eventpile_process(mailbox, entry=probe, timeout=WAIT_S * 4)
+    assert found.stdout.splitlines()[-1] == "[]", found.stderr
+    assert json.loads(found.stdout.splitlines()[0])["changed"] > 0
+
+
 def synced_line(sent: int, received: int) -> str:
     return f"Synced with 0 other installations: {sent:,} events sent, {received:,} received\n"
 
