@@ -19,12 +19,15 @@ are the full command line's. Without an agent, they are the full command line's.
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # as typing's: a search's process imports no typing
+if TYPE_CHECKING:
+    from typing import Any
 
 INTERRUPTED = 130
 SYNC_WAIT_S = 24 * 3600.0
@@ -187,7 +190,7 @@ def _tag(home: Path, keyring: Any, action: str, tag: str, query: str) -> dict[st
         }
 
 
-_TAGGING = threading.Lock()
+_TAGGING = _thread.allocate_lock()  # threading's lock (a search imports no threading)
 _KEPT: dict[Path, Any] = {}
 """The application the agent tags with, by home (it has one)."""
 
