@@ -116,11 +116,18 @@ def _tagged_by_agent(argv: list[str]) -> None:
         return
     if any(arg.startswith("-") or not arg.isprintable() for arg in args):
         return  # an option, or text the full command line refuses in its own words
-    from eventpile import agent_run
+    from eventpile.store.agent_protocol import Unanswered, run
 
-    answer = agent_run(_home_dir(home), {"tag": args})
-    if not isinstance(answer, dict) or not ({"data", "error"} & answer.keys()):
-        return
+    try:
+        answer = run(_home_dir(home), {"tag": args}, SYNC_WAIT_S, once=True)
+    except Unanswered:
+        sys.stderr.write(
+            "eventpile: the agent took the tagging but did not answer (it stopped?): "
+            "'eventpile log' says whether it ran\n"
+        )
+        sys.exit(1)
+    if not isinstance(answer, dict) or answer.get("served") != "tag":
+        return  # no agent, one of an earlier version, or one with other keys: it ran nothing
     for note in answer.get("notes", ()):
         sys.stderr.write(f"eventpile: {note}: made anew from the log\n")
     if "error" in answer:
@@ -164,17 +171,22 @@ def _sync(home: Path, keyring: Any, where: str) -> dict[str, Any]:
 
 
 def _tag(home: Path, keyring: Any, action: str, tag: str, query: str) -> dict[str, Any]:
-    """In the agent: ``{"data"}`` of a tagging as ``--json tag`` prints it, or
-    ``{"error"}``; with ``notes``, the views found damaged and made anew. One tagging at
+    """In the agent: ``{"served": "tag"}`` with ``data``, a tagging as ``--json tag``
+    prints it, or its ``error``; with ``notes``, the views found damaged and made anew
+    (``served`` is None if the keys are no longer the home's). One tagging at
     a time, on an application kept open (as a worker's is: each command catches it up
     with what other processes wrote); one that fails is closed."""
+    from eventpile import Home
     from eventpile.cli import one_line
     from eventpile.mail.commands import TagMessages
+    from eventpile.store.agent import holds
 
+    if not holds(Home(home), keyring):
+        return {"served": None}  # the key file has other keys now: the command line's to say
     try:
         command = TagMessages.model_validate({"action": action, "tag": tag, "query": query})
     except Exception as error:
-        return {"error": one_line(error)}
+        return {"served": "tag", "error": one_line(error)}
     with _TAGGING:
         try:
             app = _kept_app(home, keyring)
@@ -183,8 +195,9 @@ def _tag(home: Path, keyring: Any, action: str, tag: str, query: str) -> dict[st
             app = _KEPT.pop(home, None)
             if app is not None:
                 app.close()
-            return {"error": one_line(error), "notes": _remade(app)}
+            return {"served": "tag", "error": one_line(error), "notes": _remade(app)}
         return {
+            "served": "tag",
             "data": {"operation_id": operation.id.hex, **operation.result},
             "notes": _remade(app),
         }

@@ -70,7 +70,7 @@ def keyring(home: Home) -> Keyring | None:
         ring = _decode(ask(home.agent_socket, b"keys"))
     except (TypeError, KeyError, ValueError, AttributeError):  # no answer, or not a keyring
         return None
-    return ring if _holds(home, ring) else None
+    return ring if holds(home, ring) else None
 
 
 def stop(home: Home) -> Running | None:
@@ -110,7 +110,7 @@ def start(home: Home, ring: Keyring, seconds: float, service: str | None = None)
     return Running(answer["pid"], answer["expires_at"])
 
 
-def _holds(home: Home, ring: Keyring) -> bool:
+def holds(home: Home, ring: Keyring) -> bool:
     """Does the key file of ``home`` hold the keys of ``ring`` (no more, no fewer)?"""
     try:
         document = json.loads(home.key_file.read_text())

@@ -28,19 +28,28 @@ Identity = tuple[int, int]
 """A file's device and inode: which socket is at a path."""
 
 
-def run(home: Path, document: dict[str, Any], timeout: float = ASK_TIMEOUT_S) -> Any:
+class Unanswered(Exception):
+    """The agent was given a command that writes, and did not answer: whether it ran
+    it, its operation says (running it again here could run it twice)."""
+
+
+def run(
+    home: Path, document: dict[str, Any], timeout: float = ASK_TIMEOUT_S, *, once: bool = False
+) -> Any:
     """The answer of the agent of the home at ``home`` to a ``run`` of ``document`` (what
     the command line that started it serves: see :func:`eventpile.store.agent.start`);
-    None if no agent of this user answers (within ``timeout`` seconds)."""
-    return ask(home / SOCKET, RUN + json.dumps(document).encode(), timeout)
+    None if no agent of this user answers (within ``timeout`` seconds). With ``once``
+    (a command that writes), :class:`Unanswered` once the agent has the document."""
+    return ask(home / SOCKET, RUN + json.dumps(document).encode(), timeout, once=once)
 
 
-def ask(path: Path, request: bytes, timeout: float = ASK_TIMEOUT_S) -> Any:
+def ask(path: Path, request: bytes, timeout: float = ASK_TIMEOUT_S, *, once: bool = False) -> Any:
     """The answer of the agent at ``path`` to ``request``; None if none of this user's
-    answers."""
+    answers (with ``once``: :class:`Unanswered` if it had the request)."""
     known = identity_of(path)
     if known is None:
         return None
+    sent = False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         try:
@@ -50,11 +59,16 @@ def ask(path: Path, request: bytes, timeout: float = ASK_TIMEOUT_S) -> Any:
                 return None
             client.sendall(request)
             client.shutdown(socket.SHUT_WR)
-            return receive(client)
+            sent = True
+            answer = receive(client)
+            if answer is not None or not once:
+                return answer
         except ConnectionRefusedError:  # its agent was killed
             remove_if(path, known)
         except (OSError, ValueError):
             pass
+    if once and sent:
+        raise Unanswered
     return None
 
 

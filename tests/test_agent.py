@@ -9,9 +9,11 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -171,6 +173,38 @@ def test_the_agent_runs_a_tagging_as_the_command_line_does(mailbox: Home, unlock
     found = eventpile_process(mailbox, entry=probe, timeout=WAIT_S * 4)
     assert found.stdout.splitlines()[-1] == "[]", found.stderr
     assert json.loads(found.stdout.splitlines()[0])["changed"] > 0
+
+
+def test_a_tagging_the_agent_takes_long_over_runs_once(mailbox: Home, unlock: Unlock) -> None:
+    """Longer than the agent is asked for keys (another process holds the log for 3 s):
+    the process waits for the agent's answer, and does not run the tagging again."""
+    ok(unlock(mailbox))
+    holder = sqlite3.connect(mailbox.events_db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(3.0, holder.rollback).start()
+    tagged = ok(eventpile(mailbox, "--json", "tag", "add", "late", ""))
+    holder.close()
+    assert tagged["changed"] == MESSAGES
+    operations = ok(eventpile(mailbox, "--json", "log"))["operations"]
+    assert [r["id"] for r in operations if r["command"] == "TagMessages"] == [
+        tagged["operation_id"]
+    ]
+
+
+def earlier_serve(home: Path, keyring: Keyring, document: dict[str, Any]) -> dict[str, Any]:
+    """What an agent of the version before taggings answers a tagging."""
+    return {"found": None, "query": document["search"]}
+
+
+def test_an_agent_of_an_earlier_version_leaves_the_tagging_to_the_command_line(
+    mailbox: Home, keyring: Keyring
+) -> None:
+    agent.start(mailbox, keyring, 60, "tests.test_agent:earlier_serve")
+    try:
+        tagged = ok(eventpile(mailbox, "--json", "tag", "add", "seen", ""))
+        assert tagged["changed"] == MESSAGES
+    finally:
+        agent.stop(mailbox)
 
 
 def synced_line(sent: int, received: int) -> str:
