@@ -163,16 +163,27 @@ def test_the_agent_runs_a_tagging_as_the_command_line_does(mailbox: Home, unlock
             assert data == want and data["changed"] > 0
         else:
             assert mine.stdout == theirs.stdout == ""
-    probe = (
-        "import sys; sys.argv = ['eventpile', '--json', 'tag', 'add', 'seen', 'patch']\n"
-        "from eventpile.mail.fast import run\n"
-        "try:\n    run()\nexcept SystemExit:\n    pass\n"
-        "print([m for m in ('sqlcipher3', 'eventpile.mail.commands', 'typer', 'pydantic') "
-        "if m in sys.modules])"
-    )
-    found = eventpile_process(mailbox, entry=probe, timeout=WAIT_S * 4)
+    found = loaded(mailbox, ["--json", "tag", "add", "seen", "patch"], HEAVY)
     assert found.stdout.splitlines()[-1] == "[]", found.stderr
     assert json.loads(found.stdout.splitlines()[0])["changed"] > 0
+
+
+HEAVY = ("sqlcipher3", "eventpile.mail.commands", "eventpile.mail.query", "typer", "pydantic")
+"""Modules a process that the agent answers does not load."""
+
+
+def loaded(
+    home: Home, argv: list[str], modules: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
+    """``eventpile ARGV`` through the fast path, printing after it which of ``modules``
+    the process loaded."""
+    probe = (
+        f"import sys; sys.argv = ['eventpile', *{argv!r}]\n"
+        "from eventpile.mail.fast import run\n"
+        "try:\n    run()\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {modules!r} if m in sys.modules])"
+    )
+    return eventpile_process(home, entry=probe, timeout=WAIT_S * 4)
 
 
 def test_a_tagging_the_agent_takes_long_over_runs_once(mailbox: Home, unlock: Unlock) -> None:
@@ -237,13 +248,9 @@ def test_a_search_the_agent_answers_loads_neither_the_index_nor_the_command_line
     mailbox: Home, unlock: Unlock
 ) -> None:
     ok(unlock(mailbox))
-    probe = (
-        "import sys; sys.argv = ['eventpile', '--json', 'search', 'patch']; "
-        "from eventpile.mail.fast import run; run(); "
-        "print([m for m in ('sqlcipher3', 'eventpile.mail.query', 'eventpile.store.home', "
-        "'typer', 'cryptography', 'pydantic') if m in sys.modules])"
+    found = loaded(
+        mailbox, ["--json", "search", "patch"], (*HEAVY, "eventpile.store.home", "cryptography")
     )
-    found = eventpile_process(mailbox, entry=probe, timeout=WAIT_S * 4)
     assert found.stdout.splitlines()[-1] == "[]", found.stderr
     for view in mailbox.views.glob("messages*"):
         view.unlink()  # not current: the agent leaves it to the command, which makes it anew
