@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from eventpile.projections import registers
     from eventpile.projections.base import Projection
     from eventpile.projections.feed import Renderer
+    from eventpile.store.agent import holds as agent_holds
     from eventpile.store.agent import keyring as agent_keyring
+    from eventpile.store.agent_protocol import Unanswered as AgentUnanswered
     from eventpile.store.agent_protocol import run as agent_run
     from eventpile.store.errors import DamagedView, StoreError
     from eventpile.store.home import Home, default_home
@@ -101,7 +103,9 @@ _WHERE = {
     "Home": ("eventpile.store.home", "Home"),
     "default_home": ("eventpile.store.home", "default_home"),
     "Keyring": ("eventpile.store.keys", "Keyring"),
+    "agent_holds": ("eventpile.store.agent", "holds"),
     "agent_keyring": ("eventpile.store.agent", "keyring"),
+    "AgentUnanswered": ("eventpile.store.agent_protocol", "Unanswered"),
     "agent_run": ("eventpile.store.agent_protocol", "run"),
     "StoreError": ("eventpile.store.errors", "StoreError"),
     "DamagedView": ("eventpile.store.errors", "DamagedView"),
@@ -114,6 +118,7 @@ _WHERE = {
 __all__ = [
     "FORGOTTEN",
     "STREAM",
+    "AgentUnanswered",
     "Aggregate",
     "Application",
     "Command",
@@ -142,6 +147,7 @@ __all__ = [
     "Undo",
     "Undoing",
     "ViewDB",
+    "agent_holds",
     "agent_keyring",
     "agent_run",
     "cli",

@@ -116,11 +116,11 @@ def _tagged_by_agent(argv: list[str]) -> None:
         return
     if any(arg.startswith("-") or not arg.isprintable() for arg in args):
         return  # an option, or text the full command line refuses in its own words
-    from eventpile.store.agent_protocol import Unanswered, run
+    from eventpile import AgentUnanswered, agent_run
 
     try:
-        answer = run(_home_dir(home), {"tag": args}, SYNC_WAIT_S, once=True)
-    except Unanswered:
+        answer = agent_run(_home_dir(home), {"tag": args}, SYNC_WAIT_S, once=True)
+    except AgentUnanswered:
         sys.stderr.write(
             "eventpile: the agent took the tagging but did not answer (it stopped?): "
             "'eventpile log' says whether it ran\n"
@@ -176,12 +176,11 @@ def _tag(home: Path, keyring: Any, action: str, tag: str, query: str) -> dict[st
     (``served`` is None if the keys are no longer the home's). One tagging at
     a time, on an application kept open (as a worker's is: each command catches it up
     with what other processes wrote); one that fails is closed."""
-    from eventpile import Home
+    from eventpile import Home, agent_holds
     from eventpile.cli import one_line
     from eventpile.mail.commands import TagMessages
-    from eventpile.store.agent import holds
 
-    if not holds(Home(home), keyring):
+    if not agent_holds(Home(home), keyring):
         return {"served": None}  # the key file has other keys now: the command line's to say
     try:
         command = TagMessages.model_validate({"action": action, "tag": tag, "query": query})
