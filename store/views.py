@@ -159,10 +159,7 @@ class SQLCipherDB(ViewDB):
     def replaced(self) -> bool:
         """While this connection has its file open, the file's inode is not given to
         another file, deleted or not."""
-        try:
-            return os.stat(self.path).st_ino != self.inode
-        except FileNotFoundError:
-            return True
+        return _inode(self.path) != self.inode
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.connection.execute(sql, params)
@@ -385,6 +382,7 @@ def _held(path: Path) -> bool:
 
 
 def _inode(path: Path) -> int:
+    """The inode of the file at ``path`` (0: none there)."""
     try:
         return os.stat(path).st_ino
     except FileNotFoundError:
@@ -417,7 +415,7 @@ def rekey_views(directory: Path, old_keys: Sequence[bytes], new: bytes) -> None:
             break
 
 
-def _remove(path: Path, *suffixes: str) -> None:
-    """Delete a database and its write-ahead log (or those ``suffixes`` of its name)."""
-    for suffix in suffixes or ("", "-wal", "-shm"):
+def _remove(path: Path) -> None:
+    """Delete a database and its write-ahead log."""
+    for suffix in ("", "-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
