@@ -111,7 +111,7 @@ class Rows:
             )
         self.tops: dict[int, int | None] = {}
         """By second (the lowest rowid of its range): its highest rowid, None if none."""
-        self._read_tops(sorted({_second(e.sent) for e in indexed}))
+        self._read_tops(sorted({_second(_date(e.sent)) for e in indexed}))
         self.new: dict[str, tuple[object, ...]] = {}
         """The rows to insert, by message id."""
         self.gone: list[int] = []
@@ -352,7 +352,7 @@ def _index(db: ViewDB, event: MessageIndexed, page: PageWrites) -> None:
     """One row per message, its rowid the same in a rebuild: its date and arrival (see
     ``DATE_BITS``), so they sort the same way. A message indexed before is removed first."""
     message_id = event.originator_id.hex
-    date = None if event.sent is None else int(event.sent.timestamp())
+    date = _date(event.sent)
     row = (message_id, event.subject, event.sender, date, event.size)
     forgotten = type(event).forgotten  # found by none of their words, nor threaded by them
     parts = (
@@ -363,7 +363,7 @@ def _index(db: ViewDB, event: MessageIndexed, page: PageWrites) -> None:
     header = message_id if "header_id" in forgotten else event.header_id
     if message_id in page.rows.rowids:
         _remove(db, message_id, page)
-    page.texts[page.rows.add(message_id, _second(event.sent), row)] = parts
+    page.texts[page.rows.add(message_id, _second(date), row)] = parts
     page.joining[message_id] = (
         link_key(header),
         list(dict.fromkeys(map(link_key, [header, *event.references]))),
@@ -379,9 +379,14 @@ _NEW_ROW = "INSERT INTO messages VALUES (?,?,?,?,?,?)"
 _ANY_ROW = "INSERT INTO messages VALUES (NULL,?,?,?,?,?) RETURNING rowid"
 
 
-def _second(sent: datetime | None) -> int:
-    """The lowest rowid of the second a message was sent in (see ``DATE_BITS``)."""
-    return UNDATED if sent is None else int(sent.timestamp()) << DATE_BITS
+def _date(sent: datetime | None) -> int | None:
+    """A message's date as the index keeps it: seconds since the epoch."""
+    return None if sent is None else int(sent.timestamp())
+
+
+def _second(date: int | None) -> int:
+    """The lowest rowid of the second ``date`` (see ``DATE_BITS``)."""
+    return UNDATED if date is None else date << DATE_BITS
 
 
 def _second_of(rowid: int) -> int:
