@@ -62,23 +62,16 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
     """Index what is new; ask once about known messages whose content differs."""
     from eventpile.mail.mailparse import (
         MalformedMail,
-        Messages,
         ParsedMail,
-        count_messages,
-        read_mailbox,
         read_mailbox_aside,
+        read_mailbox_counted,
     )
 
     key = ctx.app.keyring.purpose_key("message-id")
     large = command.path.is_dir() or command.path.stat().st_size >= PARSE_ASIDE_FROM
-    items: Messages
-    if large:
-        items = aside = read_mailbox_aside(command.path)
-        total = aside.total()  # counted where it is parsed
-    else:
-        total = count_messages(command.path)
-        items = read_mailbox(command.path)
-    with closing(items):
+    read = read_mailbox_aside if large else read_mailbox_counted
+    with closing(items := read(command.path)):
+        total = items.total()  # counted where it is parsed
         indexed = skipped = failed = done = 0
         problems: list[str] = []
         differing: list[str] = []

@@ -253,8 +253,13 @@ def read_mailbox_aside(path: Path, batch: int = 100) -> CountedMessages:
     process. Where no process can be forked (no fork, or a daemonic process), it reads here.
     """
     if multiprocessing.current_process().daemon or "fork" not in _START_METHODS:
-        return _ReadHere(path)
+        return read_mailbox_counted(path)
     return _ReadAside(path, batch)
+
+
+def read_mailbox_counted(path: Path) -> CountedMessages:
+    """`read_mailbox`, counting the messages in the file it opens (not opening it twice)."""
+    return _ReadHere(path)
 
 
 class _ReadHere(Iterator[ParsedMail | MalformedMail]):
