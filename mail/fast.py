@@ -27,7 +27,7 @@ from pathlib import Path
 
 TYPE_CHECKING = False  # as typing's: a search's process imports no typing
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 INTERRUPTED = 130
 SYNC_WAIT_S = 24 * 3600.0
@@ -98,8 +98,7 @@ def _synced_by_agent(argv: list[str]) -> None:
     if not isinstance(answer, dict) or not ({"said", "error"} & answer.keys()):
         return
     if "error" in answer:
-        sys.stderr.write(f"eventpile: {answer['error']}\n")
-        sys.exit(1)
+        _fail(answer["error"])
     sys.stdout.write(json.dumps(answer["data"]) + "\n" if as_json else answer["said"] + "\n")
     sys.exit(1 if "retry_at" in answer["data"] else 0)
 
@@ -121,20 +120,24 @@ def _tagged_by_agent(argv: list[str]) -> None:
     try:
         answer = agent_run(_home_dir(home), {"tag": args}, SYNC_WAIT_S, once=True)
     except AgentUnanswered:
-        sys.stderr.write(
-            "eventpile: the agent took the tagging but did not answer (it stopped?): "
-            "'eventpile log' says whether it ran\n"
+        _fail(
+            "the agent took the tagging but did not answer (it stopped?): "
+            "'eventpile log' says whether it ran"
         )
-        sys.exit(1)
     if not isinstance(answer, dict) or answer.get("served") != "tag":
         return  # no agent, one of an earlier version, or one with other keys: it ran nothing
     for note in answer.get("notes", ()):
         sys.stderr.write(f"eventpile: {note}: made anew from the log\n")
     if "error" in answer:
-        sys.stderr.write(f"eventpile: {answer['error']}\n")
-        sys.exit(1)
+        _fail(answer["error"])
     sys.stdout.write(json.dumps(answer["data"], default=str) + "\n")
     sys.exit(0)
+
+
+def _fail(said: str) -> NoReturn:
+    """End as the full command line ends on an error: its one line, and status 1."""
+    sys.stderr.write(f"eventpile: {said}\n")
+    sys.exit(1)
 
 
 def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
