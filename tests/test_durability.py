@@ -346,7 +346,7 @@ def test_ctrl_c_ends_the_attempt_as_interrupted(
         raise KeyboardInterrupt
 
     try:
-        monkeypatch.setattr(mailparse, "read_mailbox", interrupt)
+        monkeypatch.setattr(mailparse, "read_mailbox_counted", interrupt)
         with pytest.raises(KeyboardInterrupt):
             app.execute(ImportMailbox(path=write_mbox(tmp_path / "box.mbox", 10, seed=4)))
         (status,) = _statuses(app)
