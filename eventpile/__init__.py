@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from eventpile.store.agent import keyring as agent_keyring
     from eventpile.store.agent_protocol import Unanswered as AgentUnanswered
     from eventpile.store.agent_protocol import run as agent_run
+    from eventpile.store.agent_protocol import run_plain as agent_run_plain
     from eventpile.store.errors import DamagedView, StoreError
     from eventpile.store.home import Home, default_home
     from eventpile.store.keys import Keyring
@@ -107,6 +108,7 @@ _WHERE = {
     "agent_keyring": ("eventpile.store.agent", "keyring"),
     "AgentUnanswered": ("eventpile.store.agent_protocol", "Unanswered"),
     "agent_run": ("eventpile.store.agent_protocol", "run"),
+    "agent_run_plain": ("eventpile.store.agent_protocol", "run_plain"),
     "StoreError": ("eventpile.store.errors", "StoreError"),
     "DamagedView": ("eventpile.store.errors", "DamagedView"),
     # latest-wins registers for views, the testing kit and the command-line kit (modules)
@@ -150,6 +152,7 @@ __all__ = [
     "agent_holds",
     "agent_keyring",
     "agent_run",
+    "agent_run_plain",
     "cli",
     "default_home",
     "explain",

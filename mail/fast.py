@@ -20,13 +20,12 @@ are the full command line's. Without an agent, they are the full command line's.
 from __future__ import annotations
 
 import _thread
-import json
 import os
 import sys
-from pathlib import Path
 
 TYPE_CHECKING = False  # as typing's: a search's process imports no typing
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, NoReturn
 
 INTERRUPTED = 130
@@ -39,46 +38,53 @@ def run() -> None:
     argv = sys.argv[1:]
     try:
         parsed = _read(argv)
-        found = None
+        printed = None
         if parsed is not None:
             home = _home_dir(parsed[0])
-            found = _served(home, argv) or _fast_search(home, parsed[1], parsed[2])
+            printed = _served(home, argv) or _fast_search(home, parsed[1], parsed[2])
         else:
             _synced_by_agent(argv)
             _tagged_by_agent(argv)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception:  # the full command line says what went wrong, as it does
-        found = None
-    if found is None:
+        printed = None
+    if printed is None:
         from eventpile.mail.cli import run as full
 
         full()
     else:
-        sys.stdout.write(json.dumps(found, default=str) + "\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(printed)
 
 
-def _home_dir(given: Path | None) -> Path:
+def _home_dir(given: str | None) -> str:
     """The home the search is of: ``--home``, else ``EVENTPILE_HOME`` (read here, so that
     asking the agent loads no store), else the per-user default."""
     if given is not None:
-        return given.resolve()
+        return os.path.realpath(given)
     configured = os.environ.get("EVENTPILE_HOME")
     if configured:  # as default_home reads it
-        return Path(configured).expanduser().resolve()
+        return os.path.realpath(os.path.expanduser(configured))
     from eventpile import default_home
 
-    return default_home().resolve()
+    return str(default_home().resolve())
 
 
-def _served(home: Path, argv: list[str]) -> dict[str, Any] | None:
-    """The search's answer from the home's agent (which has the keys and the search
-    loaded: :func:`serve`), if one runs; None to look here."""
-    from eventpile import agent_run
+def _served(home: str, argv: list[str]) -> bytes | None:
+    """What the search prints, from the home's agent (which has the keys and the search
+    loaded: :func:`serve`), if one runs; None to look here. A plain run: this process
+    loads neither json nor socket (a third of it)."""
+    from eventpile import agent_run_plain
 
-    answer = agent_run(home, {"search": argv})
-    found = answer.get("found") if isinstance(answer, dict) else None
-    return found if isinstance(found, dict) else None
+    return agent_run_plain(home, b"\0".join(map(os.fsencode, argv)))
+
+
+def _printed(found: dict[str, Any]) -> bytes:
+    """A search's JSON document as the command line prints it."""
+    import json
+
+    return (json.dumps(found, default=str) + "\n").encode()
 
 
 def _synced_by_agent(argv: list[str]) -> None:
@@ -91,7 +97,9 @@ def _synced_by_agent(argv: list[str]) -> None:
         return  # another store than the agent's, maybe
     home, as_json, (where,) = found
     if not where.startswith(("http://", "https://")):
-        where = str(Path(where).absolute())  # the agent's working directory is not ours
+        where = os.path.join(os.getcwd(), where)  # the agent's working directory is not ours
+    import json
+
     from eventpile import agent_run
 
     answer = agent_run(_home_dir(home), {"sync": where}, SYNC_WAIT_S)
@@ -115,6 +123,8 @@ def _tagged_by_agent(argv: list[str]) -> None:
         return
     if any(arg.startswith("-") or not arg.isprintable() for arg in args):
         return  # an option, or text the full command line refuses in its own words
+    import json
+
     from eventpile import AgentUnanswered, agent_run
 
     try:
@@ -140,21 +150,31 @@ def _fail(said: str) -> NoReturn:
     sys.exit(1)
 
 
-def serve(home: Path, keyring: Any, document: dict[str, Any]) -> dict[str, Any]:
-    """In the agent: ``{"found": the JSON document of the search document["search"]
-    asks for}``, or ``{"found": None}`` to leave it to the command; for ``{"sync":
-    FOLDER}``, what the sync's command line prints (:func:`_sync`); for ``{"tag":
-    [ACTION, TAG, QUERY]}``, what ``--json tag`` prints (:func:`_tag`)."""
+def serve(home: Path, keyring: Any, document: dict[str, Any] | bytes) -> Any:
+    """In the agent: for a plain run of a search's arguments (NUL-separated), what the
+    search prints, or nothing to leave it to the command; for ``{"sync": FOLDER}``,
+    what the sync's command line prints (:func:`_sync`); for ``{"tag": [ACTION, TAG,
+    QUERY]}``, what ``--json tag`` prints (:func:`_tag`); for ``{"search": ARGUMENTS}``
+    (a client of an earlier version), ``{"found": None}``: it searches itself."""
+    if isinstance(document, bytes):
+        return _search(home, keyring, [os.fsdecode(arg) for arg in document.split(b"\0")])
     if "sync" in document:
         return _sync(home, keyring, document["sync"])
     if "tag" in document:
         return _tag(home, keyring, *document["tag"])
-    parsed = _read(document["search"])
-    if parsed is None or (parsed[0] is not None and parsed[0].resolve() != home):
-        return {"found": None}
+    return {"found": None}
+
+
+def _search(home: Path, keyring: Any, argv: list[str]) -> bytes:
+    """In the agent: what the search ``argv`` asks for prints; nothing to leave it to the
+    command (another home, an index to bring up to date)."""
+    parsed = _read(argv)
+    if parsed is None or (parsed[0] is not None and os.path.realpath(parsed[0]) != str(home)):
+        return b""
     from eventpile import Home
 
-    return {"found": _answer(Home(home), keyring, parsed[1], parsed[2])}
+    found = _answer(Home(home), keyring, parsed[1], parsed[2])
+    return b"" if found is None else _printed(found)
 
 
 def _sync(home: Path, keyring: Any, where: str) -> dict[str, Any]:
@@ -230,18 +250,21 @@ def _remade(app: Any) -> list[str]:
     return found
 
 
-def _fast_search(home_dir: Path, query: str, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The search's JSON document, found here; None to leave it to the full command line."""
+def _fast_search(home_dir: str, query: str, options: dict[str, Any]) -> bytes | None:
+    """What the search prints, found here; None to leave it to the full command line."""
+    from pathlib import Path
+
     from eventpile import Home, agent_keyring
 
-    home = Home(home_dir, os.environ.get("EVENTPILE_DATABASE_URL"))
+    home = Home(Path(home_dir), os.environ.get("EVENTPILE_DATABASE_URL"))
     keyring = agent_keyring(home)
     if keyring is None:
         passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
         if passphrase is None:
             return None  # to be asked in a terminal
         keyring = home.unlock(passphrase)
-    return _answer(home, keyring, query, options)
+    found = _answer(home, keyring, query, options)
+    return None if found is None else _printed(found)
 
 
 def _answer(home: Any, keyring: Any, query: str, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -260,17 +283,17 @@ def _answer(home: Any, keyring: Any, query: str, options: dict[str, Any]) -> dic
         db.close()
 
 
-def _command(argv: list[str], name: str) -> tuple[Path | None, bool, list[str]] | None:
+def _command(argv: list[str], name: str) -> tuple[str | None, bool, list[str]] | None:
     """``(home, --json, the arguments after it)`` of ``eventpile [--json] [--home DIR]
     NAME ...``; None for anything else."""
-    home: Path | None = None
+    home: str | None = None
     as_json = False
     args = iter(argv)
     for arg in args:
         if arg == "--json":
             as_json = True
         elif arg == "--home":
-            home = Path(next(args))
+            home = next(args)
         elif arg == name:
             return home, as_json, list(args)
         else:
@@ -278,7 +301,7 @@ def _command(argv: list[str], name: str) -> tuple[Path | None, bool, list[str]] 
     return None
 
 
-def _read(argv: list[str]) -> tuple[Path | None, str, dict[str, Any]] | None:
+def _read(argv: list[str]) -> tuple[str | None, str, dict[str, Any]] | None:
     """``(home, query, options)`` of a ``--json search`` that the fast path reads; None
     for anything else."""
     found = _command(argv, "search")

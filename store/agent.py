@@ -8,8 +8,9 @@ gone or taken over (the home deleted, another agent started). The keys never rea
 the disk unwrapped, and the agent allows no core dump of itself. :func:`keyring`
 asks it; a socket nobody answers on was left by a killed agent: it is removed.
 
-The protocol: a client sends ``keys`` or ``stop`` and shuts its side; the agent
-answers one JSON document and closes.
+The protocol (:mod:`eventpile.store.agent_protocol`): a client sends ``keys``, ``stop``,
+or a run for the service the agent was started with, and shuts its side; the agent
+answers and closes.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from typing import Any
 from eventpile.store.agent_protocol import (
     ASK_TIMEOUT_S,
     MAX_MESSAGE,
+    PLAIN,
     RUN,
     Identity,
     ask,
     identity_of,
     peer_uid,
+    plain_answer,
     receive,
     remove_if,
     send,
@@ -222,9 +225,10 @@ def _serve(
                 return
             if request == b"keys":
                 connection.sendall(answer.now())
-            elif request.startswith(RUN) and service is not None:
+            elif request.startswith((RUN, PLAIN)) and service is not None:
                 # in a thread: a run may take a while, and the keys are asked for meanwhile
-                document = json.loads(request[4:])
+                plain = request.startswith(PLAIN)
+                document = request[len(PLAIN) :] if plain else json.loads(request[len(RUN) :])
                 threading.Thread(target=_answer, args=(connection, service, document)).start()
                 continue
         except (OSError, ValueError):
@@ -259,9 +263,15 @@ class _Answer:
 
 
 def _answer(connection: socket.socket, service: Callable[[Any], Any], document: Any) -> None:
+    """Send the answer of ``service`` to ``document``: to the bytes of a plain run, its
+    bytes (any other answer, an error say, is none: the client does without)."""
     with connection, suppress(OSError):  # OSError: the client gave up waiting
         connection.settimeout(None)
-        connection.sendall(json.dumps(service(document)).encode())
+        answer = service(document)
+        if isinstance(document, bytes):
+            connection.sendall(plain_answer(answer if isinstance(answer, bytes) else b""))
+        else:
+            connection.sendall(json.dumps(answer).encode())
 
 
 def _request(connection: socket.socket) -> bytes:
@@ -274,8 +284,9 @@ def _request(connection: socket.socket) -> bytes:
 
 def _service(spec: str, home: Path, ring: Keyring) -> Callable[[Any], Any]:
     """The function named ``module:function`` that answers ``run`` requests:
-    ``function(home, keyring, document)``, imported when the agent starts; its failure,
-    or its import's, is an answer too."""
+    ``function(home, keyring, document)``, imported when the agent starts (``document``
+    is the bytes of a plain run, answered by bytes); its failure, or its import's, is an
+    answer too (a plain run's client takes it for none)."""
     try:
         module, _, name = spec.partition(":")
         function = getattr(importlib.import_module(module), name)

@@ -5,6 +5,9 @@ Run on demand, never in the test suite::
     .venv/bin/python -m tests.bench_cli            # 20 runs per figure
     .venv/bin/python -m tests.bench_cli --runs 50
 
+eventpile runs as a user has it: the repository's wheel, installed into a throwaway
+virtualenv (:mod:`tests.installed`); ``--editable`` runs this environment's instead,
+whose editable install adds a hook (setuptools' finder) to every process's start-up.
 A throwaway home gets ``eventpile init`` and ``eventpile import`` of the real corpus
 (``../shared/data/linux-mips-2000.mbox.gz``; the seeded synthetic corpus when it is
 absent). Then each figure times whole processes (wall clock, p50 and p90 of
@@ -38,9 +41,9 @@ from functools import partial
 from pathlib import Path
 
 from eventpile.mail.synthetic import write_mbox
+from tests.installed import build_wheel, install
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "linux-mips-2000.mbox.gz"
-EVENTPILE = Path(sys.executable).with_name("eventpile")
 PASSPHRASE = "bench"
 SYNTHETIC = 2000
 """Messages of the synthetic corpus, when the real one is absent (as many)."""
@@ -103,9 +106,13 @@ def one_message(eventpile: list[str], env: Env) -> str:
     raise RuntimeError("no patch of the corpus has a subject of its own")
 
 
-def bench_eventpile(tmp: Path, mbox: Path, queries: Sequence[str], runs: int) -> None:
-    env = {**ENV, "EVENTPILE_HOME": str(tmp / "home"), "EVENTPILE_PASSPHRASE": PASSPHRASE}
-    eventpile = [str(EVENTPILE)]
+def bench_eventpile(
+    bin_dir: Path, home: Path, mbox: Path, queries: Sequence[str], runs: int
+) -> None:
+    """The figures of the ``eventpile`` and ``python`` of ``bin_dir``, in a new ``home``."""
+    env = {**ENV, "EVENTPILE_HOME": str(home), "EVENTPILE_PASSPHRASE": PASSPHRASE}
+    eventpile = [str(bin_dir / "eventpile")]
+    python = str(bin_dir / "python")
     run([*eventpile, "init"], env)
     start = time.perf_counter()
     run([*eventpile, "import", str(mbox)], env)
@@ -116,10 +123,8 @@ def bench_eventpile(tmp: Path, mbox: Path, queries: Sequence[str], runs: int) ->
     print(
         f"{'(whole processes, wall and CPU time)':<44} {'p50 ms':>8} {'p90 ms':>8} {'CPU p50':>8}"
     )
-    row("python -c pass", timed([sys.executable, "-c", "pass"], env, runs))
-    row(
-        "python -c 'import eventpile'", timed([sys.executable, "-c", "import eventpile"], env, runs)
-    )
+    row("python -c pass", timed([python, "-c", "pass"], env, runs))
+    row("python -c 'import eventpile'", timed([python, "-c", "import eventpile"], env, runs))
     for query in queries:
         row(
             f"search, passphrase: {query}",
@@ -189,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench_cli", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--runs", type=int, default=20, help="runs per figure (default 20)")
+    parser.add_argument(
+        "--editable",
+        action="store_true",
+        help="run this environment's eventpile (an editable install), not the wheel's",
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"-- whole processes (load average {load:.1f} on {os.cpu_count()} cores)", flush=True)
@@ -201,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             mbox = write_mbox(tmp / "synthetic.mbox", SYNTHETIC, seed=1)
             queries = ("kernel", "subject:patch", "from:alice")
             print(f"corpus: {CORPUS} is absent: {SYNTHETIC:,} synthetic messages instead")
-        bench_eventpile(tmp, mbox, queries, args.runs)
+        if args.editable:
+            bin_dir = Path(sys.executable).parent
+            print("eventpile: this environment's (editable install)")
+        else:
+            bin_dir = install(build_wheel(tmp), tmp / "installed")
+            print("eventpile: the repository's wheel, installed in a new virtualenv")
+        bench_eventpile(bin_dir, tmp / "home", mbox, queries, args.runs)
         others = {"notmuch": bench_notmuch, "mu": bench_mu}
         maildir = None
         for tool, bench in others.items():

@@ -25,6 +25,7 @@ import pytest
 from eventpile.commands.cli.session import duration
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store import agent
+from eventpile.store.agent_protocol import PLAIN, SOCKET, _received, plain_answer, run_plain
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, _hkdf
 from tests.conftest import FULL, PASSPHRASE, eventpile_process
@@ -176,12 +177,12 @@ def loaded(
     home: Home, argv: list[str], modules: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
     """``eventpile ARGV`` through the fast path, printing after it which of ``modules``
-    the process loaded."""
+    it loaded (not the interpreter's start: an editable install's hook loads some)."""
     probe = (
-        f"import sys; sys.argv = ['eventpile', *{argv!r}]\n"
+        f"import sys; sys.argv = ['eventpile', *{argv!r}]; started = set(sys.modules)\n"
         "from eventpile.mail.fast import run\n"
         "try:\n    run()\nexcept SystemExit:\n    pass\n"
-        f"print([m for m in {modules!r} if m in sys.modules])"
+        f"print([m for m in {modules!r} if m in set(sys.modules) - started])"
     )
     return eventpile_process(home, entry=probe, timeout=WAIT_S * 4)
 
@@ -218,6 +219,49 @@ def test_an_agent_of_an_earlier_version_leaves_the_tagging_to_the_command_line(
         agent.stop(mailbox)
 
 
+def test_an_agent_of_an_earlier_version_leaves_the_search_to_the_command(
+    mailbox: Home, keyring: Keyring
+) -> None:
+    """Its service is asked a plain run it cannot read (it fails on it): the command
+    searches itself, with the keys the agent gives."""
+    expected = eventpile_process(mailbox, "--json", "search", "", entry=FULL, passphrase=PASSPHRASE)
+    agent.start(mailbox, keyring, 60, "tests.test_agent:earlier_serve")
+    try:
+        found = eventpile(mailbox, "--json", "search", "")
+        assert (found.returncode, found.stdout) == (0, expected.stdout) and ok(found)["total"]
+    finally:
+        agent.stop(mailbox)
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        (b"", None),  # an agent without plain runs closes without a word
+        (plain_answer(b""), None),  # nothing to say: the client does without
+        (plain_answer(b"found\n"), b"found\n"),
+        (plain_answer(b"found\n")[:-1], None),  # cut short: the agent was killed
+        (plain_answer(b"found\n") + b"more", None),
+    ],
+)
+def test_a_plain_run_is_its_answer_whole_or_none(
+    tmp_path: Path, sent: bytes, expected: bytes | None
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / SOCKET))
+        listener.listen(1)
+
+        def answer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                assert _received(connection) == PLAIN + b"ask"
+                connection.sendall(sent)
+
+        server = threading.Thread(target=answer)
+        server.start()
+        assert run_plain(tmp_path, b"ask") == expected
+        server.join()
+
+
 def synced_line(sent: int, received: int) -> str:
     return f"Synced with 0 other installations: {sent:,} events sent, {received:,} received\n"
 
@@ -248,9 +292,8 @@ def test_a_search_the_agent_answers_loads_neither_the_index_nor_the_command_line
     mailbox: Home, unlock: Unlock
 ) -> None:
     ok(unlock(mailbox))
-    found = loaded(
-        mailbox, ["--json", "search", "patch"], (*HEAVY, "eventpile.store.home", "cryptography")
-    )
+    lean = ("eventpile.store.home", "cryptography", "json", "re", "socket", "pathlib", "typing")
+    found = loaded(mailbox, ["--json", "search", "patch"], (*HEAVY, *lean))
     assert found.stdout.splitlines()[-1] == "[]", found.stderr
     for view in mailbox.views.glob("messages*"):
         view.unlink()  # not current: the agent leaves it to the command, which makes it anew
