@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from eventpile.store.errors import DamagedView, StoreError
     from eventpile.store.home import Home, default_home
     from eventpile.store.keys import Keyring
+    from eventpile.store.passphrase import unlocking
     from eventpile.store.views import ViewDB, read_position
 
 _WHERE = {
@@ -109,6 +110,7 @@ _WHERE = {
     "AgentUnanswered": ("eventpile.store.agent_protocol", "Unanswered"),
     "agent_run": ("eventpile.store.agent_protocol", "run"),
     "agent_run_plain": ("eventpile.store.agent_protocol", "run_plain"),
+    "unlocking": ("eventpile.store.passphrase", "unlocking"),
     "StoreError": ("eventpile.store.errors", "StoreError"),
     "DamagedView": ("eventpile.store.errors", "DamagedView"),
     # latest-wins registers for views, the testing kit and the command-line kit (modules)
@@ -164,6 +166,7 @@ __all__ = [
     "read_position",
     "registers",
     "testing",
+    "unlocking",
     "utcnow",
     "uuid7",
 ]

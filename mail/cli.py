@@ -62,7 +62,7 @@ def index_db(s: Any) -> Any:
     from eventpile.mail.fast import current_index
 
     home, keyring = unlock(s)
-    db = current_index(home, keyring)
+    db = current_index(home, lambda: keyring)
     if db is not None:
         return db
     with opened(s, (home, keyring)) as application:

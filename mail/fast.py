@@ -25,6 +25,7 @@ import sys
 
 TYPE_CHECKING = False  # as typing's: a search's process imports no typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any, NoReturn
 
@@ -54,8 +55,20 @@ def run() -> None:
 
         full()
     else:
+        _print_and_end(printed)
+
+
+def _print_and_end(printed: bytes) -> NoReturn:
+    """Print ``printed`` and end the process at once: nothing is left open (a search
+    closes its view), and the interpreter's teardown of what the search loaded would
+    take a tenth of the process."""
+    try:
         sys.stdout.flush()
         sys.stdout.buffer.write(printed)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # its reader is gone (`| head`, say): nothing more to say
+        os._exit(1)
+    os._exit(0)
 
 
 def _home_dir(given: str | None) -> str:
@@ -173,7 +186,7 @@ def _search(home: Path, keyring: Any, argv: list[str]) -> bytes:
         return b""
     from eventpile import Home
 
-    found = _answer(Home(home), keyring, parsed[1], parsed[2])
+    found = _answer(Home(home), lambda: keyring, parsed[1], parsed[2])
     return b"" if found is None else _printed(found)
 
 
@@ -252,33 +265,43 @@ def _remade(app: Any) -> list[str]:
 
 def _fast_search(home_dir: str, query: str, options: dict[str, Any]) -> bytes | None:
     """What the search prints, found here; None to leave it to the full command line."""
+    from eventpile import unlocking
+
+    passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
+    # scrypt begins before anything else loads, and runs while it loads (on the other core)
+    unlocked = None if passphrase is None else unlocking(home_dir, passphrase)
     from pathlib import Path
 
-    from eventpile import Home, agent_keyring
+    from eventpile import Home
 
     home = Home(Path(home_dir), os.environ.get("EVENTPILE_DATABASE_URL"))
-    keyring = agent_keyring(home)
-    if keyring is None:
-        passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
-        if passphrase is None:
-            return None  # to be asked in a terminal
-        keyring = home.unlock(passphrase)
-    found = _answer(home, keyring, query, options)
+    keyring = None
+    if home.agent_socket.exists():  # an agent's keys come before the passphrase's
+        from eventpile import agent_keyring
+
+        keyring = agent_keyring(home)
+    keys = unlocked if keyring is None else lambda: keyring
+    if keys is None:
+        return None  # to be asked in a terminal
+    found = _answer(home, keys, query, options)
     return None if found is None else _printed(found)
 
 
-def _answer(home: Any, keyring: Any, query: str, options: dict[str, Any]) -> dict[str, Any] | None:
+def _answer(
+    home: Any, keys: Callable[[], Any], query: str, options: dict[str, Any]
+) -> dict[str, Any] | None:
     """The search's JSON document from a current index; None if it is not current."""
     from eventpile.mail.query import parse_query, search, threads
 
-    db = current_index(home, keyring)
+    parsed = parse_query(query)
+    db = current_index(home, keys)
     if db is None:
         return None
     try:
         limit, offset, sort = int(options["limit"]), int(options["offset"]), options["sort"]
         if options["threads"]:
-            return threads(db, parse_query(query), limit, offset, sort)
-        return search(db, parse_query(query), limit, offset, sort, snippets=True)
+            return threads(db, parsed, limit, offset, sort)
+        return search(db, parsed, limit, offset, sort, snippets=True)
     finally:
         db.close()
 
@@ -332,18 +355,20 @@ def _read(argv: list[str]) -> tuple[str | None, str, dict[str, Any]] | None:
     return home, queries[0] if queries else "", options
 
 
-def current_index(home: Any, keyring: Any) -> Any:
+def current_index(home: Any, keys: Callable[[], Any]) -> Any:
     """The message index of ``home`` if it is current (found without decoding any
-    event); None if it must be brought up to date (or made anew) first."""
+    event); None if it must be brought up to date (or made anew) first. ``keys()`` is
+    asked for the keyring last (it may be unlocking meanwhile)."""
     from eventpile import DamagedView, read_position
     from eventpile.mail.query import INDEX_SCHEMA
 
     backend = home.backend()
-    store = backend.view_store(keyring)
+    end = backend.log_end()
+    store = backend.view_store(keys())
     try:
         if store.exists("messages"):
             db = store.open("messages")
-            if read_position(db, "messages") == (backend.log_end(), INDEX_SCHEMA):
+            if read_position(db, "messages") == (end, INDEX_SCHEMA):
                 return db
             db.close()
     except DamagedView:  # the key opened the log: the view is damaged, made anew later

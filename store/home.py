@@ -33,6 +33,7 @@ from eventpile.store.keys import (
     open_key_file,
     rotate_keys,
 )
+from eventpile.store.passphrase import KEY_FILE
 
 if TYPE_CHECKING:
     from eventpile.store.backend import Backend
@@ -58,7 +59,7 @@ class Home:
 
     @property
     def key_file(self) -> Path:
-        return self.path / "keys.json"
+        return self.path / KEY_FILE
 
     @property
     def agent_socket(self) -> Path:

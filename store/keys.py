@@ -18,7 +18,6 @@ tree from the first data key; it cannot forget anyone.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import os
@@ -30,9 +29,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from eventpile.store.errors import NotInitialised, StoreError, WrongPassphrase
+from eventpile.store.errors import StoreError, WrongPassphrase
+from eventpile.store.passphrase import (
+    DAMAGED,
+    KEY_FILE_FORMAT,
+    b64,
+    document_of,
+    read,
+    scrypt,
+    unb64,
+    wrapping_key,
+)
 
-KEY_FILE_FORMAT = 1
 SCRYPT_N = 2**14  # ~40 ms here: interactive use, one derivation per process
 SCRYPT_R = 8
 VIEWS = "views"
@@ -41,20 +49,6 @@ KEPT = ("message-id", "person", "log-seal", "event-type")
 made with them, the log's seals (:mod:`eventpile.store.seals`) and the stored topics
 (:class:`eventpile.store.mapper.StoredTopics`) too."""
 PEOPLE = "people"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode(), validate=True)
-
-
-def _derive_kek(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
 
 
 def _wrap_aad(key_id: int) -> bytes:
@@ -209,13 +203,13 @@ def _seal_tree(key: bytes, tree: bytes) -> str:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     nonce = os.urandom(12)
-    return _b64(nonce + AESGCM(key).encrypt(nonce, tree, b"eventpile people tree"))
+    return b64(nonce + AESGCM(key).encrypt(nonce, tree, b"eventpile people tree"))
 
 
 def _open_tree(key: bytes, text: str) -> bytes:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    blob = _unb64(text)
+    blob = unb64(text)
     return AESGCM(key).decrypt(blob[:12], blob[12:], b"eventpile people tree")
 
 
@@ -271,16 +265,16 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
     if not passphrase:
         raise StoreError("the passphrase must not be empty")
     salt = os.urandom(16)
-    kek = AESGCM(_derive_kek(passphrase, salt, SCRYPT_N, SCRYPT_R, 1))
+    kek = AESGCM(scrypt(passphrase, salt, SCRYPT_N, SCRYPT_R, 1))
     keys = []
     for key_id, key in sorted(ring.keys.items()):
         nonce = os.urandom(12)
         wrapped = nonce + kek.encrypt(nonce, key, _wrap_aad(key_id))
-        keys.append({"id": key_id, "wrapped": _b64(wrapped)})
+        keys.append({"id": key_id, "wrapped": b64(wrapped)})
     document: dict[str, Any] = {
         "format": KEY_FILE_FORMAT,
         "installation_id": str(ring.installation_id),
-        "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": 1, "salt": _b64(salt)},
+        "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": 1, "salt": b64(salt)},
         "keys": keys,
         "current": ring.current,
     }
@@ -288,13 +282,13 @@ def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:
         purposes: dict[str, str] = {}
         for purpose, key in sorted(ring.kept.items()):
             nonce = os.urandom(12)
-            purposes[purpose] = _b64(nonce + kek.encrypt(nonce, key, _purpose_aad(purpose)))
+            purposes[purpose] = b64(nonce + kek.encrypt(nonce, key, _purpose_aad(purpose)))
         document["purposes"] = purposes
     if ring.people_key is not None and ring.people_cover is not None:
         nonce = os.urandom(12)
         wrapped = nonce + kek.encrypt(nonce, ring.people_key, _purpose_aad(PEOPLE))
         document[PEOPLE] = {
-            "key": _b64(wrapped),
+            "key": b64(wrapped),
             "tree": _seal_tree(ring.people_key, ring.people_cover),
         }
     return document
@@ -309,42 +303,36 @@ def _write(fd: int, document: dict[str, Any]) -> None:
 
 def open_key_file(path: Path, passphrase: str) -> Keyring:
     """Unwrap the data keys; a clear error for a wrong passphrase or a damaged file."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NotInitialised(f"no key file at {path}: run `eventpile init` first") from None
-    except OSError as e:
-        raise StoreError(f"the key file {path} is unreadable: {e}") from None
-    return unwrap_keys(data, passphrase, path)
+    return unwrap_keys(read(path), passphrase, path)
 
 
 def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
     """The data keys of a key file's content (from ``path``, a file or an address)."""
+    document = document_of(data, path)
+    return unwrapped(document, wrapping_key(document, passphrase, path), path)
+
+
+def unwrapped(document: dict[str, Any], key: bytes, path: Path | str) -> Keyring:
+    """The keyring of the key file's ``document``, unwrapped by the passphrase's ``key``
+    (:func:`eventpile.store.passphrase.wrapping_key`)."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    kek = AESGCM(key)
     try:
-        document: dict[str, Any] = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise StoreError(f"the key file {path} is unreadable: {e}") from None
-    try:
-        if document["format"] != KEY_FILE_FORMAT or document["kdf"]["name"] != "scrypt":
-            raise StoreError(f"the key file {path} has an unknown format")
-        kdf = document["kdf"]
-        kek = AESGCM(_derive_kek(passphrase, _unb64(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"]))
         keys = {}
         for entry in document["keys"]:
-            blob = _unb64(entry["wrapped"])
+            blob = unb64(entry["wrapped"])
             keys[int(entry["id"])] = kek.decrypt(blob[:12], blob[12:], _wrap_aad(entry["id"]))
         kept = None
         if "purposes" in document:
             kept = {}
             for purpose, text in document["purposes"].items():
-                blob = _unb64(text)
+                blob = unb64(text)
                 kept[purpose] = kek.decrypt(blob[:12], blob[12:], _purpose_aad(purpose))
         people_key = people_cover = None
         if PEOPLE in document:
-            blob = _unb64(document[PEOPLE]["key"])
+            blob = unb64(document[PEOPLE]["key"])
             people_key = kek.decrypt(blob[:12], blob[12:], _purpose_aad(PEOPLE))
             people_cover = _open_tree(people_key, document[PEOPLE]["tree"])
         ring = Keyring(
@@ -360,6 +348,5 @@ def unwrap_keys(data: bytes, passphrase: str, path: Path | str) -> Keyring:
         return ring
     except InvalidTag:
         raise WrongPassphrase("wrong passphrase (or a damaged key file)") from None
-    # a value of the wrong type or range: scrypt's own limits raise MemoryError, OverflowError
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, MemoryError) as e:
+    except DAMAGED as e:
         raise StoreError(f"the key file {path} is damaged: {e!r}") from None

@@ -23,6 +23,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import sqlcipher3
+
 from eventpile.store.errors import DamagedView, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -110,8 +112,6 @@ class SQLCipherDB(ViewDB):
     """A connection to the SQLCipher file ``file``, named ``path`` (its link, if live)."""
 
     def __init__(self, path: Path, key: bytes, *, file: Path | None = None, bulk: bool = False):
-        import sqlcipher3
-
         self.path = path
         self.file = file or path
         mode = "rwc" if bulk else "rw"  # a live file is made by a swap, never by opening it

@@ -28,7 +28,7 @@ from eventpile.store import agent
 from eventpile.store.agent_protocol import PLAIN, SOCKET, _received, plain_answer, run_plain
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, _hkdf
-from tests.conftest import FULL, PASSPHRASE, eventpile_process
+from tests.conftest import FULL, GOES_ON, PASSPHRASE, eventpile_process
 
 WAIT_S = 30.0
 MESSAGES = 6
@@ -180,6 +180,7 @@ def loaded(
     it loaded (not the interpreter's start: an editable install's hook loads some)."""
     probe = (
         f"import sys; sys.argv = ['eventpile', *{argv!r}]; started = set(sys.modules)\n"
+        f"{GOES_ON}"
         "from eventpile.mail.fast import run\n"
         "try:\n    run()\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {modules!r} if m in set(sys.modules) - started])"

@@ -3,13 +3,16 @@ the full command line, without importing the command-line framework."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store.home import Home
-from tests.conftest import FAST, FULL, eventpile_process
+from tests.conftest import FAST, FULL, GOES_ON, eventpile_process
 
 PASSPHRASE = "fast path passphrase"
 
@@ -55,8 +58,8 @@ def test_the_fast_path_answers_as_the_full_command_line(home: Home, argv: list[s
 
 def test_a_search_loads_no_command_line_framework(home: Home) -> None:
     probe = (
-        "import sys; sys.argv = ['eventpile', '--json', 'search', 'patch']; "
-        f"{FAST}; "
+        f"{GOES_ON}import sys; sys.argv = ['eventpile', '--json', 'search', 'patch']\n"
+        f"try:\n    {FAST}\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('typer', 'click', 'rich', 'pydantic') if m in sys.modules), "
         "file=sys.stderr)"
     )
@@ -75,3 +78,25 @@ def test_without_a_passphrase_or_a_current_index_the_full_command_line_answers(
         view.unlink()  # the index is made anew by the full command line, the same
     after = eventpile_process(home, "--json", "search", "patch", passphrase=PASSPHRASE)
     assert after.returncode == 0 and after.stdout == before.stdout
+
+
+def test_a_search_whose_reader_is_gone_ends_quietly(home: Home) -> None:
+    """``eventpile --json search | head -c 0``: a broken pipe ends it with status 1 and
+    no word (it printed what it had, and ends at once)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPILE_")}
+    env |= {"EVENTPILE_HOME": str(home.path), "EVENTPILE_PASSPHRASE": PASSPHRASE}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before a byte is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", FAST, "--json", "search", ""],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
