@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,11 @@ CACHE_KIB = {False: 64 * 1024, True: 256 * 1024}
 it fills only as pages are read. The indexes keyed by random ids (messages, tags,
 threads) outgrow SQLite's 2 MB default, and every insert then read and decrypted a page
 from disk: rebuilding 100,000 messages took 51 s with the default, 32 s with this."""
+COMMIT_ASIDE_FROM = 256
+"""A transaction of a live view that changed at least so many rows commits in a thread
+of its own, and the caller goes on meanwhile: the commit holds no GIL (SQLCipher
+encrypting and writing its pages, FTS5 writing out its terms). The connection's next
+use waits for it. A smaller one commits at once (a thread would cost more than it saves)."""
 TRACKING = (
     "CREATE TABLE IF NOT EXISTS tracking ("
     "name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema BIGINT NOT NULL)"
@@ -155,6 +161,8 @@ class SQLCipherDB(ViewDB):
         """The inode of ``file`` (set by whoever opened it knowing it is the one)."""
         self.held: int | None = None
         """A descriptor of a fresh file, locked while it is being built (see ``swap``)."""
+        self._committing: threading.Thread | None = None
+        self._failed: BaseException | None = None
 
     def replaced(self) -> bool:
         """While this connection has its file open, the file's inode is not given to
@@ -162,12 +170,15 @@ class SQLCipherDB(ViewDB):
         return _inode(self.path) != self.inode
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._settle()
         return self.connection.execute(sql, params)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._settle()
         self.connection.executemany(sql, rows)
 
     def script(self, sql: str) -> None:
+        self._settle()
         self.connection.executescript(sql)
 
     @contextmanager
@@ -180,13 +191,37 @@ class SQLCipherDB(ViewDB):
                 self.connection.execute("BEGIN")
             yield
             return
+        self._settle()
+        changes = self.connection.total_changes
         self.connection.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
             self.connection.execute("ROLLBACK")
             raise
-        self.connection.execute("COMMIT")
+        if self.connection.total_changes - changes < COMMIT_ASIDE_FROM:
+            self.connection.execute("COMMIT")
+            return
+        self._committing = threading.Thread(target=self._commit, name=f"commit {self.path.name}")
+        self._committing.start()
+
+    def _commit(self) -> None:
+        try:
+            self.connection.execute("COMMIT")
+        except BaseException as e:  # raised by the next use of the connection
+            self._failed = e
+
+    def _settle(self) -> None:
+        """Wait for the commit under way (see :data:`COMMIT_ASIDE_FROM`); raise its error,
+        if it failed (the transaction rolled back: the view is where it was before it)."""
+        if self._committing is None:
+            return
+        self._committing.join()
+        self._committing, failed, self._failed = None, self._failed, None
+        if failed is not None:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            raise failed
 
     def commit_all(self) -> None:
         """Commit the one transaction of a fresh database (see :meth:`transaction`)."""
@@ -194,7 +229,10 @@ class SQLCipherDB(ViewDB):
             self.connection.execute("COMMIT")
 
     def close(self) -> None:
-        self.connection.close()
+        try:
+            self._settle()
+        finally:
+            self.connection.close()
 
 
 class SQLCipherViewStore(ViewStore):

@@ -47,7 +47,7 @@ from eventpile.projections.base import Page, Topics, View, rebuild_together
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
-from eventpile.store.views import SQLCipherDB, SQLCipherViewStore
+from eventpile.store.views import COMMIT_ASIDE_FROM, SQLCipherDB, SQLCipherViewStore
 from eventpile.testing.postgres import empty_database
 
 QUERIES = (
@@ -381,6 +381,43 @@ def test_a_view_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     (tmp_path / "v.db").mkdir()
     with pytest.raises(StoreError, match=r"v\.db cannot be opened"):
         SQLCipherViewStore(tmp_path, bytes(32)).open("v")
+
+
+def test_a_large_transaction_commits_aside_and_the_next_use_waits_for_it(tmp_path: Path) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    db = store.open("big")
+    db.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    rows = [(n,) for n in range(COMMIT_ASIDE_FROM)]
+    with db.transaction():
+        db.executemany("INSERT INTO t VALUES (?)", rows)
+    assert db.execute("SELECT count(*) FROM t").fetchone()[0] == len(rows)
+    other = store.open("big")  # another connection: committed, once the first has waited
+    assert other.execute("SELECT count(*) FROM t").fetchone()[0] == len(rows)
+    with db.transaction():
+        db.executemany("INSERT INTO t VALUES (?)", [(n + len(rows),) for n in range(len(rows))])
+    db.close()  # waits for the commit
+    assert other.execute("SELECT count(*) FROM t").fetchone()[0] == 2 * len(rows)
+    other.close()
+
+
+def test_a_commit_aside_that_fails_fails_the_next_use_and_changes_nothing(tmp_path: Path) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    db = store.open("failing")
+    db.script(
+        "PRAGMA foreign_keys = ON;"
+        "CREATE TABLE parent (n INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (n INTEGER PRIMARY KEY, parent INTEGER "
+        "REFERENCES parent DEFERRABLE INITIALLY DEFERRED)"
+    )
+    with db.transaction():  # the constraint fails at COMMIT, in the committing thread
+        db.executemany("INSERT INTO child VALUES (?, 1)", [(n,) for n in range(COMMIT_ASIDE_FROM)])
+    with pytest.raises(sqlcipher3.IntegrityError, match="FOREIGN KEY"):
+        db.execute("SELECT 1")
+    assert db.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    with db.transaction():  # and the connection goes on
+        db.execute("INSERT INTO parent VALUES (1)")
+    assert db.execute("SELECT count(*) FROM parent").fetchone()[0] == 1
+    db.close()
 
 
 def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: MailApplication) -> None:
