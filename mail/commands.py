@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from eventpile.mail.mailparse import ParsedMail
 
 FLUSH_EVERY = 500
+FLUSH_WAITING_FROM = 100
+"""An import writes what it holds once it holds this many messages and the next ones are
+not parsed yet (early in a large import, parsing is behind): rather than wait idle."""
 LOAD_EVERY = 100
 """Messages are looked up this many at a time (the first ones as soon as they are parsed)."""
 PARSE_ASIDE_FROM = 2_000_000
@@ -71,8 +74,7 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
     large = command.path.is_dir() or command.path.stat().st_size >= PARSE_ASIDE_FROM
     read = read_mailbox_aside if large else read_mailbox_counted
     with closing(items := read(command.path)):
-        total = items.total()  # counted where it is parsed
-        indexed = skipped = failed = done = 0
+        indexed = skipped = failed = done = held = 0
         problems: list[str] = []
         differing: list[str] = []
         while batch := list(islice(items, LOAD_EVERY)):
@@ -96,10 +98,14 @@ def import_mailbox(command: ImportMailbox, ctx: Context) -> Outcome:
                     differing.append(content.fingerprint)
                 else:
                     skipped += 1
-            done += len(batch)
-            if done % FLUSH_EVERY == 0:
-                ctx.progress(done, total, f"Importing: {done:,} messages read")
+            done, held = done + len(batch), held + len(batch)
+            if held >= FLUSH_EVERY or (held >= FLUSH_WAITING_FROM and not items.ready()):
+                held = 0
+                # the count, counted where it is parsed; it comes once the mailbox was read
+                # whole, so nothing is written of one that cannot be (a gzip file cut short)
+                ctx.progress(done, items.total(), f"Importing: {done:,} messages read")
                 ctx.flush()
+        items.total()  # before the end, when the operation writes what it holds
     result = {"indexed": indexed, "skipped": skipped, "failed": failed, "differing": len(differing)}
     message = f"Imported {indexed:,} messages ({skipped:,} already known, {failed:,} malformed)"
     if differing:

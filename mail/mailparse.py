@@ -14,17 +14,19 @@ import mailbox
 import mmap
 import multiprocessing
 import multiprocessing.queues
+import operator
 import os
 import queue
 import re
-import shutil
 import signal
 import tempfile
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.header import decode_header
@@ -40,6 +42,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _FROM_LINE = b"From "
 _SEPARATOR = b"\n" + _FROM_LINE
 _CHUNK = 1 << 20
+_STEP = 1 << 18
+"""The head of a gzip file is decompressed so many bytes at a time (its first messages
+are parsed at once)."""
 # A message needs at least one of these header fields.
 _MAIL_FIELDS = frozenset({"from", "sender", "to", "cc", "subject", "date", "message-id"})
 _RECIPIENT_FIELDS = frozenset({"to", "cc"})  # every occurrence counts, not only the first
@@ -104,6 +109,15 @@ class ParsedMail:
     """SHA-256 of the message in a normal form, the same for every copy of it (`_normal_form`)."""
     raw_fingerprint: str
     """SHA-256 of its bytes as stored in the mailbox: what earlier versions took as fingerprint."""
+
+    def __reduce__(self) -> "tuple[type[ParsedMail], tuple[object, ...]]":
+        """Pickled as its values, in field order (it crosses from the reading process to
+        the importing one): a frozen dataclass's own pickling looks its fields up for each
+        message, which cost the importing process a twentieth of its time."""
+        return ParsedMail, _parsed_values(self)
+
+
+_parsed_values = operator.attrgetter(*(field.name for field in fields(ParsedMail)))
 
 
 class MalformedMail(ValueError):
@@ -232,15 +246,20 @@ def _opened(path: Path, counted: bool) -> tuple[Messages, int | None]:
 
 _START_METHODS = multiprocessing.get_all_start_methods()
 _Batch = list[ParsedMail | MalformedMail] | int | Exception | None
-"""What the reading process sends: first the number of messages, then some messages at
-a time; its error, or None at the end."""
+"""What the reading process sends: some messages at a time, and the number of messages
+once it knows it; its error, or None at the end."""
 FIRST_BATCH = 10
 """The first batch is small, so that the caller starts on it soon."""
+HEAD_BYTES = 4 << 20
+"""The first bytes of a gzip file, whose messages are parsed while it is decompressed."""
 
 
 class CountedMessages(Messages, Protocol):
     def total(self) -> int | None:
         """How many messages there are (or None if they cannot be told in advance)."""
+
+    def ready(self) -> bool:
+        """Is the next message (or the end) at hand, without waiting for it to be parsed?"""
 
 
 def read_mailbox_aside(path: Path, batch: int = 100) -> CountedMessages:
@@ -272,6 +291,9 @@ class _ReadHere(Iterator[ParsedMail | MalformedMail]):
     def total(self) -> int | None:
         return self._total
 
+    def ready(self) -> bool:
+        return True  # parsed when asked for
+
     def close(self) -> None:
         self._items.close()
 
@@ -288,18 +310,28 @@ class _ReadAside(Iterator[ParsedMail | MalformedMail]):
         )
         self._process.start()
         self._total: int | None = None
-        self._items = self._received()
+        self._received: deque[list[ParsedMail | MalformedMail]] = deque()
+        self._ended = False
+        self._held = 0
+        """Messages of the batch being taken, not taken yet."""
+        self._items = self._messages()
 
     def __next__(self) -> ParsedMail | MalformedMail:
         return next(self._items)
 
     def total(self) -> int | None:
-        """The count the reading process sends first (waiting for it)."""
-        if self._total is None:
-            self._total = self._count()
+        """The count the reading process sends (waiting for it: a gzip file's comes once
+        it is decompressed whole, after the first messages)."""
+        while self._total is None and not self._ended:
+            self._receive()
         return self._total
 
-    def _count(self) -> int:
+    def ready(self) -> bool:
+        return self._held > 0 or bool(self._received) or self._ended or not self._batches.empty()
+
+    def _receive(self) -> None:
+        """Take what the reading process sends next: a batch, the count, the end, or its
+        error (raised)."""
         try:
             found = self._next_batch()
             if isinstance(found, Exception):
@@ -307,8 +339,12 @@ class _ReadAside(Iterator[ParsedMail | MalformedMail]):
         except BaseException:
             self.close()
             raise
-        assert isinstance(found, int), "the reading process sends its count first"
-        return found
+        if isinstance(found, int):
+            self._total = found
+        elif found is None:
+            self._ended = True
+        else:
+            self._received.append(found)
 
     def _next_batch(self) -> _Batch:
         while True:
@@ -320,14 +356,18 @@ class _ReadAside(Iterator[ParsedMail | MalformedMail]):
                     stopped = f"reading {self._path} stopped (exit code {code})"
                     raise MailboxError(stopped) from None
 
-    def _received(self) -> Iterator[ParsedMail | MalformedMail]:
+    def _messages(self) -> Iterator[ParsedMail | MalformedMail]:
         try:
-            self.total()
-            while (items := self._next_batch()) is not None:
-                if isinstance(items, Exception):
-                    raise items
-                assert isinstance(items, list)
-                yield from items
+            while True:
+                while not self._received:
+                    if self._ended:
+                        return
+                    self._receive()
+                items = self._received.popleft()
+                self._held = len(items)
+                for item in items:
+                    self._held -= 1
+                    yield item
         finally:
             self.close()
 
@@ -349,17 +389,75 @@ def _read_into(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     try:
-        items, total = _opened(path, counted=True)
-        batches.put(total)
-        for first in itertools.chain([FIRST_BATCH], itertools.repeat(size)):
-            if not (chunk := list(itertools.islice(items, first))):
-                break
+        chunk: list[ParsedMail | MalformedMail] = []
+        sizes = itertools.chain([FIRST_BATCH], itertools.repeat(size))
+        wanted = next(sizes)
+        for item in _parsed_and_counted(path):
+            if isinstance(item, int):
+                batches.put(item)
+                continue
+            chunk.append(item)
+            if len(chunk) == wanted:
+                batches.put(chunk)
+                chunk, wanted = [], next(sizes)
+        if chunk:
             batches.put(chunk)
         batches.put(None)
     except Exception as exc:  # raised on the reading side
         batches.put(exc)
     batches.close()
     batches.join_thread()
+
+
+def _parsed_and_counted(path: Path) -> Iterator[ParsedMail | MalformedMail | int]:
+    """The messages of a mailbox and, once known, their number (a gzip file's, after the
+    messages of its head: a third process decompresses it all and counts them, while
+    the messages of its first :data:`HEAD_BYTES` are parsed here, decompressed apart)."""
+    path = Path(path).resolve()
+    if _kind(path) != "gzip":
+        items, total = _opened(path, counted=True)
+        yield cast(int, total)
+        yield from items
+        return
+    location = f"mbox:{path}"
+    with tempfile.TemporaryFile() as whole:
+        counted = _gunzip_aside(path, whole)
+        parsed = 0
+        for raw in _head_messages(path, HEAD_BYTES):
+            yield _parse_or_error(raw, f"{location}#{parsed}", mbox=True)
+            parsed += 1
+        yield counted()
+        yield from _read_mbox(_map_file(whole, path), location, start=parsed)
+
+
+def _gunzip_aside(path: Path, into: BinaryIO) -> Callable[[], int]:
+    """Decompress the gzip file ``path`` into ``into`` in a process of its own (forked,
+    ended with this one); the function returned waits for it and gives the number of
+    messages (or raises its `MailboxError`)."""
+    report, told = os.pipe()
+    child = os.fork()
+    if child == 0:  # the decompressing process: the reading one's alone
+        os.close(report)
+        threading.Thread(target=_exit_without, args=(os.getppid(),), daemon=True).start()
+        try:
+            said = str(_gunzip(path, into))
+        except MailboxError as exc:
+            said = f"!{exc}"
+        except BaseException as exc:
+            said = f"!reading {path}: {exc!r}"
+        os.write(told, said.encode())
+        os._exit(0)
+    os.close(told)
+
+    def counted() -> int:
+        with os.fdopen(report, "rb") as pipe:
+            said = pipe.read().decode()
+        os.waitpid(child, 0)
+        if said.startswith("!") or not said:
+            raise MailboxError(said[1:] or f"decompressing {path} stopped")
+        return int(said)
+
+    return counted
 
 
 def _exit_without(parent: int) -> None:
@@ -423,20 +521,55 @@ def _kind(path: Path) -> str:
 
 def _map_mbox(path: Path, gzipped: bool) -> mmap.mmap | bytes:
     """Memory-map an mbox file, decompressing a gzip file into a temporary file first."""
-    try:
-        with path.open("rb") as f:
-            if not gzipped:
+    if not gzipped:
+        try:
+            with path.open("rb") as f:
                 return _map_file(f, path)
-            with tempfile.TemporaryFile() as tmp:
-                try:
-                    with gzip.GzipFile(fileobj=f) as gz:
-                        shutil.copyfileobj(gz, tmp, _CHUNK)
-                except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                    raise MailboxError(f"{path} is not a readable gzip file: {exc}") from exc
-                tmp.flush()
-                return _map_file(tmp, path)
+        except OSError as exc:
+            raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with tempfile.TemporaryFile() as tmp:
+        _gunzip(path, tmp)
+        return _map_file(tmp, path)
+
+
+def _gunzip(path: Path, into: BinaryIO) -> int:
+    """Decompress the gzip file ``path`` into ``into``; the messages it holds (its lines
+    starting with "From ", counted as they pass)."""
+
+    def read(size: int) -> bytes:
+        chunk = gz.read(size)
+        into.write(chunk)
+        return chunk
+
+    with _gzip_errors(path), path.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
+        count = _count_from_lines(read, path)
+    into.flush()
+    return count
+
+
+@contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    """Inside, what a gzip file that cannot be read raises is a `MailboxError`."""
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise MailboxError(f"{path} is not a readable gzip file: {exc}") from exc
     except OSError as exc:
         raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _head_messages(path: Path, size: int) -> Iterator[bytes]:
+    """The messages of the first ``size`` bytes of the gzip file ``path``, as they are
+    decompressed (as `_split_mbox` delimits them; not the last, which may go on)."""
+    with _gzip_errors(path), path.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
+        left, rest = size, b""
+        while left > 0 and (chunk := gz.read(min(_STEP, left))):
+            left, rest = left - len(chunk), rest + chunk
+            if rest[: len(_FROM_LINE)] != _FROM_LINE[: len(rest)]:
+                raise _not_mbox(path)
+            if cut := rest.rfind(_SEPARATOR) + 1:
+                yield from _split_mbox(rest[:cut])
+                rest = rest[cut:]
 
 
 def _map_file(f: BinaryIO, path: Path) -> mmap.mmap | bytes:
@@ -487,11 +620,13 @@ def _split_mbox(data: mmap.mmap | bytes) -> Iterator[bytes]:
 
 
 def _read_mbox(
-    data: mmap.mmap | bytes, location: str
+    data: mmap.mmap | bytes, location: str, start: int = 0
 ) -> Generator[ParsedMail | MalformedMail, None, None]:
+    """The messages of ``data`` from the ``start``-th on."""
     try:
         for key, raw in enumerate(_split_mbox(data)):
-            yield _parse_or_error(raw, f"{location}#{key}", mbox=True)
+            if key >= start:
+                yield _parse_or_error(raw, f"{location}#{key}", mbox=True)
     finally:
         if isinstance(data, mmap.mmap):
             data.close()

@@ -20,8 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventpile.commands.dispatcher import CommandFailed
 from eventpile.domain.events import DomainEvent, operation_scope, uuid7
 from eventpile.mail import commands as mail
+from eventpile.mail import mailparse
 from eventpile.mail import query as messages_query
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
@@ -78,8 +80,8 @@ def test_load_many_equals_one_load_each(app: MailApplication) -> None:
 
 @pytest.mark.parametrize("kind", ["mbox", "gzip", "maildir"])
 def test_reading_aside_counts_what_it_yields(mbox: Path, tmp_path: Path, kind: str) -> None:
-    """The count comes from the reading process, before the first message; so does
-    the error of a path that is no mailbox of its kind."""
+    """The count comes from the reading process (a gzip file's after the messages of its
+    head); so does the error of a path that is no mailbox of its kind."""
     path, bad = mbox, tmp_path / "notes.txt"
     bad.write_text("no mail here\n")
     if kind == "gzip":
@@ -109,6 +111,46 @@ def test_reading_aside_yields_what_reading_here_does(mbox: Path) -> None:
     ]
     assert len(here) == 61 and isinstance(aside[-1], ValueError)
     assert not multiprocessing.active_children()
+
+
+@settings(max_examples=15, deadline=None)
+@given(head=st.integers(min_value=1, max_value=40_000))
+def test_a_gzip_file_read_aside_yields_what_reading_it_here_does_whatever_its_head(
+    mbox: Path, tmp_path_factory: pytest.TempPathFactory, head: int
+) -> None:
+    """Its head (the first ``head`` bytes, decompressed apart) is parsed while the whole
+    is decompressed by another process: together, the same messages, each once, in order."""
+    path = tmp_path_factory.mktemp("gzip") / "box.mbox.gz"
+    path.write_bytes(gzip.compress(mbox.read_bytes()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mailparse, "HEAD_BYTES", head)  # the reading process is forked
+        items = read_mailbox_aside(path, batch=7)
+        aside = list(items)
+    here = list(read_mailbox(path))
+    assert [str(m) for m in aside] == [str(m) for m in here]
+    assert [m for m in aside if not isinstance(m, Exception)] == [
+        m for m in here if not isinstance(m, Exception)
+    ]
+    assert items.total() == len(here) == 61
+    assert not multiprocessing.active_children()
+
+
+def test_an_import_of_a_gzip_file_cut_short_writes_nothing(
+    app: MailApplication, mbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its head's messages are parsed (and looked up) before the cut is found: the cut
+    fails the import before anything is written."""
+    packed = gzip.compress(mbox.read_bytes())
+    cut = tmp_path / "cut.mbox.gz"
+    cut.write_bytes(packed[: len(packed) * 3 // 4])
+    monkeypatch.setattr(mail, "PARSE_ASIDE_FROM", 1)
+    monkeypatch.setattr(mail, "FLUSH_EVERY", 5)
+    monkeypatch.setattr(mail, "FLUSH_WAITING_FROM", 1)
+    monkeypatch.setattr(mailparse, "HEAD_BYTES", 2_000)
+    before = app.max_position()
+    with pytest.raises(CommandFailed, match="not a readable gzip file"):
+        app.execute(ImportMailbox(path=cut))
+    assert app.read(before, app.max_position(), (MessageIndexed,), 100) == []
 
 
 def test_reading_aside_raises_the_readers_error_and_stops_early(mbox: Path, tmp_path: Path) -> None:
