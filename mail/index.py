@@ -201,16 +201,29 @@ class PageWrites:
             db.executemany(
                 "DELETE FROM messages_fts WHERE rowid=?", [(r,) for r in sorted(self.removed)]
             )
-        if self.texts:
-            db.executemany(
-                f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) "
-                f"VALUES (?{',?' * len(FTS_COLUMNS)})",
-                [(rowid, *text) for rowid, text in sorted(self.texts.items())],
-            )
+        if self.texts:  # staged, and indexed in one statement last (aside, for a large page)
+            db.execute(_STAGE)
+            db.executemany(_STAGED, [(rowid, *text) for rowid, text in sorted(self.texts.items())])
+            db.defer(_INDEX_STAGED)
+            db.defer("DELETE FROM temp.fts_staged")
         if self.leaving:
             _leave_threads(db, self.leaving)
         if self.joining:
             _join_threads(db, self.joining)
+
+
+_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS fts_staged (rowid INTEGER PRIMARY KEY, "
+    f"{', '.join(FTS_COLUMNS)})"
+)
+_STAGED = f"INSERT INTO temp.fts_staged VALUES (?{',?' * len(FTS_COLUMNS)})"
+_INDEX_STAGED = (
+    f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) "
+    f"SELECT rowid, {', '.join(FTS_COLUMNS)} FROM temp.fts_staged ORDER BY rowid"
+)
+"""A page's texts go into the full-text index in one statement, which
+:meth:`~eventpile.store.views.SQLCipherDB.defer` runs last in its transaction: aside,
+when the page is large (its tokenizing holds no GIL there)."""
 
 
 def _tag_changed(db: ViewDB, event: TagCreated | TagRenamed | TagRemoved) -> None:

@@ -36,10 +36,11 @@ it fills only as pages are read. The indexes keyed by random ids (messages, tags
 threads) outgrow SQLite's 2 MB default, and every insert then read and decrypted a page
 from disk: rebuilding 100,000 messages took 51 s with the default, 32 s with this."""
 COMMIT_ASIDE_FROM = 256
-"""A transaction of a live view that changed at least so many rows commits in a thread
-of its own, and the caller goes on meanwhile: the commit holds no GIL (SQLCipher
-encrypting and writing its pages, FTS5 writing out its terms). The connection's next
-use waits for it. A smaller one commits at once (a thread would cost more than it saves)."""
+"""A transaction of a view that changed at least so many rows commits (a live view's)
+and runs its deferred statements (:meth:`SQLCipherDB.defer`) in a thread of its own,
+and the caller goes on meanwhile: they hold no GIL (SQLCipher encrypting and writing
+pages, FTS5 tokenizing and writing out its terms). The connection's next use waits for
+them. A smaller one ends at once (a thread would cost more than it saves)."""
 TRACKING = (
     "CREATE TABLE IF NOT EXISTS tracking ("
     "name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema BIGINT NOT NULL)"
@@ -63,6 +64,10 @@ class ViewDB(ABC):
     @abstractmethod
     def transaction(self) -> Any:
         """A context manager: one write transaction, exclusive among writers of this view."""
+
+    @abstractmethod
+    def defer(self, sql: str) -> None:
+        """Run ``sql`` (one statement) last in the transaction under way."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -149,6 +154,7 @@ class SQLCipherDB(ViewDB):
                 f"{path} cannot be opened with this key (damaged or foreign)"
             ) from None
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB[bulk]}")
+        db.execute("PRAGMA temp_store=MEMORY")  # what a view stages for a page
         self._bulk = bulk
         if bulk:
             db.execute("PRAGMA journal_mode=OFF")
@@ -163,6 +169,7 @@ class SQLCipherDB(ViewDB):
         """A descriptor of a fresh file, locked while it is being built (see ``swap``)."""
         self._committing: threading.Thread | None = None
         self._failed: BaseException | None = None
+        self._deferred: list[str] = []
 
     def replaced(self) -> bool:
         """While this connection has its file open, the file's inode is not given to
@@ -186,34 +193,61 @@ class SQLCipherDB(ViewDB):
         """A fresh database (``bulk``) has one transaction for all, committed by
         :meth:`commit_all`: nobody else reads it, and one that fails is discarded. A
         commit per page of the log wrote each page of its indexes again and again."""
+        self._settle()
+        changes = self.connection.total_changes
         if self._bulk:
             if not self.connection.in_transaction:
                 self.connection.execute("BEGIN")
-            yield
+            try:
+                yield
+            except BaseException:
+                self._deferred.clear()
+                raise
+            self._finish(changes, [])
             return
-        self._settle()
-        changes = self.connection.total_changes
         self.connection.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
+            self._deferred.clear()
             self.connection.execute("ROLLBACK")
             raise
+        self._finish(changes, ["COMMIT"])
+
+    def defer(self, sql: str) -> None:
+        """Run ``sql`` (one statement) last in the transaction under way (at once outside
+        one): in the thread of its commit when that goes aside (see
+        :data:`COMMIT_ASIDE_FROM`). For a statement that does much in one step, an
+        ``INSERT … SELECT`` into a full-text index, say: its tokenizing then holds no GIL."""
+        if self.connection.in_transaction:
+            self._deferred.append(sql)
+        else:
+            self.execute(sql)
+
+    def _finish(self, changes: int, ending: list[str]) -> None:
+        """Run the deferred statements and ``ending``: here, or aside if the transaction
+        changed at least :data:`COMMIT_ASIDE_FROM` rows."""
+        statements, self._deferred = [*self._deferred, *ending], []
         if self.connection.total_changes - changes < COMMIT_ASIDE_FROM:
-            self.connection.execute("COMMIT")
+            for sql in statements:
+                self.connection.execute(sql)
             return
-        self._committing = threading.Thread(target=self._commit, name=f"commit {self.path.name}")
+        self._committing = threading.Thread(
+            target=self._aside, args=(statements,), name=f"commit {self.path.name}"
+        )
         self._committing.start()
 
-    def _commit(self) -> None:
+    def _aside(self, statements: list[str]) -> None:
         try:
-            self.connection.execute("COMMIT")
+            for sql in statements:
+                self.connection.execute(sql)
         except BaseException as e:  # raised by the next use of the connection
             self._failed = e
 
     def _settle(self) -> None:
-        """Wait for the commit under way (see :data:`COMMIT_ASIDE_FROM`); raise its error,
-        if it failed (the transaction rolled back: the view is where it was before it)."""
+        """Wait for the statements and commit under way aside (see :meth:`_finish`); raise
+        their error, if they failed (the transaction rolled back: the view is where it
+        was before it)."""
         if self._committing is None:
             return
         self._committing.join()
@@ -225,6 +259,7 @@ class SQLCipherDB(ViewDB):
 
     def commit_all(self) -> None:
         """Commit the one transaction of a fresh database (see :meth:`transaction`)."""
+        self._settle()
         if self.connection.in_transaction:
             self.connection.execute("COMMIT")
 

@@ -420,6 +420,37 @@ def test_a_commit_aside_that_fails_fails_the_next_use_and_changes_nothing(tmp_pa
     db.close()
 
 
+@pytest.mark.parametrize("rows", [3, COMMIT_ASIDE_FROM], ids=["here", "aside"])
+def test_deferred_statements_run_last_in_their_transaction(tmp_path: Path, rows: int) -> None:
+    db = SQLCipherViewStore(tmp_path, bytes(32)).open("deferred")
+    db.script("CREATE TABLE staged (n INTEGER PRIMARY KEY); CREATE TABLE kept (n INTEGER)")
+    with db.transaction():
+        db.defer("INSERT INTO kept SELECT n FROM staged")  # after the rows below
+        db.executemany("INSERT INTO staged VALUES (?)", [(n,) for n in range(rows)])
+        db.defer("DELETE FROM staged")
+    assert db.execute("SELECT count(*) FROM kept").fetchone()[0] == rows
+    assert db.execute("SELECT count(*) FROM staged").fetchone()[0] == 0
+    db.defer("INSERT INTO kept VALUES (-1)")  # outside a transaction: at once
+    assert db.execute("SELECT min(n) FROM kept").fetchone()[0] == -1
+    with pytest.raises(KeyError), db.transaction():
+        db.defer("DELETE FROM kept")
+        raise KeyError  # rolled back: the deferred statement goes too
+    assert db.execute("SELECT count(*) FROM kept").fetchone()[0] == rows + 1
+    db.close()
+
+
+def test_a_deferred_statement_that_fails_aside_fails_the_next_use(tmp_path: Path) -> None:
+    db = SQLCipherViewStore(tmp_path, bytes(32)).open("deferred")
+    db.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    with db.transaction():
+        db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(COMMIT_ASIDE_FROM)])
+        db.defer("INSERT INTO t VALUES (0)")  # a duplicate key, found aside
+    with pytest.raises(sqlcipher3.IntegrityError, match="UNIQUE"):
+        db.execute("SELECT 1")
+    assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # all rolled back
+    db.close()
+
+
 def test_a_view_that_differs_from_its_rebuild_fails_verify(imported: MailApplication) -> None:
     view = imported.view("messages")
     with view.db.transaction():
