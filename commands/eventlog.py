@@ -184,12 +184,20 @@ class EventLog(LibraryApplication[uuid.UUID]):
         return operation_scope(operation_id, self.keyring.installation_id, self.clock)
 
     def close(self) -> None:
+        """Close the views (each: what one raises, the first, is raised once all are
+        closed), the waiter and the log."""
         self.save_head()
+        failed: BaseException | None = None
         for view in self.views.values():
-            view.close()
+            try:
+                view.close()
+            except Exception as error:  # a view's page that failed to commit aside
+                failed = failed or error
         if self._waiter is not None:
             self._waiter.close()
         super().close()
+        if failed is not None:
+            raise failed
 
     # the event store ------------------------------------------------------
 

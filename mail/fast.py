@@ -269,7 +269,12 @@ def _fast_search(home_dir: str, query: str, options: dict[str, Any]) -> bytes | 
 
     passphrase = os.environ.get("EVENTPILE_PASSPHRASE")
     # scrypt begins before anything else loads, and runs while it loads (on the other core)
-    unlocked = None if passphrase is None else unlocking(home_dir, passphrase)
+    unlocked = None
+    if passphrase is not None:
+        from contextlib import suppress
+
+        with suppress(Exception):  # no key file, say: the agent's keys may do, else the full
+            unlocked = unlocking(home_dir, passphrase)  # command line says what is wrong
     from pathlib import Path
 
     from eventpile import Home

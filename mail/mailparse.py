@@ -25,7 +25,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
@@ -35,7 +35,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, NoReturn, Protocol, cast
 
 _PARSER = BytesParser(policy=compat32)
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -420,44 +420,68 @@ def _parsed_and_counted(path: Path) -> Iterator[ParsedMail | MalformedMail | int
         yield from items
         return
     location = f"mbox:{path}"
-    with tempfile.TemporaryFile() as whole:
-        counted = _gunzip_aside(path, whole)
+    with tempfile.TemporaryFile() as whole, _Decompressing(path, whole) as decompressing:
         parsed = 0
         for raw in _head_messages(path, HEAD_BYTES):
             yield _parse_or_error(raw, f"{location}#{parsed}", mbox=True)
             parsed += 1
-        yield counted()
+        yield decompressing.count()
         yield from _read_mbox(_map_file(whole, path), location, start=parsed)
 
 
-def _gunzip_aside(path: Path, into: BinaryIO) -> Callable[[], int]:
-    """Decompress the gzip file ``path`` into ``into`` in a process of its own (forked,
-    ended with this one); the function returned waits for it and gives the number of
-    messages (or raises its `MailboxError`)."""
-    report, told = os.pipe()
-    child = os.fork()
-    if child == 0:  # the decompressing process: the reading one's alone
-        os.close(report)
-        threading.Thread(target=_exit_without, args=(os.getppid(),), daemon=True).start()
-        try:
-            said = str(_gunzip(path, into))
-        except MailboxError as exc:
-            said = f"!{exc}"
-        except BaseException as exc:
-            said = f"!reading {path}: {exc!r}"
-        os.write(told, said.encode())
-        os._exit(0)
-    os.close(told)
+class _Decompressing:
+    """The gzip file ``path`` decompressed into ``into`` by a process of its own (forked;
+    it ends with this one, or when this ends its use), which counts its messages too."""
 
-    def counted() -> int:
-        with os.fdopen(report, "rb") as pipe:
+    def __init__(self, path: Path, into: BinaryIO):
+        self._path = path
+        report, told = os.pipe()
+        self._child = os.fork()
+        if self._child == 0:
+            os.close(report)
+            self._decompress(path, into, told)  # never returns
+        os.close(told)
+        self._report: int | None = report
+
+    @staticmethod
+    def _decompress(path: Path, into: BinaryIO, told: int) -> NoReturn:
+        """The decompressing process: it says the count (or ``!`` and its error) and ends,
+        whatever happens (nothing of the process it was forked from runs in it)."""
+        try:
+            threading.Thread(target=_exit_without, args=(os.getppid(),), daemon=True).start()
+            try:
+                said = str(_gunzip(path, into))
+            except MailboxError as exc:
+                said = f"!{exc}"
+            except BaseException as exc:
+                said = f"!reading {path}: {exc!r}"
+            with suppress(OSError):  # the reading process is gone
+                os.write(told, said.encode())
+        finally:
+            os._exit(0)
+
+    def count(self) -> int:
+        """The number of messages, once the file is decompressed whole (or its error)."""
+        assert self._report is not None
+        with os.fdopen(self._report, "rb") as pipe:
+            self._report = None
             said = pipe.read().decode()
-        os.waitpid(child, 0)
+        os.waitpid(self._child, 0)
         if said.startswith("!") or not said:
-            raise MailboxError(said[1:] or f"decompressing {path} stopped")
+            raise MailboxError(said[1:] or f"decompressing {self._path} stopped")
         return int(said)
 
-    return counted
+    def __enter__(self) -> "_Decompressing":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Unless its count was taken, stop the process and wait for it."""
+        if self._report is not None:
+            os.close(self._report)
+            self._report = None
+            with suppress(ProcessLookupError):
+                os.kill(self._child, signal.SIGKILL)
+            os.waitpid(self._child, 0)
 
 
 def _exit_without(parent: int) -> None:

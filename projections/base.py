@@ -16,7 +16,7 @@ import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -133,9 +133,9 @@ class View:
         return _position(self.db, self.projection)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     def catch_up(self, source: EventSource, progress: Progress | None = None) -> RunReport:
         return catch_up_together([self], source, progress)[self.name]
@@ -194,7 +194,8 @@ def rebuild_together(
             view.store.discard(db)
         raise
     for db, view in zip(fresh, views, strict=True):
-        view.close()
+        with suppress(Exception):  # a page of the live file that failed to commit: replaced
+            view.close()
         view.store.swap(db, view.name)
         view.remade = None  # whatever the live file was, it is a fresh fold now
     return {view.name: report for view, report in zip(views, reports, strict=True)}

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 KEY_FILE = "keys.json"
 """The key file, in the home."""
 KEY_FILE_FORMAT = 1
+MAX_KDF_MEMORY = 256 << 20
+"""The most memory a key file's scrypt parameters may ask (this version's ask 16 MiB): a
+key file that asks more is taken as damaged, not as a reason to allocate it."""
 DAMAGED = (KeyError, TypeError, ValueError, AttributeError, OverflowError, MemoryError)
 """What a value of the wrong type or range in a key file raises (scrypt's own limits
 raise MemoryError, OverflowError, ValueError; a bad base64 binascii.Error, a ValueError)."""
@@ -69,8 +72,10 @@ def wrapping_key(document: dict[str, Any], passphrase: str, path: str | os.PathL
             raise StoreError(f"the key file {path} has an unknown format")
         kdf = document["kdf"]
         n, r, p = kdf["n"], kdf["r"], kdf["p"]
-        if not all(type(value) is int for value in (n, r, p)):
-            raise TypeError(f"scrypt's n, r and p are {n!r}, {r!r}, {p!r}: not integers")
+        if not all(type(value) is int and value > 0 for value in (n, r, p)):
+            raise ValueError(f"scrypt's n, r and p are {n!r}, {r!r}, {p!r}")
+        if 128 * r * (n + p + 2) > MAX_KDF_MEMORY:
+            raise ValueError(f"scrypt's n={n}, r={r}, p={p} ask more than 256 MiB")
         return scrypt(passphrase, unb64(kdf["salt"]), n, r, p)
     except DAMAGED as e:
         raise StoreError(f"the key file {path} is damaged: {e!r}") from None

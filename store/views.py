@@ -20,7 +20,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,8 @@ class SQLCipherDB(ViewDB):
         """The inode of ``file`` (set by whoever opened it knowing it is the one)."""
         self.held: int | None = None
         """A descriptor of a fresh file, locked while it is being built (see ``swap``)."""
-        self._committing: threading.Thread | None = None
+        self._committing: threading.Event | None = None
+        """Set once the statements run aside (see :meth:`_finish`) are done."""
         self._failed: BaseException | None = None
         self._deferred: list[str] = []
 
@@ -226,35 +227,56 @@ class SQLCipherDB(ViewDB):
 
     def _finish(self, changes: int, ending: list[str]) -> None:
         """Run the deferred statements and ``ending``: here, or aside if the transaction
-        changed at least :data:`COMMIT_ASIDE_FROM` rows."""
+        changed at least :data:`COMMIT_ASIDE_FROM` rows. If one fails, the transaction
+        is rolled back (the view is where it was before it)."""
         statements, self._deferred = [*self._deferred, *ending], []
         if self.connection.total_changes - changes < COMMIT_ASIDE_FROM:
-            for sql in statements:
-                self.connection.execute(sql)
+            try:
+                self._run(statements)
+            except BaseException:
+                self._roll_back()
+                raise
             return
-        self._committing = threading.Thread(
-            target=self._aside, args=(statements,), name=f"commit {self.path.name}"
-        )
-        self._committing.start()
+        self._committing = done = threading.Event()
+        threading.Thread(target=self._aside, args=(statements, done), name=self.path.name).start()
 
-    def _aside(self, statements: list[str]) -> None:
+    def _run(self, statements: list[str]) -> None:
+        for sql in statements:
+            self.connection.execute(sql)
+
+    def _aside(self, statements: list[str], done: threading.Event) -> None:
         try:
-            for sql in statements:
-                self.connection.execute(sql)
+            self._run(statements)
         except BaseException as e:  # raised by the next use of the connection
             self._failed = e
+            self._roll_back()  # now: the view's write lock is not held until then
+        finally:
+            done.set()
+
+    def _roll_back(self) -> None:
+        with suppress(sqlcipher3.Error):
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
 
     def _settle(self) -> None:
         """Wait for the statements and commit under way aside (see :meth:`_finish`); raise
-        their error, if they failed (the transaction rolled back: the view is where it
-        was before it)."""
-        if self._committing is None:
+        their error, if they failed (the transaction was rolled back: the view is where
+        it was before it). Interrupted (Ctrl-C), it stops them first: the connection is
+        never used, nor closed, while they run."""
+        done = self._committing
+        if done is None:
             return
-        self._committing.join()
+        try:
+            done.wait()
+        except BaseException:
+            self.connection.interrupt()  # they fail, and roll back
+            while not done.is_set():
+                with suppress(KeyboardInterrupt):
+                    done.wait()
+            self._committing = self._failed = None
+            raise
         self._committing, failed, self._failed = None, self._failed, None
         if failed is not None:
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
             raise failed
 
     def commit_all(self) -> None:
@@ -419,9 +441,11 @@ class SQLCipherViewStore(ViewStore):
 
     def discard(self, fresh: ViewDB) -> None:
         assert isinstance(fresh, SQLCipherDB) and fresh.held is not None
-        fresh.close()
-        _remove(fresh.file)
-        os.close(fresh.held)
+        try:
+            fresh.close()  # what failed aside in it is raised: it is deleted all the same
+        finally:
+            _remove(fresh.file)
+            os.close(fresh.held)
 
     def drop(self, name: str) -> None:
         """Replace the live database by an empty one (see :meth:`swap`)."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,6 +451,73 @@ def test_a_deferred_statement_that_fails_aside_fails_the_next_use(tmp_path: Path
     with pytest.raises(sqlcipher3.IntegrityError, match="UNIQUE"):
         db.execute("SELECT 1")
     assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # all rolled back
+    db.close()
+
+
+def test_a_deferred_statement_that_fails_here_rolls_its_transaction_back(tmp_path: Path) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    db, other = store.open("small"), store.open("small")
+    db.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    with pytest.raises(sqlcipher3.IntegrityError), db.transaction():
+        db.execute("INSERT INTO t VALUES (1)")
+        db.defer("INSERT INTO t VALUES (1)")
+    assert not db.connection.in_transaction  # the view's write lock is not kept
+    with other.transaction():
+        other.execute("INSERT INTO t VALUES (2)")
+    assert [n for (n,) in db.execute("SELECT n FROM t")] == [2]
+    db.close()
+    other.close()
+
+
+def test_a_failure_aside_lets_other_writers_in_before_the_next_use(tmp_path: Path) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    db, other = store.open("big"), store.open("big")
+    db.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    with db.transaction():
+        db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(COMMIT_ASIDE_FROM)])
+        db.defer("INSERT INTO t VALUES (0)")
+    with other.transaction():  # waits for the lock at most until it is rolled back aside
+        other.execute("INSERT INTO t VALUES (-1)")
+    with pytest.raises(sqlcipher3.IntegrityError):
+        db.close()
+    assert [n for (n,) in other.execute("SELECT n FROM t")] == [-1]
+    other.close()
+
+
+def test_a_fresh_file_whose_page_failed_aside_is_discarded_all_the_same(tmp_path: Path) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    fresh = store.open_fresh("v")
+    fresh.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    with fresh.transaction():
+        fresh.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(COMMIT_ASIDE_FROM)])
+        fresh.defer("INSERT INTO t VALUES (0)")
+    with pytest.raises(sqlcipher3.IntegrityError):
+        store.discard(fresh)
+    assert not list(tmp_path.glob("v.*.db*"))
+
+
+def test_ctrl_c_while_waiting_for_the_work_aside_stops_it_and_leaves_the_view_as_it_was(
+    tmp_path: Path,
+) -> None:
+    db = SQLCipherViewStore(tmp_path, bytes(32)).open("long")
+    db.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    with db.transaction():
+        db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(COMMIT_ASIDE_FROM)])
+        db.defer(  # minutes of work, in one step
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
+            " SELECT count(*) FROM c"
+        )
+    interrupt = threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    interrupt.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        db.execute("SELECT 1")
+    assert time.monotonic() - started < 30  # stopped, not waited out (that takes minutes)
+    assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # rolled back
+    with db.transaction():  # and the connection goes on
+        db.execute("INSERT INTO t VALUES (1)")
     db.close()
 
 

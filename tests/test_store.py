@@ -178,6 +178,9 @@ DAMAGES = [
     "kdf.n=1.5",
     "kdf.r=0",
     "kdf.p=1099511627776",
+    "kdf.n=1048576",  # with r=8: 1 GiB of memory asked, refused before it is allocated
+    "kdf.r=4096",
+    "kdf.n=true",
     "keys=[]",
     'keys={"a": 1}',
     "keys.0=7",
