@@ -280,10 +280,12 @@ class SQLCipherDB(ViewDB):
             raise failed
 
     def commit_all(self) -> None:
-        """Commit the one transaction of a fresh database (see :meth:`transaction`)."""
+        """Commit the one transaction of a fresh database (see :meth:`transaction`), with
+        what was deferred outside a :meth:`transaction` block."""
         self._settle()
         if self.connection.in_transaction:
-            self.connection.execute("COMMIT")
+            statements, self._deferred = [*self._deferred, "COMMIT"], []
+            self._run(statements)
 
     def close(self) -> None:
         try:

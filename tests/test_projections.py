@@ -442,6 +442,19 @@ def test_deferred_statements_run_last_in_their_transaction(tmp_path: Path, rows:
     db.close()
 
 
+def test_a_fresh_file_commits_what_was_deferred_between_its_transactions(tmp_path: Path) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    fresh = store.open_fresh("v")
+    fresh.script("CREATE TABLE t (n INTEGER)")
+    with fresh.transaction():  # its one transaction for all begins
+        fresh.execute("INSERT INTO t VALUES (1)")
+    fresh.defer("INSERT INTO t VALUES (2)")
+    store.swap(fresh, "v")
+    live = store.open("v")
+    assert [n for (n,) in live.execute("SELECT n FROM t ORDER BY n")] == [1, 2]
+    live.close()
+
+
 def test_a_deferred_statement_that_fails_aside_fails_the_next_use(tmp_path: Path) -> None:
     db = SQLCipherViewStore(tmp_path, bytes(32)).open("deferred")
     db.script("CREATE TABLE t (n INTEGER PRIMARY KEY)")
