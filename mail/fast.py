@@ -9,7 +9,10 @@ with the keys of the agent or ``EVENTPILE_PASSPHRASE``. Anything else — other 
 ``--help``, an option it does not know, a bad value, an index to bring up to date, a
 passphrase to ask, any error — goes to the full command line
 (:mod:`eventpile.mail.cli`), which prints the same help and errors as always: a
-search reads only, so running it there again changes nothing.
+search reads only, so running it there again changes nothing. The agent answers a
+search in a plain run (:func:`eventpile.agent_run_plain`: this process loads no json);
+with the passphrase, scrypt runs in a thread while the search loads
+(:func:`eventpile.unlocking`). Once it has printed, the process ends at once.
 
 ``eventpile [--json] [--home DIR] sync FOLDER`` and ``eventpile --json [--home DIR]
 tag add|remove TAG QUERY`` are run by the home's agent (``eventpile unlock``), which

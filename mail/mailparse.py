@@ -264,7 +264,9 @@ class CountedMessages(Messages, Protocol):
 
 def read_mailbox_aside(path: Path, batch: int = 100) -> CountedMessages:
     """`read_mailbox` in a second process, so parsing overlaps the caller's work on what it
-    yields; it counts them too (a gzip file is decompressed there, once).
+    yields; it counts them too (a gzip file is decompressed once, by a third process,
+    while its head is parsed: see `_parsed_and_counted`; its count comes after the head's
+    messages, once the whole file was read).
 
     Parsing starts at once (forked: no start-up cost, nothing re-imported), so the caller
     can do other work before it iterates. Raises what `read_mailbox` raises, when
