@@ -34,7 +34,6 @@ from typing import Any
 
 from eventpile.store.agent_protocol import (
     ASK_TIMEOUT_S,
-    MAX_MESSAGE,
     PLAIN,
     RUN,
     Identity,
@@ -43,6 +42,7 @@ from eventpile.store.agent_protocol import (
     peer_uid,
     plain_answer,
     receive,
+    received,
     remove_if,
     send,
 )
@@ -217,7 +217,7 @@ def _serve(
             if peer_uid(connection) != os.getuid():
                 connection.close()
                 continue
-            request = _request(connection)
+            request = received(connection) or b""  # nothing, or too much: no request
             if request == b"stop":
                 remove_if(path, identity)
                 connection.sendall(stopped)
@@ -272,14 +272,6 @@ def _answer(connection: socket.socket, service: Callable[[Any], Any], document: 
             connection.sendall(plain_answer(answer if isinstance(answer, bytes) else b""))
         else:
             connection.sendall(json.dumps(answer).encode())
-
-
-def _request(connection: socket.socket) -> bytes:
-    """What a client sent before it shut its side (at most ``MAX_MESSAGE`` bytes)."""
-    data = b""
-    while len(data) <= MAX_MESSAGE and (chunk := connection.recv(65536)):
-        data += chunk
-    return data
 
 
 def _service(spec: str, home: Path, ring: Keyring) -> Callable[[Any], Any]:

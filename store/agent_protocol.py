@@ -114,7 +114,7 @@ def exchange(
         client.sendall(request)
         client.shutdown(_socket.SHUT_WR)
         sent = True
-        answer = _received(client)
+        answer = received(client)
         if answer is not None or not once:
             return answer
     except ConnectionRefusedError:  # its agent was killed
@@ -156,12 +156,13 @@ def send(connection: _socket.socket, document: dict[str, Any]) -> None:
 
 def receive(connection: _socket.socket) -> Any:
     """The JSON document the other side sent before it shut its side; None if none."""
-    data = _received(connection)
+    data = received(connection)
     return None if data is None else _document(data)
 
 
-def _received(connection: _socket.socket) -> bytes | None:
-    """What the other side sent before it shut its side; None if nothing, or too much."""
+def received(connection: _socket.socket) -> bytes | None:
+    """What the other side sent before it shut its side; None if nothing, or more than
+    :data:`MAX_MESSAGE` bytes."""
     data = b""
     while chunk := connection.recv(65536):
         data += chunk

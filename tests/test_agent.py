@@ -25,7 +25,7 @@ import pytest
 from eventpile.commands.cli.session import duration
 from eventpile.mail.synthetic import write_mbox
 from eventpile.store import agent
-from eventpile.store.agent_protocol import PLAIN, SOCKET, _received, plain_answer, run_plain
+from eventpile.store.agent_protocol import PLAIN, SOCKET, plain_answer, received, run_plain
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, _hkdf
 from tests.conftest import FULL, GOES_ON, PASSPHRASE, eventpile_process
@@ -254,7 +254,7 @@ def test_a_plain_run_is_its_answer_whole_or_none(
         def answer() -> None:
             connection, _ = listener.accept()
             with connection:
-                assert _received(connection) == PLAIN + b"ask"
+                assert received(connection) == PLAIN + b"ask"
                 connection.sendall(sent)
 
         server = threading.Thread(target=answer)
