@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 KEY_FILE = "keys.json"
 """The key file, in the home."""
 KEY_FILE_FORMAT = 1
-MAX_KDF_MEMORY = 256 << 20
+MAX_KDF_MEMORY = 256 << 20  # bytes
 """The most memory a key file's scrypt parameters may ask (this version's ask 16 MiB): a
 key file that asks more is taken as damaged, not as a reason to allocate it."""
 DAMAGED = (KeyError, TypeError, ValueError, AttributeError, OverflowError, MemoryError)
@@ -74,8 +74,9 @@ def wrapping_key(document: dict[str, Any], passphrase: str, path: str | os.PathL
         n, r, p = kdf["n"], kdf["r"], kdf["p"]
         if not all(type(value) is int and value > 0 for value in (n, r, p)):
             raise ValueError(f"scrypt's n, r and p are {n!r}, {r!r}, {p!r}")
-        if 128 * r * (n + p + 2) > MAX_KDF_MEMORY:
-            raise ValueError(f"scrypt's n={n}, r={r}, p={p} ask more than 256 MiB")
+        if _memory(n, r, p) > MAX_KDF_MEMORY:
+            limit = MAX_KDF_MEMORY >> 20
+            raise ValueError(f"scrypt's n={n}, r={r}, p={p} ask more than {limit} MiB")
         return scrypt(passphrase, unb64(kdf["salt"]), n, r, p)
     except DAMAGED as e:
         raise StoreError(f"the key file {path} is damaged: {e!r}") from None
@@ -83,9 +84,15 @@ def wrapping_key(document: dict[str, Any], passphrase: str, path: str | os.PathL
 
 def scrypt(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     """scrypt (RFC 7914), 32 bytes: the standard library's (OpenSSL's), allowed the
-    memory its parameters need (at most 2 GiB: hashlib's limit)."""
-    need = 128 * r * (n + p + 2)
-    return hashlib.scrypt(passphrase.encode(), salt=salt, n=n, r=r, p=p, maxmem=need, dklen=32)
+    memory its parameters need."""
+    return hashlib.scrypt(
+        passphrase.encode(), salt=salt, n=n, r=r, p=p, maxmem=_memory(n, r, p), dklen=32
+    )
+
+
+def _memory(n: int, r: int, p: int) -> int:
+    """The bytes scrypt of these parameters works in (as OpenSSL counts them)."""
+    return 128 * r * (n + p + 2)
 
 
 def unlocking(home: str | os.PathLike[str], passphrase: str) -> Callable[[], Keyring]:
