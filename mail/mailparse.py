@@ -500,13 +500,8 @@ def count_messages(path: Path) -> int | None:
     kind = _kind(path)
     if kind == "maildir":
         return len(mailbox.Maildir(path, factory=None, create=False))
-    try:
-        with gzip.open(path) if kind == "gzip" else path.open("rb") as stream:
-            return _count_from_lines(stream.read, path)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise MailboxError(f"{path} is not a readable gzip file: {exc}") from exc
-    except OSError as exc:
-        raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with _read_errors(path), gzip.open(path) if kind == "gzip" else path.open("rb") as stream:
+        return _count_from_lines(stream.read, path)
 
 
 def check_mailbox(path: Path) -> Path:
@@ -548,11 +543,8 @@ def _kind(path: Path) -> str:
 def _map_mbox(path: Path, gzipped: bool) -> mmap.mmap | bytes:
     """Memory-map an mbox file, decompressing a gzip file into a temporary file first."""
     if not gzipped:
-        try:
-            with path.open("rb") as f:
-                return _map_file(f, path)
-        except OSError as exc:
-            raise MailboxError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        with _read_errors(path), path.open("rb") as f:
+            return _map_file(f, path)
     with tempfile.TemporaryFile() as tmp:
         _gunzip(path, tmp)
         return _map_file(tmp, path)
@@ -567,15 +559,16 @@ def _gunzip(path: Path, into: BinaryIO) -> int:
         into.write(chunk)
         return chunk
 
-    with _gzip_errors(path), path.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
+    with _read_errors(path), path.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
         count = _count_from_lines(read, path)
     into.flush()
     return count
 
 
 @contextmanager
-def _gzip_errors(path: Path) -> Iterator[None]:
-    """Inside, what a gzip file that cannot be read raises is a `MailboxError`."""
+def _read_errors(path: Path) -> Iterator[None]:
+    """Inside, what a mailbox file (gzip or not) that cannot be read raises is a
+    `MailboxError`."""
     try:
         yield
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -587,7 +580,7 @@ def _gzip_errors(path: Path) -> Iterator[None]:
 def _head_messages(path: Path, size: int) -> Iterator[bytes]:
     """The messages of the first ``size`` bytes of the gzip file ``path``, as they are
     decompressed (as `_split_mbox` delimits them; not the last, which may go on)."""
-    with _gzip_errors(path), path.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
+    with _read_errors(path), path.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
         left, rest = size, b""
         while left > 0 and (chunk := gz.read(min(_STEP, left))):
             left, rest = left - len(chunk), rest + chunk
