@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from eventpile.store.errors import StoreError, WrongPassphrase
+from eventpile.store.files import sync_directory
 from eventpile.store.passphrase import (
     DAMAGED,
     KEY_FILE_FORMAT,
@@ -251,11 +252,7 @@ def _replace(path: Path, document: dict[str, Any]) -> None:
     except BaseException:
         fresh.unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    sync_directory(path.parent)
 
 
 def _wrapped(ring: Keyring, passphrase: str) -> dict[str, Any]:

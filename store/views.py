@@ -27,6 +27,7 @@ from typing import Any
 import sqlcipher3
 
 from eventpile.store.errors import DamagedView, StoreError
+from eventpile.store.files import sync_directory
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a view waits for another process's write before it gives up."""
@@ -401,7 +402,7 @@ class SQLCipherViewStore(ViewStore):
         renamed = link.with_name(f"{fresh.file.name}.link")
         renamed.symlink_to(fresh.file.name)
         os.replace(renamed, link)
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
         if former is not None:  # not opened to see if it is held (see _held)
             _remove(former)
         self._sweep(name)
@@ -486,14 +487,6 @@ def _inode(path: Path) -> int:
         return os.stat(path).st_ino
     except FileNotFoundError:
         return 0
-
-
-def _sync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def rekey_views(directory: Path, old_keys: Sequence[bytes], new: bytes) -> None:
