@@ -32,6 +32,8 @@ from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
 from eventpile.store.sqlite import KEY_TABLE, check_purged
 from eventpile.store.topics import PlainTopics
 
+APPEND_FUNCTION = "eventpile_append"
+"""The database function that appends events (see :meth:`Recorder._insert_stored_events`)."""
 PIPELINED_UPTO = 1000
 """An append of more events than this is sent without psycopg's pipeline: one of 30,000
 tag events stalled in it for good, the server and the client each waiting to read."""
@@ -53,17 +55,10 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
 
     def __init__(self, datastore: Any, **kwargs: Any):
         super().__init__(datastore, **kwargs)
-        self.events_table = SQL("{}.{}").format(
-            Identifier(datastore.schema), Identifier(self.events_table_name)
-        )
-        self.insert_events_statement = SQL(
-            "INSERT INTO {table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id, originator_id, originator_version"
-        ).format(table=self.events_table, id_type=Identifier(datastore.originator_id_type))
-        self.received_table = SQL("{}.{}").format(
-            Identifier(datastore.schema), Identifier(RECEIVED_TABLE)
-        )
+        schema = Identifier(datastore.schema)
+        self.events_table = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
+        self.seals_table = SQL("{}.{}").format(schema, Identifier(SEALS_TABLE)).as_string(None)
+        self.received_table = SQL("{}.{}").format(schema, Identifier(RECEIVED_TABLE))
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (position BIGINT PRIMARY KEY, "
@@ -74,7 +69,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (number BIGINT PRIMARY KEY, "
                 "entries BYTEA NOT NULL, mac BYTEA NOT NULL)"
-            ).format(SQL(self._seals_table()))
+            ).format(SQL(self.seals_table))
         )
         self.sql_create_statements.append(
             SQL("CREATE INDEX IF NOT EXISTS {} ON {} (notification_id) WHERE topic = {}").format(
@@ -83,6 +78,38 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
                 Literal(FORGETTING),
             )
         )
+        id_type = Identifier(datastore.originator_id_type)
+        append = SQL("{}.{}").format(schema, Identifier(APPEND_FUNCTION))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {append}(ids {id_type}[], versions bigint[], "
+                "topics text[], states bytea[], lock_timeout text) RETURNS TABLE "
+                "(at_position bigint, of_stream {id_type}, at_version bigint, seal_number bigint) "
+                "LANGUAGE plpgsql "
+                "AS $$ BEGIN "
+                "PERFORM set_config('lock_timeout', lock_timeout, true); "
+                "LOCK TABLE {table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "RETURN QUERY WITH written AS (INSERT INTO {table} AS t "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING t.notification_id, t.originator_id, t.originator_version) "
+                "SELECT w.*, (SELECT coalesce(max(number), -1) + 1 FROM {seals}) FROM written w; "
+                "END $$"
+            ).format(
+                append=append,
+                id_type=id_type,
+                table=self.events_table,
+                channel=Identifier(self.channel_name),
+                seals=SQL(self.seals_table),
+            )
+        )
+        self.append_statement = (
+            SQL("SELECT * FROM {}(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[], %b)")
+            .format(append, id_type=id_type)
+            .as_string(None)
+        )
+        self.lock_timeout = f"{datastore.lock_timeout}s"
 
     def _events_table(self) -> str:
         return self.events_table.as_string(None)
@@ -133,16 +160,17 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         return self._rows(SQL(sql), ())[0][0]
 
     def _seals_table(self) -> str:
-        schema = Identifier(self.datastore.schema)
-        return SQL("{}.{}").format(schema, Identifier(SEALS_TABLE)).as_string(None)
+        return self.seals_table
 
     @staticmethod
     def _inserted(
         curs: Any, stored_events: Sequence[StoredEvent]
-    ) -> tuple[list[int], dict[int, bytes]]:
-        """The positions of the rows the insert just returned, in the order of
-        ``stored_events`` (RETURNING's order is not promised), and their seal entries."""
-        at = {(uuid.UUID(str(i)), v): p for p, i, v in curs.fetchall()}
+    ) -> tuple[list[int], dict[int, bytes], int | None]:
+        """The positions of the rows the append just returned, in the order of
+        ``stored_events`` (RETURNING's order is not promised), their seal entries, and
+        the number of the transaction's seal."""
+        rows = curs.fetchall()
+        at = {(uuid.UUID(str(i)), v): p for p, i, v, _ in rows}
         positions = [
             at[uuid.UUID(str(e.originator_id)), e.originator_version] for e in stored_events
         ]
@@ -150,21 +178,25 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             p: row_hash(p, e.originator_id, e.originator_version, e.topic, e.state)
             for p, e in zip(positions, stored_events, strict=True)
         }
-        return positions, entries
+        return positions, entries, rows[0][3] if rows else None
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
+        """Append in one statement, a database function: it takes the table lock every
+        writer takes (as the library's append does, so that positions commit in order),
+        notifies the events' channel, inserts, and returns the positions with the number
+        of the seal to write next (read under the lock). Four statements before, each a
+        message to the server and its answer."""
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
+            self.lock_timeout,
         )
         curs.row_factory = tuple_row  # a dict per returned id cost a tenth of an append
-        curs.execute(self.insert_events_statement, columns, prepare=True)
+        curs.execute(self.append_statement, columns, prepare=True)
 
     def _fetch_ids_after_insert_events(
         self,
@@ -176,8 +208,8 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
     ) -> list[int]:
         """The positions, and where each of ``received`` came from (see
         :meth:`eventpile.store.sqlite.Recorder._insert_events`), in the same transaction."""
-        positions, entries = self._inserted(curs, stored_events)
-        self._seal(curs, entries)
+        positions, entries, number = self._inserted(curs, stored_events)
+        self._seal(curs, entries, number)
         if received:
             curs.execute(
                 SQL(
@@ -196,7 +228,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         its statements raises (it keeps the error for after the transaction)."""
         with self.datastore.transaction(commit=True) as curs:
             self._insert_stored_events(curs, stored_events)
-            positions, entries = self._inserted(curs, stored_events)
+            positions, entries, number = self._inserted(curs, stored_events)
             curs.execute(
                 SQL(
                     "DELETE FROM {} WHERE originator_id = ANY(%s) RETURNING notification_id"
@@ -205,7 +237,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             )
             deleted = [cast(tuple[int], row)[0] for row in curs.fetchall()]
             check_purged(purge, len(deleted))
-            self._seal(curs, entries | dict.fromkeys(deleted, REMOVED))
+            self._seal(curs, entries | dict.fromkeys(deleted, REMOVED), number)
         self._settle()
         return positions
 

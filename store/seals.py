@@ -404,16 +404,18 @@ class Sealing:
                 yield found, originator_id, version, topic, bytes(state)
             position = rows[-1][0]
 
-    def _seal(self, cursor: Any, entries: dict[int, bytes]) -> None:
+    def _seal(self, cursor: Any, entries: dict[int, bytes], number: int | None = None) -> None:
         """Write the seal of ``entries`` (the rows written and deleted in this transaction),
-        numbered after the last one. A log written before seals were gets its first seal
-        now, of its rows as they are. (What a transaction that failed left pending goes.)"""
+        numbered after the last one (``number``, if the writer read it already under the
+        lock). A log written before seals were gets its first seal now, of its rows as
+        they are. (What a transaction that failed left pending goes.)"""
         self._pending = None
         if self.sealer is None or not entries:
             return
         table, mark = self._seals_table(), self._mark
-        cursor.execute(f"SELECT coalesce(max(number), -1) + 1 FROM {table}")
-        number = int(cursor.fetchone()[0])
+        if number is None:
+            cursor.execute(f"SELECT coalesce(max(number), -1) + 1 FROM {table}")
+            number = int(cursor.fetchone()[0])
         cut = self._cut(self._saved_head(), number - 1 if number else None)
         if cut:
             raise StoreError(cut[0])
