@@ -130,6 +130,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         wanted = dict.fromkeys((*self.registry.projections, *projections))
         self.views = {p.name: View(p(), store) for p in wanted}
         self._heeded = 0
+        """The position of the last forgetting heeded."""
+        self._heeded_upto = 0
+        """Every forgetting up to this position was heeded (the log's end then)."""
         self._checked = (0, 0)
         """The log's positions from here (after the first) to there were found whole by
         this process."""
@@ -143,14 +146,16 @@ class EventLog(LibraryApplication[uuid.UUID]):
         topics = StoredTopics(self.registry, self.keyring.purpose_key(TOPIC_PURPOSE))
         return PydanticMapper(topics, EventCipher(self.keyring), sealing)
 
-    def heed_forgettings(self) -> None:
+    def heed_forgettings(self) -> int:
         """Stop deriving the keys of the people forgotten since this process last looked
         (by another process, another machine on the same database, or a peer whose
         forgetting a sync brought): in this process, and in the home's key file (if it
-        cannot be written, this process still forgets them, and tries again next time)."""
-        rows = cast(RowReader, self.recorder).forgettings(self._heeded)
+        cannot be written, this process still forgets them, and tries again next time).
+        The log's end, read with them (see :meth:`max_position`)."""
+        rows, end = cast(RowReader, self.recorder).forgettings(self._heeded)
         if not rows:
-            return
+            self._heeded_upto = end
+            return end
         decode = cast(PydanticMapper, self.mapper).decode
         ids = [i for row in rows for i in cast(PersonForgotten, decode(*row[1:])).ids()]
         self.people.forget(ids)
@@ -164,8 +169,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
                     warnings.warn(
                         f"the key file still derives a person forgotten: {error}", stacklevel=2
                     )
-                    return
-        self._heeded = rows[-1][0]
+                    return end
+        self._heeded, self._heeded_upto = rows[-1][0], end
+        return end
 
     def forget_keys(self, ids: Collection[int]) -> None:
         """Destroy the people's keys of ``ids``: in the key file (see
@@ -277,7 +283,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         }
 
     def max_position(self) -> int:
-        return self.recorder.max_notification_id() or 0
+        """The log's end, the people forgotten up to there heeded first (one query: the
+        catch-up of a view, which reads the end before the events, heeds them with it)."""
+        return self.heed_forgettings()
 
     @property
     def topics(self) -> StoredTopics:
@@ -300,8 +308,10 @@ class EventLog(LibraryApplication[uuid.UUID]):
     def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
         """The notification log from ``after`` to ``upto``: every event (another
         application's as a :class:`ForeignEvent`), or only those of ``topics``. People
-        forgotten since this process last looked are heeded first (a rebuild reads here)."""
-        self.heed_forgettings()
+        forgotten up to ``upto`` are heeded first (a rebuild reads here), if this process
+        has not looked that far."""
+        if upto > self._heeded_upto:
+            self.heed_forgettings()
         self._check_crossing(after, upto)
         plain = after < cast(PlainTopics, self.recorder).plain_topics_upto()
         stored = self.topics.matching(topics, plain=plain)
@@ -336,8 +346,8 @@ class EventLog(LibraryApplication[uuid.UUID]):
         return self.views[name]
 
     def current(self, name: str) -> ViewDB:
-        """The database of view ``name``, caught up with the log first."""
-        self.heed_forgettings()
+        """The database of view ``name``, caught up with the log first (the people
+        forgotten up to its end heeded, as :meth:`max_position` does)."""
         view = self.views[name]
         view.catch_up(self.written)
         return view.db
@@ -346,7 +356,6 @@ class EventLog(LibraryApplication[uuid.UUID]):
         """Bring every view up to date (nothing within :meth:`deferring_catch_up`)."""
         if self._deferring:
             return {}
-        self.heed_forgettings()
         _stop_at(cast(Sealing, self.recorder).check_head())
         reports = catch_up_together(list(self.views.values()), self.written)
         self.written.clear()

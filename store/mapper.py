@@ -41,6 +41,12 @@ ExportRow = tuple[int, str, int, str, bytes, str | None, int | None]
 the origin's log) for an event a sync brought in, ``None, None`` for one written here."""
 
 
+def found_and_end(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Row], int]:
+    """The rows of a query that joins what it found to the log's end (one row, its last
+    column, with nothing found: the rest NULL): what it found, and that end."""
+    return [cast(Row, row[:5]) for row in rows if row[0] is not None], rows[0][5] or 0
+
+
 class RowReader(Protocol):
     """Our recorders: notifications as :data:`Row` tuples, no object per row, the
     events of many streams in one query, and streams purged as an append commits."""
@@ -53,7 +59,7 @@ class RowReader(Protocol):
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]: ...
 
-    def forgettings(self, after: int) -> list[Row]: ...
+    def forgettings(self, after: int) -> tuple[list[Row], int]: ...
 
     def received_upto(self, upto: int | None = None) -> dict[str, int]: ...
 

@@ -25,7 +25,7 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from eventpile.store.cipher import RETIRED_KEY
 from eventpile.store.errors import StoreError
-from eventpile.store.mapper import ExportRow, Row
+from eventpile.store.mapper import ExportRow, Row, found_and_end
 from eventpile.store.people import FORGETTING
 from eventpile.store.postgres import LOCK_KEY
 from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
@@ -77,6 +77,16 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
                 self.events_table,
                 Literal(FORGETTING),
             )
+        )
+        self.forgettings_statement = (
+            SQL(
+                "SELECT e.notification_id, e.originator_id::text, e.originator_version, "
+                "e.topic, e.state, m.top FROM (SELECT max(notification_id) AS top FROM {table}) "
+                "m LEFT JOIN {table} e ON e.topic = {forgetting} AND e.notification_id > %s "
+                "ORDER BY e.notification_id"
+            )
+            .format(table=self.events_table, forgetting=Literal(FORGETTING))
+            .as_string(None)
         )
         id_type = Identifier(datastore.originator_id_type)
         append = SQL("{}.{}").format(schema, Identifier(APPEND_FUNCTION))
@@ -155,9 +165,6 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cast(Any, curs).row_factory = tuple_row
             yield curs
-
-    def _scalar(self, sql: str) -> Any:
-        return self._rows(SQL(sql), ())[0][0]
 
     def _seals_table(self) -> str:
         return self.seals_table
@@ -259,13 +266,9 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         params = (after, upto, *([list(topics)] if topics else []), limit)
         return self._rows(statement, params, prepare=True)
 
-    def forgettings(self, after: int) -> list[Row]:
+    def forgettings(self, after: int) -> tuple[list[Row], int]:
         """As :meth:`eventpile.store.sqlite.Recorder.forgettings`."""
-        statement = SQL(
-            "SELECT notification_id, originator_id::text, originator_version, topic, state "
-            "FROM {} WHERE topic = {} AND notification_id > %s ORDER BY notification_id"
-        ).format(self.events_table, Literal(FORGETTING))
-        return self._rows(statement, (after,), prepare=True)
+        return found_and_end(self._rows(self.forgettings_statement, (after,), prepare=True))
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_export`."""

@@ -292,8 +292,8 @@ class Sealing:
         """A cursor in a read-only transaction that sees one state of the log throughout."""
         raise NotImplementedError
 
-    def _scalar(self, sql: str) -> Any:
-        """The one value of one query."""
+    def _rows(self, statement: Any, params: Sequence[Any]) -> list[Any]:
+        """The rows of one statement (it reads one state of the log), as tuples."""
         raise NotImplementedError
 
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
@@ -334,44 +334,44 @@ class Sealing:
         saved = self._saved_head()
         if saved is None:
             return []
-        return self._cut(saved, self._scalar(f"SELECT max(number) FROM {self._seals_table()}"))
+        return self._cut(
+            saved, self._rows(f"SELECT max(number) FROM {self._seals_table()}", ())[0][0]
+        )
 
     def check_range(self, after: int, upto: int) -> list[str]:
         """What is wrong with the positions after ``after`` up to ``upto`` (more than
         none): a row deleted, one no seal holds, a seal not this home's (see
         :meth:`Sealer.check_positions`); or the log cut before the home's head. Cheap:
-        the positions and the seals that span them, read in one snapshot. Nothing for a
-        log without seals (written before them)."""
+        the positions, the seals that span them, how many seals lie between those and
+        the last seal's number, read by one statement (one snapshot, one round trip).
+        Nothing for a log without seals (written before them)."""
         assert self.sealer is not None
-        table, mark = self._seals_table(), self._mark
+        table, mark, position = self._seals_table(), self._mark, self._position
+        spanning = f"(high > {mark} AND low <= {mark} OR high IS NULL)"
         saved = self._saved_head()  # first: see check_log
-        with self._snapshot() as cursor:
-            cursor.execute(f"SELECT max(number) FROM {table}")
-            last = cursor.fetchone()[0]
-            cut = self._cut(saved, last)
-            if cut or last is None:
-                return cut
-            cursor.execute(
-                f"SELECT number, entries, mac FROM {table} "
-                f"WHERE high > {mark} AND low <= {mark} OR high IS NULL ORDER BY number",
-                (after, upto),
-            )
-            seals = [Seal(int(n), bytes(e), bytes(m)) for n, e, m in cursor.fetchall()]
-            if seals:  # none deleted among them (with the rows they held)
-                first, last_here = seals[0].number, seals[-1].number
-                cursor.execute(
-                    f"SELECT count(*) FROM {table} WHERE number >= {mark} AND number <= {mark}",
-                    (first, last_here),
-                )
-                if int(cursor.fetchone()[0]) != last_here - first + 1:
-                    return [f"the log has seals missing between {first:,} and {last_here:,}"]
-            cursor.execute(
-                f"SELECT {self._position} FROM {self._events_table()} "
-                f"WHERE {self._position} > {mark} AND {self._position} <= {mark}",
-                (after, upto),
-            )
-            positions = [row[0] for row in cursor.fetchall()]
-        return self.sealer.check_positions(seals, positions, after, upto)
+        rows = self._rows(
+            f"SELECT 0, number, entries, mac FROM {table} WHERE {spanning} "
+            f"UNION ALL SELECT 1, {position}, NULL, NULL FROM {self._events_table()} "
+            f"WHERE {position} > {mark} AND {position} <= {mark} "
+            f"UNION ALL SELECT 2, max(number), NULL, NULL FROM {table} "
+            f"UNION ALL SELECT 3, count(*), NULL, NULL FROM {table} "
+            f"WHERE number >= (SELECT min(number) FROM {table} WHERE {spanning}) "
+            f"AND number <= (SELECT max(number) FROM {table} WHERE {spanning})",
+            (after, upto) * 4,
+        )
+        found: dict[int, list[tuple[Any, ...]]] = {0: [], 1: [], 2: [], 3: []}
+        for row in rows:
+            found[row[0]].append(row[1:])
+        last = found[2][0][0]
+        cut = self._cut(saved, last)
+        if cut or last is None:
+            return cut
+        seals = [Seal(int(n), bytes(e), bytes(m)) for n, e, m in sorted(found[0])]
+        if seals:  # none deleted among them (with the rows they held)
+            first, last_here = seals[0].number, seals[-1].number
+            if int(found[3][0][0]) != last_here - first + 1:
+                return [f"the log has seals missing between {first:,} and {last_here:,}"]
+        return self.sealer.check_positions(seals, [p for p, _, _ in found[1]], after, upto)
 
     def _add_spans(self, cursor: Any) -> None:
         """The columns of the seals' spans and their index, and the span of each seal

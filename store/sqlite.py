@@ -25,7 +25,7 @@ from eventsourcing.sqlite import (
 )
 
 from eventpile.store.cipher import RETIRED_KEY
-from eventpile.store.mapper import ExportRow, Row
+from eventpile.store.mapper import ExportRow, Row, found_and_end
 from eventpile.store.people import FORGETTING
 from eventpile.store.seals import REMOVED, SEALS_TABLE, Sealing, row_hash
 from eventpile.store.topics import PlainTopics
@@ -98,11 +98,6 @@ class Recorder(Sealing, PlainTopics, SQLiteApplicationRecorder):
 
     def _events_table(self) -> str:
         return self.events_table_name
-
-    def _scalar(self, sql: str) -> Any:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql)
-            return c.fetchone()[0]
 
     @contextmanager
     def _snapshot(self) -> Iterator[Any]:
@@ -241,14 +236,18 @@ class Recorder(Sealing, PlainTopics, SQLiteApplicationRecorder):
             (after, upto, *topics, limit),
         )
 
-    def forgettings(self, after: int) -> list[Row]:
+    def forgettings(self, after: int) -> tuple[list[Row], int]:
         """The records of people forgotten after position ``after`` (an index holds them
-        apart: this reads no other row)."""
-        return self._rows(
-            "SELECT rowid, originator_id, originator_version, topic, state "
-            f"FROM {self.events_table_name} WHERE topic = '{FORGETTING}' AND rowid > ? "
-            "ORDER BY rowid",
-            (after,),
+        apart: this reads no other row), and the log's end, in one statement: every
+        forgetting up to that end is among them."""
+        table = self.events_table_name
+        return found_and_end(
+            self._rows(
+                "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, m.top "
+                f"FROM (SELECT max(rowid) AS top FROM {table}) m LEFT JOIN {table} e "
+                f"ON e.topic = '{FORGETTING}' AND e.rowid > ? ORDER BY e.rowid",
+                (after,),
+            )
         )
 
     def select_export(self, after: int, upto: int, limit: int) -> list[ExportRow]:
