@@ -78,6 +78,24 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
                 Literal(FORGETTING),
             )
         )
+        self.streams_statement = (
+            SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {} "
+                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            )
+            .format(self.events_table)
+            .as_string(None)
+        )
+        self.rows_statement, self.rows_of_statement = (
+            SQL(
+                "SELECT notification_id, originator_id::text, originator_version, topic, state "
+                "FROM {} WHERE notification_id > %s AND notification_id <= %s{} "
+                "ORDER BY notification_id LIMIT %s"
+            )
+            .format(self.events_table, SQL(of_topics))
+            .as_string(None)
+            for of_topics in ("", " AND topic = ANY(%s)")
+        )
         self.forgettings_statement = (
             SQL(
                 "SELECT e.notification_id, e.originator_id::text, e.originator_version, "
@@ -250,21 +268,15 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
 
     def select_streams(self, originator_ids: Collection[uuid.UUID]) -> list[StoredEvent]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_streams`, in one query."""
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(self.events_table)
-        return [StoredEvent(*row) for row in self._rows(statement, (list(originator_ids),))]
+        rows = self._rows(self.streams_statement, (list(originator_ids),), prepare=True)
+        return [StoredEvent(*row) for row in rows]
 
     def select_rows(self, after: int, upto: int, topics: Sequence[str], limit: int) -> list[Row]:
         """As :meth:`eventpile.store.sqlite.Recorder.select_rows`: tuples, the ids as text."""
-        statement = SQL(
-            "SELECT notification_id, originator_id::text, originator_version, topic, state "
-            "FROM {} WHERE notification_id > %s AND notification_id <= %s{} "
-            "ORDER BY notification_id LIMIT %s"
-        ).format(self.events_table, SQL(" AND topic = ANY(%s)" if topics else ""))
-        params = (after, upto, *([list(topics)] if topics else []), limit)
-        return self._rows(statement, params, prepare=True)
+        if topics:
+            params: tuple[Any, ...] = (after, upto, list(topics), limit)
+            return self._rows(self.rows_of_statement, params, prepare=True)
+        return self._rows(self.rows_statement, (after, upto, limit), prepare=True)
 
     def forgettings(self, after: int) -> tuple[list[Row], int]:
         """As :meth:`eventpile.store.sqlite.Recorder.forgettings`."""
