@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -53,6 +54,8 @@ SPANS_INDEX = "log_seals_high"
 PURPOSE = "log-seal"
 HASH_BYTES = 16
 MAC_BYTES = 32
+HEAD_BYTES = 4096
+"""What is read of a head file: far more than it holds (a seal's number and MAC, in hex)."""
 REMOVED = bytes(HASH_BYTES)
 """The hash of a position whose row a purge deleted."""
 _ENTRY = struct.Struct(f">q{HASH_BYTES}s")
@@ -224,16 +227,22 @@ class Head:
         temporary.replace(self.path)
 
     def load(self) -> tuple[int, bytes] | None:
+        """The seal the file names (None: no file, or an empty one). Read with ``os``'s
+        calls, not ``pathlib``'s: every append and every catch-up reads it."""
         try:
-            text = self.path.read_text()
+            descriptor = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            text = os.read(descriptor, HEAD_BYTES)
+        finally:
+            os.close(descriptor)
         if not text.strip():  # (a crash before its bytes reached the disk)
             return None
         try:
             number, mac = text.split()
-            return int(number), bytes.fromhex(mac)
-        except ValueError:
+            return int(number), bytes.fromhex(mac.decode())
+        except (ValueError, UnicodeDecodeError):
             raise StoreError(f"{self.path} is damaged: it holds no seal of the log") from None
 
     def cut(self, saved: tuple[int, bytes] | None, last: int | None) -> list[str]:

@@ -341,6 +341,20 @@ def test_a_command_stops_at_damage_it_reads_across(
         assert app.head.load() == saved and app.max_position() == written[-2]
 
 
+@pytest.mark.parametrize("garbage", [b"not a seal\n", b"12 zz\n", b"\xff\xfe 00\n", b"7 " * 3000])
+def test_a_damaged_head_stops_every_command_and_nothing_is_written(
+    app: MailApplication, home: Home, tmp_path: Path, garbage: bytes
+) -> None:
+    """A head file that names no seal (bytes not a number and a MAC in hex, or more than
+    a head holds) refuses a command in one line, with nothing written to the log."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 4, seed=5))
+    end = app.max_position()
+    home.head_file.write_bytes(garbage)
+    with pytest.raises(StoreError, match="is damaged: it holds no seal of the log"):
+        app.execute(TagMessages(action="add", tag="after", query="*"))
+    assert app.max_position() == end
+
+
 def test_seals_written_before_they_kept_a_span_are_given_one(
     app: MailApplication, backend: str, home: Home, tmp_path: Path
 ) -> None:
