@@ -305,11 +305,19 @@ class EventLog(LibraryApplication[uuid.UUID]):
                 return position
             self._waiter.wait(remaining)
 
-    def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
+    def read(
+        self,
+        after: int,
+        upto: int,
+        topics: Topics,
+        limit: int,
+        known: Mapping[int, DomainEvent] | None = None,
+    ) -> Page:
         """The notification log from ``after`` to ``upto``: every event (another
-        application's as a :class:`ForeignEvent`), or only those of ``topics``. People
-        forgotten up to ``upto`` are heeded first (a rebuild reads here), if this process
-        has not looked that far."""
+        application's as a :class:`ForeignEvent`), or only those of ``topics``; those at
+        positions in ``known`` (this process wrote them) are taken from there, not
+        decrypted. People forgotten up to ``upto`` are heeded first (a rebuild reads
+        here), if this process has not looked that far."""
         if upto > self._heeded_upto:
             self.heed_forgettings()
         self._check_crossing(after, upto)
@@ -317,7 +325,11 @@ class EventLog(LibraryApplication[uuid.UUID]):
         stored = self.topics.matching(topics, plain=plain)
         rows = cast(RowReader, self.recorder).select_rows(after, upto, stored, limit)
         decode = cast(PydanticMapper, self.mapper).decode
-        return [(row[0], decode(*row[1:], foreign=True)) for row in rows]
+        known = known or {}
+        return [
+            (row[0], known[row[0]] if row[0] in known else decode(*row[1:], foreign=True))
+            for row in rows
+        ]
 
     def _check_crossing(self, after: int, upto: int) -> None:
         """Stop (:class:`TamperedData`, one line) at damage among the positions a read

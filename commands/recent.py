@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -13,36 +14,41 @@ if TYPE_CHECKING:
 
 
 class RecentWrites:
-    """The events this application appended last, while their positions run on without a
-    gap: a catch-up right after a command takes them from here instead of reading and
-    decrypting them again. Other reads (a rebuild, ``verify``) go to the log."""
+    """The events this application appended last (up to :data:`LIMIT`), by position: a
+    catch-up right after a command takes them from here instead of reading and
+    decrypting them again. Where another writer's events lie among them, the log is
+    read, and only that writer's rows are decrypted. Other reads (a rebuild,
+    ``verify``) go to the log."""
 
     LIMIT = 20_000
 
     def __init__(self, log: EventLog):
         self.log = log
-        self.events: Page = []
+        self.positions: list[int] = []
+        """The positions of :attr:`events`, ascending."""
+        self.events: dict[int, DomainEvent] = {}
 
     def add(self, positions: list[int], events: Sequence[DomainEvent]) -> None:
-        run = self.events
-        if not positions or positions[-1] - positions[0] != len(positions) - 1:
-            run.clear()  # another writer's events are in between: read them all
-            return
-        if run and run[-1][0] + 1 != positions[0]:
-            run.clear()
-        run += zip(positions, events, strict=True)
-        del run[: -self.LIMIT]
+        written = sorted(zip(positions, events, strict=True), key=lambda pair: pair[0])
+        if self.positions and written and written[0][0] <= self.positions[-1]:
+            self.clear()  # not after the last: the log is not the one they were written to
+        self.positions += (position for position, _ in written)
+        self.events.update(written)
+        if len(self.positions) > self.LIMIT:
+            for position in self.positions[: -self.LIMIT]:
+                del self.events[position]
+            del self.positions[: -self.LIMIT]
 
     def clear(self) -> None:
+        self.positions.clear()
         self.events.clear()
 
     def max_position(self) -> int:
         return self.log.max_position()
 
     def read(self, after: int, upto: int, topics: Topics, limit: int) -> Page:
-        run = self.events
-        if not run or not run[0][0] <= after + 1 or upto > run[-1][0]:
-            return self.log.read(after, upto, topics, limit)
-        first = run[0][0]
-        page = run[after + 1 - first : upto + 1 - first]
+        low, high = bisect_right(self.positions, after), bisect_right(self.positions, upto)
+        if high - low != upto - after:  # not all ours
+            return self.log.read(after, upto, topics, limit, known=self.events)
+        page = [(p, self.events[p]) for p in self.positions[low:high]]
         return [(p, e) for p, e in page if not topics or kind(e) in topics][:limit]

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 from eventpile.commands.base import Command, Outcome, handles
 from eventpile.commands.context import Context
 from eventpile.domain.aggregate import DomainError
-from eventpile.domain.events import operation_scope, uuid7
+from eventpile.domain.events import DomainEvent, operation_scope, uuid7
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, RemoveTag, RenameTag, TagMessages
 from eventpile.mail.index import MessageIndex
@@ -134,8 +134,16 @@ def test_a_command_s_views_take_its_events_from_memory_unless_another_wrote_betw
     reads: list[int] = []
     read = imported.read
     monkeypatch.setattr(
-        imported, "read", lambda after, *rest: reads.append(after) or read(after, *rest)
+        imported, "read", lambda after, *rest, **kw: reads.append(after) or read(after, *rest, **kw)
     )
+    decoded: list[int] = []  # the rows read from the log that were decrypted
+    decode = imported.mapper.decode
+
+    def counted(*row: Any, **kw: Any) -> DomainEvent:
+        decoded.extend([1] if kw.get("foreign") else [])
+        return decode(*row, **kw)
+
+    monkeypatch.setattr(imported.mapper, "decode", counted)
     imported.execute(TagMessages(action="add", tag="b", query="patch"))
     assert reads == [] and all(v.verify(imported) for v in imported.views.values())
 
@@ -144,8 +152,10 @@ def test_a_command_s_views_take_its_events_from_memory_unless_another_wrote_betw
         before = imported.max_position()
         other.append([other.request(TagMessages(action="add", tag="c", query="patch"))])
         reads.clear()
+        decoded.clear()
         imported.execute(TagMessages(action="remove", tag="b", query="patch"))
         assert reads and set(reads) == {before}  # the other's event was read from the log
+        assert len(decoded) == 1  # and only it was decrypted: ours came from memory
         assert all(v.verify(imported) for v in imported.views.values())
         assert total(imported, "tag:b") == 0
         assert imported.view("queue").db.execute("SELECT count(*) FROM queue").fetchone()[0] == 1
