@@ -5,8 +5,9 @@
 PostgreSQL factory (ours, in :mod:`eventpile.store.postgres_factory`). The events are
 sealed by our mapper before they reach the recorder, exactly as on SQLite: the
 database sees ciphertexts, stream ids, versions and encrypted event types. Writers
-append under the library's table lock and ``NOTIFY`` the events table's channel
-on commit; :class:`Listener` waits for that notification in other processes.
+append through one database function, under the table lock the library's writers
+take, and ``NOTIFY`` the events table's channel on commit; :class:`Listener` waits
+for that notification in other processes.
 This module imports psycopg only when it connects, so that a search starts fast.
 """
 
