@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -197,16 +198,42 @@ def _drain(home_path: str, url: str | None, start: Any, finished: Any) -> None:
     home = Home(Path(home_path), url)
     app = MailApplication(home, home.unlock(PASSPHRASE))
     start.wait()
+    cpu = time.process_time()
     Worker(app).drain()
-    finished.put(time.time())
+    finished.put((time.time(), time.process_time() - cpu))
     app.close()
 
 
-def queue_rates(homes: Callable[[], Homes], runs: int, operations: int = 400) -> None:
+def server_cpu_s(server: Server) -> float:
+    """The CPU time the throwaway server's processes have spent so far (those that ended
+    included: their parent, the postmaster, has reaped them), from Linux's ``/proc``."""
+    postmaster = (server.data / "postmaster.pid").read_text().split()[0]
+
+    def times(pid: str, reaped: bool) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11 : 15 if reaped else 13])  # utime stime cu cs
+
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    ticks = times(postmaster, True)
+    for pid in children:
+        with suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            ticks += times(pid, False)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def queue_rates(
+    homes: Callable[[], Homes],
+    runs: int,
+    operations: int = 400,
+    server_cpu: Callable[[], float] | None = None,
+) -> None:
     """Due operations (one-message ``tag add``) drained by 1, then 2 worker processes together,
-    each run in a new home from ``homes``: SQLite or PostgreSQL, as the home says."""
+    each run in a new home from ``homes``: SQLite or PostgreSQL, as the home says. Beside
+    each rate, the CPU time an operation took in the workers, and in the server if
+    ``server_cpu`` says what its processes have spent (a figure the machine's load moves
+    less than the rate)."""
     for workers in (1, 2):
-        seconds = []
+        seconds, worker_cpu, server = [], [], []
         for _ in range(runs):
             with homes() as (home, keyring), opened(home, keyring) as app:
                 app.execute(ImportMailbox(path=CORPUS))
@@ -220,11 +247,14 @@ def queue_rates(homes: Callable[[], Homes], runs: int, operations: int = 400) ->
                 for p in procs:
                     p.start()
                 start.wait()
-                began = time.time()
-                ends = [finished.get(timeout=600) for _ in procs]
+                began, server_began = time.time(), server_cpu() if server_cpu else 0.0
+                ends, cpus = zip(*(finished.get(timeout=600) for _ in procs), strict=True)
+                if server_cpu:
+                    server.append((server_cpu() - server_began) / operations * 1000)
                 for p in procs:
                     p.join()
                 seconds.append(max(ends) - began)
+                worker_cpu.append(sum(cpus) / operations * 1000)
                 assert all(
                     (s := app.load(Operation, op)) is not None and s.status is Status.COMPLETE
                     for op in submitted
@@ -236,10 +266,17 @@ def queue_rates(homes: Callable[[], Homes], runs: int, operations: int = 400) ->
             "ops/s",
             spread=_spread(rates),
         )
+        for name, spent in (("workers", worker_cpu), ("server", server)):
+            if spent:
+                median = statistics.median(spent)
+                report(f"  CPU an operation took: {name}", median, "ms", spread=_spread(spent))
 
 
 def bench_queue(runs: int, dbs: Databases, size: int) -> None:
-    queue_rates(dbs.home, runs)
+    server = dbs.server
+    queue_rates(
+        dbs.home, runs, server_cpu=None if server is None else partial(server_cpu_s, server)
+    )
 
 
 def _follow(home_path: str, ready: Any, seen: Any, count: int) -> None:
