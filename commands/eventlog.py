@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from eventsourcing.application import Application as LibraryApplication
 from eventsourcing.persistence import RecordConflictError
 
-from eventpile.commands.recent import RecentWrites
+from eventpile.commands.recent import Known, RecentWrites
 from eventpile.commands.registry import Registry
 from eventpile.domain.aggregate import Aggregate, DomainError, fold, required
 from eventpile.domain.events import DomainEvent, operation_scope, utcnow
@@ -35,7 +35,7 @@ from eventpile.store.home import Home
 from eventpile.store.keys import Keyring, puncture_people
 from eventpile.store.mapper import PydanticMapper, RowReader
 from eventpile.store.people import PersonKeys, Tree
-from eventpile.store.seals import PURPOSE, Head, Seal, Sealer, Sealing
+from eventpile.store.seals import PURPOSE, Head, Seal, Sealer, Sealing, row_hash
 from eventpile.store.topics import TOPIC_PURPOSE, PlainTopics, StoredTopics
 from eventpile.store.views import ViewDB
 
@@ -228,7 +228,11 @@ class EventLog(LibraryApplication[uuid.UUID]):
                 ) from None
             raise Conflict(self._overtaken(events)) from None
         positions = list(ids or ())
-        self.written.add(positions, events)
+        hashes = [
+            row_hash(p, s.originator_id, s.originator_version, s.topic, s.state)
+            for p, s in zip(positions, stored, strict=False)
+        ]
+        self.written.add(positions, events, hashes)
         return positions
 
     def _overtaken(self, events: Sequence[DomainEvent]) -> str:
@@ -311,13 +315,13 @@ class EventLog(LibraryApplication[uuid.UUID]):
         upto: int,
         topics: Topics,
         limit: int,
-        known: Mapping[int, DomainEvent] | None = None,
+        known: Mapping[int, Known] | None = None,
     ) -> Page:
         """The notification log from ``after`` to ``upto``: every event (another
-        application's as a :class:`ForeignEvent`), or only those of ``topics``; those at
-        positions in ``known`` (this process wrote them) are taken from there, not
-        decrypted. People forgotten up to ``upto`` are heeded first (a rebuild reads
-        here), if this process has not looked that far."""
+        application's as a :class:`ForeignEvent`), or only those of ``topics``; one that
+        ``known`` holds (this process wrote it) is taken from there, not decrypted, if its
+        row is still the one written (the same hash). People forgotten up to ``upto`` are
+        heeded first (a rebuild reads here), if this process has not looked that far."""
         if upto > self._heeded_upto:
             self.heed_forgettings()
         self._check_crossing(after, upto)
@@ -327,7 +331,9 @@ class EventLog(LibraryApplication[uuid.UUID]):
         decode = cast(PydanticMapper, self.mapper).decode
         known = known or {}
         return [
-            (row[0], known[row[0]] if row[0] in known else decode(*row[1:], foreign=True))
+            (row[0], kept[1])
+            if (kept := known.get(row[0])) is not None and kept[0] == row_hash(*row)
+            else (row[0], decode(*row[1:], foreign=True))
             for row in rows
         ]
 

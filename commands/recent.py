@@ -12,13 +12,16 @@ from eventpile.projections.base import Page, Topics
 if TYPE_CHECKING:
     from eventpile.commands.eventlog import EventLog
 
+Known = tuple[bytes, DomainEvent]
+"""An event this process wrote, and the hash of its row."""
+
 
 class RecentWrites:
     """The events this application appended last (up to :data:`LIMIT`), by position: a
     catch-up right after a command takes them from here instead of reading and
     decrypting them again. Where another writer's events lie among them, the log is
-    read, and only that writer's rows are decrypted. Other reads (a rebuild,
-    ``verify``) go to the log."""
+    read, and only that writer's rows (and any of ours changed since) are decrypted.
+    Other reads (a rebuild, ``verify``) go to the log."""
 
     LIMIT = 20_000
 
@@ -26,10 +29,20 @@ class RecentWrites:
         self.log = log
         self.positions: list[int] = []
         """The positions of :attr:`events`, ascending."""
-        self.events: dict[int, DomainEvent] = {}
+        self.events: dict[int, Known] = {}
+        """Each event with the hash of the row it was written as (see
+        :func:`~eventpile.store.seals.row_hash`): a row changed since is decrypted."""
 
-    def add(self, positions: list[int], events: Sequence[DomainEvent]) -> None:
-        written = sorted(zip(positions, events, strict=True), key=lambda pair: pair[0])
+    def add(
+        self, positions: list[int], events: Sequence[DomainEvent], hashes: Sequence[bytes]
+    ) -> None:
+        if len(positions) != len(events):  # (a recorder that does not say where)
+            self.clear()
+            return
+        written = sorted(
+            zip(positions, zip(hashes, events, strict=True), strict=True),
+            key=lambda pair: pair[0],
+        )
         if self.positions and written and written[0][0] <= self.positions[-1]:
             self.clear()  # not after the last: the log is not the one they were written to
         self.positions += (position for position, _ in written)
@@ -50,5 +63,5 @@ class RecentWrites:
         low, high = bisect_right(self.positions, after), bisect_right(self.positions, upto)
         if high - low != upto - after:  # not all ours
             return self.log.read(after, upto, topics, limit, known=self.events)
-        page = [(p, self.events[p]) for p in self.positions[low:high]]
+        page = [(p, self.events[p][1]) for p in self.positions[low:high]]
         return [(p, e) for p, e in page if not topics or kind(e) in topics][:limit]

@@ -20,6 +20,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import retry
+from psycopg import IsolationLevel
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
@@ -150,13 +151,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         if not stored_events:
             return []
         try:
-            pipelined = len(stored_events) <= PIPELINED_UPTO
-            with (
-                self.datastore.get_connection() as conn,
-                conn.pipeline() if pipelined else nullcontext() as pipeline,
-                conn.transaction(),
-                conn.cursor() as curs,
-            ):
+            with self._writing(len(stored_events) <= PIPELINED_UPTO) as (curs, pipeline):
                 self._insert_stored_events(curs, stored_events, **kwargs)
                 if pipeline is not None:
                     pipeline.sync()
@@ -166,6 +161,23 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
             raise
         self._settle()
         return positions
+
+    @contextmanager
+    def _writing(self, pipelined: bool) -> Iterator[tuple[Any, Any]]:
+        """A transaction that writes the log: its cursor, and psycopg's pipeline if
+        ``pipelined``. READ COMMITTED whatever the server's default, so that each of the
+        append function's statements sees the log as the table lock left it (under
+        REPEATABLE READ the snapshot is taken before the lock is, and two writers would
+        number their seals alike)."""
+        with self.datastore.get_connection() as conn:
+            if conn.isolation_level is not IsolationLevel.READ_COMMITTED:
+                conn.isolation_level = IsolationLevel.READ_COMMITTED
+            with (
+                conn.pipeline() if pipelined else nullcontext() as pipeline,
+                conn.transaction(),
+                conn.cursor() as curs,
+            ):
+                yield curs, pipeline
 
     def _plain_table(self) -> str:
         return (
@@ -251,7 +263,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         """As :meth:`eventpile.store.sqlite.Recorder.purge_streams`: in a transaction of its
         own, because the library's insert commits what was written when Python code after
         its statements raises (it keeps the error for after the transaction)."""
-        with self.datastore.transaction(commit=True) as curs:
+        with self._writing(pipelined=False) as (curs, _):
             self._insert_stored_events(curs, stored_events)
             positions, entries, number = self._inserted(curs, stored_events)
             curs.execute(
@@ -423,6 +435,8 @@ class Factory(PostgresFactory):
                     _store_uncompressed(connection, recorder)
                     _drop_plaintext_views(connection)
                     _migrate(connection, cast(Recorder, recorder))
+                else:
+                    _require_append_function(connection, self.datastore.schema)
                 return recorder
             finally:
                 connection.execute(
@@ -439,6 +453,21 @@ def _reason(datastore: Any, error: Exception) -> str:
     except psycopg.Error as e:
         error = e
     return " ".join(str(error).split())
+
+
+def _require_append_function(connection: Any, schema: str) -> None:
+    """With table creation off (``CREATE_TABLE=no``), the tables' start makes nothing: a
+    database an earlier version made lacks the append function then."""
+    name = SQL("{}.{}").format(Identifier(schema), Identifier(APPEND_FUNCTION))
+    found = connection.execute(
+        "SELECT to_regproc(%s) IS NOT NULL AS made", (name.as_string(None),), prepare=False
+    ).fetchone()
+    if not found["made"]:
+        raise StoreError(
+            f"the database has no function {APPEND_FUNCTION} (an earlier version made it, "
+            "and CREATE_TABLE=no makes nothing): start once without CREATE_TABLE=no; "
+            "nothing was written"
+        )
 
 
 def _migrate(connection: Any, recorder: Recorder) -> None:

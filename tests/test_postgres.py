@@ -402,3 +402,97 @@ def test_a_large_append_is_one_transaction_and_conflicts_as_any(
         assert app.max_position() == positions[-1] and app.check_log() == []
     finally:
         app.close()
+
+
+@pytest.mark.postgres
+def test_without_table_creation_a_database_lacking_the_append_function_is_refused(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A database an earlier version made has no append function; a start with
+    ``CREATE_TABLE=no`` (which makes nothing) says so in one line instead of failing at
+    its first write; a start that makes tables makes it, and then one without works."""
+    from eventpile.domain.events import operation_scope, uuid7
+    from eventpile.mail.message import MessageTagged
+    from eventpile.store.postgres import connect
+    from eventpile.store.postgres_factory import APPEND_FUNCTION
+
+    home = Home(tmp_path / "home", database_url=pg_url)
+    MailApplication(home, home.init(PASSPHRASE)).close()
+    with connect(pg_url) as db:
+        db.execute(f"DROP FUNCTION {APPEND_FUNCTION}")
+    without = {"CREATE_TABLE": "no"}
+    with pytest.raises(StoreError, match=f"no function {APPEND_FUNCTION}"):
+        MailApplication(home, home.unlock(PASSPHRASE), env=without)
+    MailApplication(home, home.unlock(PASSPHRASE)).close()
+    app = MailApplication(home, home.unlock(PASSPHRASE), env=without)
+    try:
+        with operation_scope(uuid7(), uuid.uuid4()):
+            event = MessageTagged(
+                originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
+            )
+            [position] = app.append([event])
+        assert app.max_position() == position and app.check_log() == []
+    finally:
+        app.close()
+
+
+@pytest.mark.postgres
+def test_a_server_whose_default_is_repeatable_read_numbers_seals_after_the_lock(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Under REPEATABLE READ the append function's snapshot would be taken before its
+    table lock: a writer that waited for another's lock would number its seal as that
+    one did, and fail. Appends are READ COMMITTED whatever the server's default: the
+    writer that waited numbers its seal after the one written meanwhile."""
+    import threading
+
+    import psycopg
+
+    from eventpile.domain.events import operation_scope, uuid7
+    from eventpile.mail.message import MessageTagged
+    from eventpile.store.postgres import connect
+
+    home = Home(tmp_path / "home", database_url=pg_url)
+    keyring = home.init(PASSPHRASE)
+    MailApplication(home, keyring).close()
+    with connect(pg_url) as db:
+        (name,) = db.execute("SELECT current_database()").fetchone()
+        db.execute(
+            f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+        )
+    app = MailApplication(home, keyring)  # its connection made since: repeatable read
+    failed: list[BaseException] = []
+
+    def tag() -> None:
+        with operation_scope(uuid7(), uuid.uuid4()):
+            event = MessageTagged(
+                originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
+            )
+            try:
+                app.append([event])
+            except BaseException as error:
+                failed.append(error)
+
+    try:
+        with connect(pg_url) as watcher, psycopg.connect(pg_url) as holder:
+            holder.execute("LOCK TABLE eventpile_events IN EXCLUSIVE MODE")
+            waiting = threading.Thread(target=tag)
+            waiting.start()
+            _wait_until(
+                lambda: (
+                    watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+                    > 0
+                ),
+                "the append to wait for the lock",
+            )
+            (written,) = holder.execute(  # another writer's seal, while the append waits
+                "INSERT INTO log_seals (number, entries, mac, low, high) "
+                "SELECT coalesce(max(number), -1) + 1, '', '', 0, 0 FROM log_seals RETURNING number"
+            ).fetchone()
+            holder.commit()
+            waiting.join(WAIT_S)
+            assert not failed, failed
+            (last,) = watcher.execute("SELECT max(number) FROM log_seals").fetchone()
+            assert last == written + 1
+    finally:
+        app.close()

@@ -341,6 +341,38 @@ def test_a_command_stops_at_damage_it_reads_across(
         assert app.head.load() == saved and app.max_position() == written[-2]
 
 
+def test_a_row_of_ours_changed_among_anothers_writes_stops_the_catch_up(
+    app: MailApplication, backend: str, home: Home, tmp_path: Path
+) -> None:
+    """This process's writes with another's between them, the views not caught up, and a
+    row of ours overwritten by another of ours (its ciphertext copied over): the
+    catch-up takes our events from memory only where their rows are still the ones
+    written, so it stops at the changed row, and the views fold nothing of it."""
+    _fill(app, write_mbox(tmp_path / "m.mbox", 4, seed=6))
+    behind = {name: view.position for name, view in app.views.items()}
+    other = MailApplication(home, home.unlock(PASSPHRASE))
+
+    def tagged(writer: MailApplication) -> list[int]:
+        event = MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=TAG)
+        return writer.append([event])
+
+    try:
+        with app.deferring_catch_up(), operation_scope(uuid7(), uuid.uuid4()):
+            [ours], _, [later] = tagged(app), tagged(other), tagged(app)
+    finally:
+        other.close()
+    db, table, position, mark = _raw_log(backend, home)
+    try:
+        where = f"WHERE {position} = {mark}"
+        (state,) = db.execute(f"SELECT state FROM {table} {where}", (later,)).fetchone()
+        db.execute(f"UPDATE {table} SET state = {mark} {where}", (state, ours))
+    finally:
+        db.close()
+    with pytest.raises(TamperedData):
+        app.catch_up()
+    assert {name: view.position for name, view in app.views.items()} == behind
+
+
 @pytest.mark.parametrize("garbage", [b"not a seal\n", b"12 zz\n", b"\xff\xfe 00\n", b"7 " * 3000])
 def test_a_damaged_head_stops_every_command_and_nothing_is_written(
     app: MailApplication, home: Home, tmp_path: Path, garbage: bytes
