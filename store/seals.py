@@ -350,10 +350,12 @@ class Sealing:
     def check_range(self, after: int, upto: int) -> list[str]:
         """What is wrong with the positions after ``after`` up to ``upto`` (more than
         none): a row deleted, one no seal holds, a seal not this home's (see
-        :meth:`Sealer.check_positions`); or the log cut before the home's head. Cheap:
-        the positions, the seals that span them, how many seals lie between those and
-        the last seal's number, read by one statement (one snapshot, one round trip).
-        Nothing for a log without seals (written before them)."""
+        :meth:`Sealer.check_positions`), a seal missing from the one before the first
+        that spans them to the last (no seal is ever deleted: so one deleted with its
+        rows, the first that spanned them included, is found); or the log cut before the
+        home's head. Cheap: the positions, the seals that span them and how many there
+        are from there on, read by one statement (one snapshot, one round trip). Nothing
+        for a log without seals (written before them)."""
         assert self.sealer is not None
         table, mark, position = self._seals_table(), self._mark, self._position
         spanning = f"(high > {mark} AND low <= {mark} OR high IS NULL)"
@@ -364,9 +366,8 @@ class Sealing:
             f"WHERE {position} > {mark} AND {position} <= {mark} "
             f"UNION ALL SELECT 2, max(number), NULL, NULL FROM {table} "
             f"UNION ALL SELECT 3, count(*), NULL, NULL FROM {table} "
-            f"WHERE number >= (SELECT min(number) FROM {table} WHERE {spanning}) "
-            f"AND number <= (SELECT max(number) FROM {table} WHERE {spanning})",
-            (after, upto) * 4,
+            f"WHERE number >= (SELECT min(number) FROM {table} WHERE {spanning}) - 1",
+            (after, upto) * 3,
         )
         found: dict[int, list[tuple[Any, ...]]] = {0: [], 1: [], 2: [], 3: []}
         for row in rows:
@@ -376,10 +377,10 @@ class Sealing:
         if cut or last is None:
             return cut
         seals = [Seal(int(n), bytes(e), bytes(m)) for n, e, m in sorted(found[0])]
-        if seals:  # none deleted among them (with the rows they held)
-            first, last_here = seals[0].number, seals[-1].number
-            if int(found[3][0][0]) != last_here - first + 1:
-                return [f"the log has seals missing between {first:,} and {last_here:,}"]
+        if seals:  # none deleted from the one before them on (with the rows they held)
+            low = max(seals[0].number - 1, 0)
+            if int(found[3][0][0]) != last - low + 1:
+                return [f"the log has seals missing between {low:,} and {last:,}"]
         return self.sealer.check_positions(seals, [p for p, _, _ in found[1]], after, upto)
 
     def _add_spans(self, cursor: Any) -> None:

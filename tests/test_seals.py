@@ -278,12 +278,13 @@ def test_the_librarys_database_functions_cannot_write_around_the_seals(
         app.close()
 
 
-@pytest.mark.parametrize("damage", ["deleted", "cut", "seal"])
+@pytest.mark.parametrize("damage", ["deleted", "cut", "seal", "first seal"])
 def test_a_command_stops_at_damage_it_reads_across(
     app: MailApplication, backend: str, home: Home, tmp_path: Path, damage: str
 ) -> None:
     """Another process's writes (the views not caught up with them) read after a row was
-    deleted among them, a seal of theirs, or the end cut off with its seals: the catch-up stops
+    deleted among them, a seal of theirs (the first, with its rows), or the end cut off with
+    its seals: the catch-up stops
     with one line naming the damage, and the views fold nothing of it."""
     _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
     behind = {name: view.position for name, view in app.views.items()}
@@ -310,13 +311,18 @@ def test_a_command_stops_at_damage_it_reads_across(
         if damage == "deleted":
             db.execute(f"DELETE FROM {table} WHERE {position} = {mark}", (written[2],))
             says = f"the log has 1 event missing (deleted): at position {written[2]:,}"
-        elif damage == "seal":
+        elif damage in ("seal", "first seal"):
+            at = written[2 if damage == "seal" else 0]
             (sealed,) = db.execute(
                 f"SELECT number FROM log_seals WHERE low <= {mark} AND high >= {mark}",
-                (written[2], written[2]),
+                (at, at),
             ).fetchone()
             db.execute(f"DELETE FROM log_seals WHERE number = {mark}", (sealed,))
-            says = f"the log has seals missing between {sealed - 2:,} and {sealed + 3:,}"
+            if damage == "first seal":  # its rows too: nothing left to say they were there
+                db.execute(f"DELETE FROM {table} WHERE {position} = {mark}", (at,))
+            first = sealed - 2 if damage == "seal" else sealed  # of the six seals
+            low = first - 1 if damage == "seal" else sealed  # before what still spans them
+            says = f"the log has seals missing between {low:,} and {first + 5:,}"
         else:
             (last,) = db.execute("SELECT max(number) FROM log_seals").fetchone()
             db.execute(f"DELETE FROM {table} WHERE {position} = {mark}", (written[-1],))
