@@ -85,6 +85,10 @@ class Seal:
     entries: bytes
     mac: bytes
 
+    def hashes(self) -> dict[int, bytes]:
+        """The hash each position it holds must have (:data:`REMOVED`: no row)."""
+        return dict(_ENTRY.iter_unpack(self.entries))
+
 
 class Sealer:
     """Makes and checks seals with the keyring's log key."""

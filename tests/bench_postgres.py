@@ -11,7 +11,8 @@ They start a throwaway PostgreSQL server on this machine, durable like a real on
 ``--database-url`` names a server whose user may ``CREATE DATABASE``. Every
 benchmark works in a fresh database. Benchmarks: ``append`` (batched encrypted
 appends), ``rebuild`` (each view from scratch, with decryption), ``tag`` (a
-one-message ``tag add``), ``queue`` (operations drained by worker processes),
+one-message ``tag add``), ``queue`` (operations drained by worker processes, and the
+CPU an operation took in them and in the server),
 ``live`` (how soon a reader on another machine has its views caught up with another
 process's write) and ``search`` (the query mix over ``--size`` messages).
 """
