@@ -65,9 +65,10 @@ CREATE TABLE IF NOT EXISTS message_senders (
     address TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (address, message)
 ) WITHOUT ROWID;
 """
+_FTS_NAMES = ", ".join(FTS_COLUMNS)
 FULL_TEXT = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    {", ".join(FTS_COLUMNS)},
+    {_FTS_NAMES},
     columnsize=0, tokenize="unicode61 remove_diacritics 2 tokenchars '_'"
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_terms USING fts5vocab(messages_fts, 'row');
@@ -212,14 +213,11 @@ class PageWrites:
             _join_threads(db, self.joining)
 
 
-_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS fts_staged (rowid INTEGER PRIMARY KEY, "
-    f"{', '.join(FTS_COLUMNS)})"
-)
+_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS fts_staged (rowid INTEGER PRIMARY KEY, {_FTS_NAMES})"
 _STAGED = f"INSERT INTO temp.fts_staged VALUES (?{',?' * len(FTS_COLUMNS)})"
 _INDEX_STAGED = (
-    f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) "
-    f"SELECT rowid, {', '.join(FTS_COLUMNS)} FROM temp.fts_staged ORDER BY rowid"
+    f"INSERT INTO messages_fts (rowid, {_FTS_NAMES}) "
+    f"SELECT rowid, {_FTS_NAMES} FROM temp.fts_staged ORDER BY rowid"
 )
 """A page's texts go into the full-text index in one statement, which
 :meth:`~eventpile.store.views.SQLCipherDB.defer` runs last in its transaction: aside,

@@ -283,9 +283,9 @@ def test_a_command_stops_at_damage_it_reads_across(
     app: MailApplication, backend: str, home: Home, tmp_path: Path, damage: str
 ) -> None:
     """Another process's writes (the views not caught up with them) read after a row was
-    deleted among them, a seal of theirs (the first, with its rows), or the end cut off with
-    its seals: the catch-up stops
-    with one line naming the damage, and the views fold nothing of it."""
+    deleted among them, a seal of theirs (the first, with its rows), or the end cut off
+    with its seals: the catch-up stops with one line naming the damage, and the views
+    fold nothing of it."""
     _fill(app, write_mbox(tmp_path / "m.mbox", 10, seed=3))
     behind = {name: view.position for name, view in app.views.items()}
     writer = MailApplication(home, home.unlock(PASSPHRASE))
