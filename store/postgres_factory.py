@@ -20,7 +20,6 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import retry
-from psycopg import IsolationLevel
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
@@ -38,6 +37,7 @@ APPEND_FUNCTION = "eventpile_append"
 PIPELINED_UPTO = 1000
 """An append of more events than this is sent without psycopg's pipeline: one of 30,000
 tag events stalled in it for good, the server and the client each waiting to read."""
+BEGIN, COMMIT = SQL("BEGIN ISOLATION LEVEL READ COMMITTED"), SQL("COMMIT")
 RECEIVED_TABLE = "eventpile_received"
 """As :data:`eventpile.store.sqlite.RECEIVED_TABLE`."""
 
@@ -168,16 +168,21 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
         ``pipelined``. READ COMMITTED whatever the server's default, so that each of the
         append function's statements sees the log as the table lock left it (under
         REPEATABLE READ the snapshot is taken before the lock is, and two writers would
-        number their seals alike)."""
-        with self.datastore.get_connection() as conn:
-            if conn.isolation_level is not IsolationLevel.READ_COMMITTED:
-                conn.isolation_level = IsolationLevel.READ_COMMITTED
-            with (
-                conn.pipeline() if pipelined else nullcontext() as pipeline,
-                conn.transaction(),
-                conn.cursor() as curs,
-            ):
-                yield curs, pipeline
+        number their seals alike).
+
+        ``BEGIN`` and ``COMMIT`` are sent as statements of the one pipeline: psycopg's
+        transaction block nests two pipelines of its own in one, each ending with a
+        round trip, so an append took four, the table lock held through three of them.
+        Now it takes two (the append, then the seal with the commit). On an error the
+        pool's connection block rolls the transaction back."""
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor() as curs,
+            conn.pipeline() if pipelined else nullcontext() as pipeline,
+        ):
+            curs.execute(BEGIN)
+            yield curs, pipeline
+            curs.execute(COMMIT)
 
     def _plain_table(self) -> str:
         return (

@@ -141,7 +141,8 @@ def test_two_processes_tagging_the_same_messages_lose_no_update(
 def test_a_stale_append_is_a_conflict_for_another_connection(
     app: MailApplication, home: Home, keyring: Any
 ) -> None:
-    """The recorder's uniqueness violation on (stream, version) is our ``Conflict``."""
+    """The recorder's uniqueness violation on (stream, version) is our ``Conflict``; its
+    transaction is rolled back, and the next append (on the same connection) writes."""
     other = MailApplication(home, keyring)
     try:
         tag = TagCreated(originator_id=uuid.uuid4(), originator_version=1, name="x")
@@ -150,6 +151,9 @@ def test_a_stale_append_is_a_conflict_for_another_connection(
         with pytest.raises(Conflict):
             app.append([tag.model_copy(update={"name": "y"})])
         assert app.max_position() == before
+        fresh = TagCreated(originator_id=uuid.uuid4(), originator_version=1, name="z")
+        [written] = app.append([fresh])
+        assert written == app.max_position() > before and app.check_log() == []
     finally:
         other.close()
 
