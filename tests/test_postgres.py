@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -406,6 +406,43 @@ def test_a_large_append_is_one_transaction_and_conflicts_as_any(
         assert app.max_position() == positions[-1] and app.check_log() == []
     finally:
         app.close()
+
+
+@pytest.mark.postgres
+def test_writers_taking_turns_write_in_order_and_sealed(pg_url: str, tmp_path: Path) -> None:
+    """Two writers taking turns, one of them with an append too large for psycopg's
+    pipeline among them: every position once, in order, each append one seal, the log
+    whole, every event read back."""
+    from eventpile.domain.events import operation_scope, uuid7
+    from eventpile.mail.message import MessageTagged
+    from eventpile.store.postgres_factory import PIPELINED_UPTO
+    from eventpile.store.seals import Sealing
+
+    home = Home(tmp_path / "home", database_url=pg_url)
+    keyring = home.init(PASSPHRASE)
+    first, second = MailApplication(home, keyring), MailApplication(home, keyring)
+    try:
+        written: list[int] = []
+        with operation_scope(uuid7(), uuid.uuid4()):
+            for app, count in [
+                (first, 1), (second, 2), (first, 1), (first, 3), (second, PIPELINED_UPTO + 1),
+                (first, 2), (second, 1), (second, 1), (first, 1),
+            ]:  # fmt: skip
+                events = [
+                    MessageTagged(
+                        originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
+                    )
+                    for _ in range(count)
+                ]
+                positions = app.append(events)
+                assert positions == list(range(len(written) + 1, len(written) + count + 1))
+                written += positions
+        _, _, seals = cast(Sealing, first.recorder).check()
+        assert len(seals) == 9 and first.check_log() == [] and second.check_log() == []
+        assert [p for p, _ in second.all_events()] == written
+    finally:
+        first.close()
+        second.close()
 
 
 @pytest.mark.postgres
