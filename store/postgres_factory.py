@@ -172,7 +172,7 @@ class Recorder(Sealing, PlainTopics, PostgresApplicationRecorder):
 
         ``BEGIN`` and ``COMMIT`` are sent as statements of the one pipeline: psycopg's
         transaction block nests two pipelines of its own in one, each ending with a
-        round trip, so an append took four, the table lock held through three of them.
+        round trip, so an append took five, the table lock held through three of them.
         Now it takes two (the append, then the seal with the commit). On an error the
         pool's connection block rolls the transaction back."""
         with (

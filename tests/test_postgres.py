@@ -446,6 +446,88 @@ def test_writers_taking_turns_write_in_order_and_sealed(pg_url: str, tmp_path: P
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("count", [1, "more than the pipeline takes"])
+def test_an_append_refused_between_its_statements_writes_nothing(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int | str
+) -> None:
+    """Refused after its rows went in and before its seal (the home's head says the log
+    was cut): the events and the seal are one transaction, so none of it stands (the
+    positions it took stay unused); the connection is left as it was, and the next
+    append writes."""
+    from eventpile.domain.events import operation_scope, uuid7
+    from eventpile.mail.message import MessageTagged
+    from eventpile.store.postgres_factory import PIPELINED_UPTO
+
+    home = Home(tmp_path / "home", database_url=pg_url)
+    app = MailApplication(home, home.init(PASSPHRASE))
+    size = count if isinstance(count, int) else PIPELINED_UPTO + 1
+
+    def tags() -> list[MessageTagged]:
+        return [
+            MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
+            for _ in range(size)
+        ]
+
+    try:
+        with operation_scope(uuid7(), uuid.uuid4()):
+            app.append(tags())
+            before = app.max_position()
+            with monkeypatch.context() as patch:
+                patch.setattr(app.recorder, "_cut", lambda saved, last: ["the log was cut"])
+                with pytest.raises(StoreError, match="the log was cut"):
+                    app.append(tags())
+            assert app.max_position() == before and app.check_log() == []
+            assert app.append(tags())[0] > before and app.check_log() == []
+        assert len(list(app.all_events())) == 2 * size
+    finally:
+        app.close()
+
+
+@pytest.mark.postgres
+def test_an_append_of_a_few_events_makes_two_round_trips(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The append with the table lock, then the seal with the commit: each a sync of
+    psycopg's pipeline (its transaction block added three, the lock held through one),
+    and no commit left for a round trip of its own."""
+    import psycopg
+    import psycopg._pipeline_base
+    from psycopg.pq import TransactionStatus
+
+    from eventpile.domain.events import operation_scope, uuid7
+    from eventpile.mail.message import MessageTagged
+
+    home = Home(tmp_path / "home", database_url=pg_url)
+    app = MailApplication(home, home.init(PASSPHRASE))
+    syncs = Counter[str]()
+    enqueue = psycopg._pipeline_base.BasePipeline._enqueue_sync
+
+    commit = psycopg.Connection.commit
+
+    def counted(pipeline: Any) -> None:
+        syncs["sync"] += 1
+        enqueue(pipeline)
+
+    def commit_counted(connection: Any) -> None:
+        syncs["commit"] += connection.info.transaction_status is not TransactionStatus.IDLE
+        commit(connection)
+
+    try:
+        with operation_scope(uuid7(), uuid.uuid4()):
+            tagged = [
+                MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
+                for _ in range(3)
+            ]
+            app.append(tagged[:1])  # the statements prepared, the seals numbered
+            monkeypatch.setattr(psycopg._pipeline_base.BasePipeline, "_enqueue_sync", counted)
+            monkeypatch.setattr(psycopg.Connection, "commit", commit_counted)
+            app.append(tagged[1:])
+        assert (syncs["sync"], syncs["commit"]) == (2, 0)
+    finally:
+        app.close()
+
+
+@pytest.mark.postgres
 def test_without_table_creation_a_database_lacking_the_append_function_is_refused(
     pg_url: str, tmp_path: Path
 ) -> None:
