@@ -26,10 +26,11 @@ import pytest
 
 from eventpile.commands.dispatcher import CommandFailed
 from eventpile.commands.eventlog import Conflict
+from eventpile.domain.events import operation_scope, uuid7
 from eventpile.domain.operation import Operation, OperationRequested, OperationStarted, Status
 from eventpile.mail.app import MailApplication
 from eventpile.mail.commands import ImportMailbox, TagMessages
-from eventpile.mail.message import Message, MessageIndexed
+from eventpile.mail.message import Message, MessageIndexed, MessageTagged
 from eventpile.mail.query import parse_query, search
 from eventpile.mail.synthetic import write_mbox
 from eventpile.mail.tag import TagCreated
@@ -77,6 +78,14 @@ def _indexed(app: MailApplication, tmp_path: Path, count: int) -> list[uuid.UUID
     mbox = write_mbox(tmp_path / "mail.mbox", count, seed=5)
     app.execute(ImportMailbox(path=mbox))
     return [e.originator_id for _, e in app.all_events() if isinstance(e, MessageIndexed)]
+
+
+def _tagged(count: int) -> list[MessageTagged]:
+    """``count`` tag events, each the first event of a stream of its own."""
+    return [
+        MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
+        for _ in range(count)
+    ]
 
 
 # two processes tagging the same messages ----------------------------------------
@@ -386,8 +395,6 @@ def test_a_large_append_is_one_transaction_and_conflicts_as_any(
 ) -> None:
     """More events than go through psycopg's pipeline (where 30,000 once stalled): all
     written, sealed, in one transaction; one that conflicts writes none of them."""
-    from eventpile.domain.events import operation_scope, uuid7
-    from eventpile.mail.message import MessageTagged
     from eventpile.store.postgres_factory import PIPELINED_UPTO
 
     home = Home(tmp_path / "home", database_url=pg_url)
@@ -395,10 +402,7 @@ def test_a_large_append_is_one_transaction_and_conflicts_as_any(
     try:
         count = 3 * PIPELINED_UPTO
         with operation_scope(uuid7(), uuid.uuid4()):
-            events = [
-                MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
-                for _ in range(count)
-            ]
+            events = _tagged(count)
             positions = app.append(events)
             assert len(positions) == count and app.max_position() == positions[-1]
             with pytest.raises(Conflict):
@@ -413,8 +417,6 @@ def test_writers_taking_turns_write_in_order_and_sealed(pg_url: str, tmp_path: P
     """Two writers taking turns, one of them with an append too large for psycopg's
     pipeline among them: every position once, in order, each append one seal, the log
     whole, every event read back."""
-    from eventpile.domain.events import operation_scope, uuid7
-    from eventpile.mail.message import MessageTagged
     from eventpile.store.postgres_factory import PIPELINED_UPTO
     from eventpile.store.seals import Sealing
 
@@ -428,13 +430,7 @@ def test_writers_taking_turns_write_in_order_and_sealed(pg_url: str, tmp_path: P
                 (first, 1), (second, 2), (first, 1), (first, 3), (second, PIPELINED_UPTO + 1),
                 (first, 2), (second, 1), (second, 1), (first, 1),
             ]:  # fmt: skip
-                events = [
-                    MessageTagged(
-                        originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
-                    )
-                    for _ in range(count)
-                ]
-                positions = app.append(events)
+                positions = app.append(_tagged(count))
                 assert positions == list(range(len(written) + 1, len(written) + count + 1))
                 written += positions
         _, _, seals = cast(Sealing, first.recorder).check()
@@ -454,30 +450,21 @@ def test_an_append_refused_between_its_statements_writes_nothing(
     was cut): the events and the seal are one transaction, so none of it stands (the
     positions it took stay unused); the connection is left as it was, and the next
     append writes."""
-    from eventpile.domain.events import operation_scope, uuid7
-    from eventpile.mail.message import MessageTagged
     from eventpile.store.postgres_factory import PIPELINED_UPTO
 
     home = Home(tmp_path / "home", database_url=pg_url)
     app = MailApplication(home, home.init(PASSPHRASE))
     size = count if isinstance(count, int) else PIPELINED_UPTO + 1
-
-    def tags() -> list[MessageTagged]:
-        return [
-            MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
-            for _ in range(size)
-        ]
-
     try:
         with operation_scope(uuid7(), uuid.uuid4()):
-            app.append(tags())
+            app.append(_tagged(size))
             before = app.max_position()
             with monkeypatch.context() as patch:
                 patch.setattr(app.recorder, "_cut", lambda saved, last: ["the log was cut"])
                 with pytest.raises(StoreError, match="the log was cut"):
-                    app.append(tags())
+                    app.append(_tagged(size))
             assert app.max_position() == before and app.check_log() == []
-            assert app.append(tags())[0] > before and app.check_log() == []
+            assert app.append(_tagged(size))[0] > before and app.check_log() == []
         assert len(list(app.all_events())) == 2 * size
     finally:
         app.close()
@@ -493,9 +480,6 @@ def test_an_append_of_a_few_events_makes_two_round_trips(
     import psycopg
     import psycopg._pipeline_base
     from psycopg.pq import TransactionStatus
-
-    from eventpile.domain.events import operation_scope, uuid7
-    from eventpile.mail.message import MessageTagged
 
     home = Home(tmp_path / "home", database_url=pg_url)
     app = MailApplication(home, home.init(PASSPHRASE))
@@ -514,10 +498,7 @@ def test_an_append_of_a_few_events_makes_two_round_trips(
 
     try:
         with operation_scope(uuid7(), uuid.uuid4()):
-            tagged = [
-                MessageTagged(originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4())
-                for _ in range(3)
-            ]
+            tagged = _tagged(3)
             app.append(tagged[:1])  # the statements prepared, the seals numbered
             monkeypatch.setattr(psycopg._pipeline_base.BasePipeline, "_enqueue_sync", counted)
             monkeypatch.setattr(psycopg.Connection, "commit", commit_counted)
@@ -534,8 +515,6 @@ def test_without_table_creation_a_database_lacking_the_append_function_is_refuse
     """A database an earlier version made has no append function; a start with
     ``CREATE_TABLE=no`` (which makes nothing) says so in one line instead of failing at
     its first write; a start that makes tables makes it, and then one without works."""
-    from eventpile.domain.events import operation_scope, uuid7
-    from eventpile.mail.message import MessageTagged
     from eventpile.store.postgres import connect
     from eventpile.store.postgres_factory import APPEND_FUNCTION
 
@@ -550,10 +529,7 @@ def test_without_table_creation_a_database_lacking_the_append_function_is_refuse
     app = MailApplication(home, home.unlock(PASSPHRASE), env=without)
     try:
         with operation_scope(uuid7(), uuid.uuid4()):
-            event = MessageTagged(
-                originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
-            )
-            [position] = app.append([event])
+            [position] = app.append(_tagged(1))
         assert app.max_position() == position and app.check_log() == []
     finally:
         app.close()
@@ -571,8 +547,6 @@ def test_a_server_whose_default_is_repeatable_read_numbers_seals_after_the_lock(
 
     import psycopg
 
-    from eventpile.domain.events import operation_scope, uuid7
-    from eventpile.mail.message import MessageTagged
     from eventpile.store.postgres import connect
 
     home = Home(tmp_path / "home", database_url=pg_url)
@@ -588,11 +562,8 @@ def test_a_server_whose_default_is_repeatable_read_numbers_seals_after_the_lock(
 
     def tag() -> None:
         with operation_scope(uuid7(), uuid.uuid4()):
-            event = MessageTagged(
-                originator_id=uuid.uuid4(), originator_version=1, tag_id=uuid.uuid4()
-            )
             try:
-                app.append([event])
+                app.append(_tagged(1))
             except BaseException as error:
                 failed.append(error)
 
