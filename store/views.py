@@ -14,9 +14,11 @@ beside an index of the key (half the pages to write on each insert).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +33,9 @@ from eventpile.store.files import sync_directory
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a view waits for another process's write before it gives up."""
+BUSY_PAUSES_S = (0.00005, 0.0001, 0.0002, 0.0005, 0.001)
+"""How long a write waits for another process's to end before it tries again: the first
+pauses, then the last one each time (see :meth:`SQLCipherDB.transaction`)."""
 CACHE_KIB = {False: 64 * 1024, True: 256 * 1024}
 """SQLite's page cache of a live view and of a fresh one (a rebuild), at most, in KiB:
 it fills only as pages are read. The indexes keyed by random ids (messages, tags,
@@ -207,7 +212,7 @@ class SQLCipherDB(ViewDB):
                 raise
             self._finish(changes, [])
             return
-        self.connection.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield
         except BaseException:
@@ -215,6 +220,27 @@ class SQLCipherDB(ViewDB):
             self.connection.execute("ROLLBACK")
             raise
         self._finish(changes, ["COMMIT"])
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, trying again after short pauses (:data:`BUSY_PAUSES_S`)
+        while another process writes, for up to :data:`BUSY_TIMEOUT_MS`. SQLite's own
+        wait sleeps a millisecond at its first retry, then two, then five, where a
+        worker's write to a view takes a fraction of one: two workers sharing the views
+        spent more time asleep than the other held the lock."""
+        db = self.connection
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+            for attempt in itertools.count():
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlcipher3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(BUSY_PAUSES_S[min(attempt, len(BUSY_PAUSES_S) - 1)])
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def defer(self, sql: str) -> None:
         """Run ``sql`` (one statement) last in the transaction under way (at once outside

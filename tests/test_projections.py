@@ -47,6 +47,7 @@ from eventpile.mail.query import (
 from eventpile.mail.synthetic import write_mbox
 from eventpile.projections import base
 from eventpile.projections.base import Page, Topics, View, rebuild_together
+from eventpile.store import views
 from eventpile.store.errors import StoreError
 from eventpile.store.home import Home
 from eventpile.store.keys import Keyring
@@ -432,6 +433,49 @@ def test_a_commit_aside_that_fails_fails_the_next_use_and_changes_nothing(tmp_pa
         db.execute("INSERT INTO parent VALUES (1)")
     assert db.execute("SELECT count(*) FROM parent").fetchone()[0] == 1
     db.close()
+
+
+def test_a_write_waits_for_another_process_s_in_short_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    db, holder = store.open("v"), store.open("v")
+    db.script("CREATE TABLE t (n INTEGER)")
+    holder.connection.execute("BEGIN IMMEDIATE")  # another's write, under way
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            holder.connection.execute("COMMIT")  # the other's write ends
+
+    monkeypatch.setattr(time, "sleep", pause)
+    with db.transaction():
+        db.execute("INSERT INTO t VALUES (1)")
+    assert pauses == list(views.BUSY_PAUSES_S[:3])
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == views.BUSY_TIMEOUT_MS
+    assert holder.execute("SELECT n FROM t").fetchall() == [(1,)]
+    db.close()
+    holder.close()
+
+
+def test_a_write_that_waited_too_long_for_another_s_fails_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLCipherViewStore(tmp_path, bytes(32))
+    db, holder = store.open("v"), store.open("v")
+    db.script("CREATE TABLE t (n INTEGER)")
+    holder.connection.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(views, "BUSY_TIMEOUT_MS", 0)
+    with pytest.raises(sqlcipher3.OperationalError, match="locked"), db.transaction():
+        db.execute("INSERT INTO t VALUES (1)")
+    assert not db.connection.in_transaction
+    holder.connection.execute("COMMIT")
+    with db.transaction():  # the connection goes on
+        db.execute("INSERT INTO t VALUES (2)")
+    assert holder.execute("SELECT n FROM t").fetchall() == [(2,)]
+    db.close()
+    holder.close()
 
 
 @pytest.mark.parametrize("rows", [3, COMMIT_ASIDE_FROM], ids=["here", "aside"])
