@@ -23,7 +23,7 @@ from typing import ClassVar, Protocol
 from eventpile.domain.events import DomainEvent, kind
 from eventpile.domain.people import PersonForgotten
 from eventpile.store.errors import DamagedView, StoreError
-from eventpile.store.views import ViewDB, ViewStore, read_position, write_position
+from eventpile.store.views import ViewBusy, ViewDB, ViewStore, read_position, write_position
 
 PAGE = 2000
 Page = list[tuple[int, DomainEvent]]
@@ -214,6 +214,9 @@ def _fold(
 
     Positions are read once and then known from the writes; each transaction reads
     its view's position again (another process may have moved it) and trusts that.
+    A view another process is writing is left for last, and waited for then: two
+    workers catching up the same views at once each fold some of them, instead of
+    one waiting while the other folds them all.
     With ``remake``, a personal view stops before a person forgotten, and its index
     joins ``remake`` (a fold from scratch passes none: what it reads is forgotten already).
     """
@@ -222,29 +225,54 @@ def _fold(
     if upto is None:
         names = [projection.name for _, projection in targets]
         upto = _log_reaches(source, dict(zip(names, positions, strict=True)))
+    busy: set[int] = set()
     with gc_paused():
-        while behind := [n for n, position in enumerate(positions) if position < upto]:
-            start = min(positions[n] for n in behind)
-            wanted = [targets[n][1].reads() for n in behind]
-            topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
-            batch = source.read(start, upto, topics, PAGE)
-            end = batch[-1][0] if len(batch) == PAGE else upto
-            for n in behind:
-                db, projection = targets[n]
-                forgot = None if remake is None else _forgotten_at(projection, batch, positions[n])
+        for wait in (False, True):
+            _fold_pages(targets, source, upto, progress, remake, positions, applied, busy, wait)
+            if not busy:
+                break
+            busy.clear()
+    elapsed = time.perf_counter() - started
+    return [RunReport(count, elapsed) for count in applied]
+
+
+def _fold_pages(
+    targets: Sequence[tuple[ViewDB, Projection]],
+    source: EventSource,
+    upto: int,
+    progress: Progress | None,
+    remake: set[int] | None,
+    positions: list[int],
+    applied: list[int],
+    busy: set[int],
+    wait: bool,
+) -> None:
+    """One round of :func:`_fold`: without ``wait``, a view another process is writing
+    joins ``busy`` and is left as it is."""
+    while behind := [n for n, at in enumerate(positions) if at < upto and n not in busy]:
+        start = min(positions[n] for n in behind)
+        wanted = [targets[n][1].reads() for n in behind]
+        topics = () if () in wanted else tuple(dict.fromkeys(t for ts in wanted for t in ts))
+        batch = source.read(start, upto, topics, PAGE)
+        end = batch[-1][0] if len(batch) == PAGE else upto
+        for n in behind:
+            db, projection = targets[n]
+            forgot = None if remake is None else _forgotten_at(projection, batch, positions[n])
+            try:
                 if forgot is not None and remake is not None:
                     cut = [(p, e) for p, e in batch if p < forgot]
-                    _, applied_now = _apply(db, projection, cut, start, forgot - 1)
+                    _, applied_now = _apply(db, projection, cut, start, forgot - 1, wait)
                     applied[n] += applied_now
                     positions[n] = upto
                     remake.add(n)
                     continue
-                positions[n], count = _apply(db, projection, batch, start, end)
-                applied[n] += count
-            if progress is not None:
-                progress(end, upto)
-    elapsed = time.perf_counter() - started
-    return [RunReport(count, elapsed) for count in applied]
+                positions[n], count = _apply(db, projection, batch, start, end, wait)
+            except ViewBusy:
+                busy.add(n)
+                continue
+            applied[n] += count
+        if progress is not None:
+            progress(end, upto)
 
 
 def _forgotten_at(projection: Projection, batch: Page, position: int) -> int | None:
@@ -256,11 +284,12 @@ def _forgotten_at(projection: Projection, batch: Page, position: int) -> int | N
 
 
 def _apply(
-    db: ViewDB, projection: Projection, batch: Page, start: int, end: int
+    db: ViewDB, projection: Projection, batch: Page, start: int, end: int, wait: bool = True
 ) -> tuple[int, int]:
     """Apply the events of ``batch`` (the log from ``start`` to ``end``) after the view's
-    position, and its new position, in one transaction: ``(its position, events applied)``."""
-    with db.transaction():
+    position, and its new position, in one transaction: ``(its position, events applied)``
+    (without ``wait``, :class:`ViewBusy` if another process is writing the view)."""
+    with db.transaction(wait):
         position = _position(db, projection)
         if not start <= position < end:
             return position, 0

@@ -53,6 +53,10 @@ TRACKING = (
 )
 
 
+class ViewBusy(Exception):
+    """Another process is writing the view (a transaction asked not to wait)."""
+
+
 class ViewDB(ABC):
     """A connection to one view's database."""
 
@@ -68,8 +72,9 @@ class ViewDB(ABC):
         """Run several ``;``-separated statements (DDL)."""
 
     @abstractmethod
-    def transaction(self) -> Any:
-        """A context manager: one write transaction, exclusive among writers of this view."""
+    def transaction(self, wait: bool = True) -> Any:
+        """A context manager: one write transaction, exclusive among writers of this view.
+        Without ``wait``, :class:`ViewBusy` at once if another process is writing it."""
 
     @abstractmethod
     def defer(self, sql: str) -> None:
@@ -196,7 +201,7 @@ class SQLCipherDB(ViewDB):
         self.connection.executescript(sql)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, wait: bool = True) -> Iterator[None]:
         """A fresh database (``bulk``) has one transaction for all, committed by
         :meth:`commit_all`: nobody else reads it, and one that fails is discarded. A
         commit per page of the log wrote each page of its indexes again and again."""
@@ -212,7 +217,7 @@ class SQLCipherDB(ViewDB):
                 raise
             self._finish(changes, [])
             return
-        self._begin()
+        self._begin(wait)
         try:
             yield
         except BaseException:
@@ -221,12 +226,13 @@ class SQLCipherDB(ViewDB):
             raise
         self._finish(changes, ["COMMIT"])
 
-    def _begin(self) -> None:
+    def _begin(self, wait: bool) -> None:
         """``BEGIN IMMEDIATE``, trying again after short pauses (:data:`BUSY_PAUSES_S`)
-        while another process writes, for up to :data:`BUSY_TIMEOUT_MS`. SQLite's own
-        wait sleeps a millisecond at its first retry, then two, then five, where a
-        worker's write to a view takes a fraction of one: two workers sharing the views
-        spent more time asleep than the other held the lock."""
+        while another process writes, for up to :data:`BUSY_TIMEOUT_MS` (without
+        ``wait``, :class:`ViewBusy` instead). SQLite's own wait sleeps a millisecond at
+        its first retry, then two, then five, where a worker's write to a view takes a
+        fraction of one: two workers sharing the views spent more time asleep than the
+        other held the lock."""
         db = self.connection
         db.execute("PRAGMA busy_timeout=0")
         try:
@@ -236,7 +242,11 @@ class SQLCipherDB(ViewDB):
                     db.execute("BEGIN IMMEDIATE")
                     return
                 except sqlcipher3.OperationalError as error:
-                    if "locked" not in str(error) or time.monotonic() >= deadline:
+                    if "locked" not in str(error):
+                        raise
+                    if not wait:
+                        raise ViewBusy(f"{self.path.name} is being written") from None
+                    if time.monotonic() >= deadline:
                         raise
                 time.sleep(BUSY_PAUSES_S[min(attempt, len(BUSY_PAUSES_S) - 1)])
         finally:

@@ -188,6 +188,29 @@ def test_a_second_view_on_the_same_files_does_not_apply_again(
         other.close()
 
 
+def test_a_view_another_process_is_writing_is_caught_up_last(
+    imported: MailApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with imported.deferring_catch_up():
+        imported.execute(TagMessages(action="add", tag="waiting", query="patch"))
+    end, busy = imported.max_position(), imported.view("operations")
+    holder = busy.store.open("operations")
+    holder.connection.execute("BEGIN IMMEDIATE")  # another process writes the view
+    seen: dict[str, int] = {}
+
+    def pause(seconds: float) -> None:  # waiting for it: every other view is done
+        if not seen:
+            seen.update({view.name: view.position for view in imported.views.values()})
+            holder.connection.execute("COMMIT")
+
+    monkeypatch.setattr(time, "sleep", pause)
+    reports = imported.catch_up()
+    holder.close()
+    assert seen == {view: end for view in imported.views} | {"operations": seen["operations"]}
+    assert seen["operations"] < end == busy.position and reports["operations"].events > 0
+    assert all(view.verify(imported) for view in imported.views.values())
+
+
 def test_rebuild_and_verify_agree_with_the_live_views(imported: MailApplication) -> None:
     before = {name: view.digest() for name, view in imported.views.items()}
     found = results(imported)
