@@ -35,7 +35,7 @@ BUSY_TIMEOUT_MS = 10_000
 """How long a view waits for another process's write before it gives up."""
 BUSY_PAUSES_S = (0.00005, 0.0001, 0.0002, 0.0005, 0.001)
 """How long a write waits for another process's to end before it tries again: the first
-pauses, then the last one each time (see :meth:`SQLCipherDB.transaction`)."""
+pauses, then the last one each time (see :meth:`SQLCipherDB._begin`)."""
 CACHE_KIB = {False: 64 * 1024, True: 256 * 1024}
 """SQLite's page cache of a live view and of a fresh one (a rebuild), at most, in KiB:
 it fills only as pages are read. The indexes keyed by random ids (messages, tags,
