@@ -458,13 +458,20 @@ def test_a_commit_aside_that_fails_fails_the_next_use_and_changes_nothing(tmp_pa
     db.close()
 
 
-def test_a_write_waits_for_another_process_s_in_short_pauses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _written_by_another(tmp_path: Path) -> tuple[SQLCipherDB, SQLCipherDB]:
+    """Two connections to a view with a table ``t``: the second (another process, as
+    SQLite sees it) has a write under way."""
     store = SQLCipherViewStore(tmp_path, bytes(32))
     db, holder = store.open("v"), store.open("v")
     db.script("CREATE TABLE t (n INTEGER)")
-    holder.connection.execute("BEGIN IMMEDIATE")  # another's write, under way
+    holder.connection.execute("BEGIN IMMEDIATE")
+    return db, holder
+
+
+def test_a_write_waits_for_another_process_s_in_short_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, holder = _written_by_another(tmp_path)
     pauses: list[float] = []
 
     def pause(seconds: float) -> None:
@@ -485,10 +492,7 @@ def test_a_write_waits_for_another_process_s_in_short_pauses(
 def test_a_write_that_waited_too_long_for_another_s_fails_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLCipherViewStore(tmp_path, bytes(32))
-    db, holder = store.open("v"), store.open("v")
-    db.script("CREATE TABLE t (n INTEGER)")
-    holder.connection.execute("BEGIN IMMEDIATE")
+    db, holder = _written_by_another(tmp_path)
     monkeypatch.setattr(views, "BUSY_TIMEOUT_MS", 0)
     with pytest.raises(sqlcipher3.OperationalError, match="locked"), db.transaction():
         db.execute("INSERT INTO t VALUES (1)")
