@@ -226,11 +226,22 @@ def _fold(
         names = [projection.name for _, projection in targets]
         upto = _log_reaches(source, dict(zip(names, positions, strict=True)))
     busy: set[int] = set()
+    furthest = 0
+
+    def report(end: int, upto: int) -> None:
+        """``progress``, of the furthest page read (a second round reads from before it)."""
+        nonlocal furthest
+        if progress is not None and end > furthest:
+            furthest = end
+            progress(end, upto)
+
     with gc_paused():
         for wait in (False, True):
-            _fold_pages(targets, source, upto, progress, remake, positions, applied, busy, wait)
+            _fold_pages(targets, source, upto, report, remake, positions, applied, busy, wait)
             if not busy:
                 break
+            for n in busy:  # where the process that was writing it left it
+                positions[n] = max(positions[n], _position(*targets[n]))
             busy.clear()
     elapsed = time.perf_counter() - started
     return [RunReport(count, elapsed) for count in applied]
@@ -240,7 +251,7 @@ def _fold_pages(
     targets: Sequence[tuple[ViewDB, Projection]],
     source: EventSource,
     upto: int,
-    progress: Progress | None,
+    progress: Progress,
     remake: set[int] | None,
     positions: list[int],
     applied: list[int],
@@ -271,8 +282,7 @@ def _fold_pages(
                 busy.add(n)
                 continue
             applied[n] += count
-        if progress is not None:
-            progress(end, upto)
+        progress(end, upto)
 
 
 def _forgotten_at(projection: Projection, batch: Page, position: int) -> int | None:

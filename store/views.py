@@ -18,12 +18,12 @@ import itertools
 import os
 import re
 import threading
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
+from time import monotonic, sleep
 from typing import Any
 
 import sqlcipher3
@@ -53,7 +53,7 @@ TRACKING = (
 )
 
 
-class ViewBusy(Exception):
+class ViewBusy(StoreError):
     """Another process is writing the view (a transaction asked not to wait)."""
 
 
@@ -217,12 +217,12 @@ class SQLCipherDB(ViewDB):
                 raise
             self._finish(changes, [])
             return
-        self._begin(wait)
-        try:
+        try:  # begun inside: interrupted right after BEGIN, it is rolled back
+            self._begin(wait)
             yield
         except BaseException:
             self._deferred.clear()
-            self.connection.execute("ROLLBACK")
+            self._roll_back()
             raise
         self._finish(changes, ["COMMIT"])
 
@@ -236,7 +236,7 @@ class SQLCipherDB(ViewDB):
         db = self.connection
         db.execute("PRAGMA busy_timeout=0")
         try:
-            deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+            deadline = monotonic() + BUSY_TIMEOUT_MS / 1000
             for attempt in itertools.count():
                 try:
                     db.execute("BEGIN IMMEDIATE")
@@ -246,9 +246,9 @@ class SQLCipherDB(ViewDB):
                         raise
                     if not wait:
                         raise ViewBusy(f"{self.path.name} is being written") from None
-                    if time.monotonic() >= deadline:
+                    if monotonic() >= deadline:
                         raise
-                time.sleep(BUSY_PAUSES_S[min(attempt, len(BUSY_PAUSES_S) - 1)])
+                sleep(BUSY_PAUSES_S[min(attempt, len(BUSY_PAUSES_S) - 1)])
         finally:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 

@@ -4,6 +4,7 @@ query language."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -197,17 +198,29 @@ def test_a_view_another_process_is_writing_is_caught_up_last(
     holder = busy.store.open("operations")
     holder.connection.execute("BEGIN IMMEDIATE")  # another process writes the view
     seen: dict[str, int] = {}
+    reads: list[int] = []  # of the log, or of what this process wrote, kept in memory
+    read = imported.written.read
+    monkeypatch.setattr(
+        imported.written, "read", lambda after, *rest: reads.append(after) or read(after, *rest)
+    )
+    first_round = base._fold_pages
 
-    def pause(seconds: float) -> None:  # waiting for it: every other view is done
-        if not seen:
+    def then_the_other_catches_it_up(*args: Any) -> None:
+        first_round(*args)
+        if not seen:  # the views it could write are done
             seen.update({view.name: view.position for view in imported.views.values()})
             holder.connection.execute("COMMIT")
+            other = View(busy.projection, busy.store)
+            assert other.catch_up(imported).events > 0
+            other.close()
+            reads.clear()
 
-    monkeypatch.setattr(time, "sleep", pause)
+    monkeypatch.setattr(base, "_fold_pages", then_the_other_catches_it_up)
     reports = imported.catch_up()
     holder.close()
     assert seen == {view: end for view in imported.views} | {"operations": seen["operations"]}
-    assert seen["operations"] < end == busy.position and reports["operations"].events > 0
+    assert seen["operations"] < end == busy.position and reports["operations"].events == 0
+    assert reads == []  # found where the other left it: the log not read again for it
     assert all(view.verify(imported) for view in imported.views.values())
 
 
@@ -479,7 +492,7 @@ def test_a_write_waits_for_another_process_s_in_short_pauses(
         if len(pauses) == 3:
             holder.connection.execute("COMMIT")  # the other's write ends
 
-    monkeypatch.setattr(time, "sleep", pause)
+    monkeypatch.setattr(views, "sleep", pause)
     with db.transaction():
         db.execute("INSERT INTO t VALUES (1)")
     assert pauses == list(views.BUSY_PAUSES_S[:3])
@@ -493,10 +506,13 @@ def test_a_write_that_waited_too_long_for_another_s_fails_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db, holder = _written_by_another(tmp_path)
-    monkeypatch.setattr(views, "BUSY_TIMEOUT_MS", 0)
+    # its time runs out at the first refusal
+    monkeypatch.setattr(views, "monotonic", itertools.chain([0.0], itertools.repeat(1e9)).__next__)
+    monkeypatch.setattr(views, "sleep", lambda seconds: pytest.fail("paused"))
     with pytest.raises(sqlcipher3.OperationalError, match="locked"), db.transaction():
         db.execute("INSERT INTO t VALUES (1)")
     assert not db.connection.in_transaction
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == views.BUSY_TIMEOUT_MS
     holder.connection.execute("COMMIT")
     with db.transaction():  # the connection goes on
         db.execute("INSERT INTO t VALUES (2)")
