@@ -225,7 +225,6 @@ def _fold(
     if upto is None:
         names = [projection.name for _, projection in targets]
         upto = _log_reaches(source, dict(zip(names, positions, strict=True)))
-    busy: set[int] = set()
     furthest = 0
 
     def report(end: int, upto: int) -> None:
@@ -237,12 +236,11 @@ def _fold(
 
     with gc_paused():
         for wait in (False, True):
-            _fold_pages(targets, source, upto, report, remake, positions, applied, busy, wait)
+            busy = _fold_pages(targets, source, upto, report, remake, positions, applied, wait)
             if not busy:
                 break
             for n in busy:  # where the process that was writing it left it
                 positions[n] = max(positions[n], _position(*targets[n]))
-            busy.clear()
     elapsed = time.perf_counter() - started
     return [RunReport(count, elapsed) for count in applied]
 
@@ -255,11 +253,11 @@ def _fold_pages(
     remake: set[int] | None,
     positions: list[int],
     applied: list[int],
-    busy: set[int],
     wait: bool,
-) -> None:
-    """One round of :func:`_fold`: without ``wait``, a view another process is writing
-    joins ``busy`` and is left as it is."""
+) -> set[int]:
+    """One round of :func:`_fold`: without ``wait``, the views another process is
+    writing are left as they are, and returned."""
+    busy: set[int] = set()
     while behind := [n for n, at in enumerate(positions) if at < upto and n not in busy]:
         start = min(positions[n] for n in behind)
         wanted = [targets[n][1].reads() for n in behind]
@@ -283,6 +281,7 @@ def _fold_pages(
                 continue
             applied[n] += count
         progress(end, upto)
+    return busy
 
 
 def _forgotten_at(projection: Projection, batch: Page, position: int) -> int | None:
@@ -294,7 +293,7 @@ def _forgotten_at(projection: Projection, batch: Page, position: int) -> int | N
 
 
 def _apply(
-    db: ViewDB, projection: Projection, batch: Page, start: int, end: int, wait: bool = True
+    db: ViewDB, projection: Projection, batch: Page, start: int, end: int, wait: bool
 ) -> tuple[int, int]:
     """Apply the events of ``batch`` (the log from ``start`` to ``end``) after the view's
     position, and its new position, in one transaction: ``(its position, events applied)``

@@ -485,7 +485,6 @@ def test_an_append_of_a_few_events_makes_two_round_trips(
     app = MailApplication(home, home.init(PASSPHRASE))
     syncs = Counter[str]()
     enqueue = psycopg._pipeline_base.BasePipeline._enqueue_sync
-
     commit = psycopg.Connection.commit
 
     def counted(pipeline: Any) -> None:

@@ -205,8 +205,8 @@ def test_a_view_another_process_is_writing_is_caught_up_last(
     )
     first_round = base._fold_pages
 
-    def then_the_other_catches_it_up(*args: Any) -> None:
-        first_round(*args)
+    def then_the_other_catches_it_up(*args: Any) -> set[int]:
+        left = first_round(*args)
         if not seen:  # the views it could write are done
             seen.update({view.name: view.position for view in imported.views.values()})
             holder.connection.execute("COMMIT")
@@ -214,6 +214,7 @@ def test_a_view_another_process_is_writing_is_caught_up_last(
             assert other.catch_up(imported).events > 0
             other.close()
             reads.clear()
+        return left
 
     monkeypatch.setattr(base, "_fold_pages", then_the_other_catches_it_up)
     reports = imported.catch_up()
